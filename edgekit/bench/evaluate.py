@@ -1,0 +1,137 @@
+"""Running a model and its FP32 reference over the same real images: parity and accuracy."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.data.images import LabelledFolder, collect_images, read_image, read_labelled_folder
+from edgekit.data.preprocess import PreprocessSpec, preprocess
+from edgekit.errors import EdgekitError
+from edgekit.progress import QUIET, Progress
+
+RunFn = Callable[[np.ndarray], np.ndarray]
+
+
+def sample(items: Sequence[Any], limit: int | None, seed: int = 0) -> list[Any]:
+    """At most `limit` items, drawn with a fixed seed and kept in their original order."""
+    if limit is None or len(items) <= limit:
+        return list(items)
+    keep = np.sort(np.random.default_rng(seed).choice(len(items), size=limit, replace=False))
+    return [items[i] for i in keep]
+
+
+@dataclasses.dataclass
+class ImageBatch:
+    inputs: np.ndarray  # preprocessed float32 NCHW
+    files: list[Path]  # the files that decoded, in order
+    errors: dict[str, str]  # file → why it could not be read
+
+
+def load_images(files: Sequence[Path], spec: PreprocessSpec, progress: Progress = QUIET) -> ImageBatch:
+    arrays, kept, errors = [], [], {}
+    for file in progress.bar(files, desc="reading images", total=len(files), unit="img"):
+        try:
+            arrays.append(preprocess(read_image(file), spec))
+            kept.append(file)
+        except ValueError as exc:
+            errors[str(file)] = str(exc)
+    if not arrays:
+        raise EdgekitError(f"none of the {len(files)} image file(s) could be read (e.g. {next(iter(errors.items()))})")
+    return ImageBatch(np.stack(arrays), kept, errors)
+
+
+def run_batched(
+    run: RunFn, inputs: np.ndarray, batch_size: int, progress: Progress = QUIET, desc: str = ""
+) -> np.ndarray:
+    starts = range(0, len(inputs), batch_size)
+    chunks = [run(inputs[s : s + batch_size]) for s in progress.bar(starts, desc=desc, total=len(starts), unit="batch")]
+    return np.concatenate(chunks).reshape(len(inputs), -1)
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    """Max abs difference of the raw outputs and top-1 agreement."""
+    return {
+        "max_abs_diff": float(np.max(np.abs(reference.astype(np.float64) - candidate.astype(np.float64)))),
+        "top1_agreement": float(np.mean(reference.argmax(1) == candidate.argmax(1))),
+    }
+
+
+def synthetic_inputs(count: int, spec: PreprocessSpec, seed: int = 0) -> np.ndarray:
+    """Random pixel images, preprocessed: a last resort when the user gave no images."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    images = [
+        Image.fromarray(rng.integers(0, 256, (spec.resize, spec.resize, 3), dtype=np.uint8)) for _ in range(count)
+    ]
+    return np.stack([preprocess(image, spec) for image in images])
+
+
+def class_index_map(folder: LabelledFolder, class_names: Sequence[str]) -> list[int]:
+    """For each sub-directory of a labelled folder, the model's class index it stands for.
+
+    Names are matched exactly; a model without real class names (class_0..N-1) falls back to
+    ImageFolder's convention, sorted sub-directory order = class index.
+    """
+    lookup = {name: i for i, name in enumerate(class_names)}
+    if all(name in lookup for name in folder.class_names):
+        return [lookup[name] for name in folder.class_names]
+    generated = all(name == f"class_{i}" for i, name in enumerate(class_names))
+    if generated and len(folder.class_names) == len(class_names):
+        return list(range(len(class_names)))
+    unknown = [name for name in folder.class_names if name not in lookup]
+    raise EdgekitError(
+        f"{folder.root}: sub-directories {', '.join(unknown[:5])} are not classes of this model "
+        f"({', '.join(class_names[:10])}); name the sub-directories after the model's classes"
+    )
+
+
+@dataclasses.dataclass
+class EvalSet:
+    """Preprocessed images, with labels (model class indices) when the folder is labelled."""
+
+    batch: ImageBatch
+    labels: np.ndarray | None
+    source: str
+
+
+def load_eval_set(
+    folder: Path,
+    class_names: Sequence[str],
+    spec: PreprocessSpec,
+    limit: int | None,
+    progress: Progress = QUIET,
+) -> EvalSet:
+    """Images from `folder`: class sub-directories give labels, a flat folder gives images only."""
+    if not folder.is_dir():
+        raise EdgekitError(f"{folder} is not a directory")
+    if any(child.is_dir() and not child.name.startswith(".") for child in folder.iterdir()):
+        labelled = read_labelled_folder(folder)
+        mapping = class_index_map(labelled, class_names)
+        chosen = sample(labelled.samples, limit)
+        batch = load_images([file for file, _ in chosen], spec, progress)
+        label_of = {file: mapping[label] for file, label in chosen}
+        labels = np.array([label_of[file] for file in batch.files])
+        return EvalSet(batch, labels, f"labelled images from {folder}")
+    files = collect_images([folder])
+    if not files:
+        raise EdgekitError(f"{folder} holds no image files")
+    return EvalSet(load_images(sample(files, limit), spec, progress), None, f"images from {folder}")
+
+
+def score(
+    predictions: dict[str, np.ndarray], labels: np.ndarray, class_names: Sequence[str], reference: str
+) -> dict[str, Any]:
+    """Top-1 and per-class top-1 of each model's predicted indices, and agreement with `reference`."""
+    models = {}
+    for name, predicted in predictions.items():
+        per_class = {class_names[c]: float(np.mean(predicted[labels == c] == c)) for c in sorted(set(labels.tolist()))}
+        models[name] = {"top1": float(np.mean(predicted == labels)), "per_class_top1": per_class}
+        if name != reference:
+            models[name]["top1_agreement_with_reference"] = float(np.mean(predicted == predictions[reference]))
+    return {"images": len(labels), "reference": reference, "models": models}

@@ -1,0 +1,191 @@
+"""`edgekit bench`: a bundle against its FP32 PyTorch reference, timed in the same run.
+
+Latency is measured on the same synthetic batch for both (values do not change the work done);
+accuracy and top-1 agreement on the user's labelled images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.bench.environment import environment
+from edgekit.bench.evaluate import load_eval_set, run_batched, score
+from edgekit.bench.latency import measure
+from edgekit.errors import EdgekitError
+from edgekit.model.checkpoint import sha256_file
+from edgekit.progress import QUIET, Progress
+from edgekit.reference import load_reference
+from edgekit.runtime import BundleModel, resolve_threads
+
+RESULTS_SCHEMA = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    bundle: Path
+    reference: Path | None = None  # None: the bundle's source model, if it is still where it was
+    val: Path | None = None
+    batch_sizes: tuple[int, ...] = (1, 8)
+    warmup: int = 5
+    iterations: int = 50
+    threads: int | None = None
+    max_images: int | None = None
+    trust_pickle: bool = False
+    out: Path | None = None  # None: <bundle>.bench beside the bundle
+
+    def results_dir(self) -> Path:
+        return self.out or self.bundle.with_name(self.bundle.name + ".bench")
+
+
+def _validate(config: BenchConfig) -> None:
+    if not config.batch_sizes or min(config.batch_sizes) < 1:
+        raise EdgekitError("--batch-sizes must be positive integers, e.g. 1,8")
+    if config.iterations < 1 or config.warmup < 0:
+        raise EdgekitError("--iterations must be at least 1 and --warmup at least 0")
+    if config.reference is not None and not config.reference.is_file():
+        raise EdgekitError(f"--reference {config.reference} does not exist")
+    if config.val is not None and not config.val.is_dir():
+        raise EdgekitError(f"--val {config.val} is not a directory")
+    out = config.results_dir()
+    parent = out if out.is_dir() else out.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise EdgekitError(f"cannot write results to {out}: {parent} is not a writable directory")
+
+
+def _find_reference(config: BenchConfig, manifest: dict[str, Any], notes: list[str]) -> Path | None:
+    if config.reference is not None:
+        return config.reference
+    source = Path(manifest["source"]["path"])
+    if source.is_file() and sha256_file(source) == manifest["source"]["sha256"]:
+        notes.append(f"reference: the bundle's source model {source}")
+        return source
+    notes.append("no FP32 reference: pass --reference CHECKPOINT to time and compare against it")
+    return None
+
+
+def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]:
+    _validate(config)
+    model = BundleModel.open(config.bundle, threads=config.threads)
+    manifest = model.manifest
+    threads = resolve_threads(config.threads if config.threads is not None else manifest["target"]["threads"])
+    notes: list[str] = []
+    reference_path = _find_reference(config, manifest, notes)
+    reference = None
+    if reference_path is not None:
+        reference = load_reference(
+            reference_path, threads, manifest["model"].get("transform_input"), trust_pickle=config.trust_pickle
+        )
+    if manifest["input"]["shape"][0] == 1 and max(config.batch_sizes) > 1:
+        notes.append("the model has a fixed batch of 1: larger batches run as one call per image")
+
+    spec = model.preprocessing
+    rng = np.random.default_rng(0)
+    latency: dict[str, list[dict[str, float]]] = {"bundle": [], "reference": []}
+    for size in config.batch_sizes:
+        batch = rng.standard_normal((size, 3, spec.crop, spec.crop)).astype(np.float32)
+        latency["bundle"].append(
+            measure(model.runner.run, batch, config.warmup, config.iterations, progress, f"bundle b{size}")
+        )
+        if reference is not None:
+            latency["reference"].append(
+                measure(reference.run, batch, config.warmup, config.iterations, progress, f"reference b{size}")
+            )
+
+    accuracy = None
+    if config.val is not None:
+        evalset = load_eval_set(config.val, model.class_names, spec, config.max_images, progress)
+        if evalset.labels is None:
+            raise EdgekitError(f"--val {config.val} has no class sub-directories, so accuracy cannot be measured")
+        predictions = {"bundle": run_batched(model.runner.run, evalset.batch.inputs, 8, progress, "bundle").argmax(1)}
+        if reference is not None:
+            outputs = run_batched(reference.run, evalset.batch.inputs, 8, progress, "reference")
+            predictions = {"reference": outputs.argmax(1), **predictions}
+        accuracy = score(predictions, evalset.labels, model.class_names, reference=next(iter(predictions)))
+        accuracy["unreadable"] = evalset.batch.errors
+
+    first = latency["bundle"][0]
+    speedups = {
+        str(b["batch"]): r["p50_ms"] / b["p50_ms"]
+        for b, r in zip(latency["bundle"], latency["reference"], strict=False)
+    }
+    results = {
+        "schema_version": RESULTS_SCHEMA,
+        "kind": "edgekit-bench",
+        "p50_ms": first["p50_ms"] if first["batch"] == 1 else None,
+        "bundle": {
+            "path": str(config.bundle.resolve()),
+            "model_sha256": manifest["files"][manifest["model_file"]],
+            "source_sha256": manifest["source"]["sha256"],
+            "target": manifest["target"]["name"],
+            "backend": model.backend,
+            "precision": manifest["precision"],
+            "input": manifest["input"],
+        },
+        "reference": {"path": str(reference_path), "kind": reference.kind} if reference else None,
+        "latency": latency,
+        "speedup_p50_vs_reference": speedups,
+        "accuracy": accuracy,
+        "environment": environment(threads),
+        "notes": notes,
+    }
+    write_results(results, config.results_dir())
+    return results
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_results(results: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out / "bench.json", json.dumps(results, indent=2) + "\n")
+    _write_atomic(out / "bench.md", summary_markdown(results))
+
+
+def summary_markdown(results: dict[str, Any]) -> str:
+    bundle, env = results["bundle"], results["environment"]
+    lines = [
+        f"# edgekit bench: {Path(bundle['path']).name}",
+        "",
+        f"Target `{bundle['target']}`, backend `{bundle['backend']}`, precision `{bundle['precision']}`. "
+        f"Measured {env['date']} on {env['cpu']} ({env['threads']} threads).",
+        "",
+        "| model | batch | p50 ms | p90 ms | p99 ms | mean ms | images/s | speed-up (p50) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in ("reference", "bundle"):
+        for row in results["latency"][name]:
+            speedup = results["speedup_p50_vs_reference"].get(str(row["batch"])) if name == "bundle" else None
+            lines.append(
+                f"| {name} | {row['batch']} | {row['p50_ms']:.2f} | {row['p90_ms']:.2f} | {row['p99_ms']:.2f} | "
+                f"{row['mean_ms']:.2f} | {row['images_per_s']:.1f} | {f'{speedup:.2f}×' if speedup else '—'} |"
+            )
+    accuracy = results.get("accuracy")
+    if accuracy:
+        lines += [
+            "",
+            f"Accuracy on {accuracy['images']} labelled images:",
+            "",
+            "| model | top-1 | agreement with reference |",
+        ]
+        lines.append("|---|---:|---:|")
+        for name, row in accuracy["models"].items():
+            agreement = row.get("top1_agreement_with_reference")
+            lines.append(f"| {name} | {row['top1']:.2%} | {'—' if agreement is None else f'{agreement:.2%}'} |")
+    if results["notes"]:
+        lines += ["", *[f"- {note}" for note in results["notes"]]]
+    return "\n".join(lines) + "\n"

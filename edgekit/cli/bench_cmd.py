@@ -1,0 +1,77 @@
+"""`edgekit bench`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgekit.cli.options import json_option, parse_int_list, print_json, threads_option, trust_pickle_option
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--reference",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="FP32 checkpoint (or ONNX) to compare with (default: the bundle's source, if unchanged).",
+)
+@click.option(
+    "--val",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Labelled image folder (one sub-directory per class).",
+)
+@click.option("--batch-sizes", default="1,8", show_default=True, help="Comma-separated batch sizes to time.")
+@click.option(
+    "--iterations", type=click.IntRange(min=1), default=50, show_default=True, help="Timed runs per batch size."
+)
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed runs first.")
+@click.option("--max-images", type=click.IntRange(min=1), default=None, help="Evaluate at most this many --val images.")
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where bench.json and bench.md go (default: BUNDLE.bench).",
+)
+@threads_option
+@trust_pickle_option
+@json_option
+def bench(
+    bundle: Path,
+    reference: Path | None,
+    val: Path | None,
+    batch_sizes: str,
+    iterations: int,
+    warmup: int,
+    max_images: int | None,
+    out: Path | None,
+    threads: int | None,
+    trust_pickle: bool,
+    as_json: bool,
+) -> None:
+    """Time BUNDLE against its FP32 PyTorch reference in the same run, and measure accuracy.
+
+    Reports p50/p90/p99/mean latency and images/s per batch size, top-1 accuracy and top-1
+    agreement with the reference on --val, and the machine it ran on.
+    """
+    from edgekit.bench.run import BenchConfig, run_bench
+    from edgekit.progress import Progress
+
+    config = BenchConfig(
+        bundle=bundle,
+        reference=reference,
+        val=val,
+        batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"),
+        warmup=warmup,
+        iterations=iterations,
+        threads=threads,
+        max_images=max_images,
+        trust_pickle=trust_pickle,
+        out=out,
+    )
+    results = run_bench(config, Progress(enabled=True))
+    if as_json:
+        print_json(results)
+        return
+    click.echo((config.results_dir() / "bench.md").read_text(encoding="utf-8"), nl=False)
+    click.echo(f"\nresults: {config.results_dir() / 'bench.json'}")

@@ -1,0 +1,115 @@
+"""`edgekit compile`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgekit.cli.options import json_option, print_json, threads_option, trust_pickle_option
+
+
+@click.command("compile")
+@click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--target", "-t", default=None, help="Device target name or TOML file (default: this host).")
+@click.option("--precision", "-p", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@click.option("--backend", default=None, help="Force a backend instead of the target's fastest available one.")
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=None, help="Bundle directory to create.")
+@click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
+@click.option(
+    "--classes", type=click.Path(path_type=Path, dir_okay=False), help="Class names: one per line or a JSON list."
+)
+@click.option(
+    "--transform-input/--no-transform-input",
+    default=None,
+    help="torchvision GoogLeNet's ImageNet re-normalisation inside the model (default: from the checkpoint, else on).",
+)
+@click.option(
+    "--resize", type=click.IntRange(min=8), default=None, help="Resize the shorter side to this (default 256)."
+)
+@click.option(
+    "--crop", type=click.IntRange(min=8), default=None, help="Centre crop = network input size (default 224)."
+)
+@click.option(
+    "--val",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Images for the parity check; with class sub-directories, accuracy too.",
+)
+@click.option(
+    "--parity-images",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="At most this many --val images for the parity check.",
+)
+@threads_option
+@trust_pickle_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@json_option
+def compile_command(
+    model: Path,
+    target: str | None,
+    precision: str,
+    backend: str | None,
+    out: Path | None,
+    force: bool,
+    classes: Path | None,
+    transform_input: bool | None,
+    resize: int | None,
+    crop: int | None,
+    val: Path | None,
+    parity_images: int,
+    threads: int | None,
+    trust_pickle: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Compile MODEL (a GoogLeNet checkpoint or an ONNX file) into a verified bundle for a device.
+
+    The bundle directory holds the model file and manifest.json (hashes, classes, preprocessing,
+    parity figures, tool versions). It is only written if the compiled model reproduces the FP32
+    reference; an error leaves nothing behind.
+    """
+    from edgekit.compile import compile_bundle
+    from edgekit.config import CompileConfig
+    from edgekit.model.checkpoint import read_class_file
+    from edgekit.progress import Progress
+    from edgekit.targets import get_target, host_target_name
+
+    progress = Progress(enabled=not quiet)
+    if target is None:
+        target = host_target_name()
+        progress.note(f"no --target given: compiling for this host, {target}")
+    resolved = get_target(target)
+    config = CompileConfig(
+        model=model,
+        target=resolved,
+        out=out or Path(f"{model.stem}-{resolved.name}-{precision}"),
+        precision=precision,
+        backend=backend,
+        force=force,
+        class_names=tuple(read_class_file(classes)) if classes else None,
+        transform_input=transform_input,
+        resize=resize,
+        crop=crop,
+        val=val,
+        parity_images=parity_images,
+        trust_pickle=trust_pickle,
+        threads=threads,
+    )
+    manifest = compile_bundle(config, progress)
+    if as_json:
+        print_json({"bundle": str(config.out), **manifest})
+        return
+    parity = manifest["parity"]
+    click.echo(f"bundle: {config.out}")
+    click.echo(
+        f"  {manifest['target']['name']} / {manifest['backend']} / {manifest['precision']}, "
+        f"{len(manifest['classes'])} classes, input {manifest['input']['shape']}"
+    )
+    click.echo(
+        f"  parity vs {parity['reference']}: top-1 agreement {parity['top1_agreement']:.2%}, "
+        f"max abs diff {parity['max_abs_diff']:.2e} ({parity['images']} {parity['inputs']})"
+    )
+    for name, row in (manifest.get("accuracy") or {}).get("models", {}).items():
+        click.echo(f"  top-1 {name}: {row['top1']:.2%}")

@@ -1,0 +1,63 @@
+"""The `edgekit` command: parse, call the library, print; map a user's mistake to exit status 2.
+
+Commands import their heavy dependencies inside the function, so `edgekit --help` is instant.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from edgekit import __version__
+from edgekit.cli.bench_cmd import bench
+from edgekit.cli.compile_cmd import compile_command
+from edgekit.cli.info_cmds import inspect_command, targets_command
+from edgekit.cli.predict_cmd import predict
+from edgekit.errors import EdgekitError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="edgekit")
+def cli() -> None:
+    """Turn a fine-tuned torchvision GoogLeNet into a measured, deployable bundle for an edge device.
+
+    Start with `edgekit compile MODEL`, then `edgekit predict BUNDLE IMAGES` and
+    `edgekit bench BUNDLE --val DIR`.
+    """
+
+
+cli.add_command(compile_command)
+cli.add_command(predict)
+cli.add_command(bench)
+cli.add_command(inspect_command)
+cli.add_command(targets_command)
+
+
+def _fail(message: str, status: int) -> None:
+    one_line = "; ".join(part.strip() for part in message.strip().splitlines() if part.strip())
+    click.echo(f"error: {one_line}", err=True)
+    sys.exit(status)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: a user's mistake is one `error:` line and exit 2; a bug keeps its traceback."""
+    try:
+        status = cli.main(args=argv, prog_name="edgekit", standalone_mode=False)
+    except EdgekitError as exc:
+        _fail(str(exc), 2)
+    except click.UsageError as exc:
+        command = f" {exc.ctx.command_path.split(' ', 1)[1]}" if exc.ctx and " " in exc.ctx.command_path else ""
+        _fail(f"{exc.format_message()} (see `edgekit{command} --help`)", 2)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        _fail("interrupted; nothing was written", 130)
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (e.g. `| head`): not an error
+        sys.exit(0)
+    sys.exit(status if isinstance(status, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Frozen, validated configs: every check that can fail fast runs before any slow work."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from edgekit.backends import REGISTRY, Backend, check_support, get_backend
+from edgekit.bundle import check_writable_destination
+from edgekit.errors import EdgekitError
+from edgekit.targets import Target
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileConfig:
+    model: Path
+    target: Target
+    out: Path
+    precision: str = "fp32"
+    backend: str | None = None  # None: the target's first available backend
+    force: bool = False
+    class_names: tuple[str, ...] | None = None
+    transform_input: bool | None = None  # None: from the checkpoint, else on
+    resize: int | None = None  # preprocessing overrides
+    crop: int | None = None
+    val: Path | None = None  # images for the parity check (and accuracy, when labelled)
+    parity_images: int = 200
+    trust_pickle: bool = False
+    threads: int | None = None  # None: the target's
+
+    @property
+    def is_onnx(self) -> bool:
+        return self.model.suffix.lower() == ".onnx"
+
+
+def choose_backend(target: Target, precision: str, requested: str | None) -> type[Backend]:
+    """The backend that will run the bundle, or an error naming why none can."""
+    if precision not in target.precisions:
+        raise EdgekitError(
+            f"target {target.name} does not support precision {precision}; it supports {', '.join(target.precisions)}"
+        )
+    if requested is not None:
+        backend = get_backend(requested)
+        reason = check_support(backend, target.kind, target.arch, precision) or backend.unavailable_reason()
+        if reason:
+            raise EdgekitError(f"backend {requested} cannot be used for target {target.name}: {reason}")
+        return backend
+    reasons = []
+    for name in target.backends:
+        backend = REGISTRY.get(name)
+        if backend is None:
+            reasons.append(f"{name}: not a backend of this edgekit version")
+            continue
+        reason = check_support(backend, target.kind, target.arch, precision) or backend.unavailable_reason()
+        if reason is None:
+            return backend
+        reasons.append(reason)
+    raise EdgekitError(f"no backend of target {target.name} can run {precision} here: {'; '.join(reasons)}")
+
+
+def validate(config: CompileConfig) -> type[Backend]:
+    """Check everything that does not need the model loaded; returns the chosen backend."""
+    if not config.model.is_file():
+        raise EdgekitError(f"{config.model} does not exist or is not a file")
+    if config.is_onnx and config.transform_input is not None:
+        raise EdgekitError(
+            "--transform-input/--no-transform-input apply to PyTorch checkpoints; an ONNX file has its own"
+        )
+    if config.val is not None and not config.val.is_dir():
+        raise EdgekitError(f"--val {config.val} is not a directory")
+    if config.parity_images < 1:
+        raise EdgekitError("--parity-images must be at least 1")
+    if config.threads is not None and config.threads < 0:
+        raise EdgekitError("--threads must be 0 (all cores) or more")
+    backend = choose_backend(config.target, config.precision, config.backend)
+    check_writable_destination(config.out, config.force)
+    return backend

@@ -1,0 +1,89 @@
+"""Preprocessing as data: the spec travels in the bundle's manifest and every backend applies it.
+
+The default is torchvision's ImageNet eval transform (`Resize(256)` bilinear with antialias,
+`CenterCrop(224)`, ToTensor, Normalize with ImageNet mean/std). It is implemented with PIL and NumPy
+only, so a deployed bundle needs no torch; tests check it against torchvision's own transform.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from edgekit.errors import EdgekitError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessSpec:
+    resize: int = 256  # shorter side, before the centre crop
+    crop: int = 224  # square centre crop = the network's input size
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"  # PIL resampling, antialiased like torchvision on PIL images
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in _INTERPOLATIONS:
+            raise EdgekitError(f"interpolation must be one of {', '.join(_INTERPOLATIONS)}")
+        if not (isinstance(self.resize, int) and isinstance(self.crop, int) and 8 <= self.crop <= self.resize):
+            raise EdgekitError(f"preprocessing needs integers 8 <= crop <= resize (got {self.crop}, {self.resize})")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if len(value) != 3:
+                raise EdgekitError(f"preprocessing {name} needs 3 values (one per RGB channel)")
+        if any(s <= 0 for s in self.std):
+            raise EdgekitError("preprocessing std values must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessSpec:
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise EdgekitError(f"unknown preprocessing key(s): {', '.join(sorted(unknown))}")
+        values = dict(data)
+        for name in ("mean", "std"):
+            if name in values:
+                values[name] = tuple(float(v) for v in values[name])
+        return cls(**values)
+
+    def with_overrides(self, **overrides: Any) -> PreprocessSpec:
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _resized_size(width: int, height: int, shorter: int) -> tuple[int, int]:
+    # Same arithmetic as torchvision's Resize(int): the longer side is truncated, not rounded.
+    if width <= height:
+        return shorter, int(shorter * height / width)
+    return int(shorter * width / height), shorter
+
+
+def preprocess(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """One RGB PIL image → float32 CHW array, exactly as torchvision's eval transform computes it."""
+    if image.mode != "RGB":
+        raise ValueError("preprocess expects an RGB image; use edgekit.data.images.to_rgb first")
+    image = image.resize(_resized_size(*image.size, spec.resize), _INTERPOLATIONS[spec.interpolation])
+    width, height = image.size
+    top = round((height - spec.crop) / 2.0)
+    left = round((width - spec.crop) / 2.0)
+    image = image.crop((left, top, left + spec.crop, top + spec.crop))
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    return np.ascontiguousarray(((array - mean) / std).transpose(2, 0, 1))
+
+
+def preprocess_batch(images: Sequence[Image.Image], spec: PreprocessSpec) -> np.ndarray:
+    return np.stack([preprocess(image, spec) for image in images]).astype(np.float32, copy=False)

@@ -1,0 +1,262 @@
+"""Loading the GoogLeNet checkpoints users actually have.
+
+Accepted: a plain `state_dict`; a dict wrapping it under `model_state_dict` / `state_dict` / `model`
+/ `net` (with epoch, optimizer state, class names beside it); keys prefixed by DataParallel/DDP
+(`module.`), torch.compile (`_orig_mod.`) or Lightning (`model.`); with or without the auxiliary
+classifiers; any number of classes (from `fc.weight`). Loading is `weights_only=True`: a pickled
+model object is refused unless the user says the file is trusted, because unpickling runs code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgekit.data.preprocess import PreprocessSpec
+from edgekit.errors import EdgekitError
+from edgekit.model.googlenet import AUX_PREFIXES, build_googlenet, deployable
+
+WRAPPER_KEYS = ("model_state_dict", "state_dict", "model", "net")
+STRIPPABLE_PREFIXES = ("module.", "_orig_mod.", "model.")
+CLASS_NAME_KEYS = ("classes", "class_names", "labels", "idx_to_class", "class_to_idx")
+TRUST_FLAG = "--trust-pickle"
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    module: torch.nn.Module  # deployable GoogLeNet: eval mode, no aux heads
+    class_names: tuple[str, ...]
+    class_names_source: str  # "checkpoint", "--classes", "generated"
+    transform_input: bool
+    transform_input_source: str  # "flag", "checkpoint", "default"
+    preprocessing: PreprocessSpec | None  # recorded in the checkpoint, if it was
+    checkpoint_form: str  # how the weights were found, for the manifest
+    dropped_aux_keys: int
+    sha256: str
+    path: Path
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _torch_load(path: Path, trust_pickle: bool) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as exc:
+        message = str(exc)
+        found = re.search(r"GLOBAL ([\w.]+)", message)
+        if "Weights only load failed" in message and found:
+            raise EdgekitError(
+                f"{path} contains a pickled Python object ({found.group(1)}), and unpickling can run "
+                f"arbitrary code; save the weights with torch.save(model.state_dict(), ...) or, if you "
+                f"trust this file, pass {TRUST_FLAG}"
+            ) from None
+        raise EdgekitError(f"{path} is not a PyTorch checkpoint ({_first_line(message)})") from None
+    except (
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        UnicodeDecodeError,
+        AttributeError,
+        ImportError,
+    ) as exc:
+        reason = _first_line(str(exc)) or type(exc).__name__
+        if "central directory" in reason or isinstance(exc, EOFError) or "unexpected EOF" in reason:
+            reason = f"truncated or corrupt: {reason}"
+        raise EdgekitError(f"cannot read {path} as a PyTorch checkpoint ({reason}); re-save or re-copy it") from None
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:200] if text.strip() else ""
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(k, str) for k in obj)
+        and all(isinstance(v, torch.Tensor) for v in obj.values())
+    )
+
+
+def _find_state_dict(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], str, Mapping[str, Any]]:
+    """(state_dict, form, the wrapper dict or {}) from whatever torch.load returned."""
+    if isinstance(obj, torch.nn.Module):
+        return (
+            dict(obj.state_dict()),
+            "pickled module",
+            {"transform_input": getattr(obj, "transform_input", None)},
+        )
+    if _is_state_dict(obj):
+        return dict(obj), "state_dict", {}
+    if isinstance(obj, Mapping):
+        for key in WRAPPER_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, torch.nn.Module):
+                meta = {"transform_input": getattr(inner, "transform_input", None), **obj}
+                return dict(inner.state_dict()), f"pickled module under '{key}'", meta
+            if _is_state_dict(inner):
+                return dict(inner), f"dict with '{key}'", obj
+    kind = type(obj).__name__
+    keys = f" with keys {', '.join(map(str, list(obj)[:6]))}" if isinstance(obj, Mapping) else ""
+    raise EdgekitError(
+        f"{path} holds a {kind}{keys} but no model weights; expected a state_dict or a dict with one of "
+        f"{', '.join(WRAPPER_KEYS)}"
+    )
+
+
+def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in STRIPPABLE_PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix) :]: v for k, v in state.items()}
+                changed = True
+    return state
+
+
+def _check_architecture(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    expected = model.state_dict()
+    # BatchNorm's step counter is optional: older checkpoints and some exporters leave it out.
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} GoogLeNet key(s) missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s) (e.g. {unexpected[0]})")
+        raise EdgekitError(
+            f"{path} is not a torchvision GoogLeNet checkpoint: {'; '.join(parts)}; edgekit compiles "
+            "torchvision.models.googlenet models only"
+        )
+    wrong = [k for k, v in state.items() if tuple(v.shape) != tuple(expected[k].shape)]
+    if wrong:
+        key = wrong[0]
+        raise EdgekitError(
+            f"{path}: {len(wrong)} tensor(s) have the wrong shape for a torchvision GoogLeNet "
+            f"(e.g. {key}: {tuple(state[key].shape)}, expected {tuple(expected[key].shape)})"
+        )
+
+
+def _class_names_from(meta: Mapping[str, Any], num_classes: int) -> list[str] | None:
+    for key in CLASS_NAME_KEYS:
+        value = meta.get(key)
+        if value is None:
+            continue
+        if key == "class_to_idx" and isinstance(value, Mapping):
+            names = [name for name, _ in sorted(value.items(), key=lambda item: int(item[1]))]
+        elif isinstance(value, Mapping):
+            names = [value[k] for k in sorted(value, key=int)]
+        else:
+            names = list(value)
+        if len(names) == num_classes and all(isinstance(n, str) for n in names):
+            return names
+    return None
+
+
+def read_class_file(path: str | os.PathLike[str]) -> list[str]:
+    """Class names from a text file (one per line) or a JSON list."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EdgekitError(f"cannot read class names from {path}: {exc}") from None
+    if text.lstrip().startswith("["):
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise EdgekitError(f"{path} is not a valid JSON list of class names: {exc}") from None
+    else:
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names or not all(isinstance(n, str) for n in names):
+        raise EdgekitError(f"{path} holds no class names (one per line, or a JSON list of strings)")
+    if len(set(names)) != len(names):
+        raise EdgekitError(f"{path} lists a class name twice")
+    return names
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    trust_pickle: bool = False,
+    transform_input: bool | None = None,
+    class_names: list[str] | None = None,
+) -> LoadedModel:
+    """Load a GoogLeNet checkpoint in any common form into a deployable eval-mode module."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgekitError(f"{path} does not exist or is not a file")
+    if path.stat().st_size == 0:
+        raise EdgekitError(f"{path} is empty")
+    obj = _torch_load(path, trust_pickle)
+    state, form, meta = _find_state_dict(obj, path)
+    state = _strip_prefixes(state)
+    without_aux = {k: v for k, v in state.items() if not k.startswith(AUX_PREFIXES)}
+    fc_weight = without_aux.get("fc.weight")
+    if fc_weight is None or fc_weight.ndim != 2:
+        raise EdgekitError(
+            f"{path} is not a torchvision GoogLeNet checkpoint: no 2-D fc.weight "
+            f"(first keys: {', '.join(list(without_aux)[:4])})"
+        )
+    num_classes = int(fc_weight.shape[0])
+
+    if transform_input is not None:
+        chosen_transform, transform_source = transform_input, "flag"
+    elif isinstance(meta.get("transform_input"), bool):
+        chosen_transform, transform_source = bool(meta["transform_input"]), "checkpoint"
+    else:
+        # torchvision turns it on whenever GoogLeNet is built with ImageNet weights, which is how
+        # users fine-tune; a bare state_dict cannot tell us, so on is the safer guess.
+        chosen_transform, transform_source = True, "default"
+
+    model = build_googlenet(num_classes, chosen_transform)
+    _check_architecture(model, without_aux, path)
+    model.load_state_dict(without_aux, strict=False)
+
+    from_checkpoint = _class_names_from(meta, num_classes)
+    if class_names is not None:
+        if len(class_names) != num_classes:
+            raise EdgekitError(f"--classes lists {len(class_names)} names but the model has {num_classes} classes")
+        names, names_source = list(class_names), "--classes"
+    elif from_checkpoint is not None:
+        names, names_source = from_checkpoint, "checkpoint"
+    else:
+        names, names_source = [f"class_{i}" for i in range(num_classes)], "generated"
+
+    preprocessing = None
+    if isinstance(meta.get("preprocessing"), Mapping):
+        preprocessing = PreprocessSpec.from_dict(dict(meta["preprocessing"]))
+
+    return LoadedModel(
+        module=deployable(model),
+        class_names=tuple(names),
+        class_names_source=names_source,
+        transform_input=chosen_transform,
+        transform_input_source=transform_source,
+        preprocessing=preprocessing,
+        checkpoint_form=form,
+        dropped_aux_keys=len(state) - len(without_aux),
+        sha256=sha256_file(path),
+        path=path,
+    )

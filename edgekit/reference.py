@@ -1,0 +1,69 @@
+"""The FP32 model a bundle is compared with: the PyTorch module, or the user's own ONNX file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+
+
+class TorchReference:
+    """PyTorch eager FP32, in eval mode, aux heads gone: what the user trained."""
+
+    kind = "pytorch"
+    output_kind = "logits"
+
+    def __init__(self, module: object, threads: int, channels_last: bool = False) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self._torch = torch
+        self._module = module
+        self._channels_last = channels_last
+        if channels_last:
+            self._module = module.to(memory_format=torch.channels_last)  # type: ignore[attr-defined]
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        tensor = self._torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        if self._channels_last:
+            tensor = tensor.contiguous(memory_format=self._torch.channels_last)
+        with self._torch.inference_mode():
+            return self._module(tensor).numpy()  # type: ignore[operator]
+
+
+class OnnxReference:
+    """A user's ONNX file run as-is in ONNX Runtime."""
+
+    kind = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int, output_kind: str, static_batch: int | None) -> None:
+        from edgekit.backends import OnnxRuntimeBackend
+        from edgekit.runtime import Runner
+
+        self.output_kind = output_kind
+        self._runner = Runner(OnnxRuntimeBackend, path, threads, static_batch)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self._runner.run(batch)
+
+
+def load_reference(
+    path: Path, threads: int, transform_input: bool | None = None, trust_pickle: bool = False
+) -> TorchReference | OnnxReference:
+    """The reference for a checkpoint or ONNX path, loaded the way `compile` loaded it."""
+    if path.suffix.lower() == ".onnx":
+        from edgekit.export.onnx_file import inspect_onnx
+
+        info = inspect_onnx(path)
+        return OnnxReference(path, threads, info.output_kind, info.batch)
+    from edgekit.model.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(path, trust_pickle=trust_pickle, transform_input=transform_input)
+    return TorchReference(loaded.module, threads)
+
+
+def check_same_classes(reference_outputs: np.ndarray, num_classes: int, path: Path) -> None:
+    if reference_outputs.reshape(len(reference_outputs), -1).shape[1] != num_classes:
+        raise EdgekitError(f"reference {path} has a different number of classes than the bundle")
