@@ -99,5 +99,5 @@ def write_image_folder(
     for index in stratified_indices(labels, per_class, classes, seed, skip):
         folder = out / CLASS_NAMES[labels[index]]
         folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(images[index], mode="L").save(folder / f"{split}-{index:05d}.png")
+        Image.fromarray(images[index]).save(folder / f"{split}-{index:05d}.png")
     return out

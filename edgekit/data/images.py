@@ -28,12 +28,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
         array = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
         array = np.clip(np.round(array / peak * 255.0), 0, 255).astype(np.uint8)
-        return Image.fromarray(array, mode="L").convert("RGB")
+        return Image.fromarray(array).convert("RGB")
     if image.mode == "F":
         array = np.asarray(image, dtype=np.float64)
         span = float(array.max() - array.min()) or 1.0
         array = np.round((array - array.min()) / span * 255.0).astype(np.uint8)
-        return Image.fromarray(array, mode="L").convert("RGB")
+        return Image.fromarray(array).convert("RGB")
     return image.convert("RGB")
 
 

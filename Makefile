@@ -1,0 +1,43 @@
+# Quick start: `make demo` (set up, train on real images, compile, predict, bench) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEMO := demo-out
+
+.PHONY: setup test lint demo data clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+# Real labelled images (Debian's dataset-fashion-mnist), installed when missing.
+data:
+	@test -f $(FASHION_MNIST) || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: $(STAMP) data lint
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP) data
+	rm -rf $(DEMO)
+	$(BIN)/python scripts/demo_checkpoint.py --out $(DEMO)
+	$(BIN)/edgekit compile $(DEMO)/googlenet-fashion.pt --target x86-cpu --val $(DEMO)/val --out $(DEMO)/bundle
+	$(BIN)/edgekit predict $(DEMO)/bundle $(DEMO)/val/sneaker $(DEMO)/val/bag --top-k 2 | head -n 5
+	$(BIN)/edgekit bench $(DEMO)/bundle --val $(DEMO)/val --iterations 30 --out $(DEMO)/bench
+	@echo
+	@echo "demo outputs:"
+	@echo "  checkpoint  $(DEMO)/googlenet-fashion.pt"
+	@echo "  bundle      $(DEMO)/bundle  (edgekit inspect $(DEMO)/bundle)"
+	@echo "  benchmark   $(DEMO)/bench/bench.md and bench.json"
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache

@@ -1,0 +1,73 @@
+"""Shared fixtures: real Fashion-MNIST images and GoogLeNets trained on them by edgekit itself.
+
+Training is small (7 classes × 100 images, 64×64 inputs, four epochs, ~30 s) so the suite stays fast on 2 cores, but the
+models are trained on real images and predict with real confidence, which is what parity needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgekit.data.fashion_mnist import dataset_root, write_image_folder
+from edgekit.data.preprocess import PreprocessSpec
+from edgekit.model.train import TrainRecipe, train_classifier
+
+NUM_CLASSES = 7
+
+
+@pytest.fixture(scope="session")
+def data_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    if not (dataset_root() / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.fail("Fashion-MNIST is missing: apt-get install -y dataset-fashion-mnist (make test does this)")
+    root = tmp_path_factory.mktemp("fashion")
+    classes = tuple(range(NUM_CLASSES))
+    return {
+        "train": write_image_folder(root / "train", "train", 100, classes=classes, seed=0),
+        "val": write_image_folder(root / "val", "test", 20, classes=classes, seed=1),
+    }
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, data_dirs: dict[str, Path]) -> dict:
+    """An edgekit checkpoint (aux heads present, transform_input on) trained on real images."""
+    out = tmp_path_factory.mktemp("model") / "googlenet.pt"
+    recipe = TrainRecipe(epochs=4, batch_size=32, lr=0.02, seed=0)
+    checkpoint = train_classifier(data_dirs["train"], out, PreprocessSpec(resize=72, crop=64), recipe)
+    return {"path": out, "checkpoint": checkpoint}
+
+
+@pytest.fixture(scope="session")
+def torch_model(trained: dict) -> torch.nn.Module:
+    """The trained network as the user holds it in PyTorch: eval mode, aux heads ignored."""
+    from edgekit.model.googlenet import build_googlenet, deployable
+
+    model = build_googlenet(NUM_CLASSES, transform_input=True, aux_logits=True)
+    model.load_state_dict(trained["checkpoint"]["model_state_dict"])
+    return deployable(model)
+
+
+@pytest.fixture()
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """Run `edgekit ARGS...` in-process: (exit status, stdout, stderr)."""
+    from edgekit.cli.main import main
+
+    def run(*args: str | Path) -> tuple[int, str, str]:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            status = 0
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) else 1
+        captured = capsys.readouterr()
+        return status, captured.out, captured.err
+
+    return run
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean(np.asarray(a) == np.asarray(b)))

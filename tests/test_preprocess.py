@@ -1,0 +1,122 @@
+"""Preprocessing must equal torchvision's eval transform, and any image mode must become RGB."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from torchvision import transforms
+
+from edgekit.data.images import collect_images, read_image, read_labelled_folder, to_rgb
+from edgekit.data.preprocess import PreprocessSpec, preprocess
+from edgekit.errors import EdgekitError
+
+
+def _torchvision(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    pipeline = transforms.Compose(
+        [
+            transforms.Resize(spec.resize),
+            transforms.CenterCrop(spec.crop),
+            transforms.ToTensor(),
+            transforms.Normalize(spec.mean, spec.std),
+        ]
+    )
+    return pipeline(image).numpy()
+
+
+@pytest.mark.parametrize("size", [(640, 480), (480, 640), (333, 517), (256, 256), (225, 300), (1000, 257)])
+def test_matches_torchvision_eval_transform(size: tuple[int, int]) -> None:
+    rng = np.random.default_rng(sum(size))
+    # A smooth gradient plus noise: resampling errors would show on both.
+    y, x = np.mgrid[0 : size[1], 0 : size[0]]
+    base = np.stack([(x * 255 // size[0]), (y * 255 // size[1]), ((x + y) % 256)], axis=-1)
+    pixels = np.clip(base + rng.integers(-20, 20, base.shape), 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels, "RGB")
+    spec = PreprocessSpec()
+    ours = preprocess(image, spec)
+    assert ours.shape == (3, 224, 224) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, _torchvision(image, spec), atol=1e-6)
+
+
+def test_matches_torchvision_with_other_sizes_and_interpolation() -> None:
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 410, 3), dtype=np.uint8))
+    spec = PreprocessSpec(resize=110, crop=96, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    np.testing.assert_allclose(preprocess(image, spec), _torchvision(image, spec), atol=1e-6)
+    bicubic = PreprocessSpec(interpolation="bicubic")
+    expected = transforms.Compose(
+        [
+            transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize(bicubic.mean, bicubic.std),
+        ]
+    )(image).numpy()
+    np.testing.assert_allclose(preprocess(image, bicubic), expected, atol=1e-6)
+
+
+def test_spec_round_trips_and_rejects_nonsense() -> None:
+    spec = PreprocessSpec(resize=128, crop=112)
+    assert PreprocessSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(EdgekitError):
+        PreprocessSpec(resize=100, crop=224)
+    with pytest.raises(EdgekitError):
+        PreprocessSpec.from_dict({"resize": 256, "colour": "red"})
+
+
+def _saved(image: Image.Image, fmt: str) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    buffer.seek(0)
+    return Image.open(buffer)
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt"), [("L", "PNG"), ("LA", "PNG"), ("RGBA", "PNG"), ("P", "PNG"), ("CMYK", "JPEG"), ("1", "PNG")]
+)
+def test_any_mode_becomes_rgb_like_torchvision_loader(mode: str, fmt: str) -> None:
+    source = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 50, 3), dtype=np.uint8)).convert(mode)
+    image = _saved(source, fmt)
+    rgb = to_rgb(image)
+    assert rgb.mode == "RGB" and rgb.size == (50, 40)
+    np.testing.assert_array_equal(np.asarray(rgb), np.asarray(image.convert("RGB")))
+
+
+def test_16_bit_greyscale_is_scaled_not_clipped() -> None:
+    ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1024).astype(np.uint16)
+    image = Image.fromarray(ramp)
+    assert image.mode == "I;16"
+    rgb = np.asarray(to_rgb(image))
+    assert rgb.shape == (8, 8, 3)
+    np.testing.assert_array_equal(rgb[..., 0], np.round(ramp / 65535 * 255).astype(np.uint8))
+    assert rgb.max() > 200 and rgb.min() == 0  # PIL's plain convert would clip nearly all to 255
+
+
+def test_broken_files_raise_value_error_with_reason(tmp_path: Path) -> None:
+    good = tmp_path / "good.png"
+    Image.new("RGB", (10, 10), "red").save(good)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[:30])
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    assert read_image(good).mode == "RGB"
+    for broken in (truncated, text):
+        with pytest.raises(ValueError):
+            read_image(broken)
+
+
+def test_collect_and_labelled_folder(tmp_path: Path) -> None:
+    for name in ("cat", "dog"):
+        (tmp_path / name).mkdir()
+        Image.new("L", (8, 8)).save(tmp_path / name / "a.png")
+    (tmp_path / "dog" / "README.txt").write_text("ignored")
+    folder = read_labelled_folder(tmp_path)
+    assert folder.class_names == ("cat", "dog")
+    assert [label for _, label in folder.samples] == [0, 1]
+    assert len(collect_images([tmp_path])) == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(EdgekitError, match="no labelled images"):
+        read_labelled_folder(empty)
