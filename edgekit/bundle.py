@@ -32,8 +32,12 @@ def check_writable_destination(out: Path, force: bool) -> None:
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise EdgekitError(f"cannot write {out}: the directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise EdgekitError(f"cannot write {out}: no write permission in {parent}")
+    # Probe by creating (and removing) a directory: permission bits lie for root and for
+    # read-only or virtual file systems such as /proc.
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.probe-", dir=parent))
+    except OSError as exc:
+        raise EdgekitError(f"cannot write {out}: {exc.strerror or exc} in {parent}") from None
 
 
 @contextlib.contextmanager

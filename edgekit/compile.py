@@ -1,16 +1,19 @@
 """`edgekit compile`: checkpoint or ONNX file → verified, self-describing bundle.
 
-    load ─► export ONNX (checkpoints) ─► parity vs the FP32 reference on the chosen backend ─► bundle
+    validate ─► load model + images ─► export ONNX ─► parity vs the FP32 reference on the chosen backend ─► bundle
 
-Data flows one way; the bundle is staged and renamed into place only after parity holds.
+Data flows one way. Everything a user can get wrong is checked before the first progress line, so a
+mistake is a single `error:` line; the bundle is staged and renamed into place only after parity holds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import platform
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +21,12 @@ import numpy as np
 
 import edgekit
 from edgekit.backends import Backend, OnnxRuntimeBackend
-from edgekit.bench.evaluate import compare, load_eval_set, run_batched, score, synthetic_inputs
+from edgekit.bench.evaluate import EvalSet, compare, load_eval_set, run_batched, score, synthetic_inputs
 from edgekit.bundle import staged_directory, write_manifest
 from edgekit.config import CompileConfig, validate
 from edgekit.data.preprocess import PreprocessSpec
 from edgekit.errors import EdgekitError, ParityError
-from edgekit.export.onnx_file import OnnxInfo, inspect_onnx
+from edgekit.export.onnx_file import inspect_onnx
 from edgekit.model.checkpoint import sha256_file
 from edgekit.progress import QUIET, Progress
 from edgekit.reference import OnnxReference, TorchReference
@@ -34,56 +37,63 @@ MIN_TOP1_AGREEMENT = 0.995
 SYNTHETIC_PARITY_INPUTS = 16
 
 
+@dataclasses.dataclass
+class LoadedSource:
+    """What loading the user's model produced: manifest facts, the FP32 reference, and how to
+    write the bundle's ONNX file."""
+
+    manifest: dict[str, Any]  # source / model / classes sections
+    reference: TorchReference | OnnxReference
+    spec: PreprocessSpec
+    description: str
+    write_onnx: Callable[[Path], None]
+
+
 def parity_tolerance(reference: np.ndarray) -> float:
     """FP32 runtimes reorder sums, so outputs differ by rounding: allow 1e-3 relative to their scale."""
     return 1e-3 * max(1.0, float(np.max(np.abs(reference))))
 
 
-def _prepare_checkpoint(
-    config: CompileConfig, stage: Path, progress: Progress
-) -> tuple[dict[str, Any], Any, PreprocessSpec]:
+def _load_checkpoint(config: CompileConfig, threads: int) -> LoadedSource:
     from edgekit.export.onnx_export import export_onnx
     from edgekit.model.checkpoint import load_checkpoint
 
-    progress.note(f"loading checkpoint {config.model}")
     loaded = load_checkpoint(
         config.model,
         trust_pickle=config.trust_pickle,
         transform_input=config.transform_input,
         class_names=list(config.class_names) if config.class_names else None,
     )
-    if loaded.class_names_source == "--classes" and loaded.preprocessing is not None:
-        progress.note("note: --classes replaces the class names recorded in the checkpoint")
     spec = (loaded.preprocessing or PreprocessSpec()).with_overrides(resize=config.resize, crop=config.crop)
-    progress.note(
-        f"GoogLeNet, {loaded.num_classes} classes ({loaded.class_names_source} names), transform_input="
-        f"{loaded.transform_input} ({loaded.transform_input_source}), exporting ONNX opset {config.target.onnx_opset}"
+    opset = config.target.onnx_opset
+    return LoadedSource(
+        manifest={
+            "source": {
+                "format": "pytorch-checkpoint",
+                "checkpoint_form": loaded.checkpoint_form,
+                "dropped_aux_keys": loaded.dropped_aux_keys,
+            },
+            "model": {
+                "architecture": "torchvision.models.googlenet",
+                "num_classes": loaded.num_classes,
+                "transform_input": loaded.transform_input,
+                "transform_input_source": loaded.transform_input_source,
+            },
+            "classes": list(loaded.class_names),
+            "classes_source": loaded.class_names_source,
+        },
+        reference=TorchReference(loaded.module, threads),
+        spec=spec,
+        description=(
+            f"GoogLeNet ({loaded.checkpoint_form}), {loaded.num_classes} classes ({loaded.class_names_source} names), "
+            f"transform_input={loaded.transform_input} ({loaded.transform_input_source}); exporting ONNX opset {opset}"
+        ),
+        write_onnx=lambda path: export_onnx(loaded.module, path, spec.crop, opset),
     )
-    export_onnx(loaded.module, stage / MODEL_FILE, spec.crop, config.target.onnx_opset)
-    info = inspect_onnx(stage / MODEL_FILE)
-    section = {
-        "source": {
-            "format": "pytorch-checkpoint",
-            "checkpoint_form": loaded.checkpoint_form,
-            "dropped_aux_keys": loaded.dropped_aux_keys,
-        },
-        "model": {
-            "architecture": "torchvision.models.googlenet",
-            "num_classes": loaded.num_classes,
-            "transform_input": loaded.transform_input,
-            "transform_input_source": loaded.transform_input_source,
-        },
-        "classes": list(loaded.class_names),
-        "classes_source": loaded.class_names_source,
-        "onnx": info,
-    }
-    threads = resolve_threads(config.threads if config.threads is not None else config.target.threads)
-    return section, TorchReference(loaded.module, threads), spec
 
 
-def _prepare_onnx(config: CompileConfig, stage: Path, progress: Progress) -> tuple[dict[str, Any], Any, PreprocessSpec]:
-    progress.note(f"checking ONNX file {config.model}")
-    info: OnnxInfo = inspect_onnx(config.model)
+def _load_onnx(config: CompileConfig, threads: int) -> LoadedSource:
+    info = inspect_onnx(config.model)
     if info.height is not None and info.height != info.width:
         raise EdgekitError(f"{config.model}: input is {info.height}×{info.width}; edgekit expects a square input")
     default = PreprocessSpec()
@@ -93,24 +103,26 @@ def _prepare_onnx(config: CompileConfig, stage: Path, progress: Progress) -> tup
     spec = default.with_overrides(resize=config.resize, crop=config.crop)
     if info.height is not None and spec.crop != info.height:
         raise EdgekitError(f"{config.model} takes {info.height}×{info.width} images; --crop {spec.crop} does not fit")
-    threads = resolve_threads(config.threads if config.threads is not None else config.target.threads)
     reference = OnnxReference(config.model, threads, info.output_kind, info.batch)
     num_classes = info.num_classes or reference.run(np.zeros((1, 3, spec.crop, spec.crop), np.float32)).shape[-1]
     if config.class_names and len(config.class_names) != num_classes:
         raise EdgekitError(f"--classes lists {len(config.class_names)} names but the model has {num_classes} outputs")
-    names = list(config.class_names) if config.class_names else [f"class_{i}" for i in range(num_classes)]
-    shutil.copyfile(config.model, stage / MODEL_FILE)  # byte for byte: the user's graph is what ships
-    progress.note(
-        f"ONNX opset {info.opset}, input {info.input_name!r} batch {info.batch or 'dynamic'}, output {info.output_kind}"
+    return LoadedSource(
+        manifest={
+            "source": {"format": "onnx"},
+            "model": {"architecture": "onnx (external)", "num_classes": num_classes, "transform_input": None},
+            "classes": list(config.class_names or (f"class_{i}" for i in range(num_classes))),
+            "classes_source": "--classes" if config.class_names else "generated",
+        },
+        reference=reference,
+        spec=spec,
+        description=(
+            f"ONNX opset {info.opset}, input {info.input_name!r} with batch {info.batch or 'dynamic'}, "
+            f"output {info.output_kind}, {num_classes} classes; the file ships unchanged"
+        ),
+        # Byte for byte: the user's graph is what ships.
+        write_onnx=lambda path: shutil.copyfile(config.model, path),
     )
-    section = {
-        "source": {"format": "onnx"},
-        "model": {"architecture": "onnx (external)", "num_classes": num_classes, "transform_input": None},
-        "classes": names,
-        "classes_source": "--classes" if config.class_names else "generated",
-        "onnx": info,
-    }
-    return section, reference, spec
 
 
 def _tool_versions(backend: type[Backend]) -> dict[str, str]:
@@ -124,70 +136,74 @@ def _tool_versions(backend: type[Backend]) -> dict[str, str]:
     return versions
 
 
+def _parity(reference: np.ndarray, candidate: np.ndarray, source: str, unreadable: int) -> dict[str, Any]:
+    parity: dict[str, Any] = compare(reference, candidate)
+    parity.update(
+        inputs=source,
+        images=len(reference),
+        unreadable=unreadable,
+        max_abs_diff_allowed=parity_tolerance(reference),
+        min_top1_agreement=MIN_TOP1_AGREEMENT,
+    )
+    return parity
+
+
 def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> dict[str, Any]:
     """Build the bundle described by `config`; returns its manifest."""
     backend = validate(config)
-    threads = config.threads if config.threads is not None else config.target.threads
-    progress.note(f"target {config.target.name}, backend {backend.name}, precision {config.precision}")
-    with staged_directory(config.out, config.force) as stage:
-        prepare = _prepare_onnx if config.is_onnx else _prepare_checkpoint
-        section, reference, spec = prepare(config, stage, progress)
-        info: OnnxInfo = section.pop("onnx")
+    threads = resolve_threads(config.threads if config.threads is not None else config.target.threads)
+    source = (_load_onnx if config.is_onnx else _load_checkpoint)(config, threads)
+    evalset: EvalSet | None = None
+    if config.val is not None:
+        evalset = load_eval_set(config.val, source.manifest["classes"], source.spec, config.parity_images)
 
-        if config.val is not None:
-            evalset = load_eval_set(config.val, section["classes"], spec, config.parity_images, progress)
-            inputs, parity_source, unreadable = evalset.batch.inputs, evalset.source, evalset.batch.errors
-        else:
-            evalset = None
-            inputs, parity_source, unreadable = (
-                synthetic_inputs(SYNTHETIC_PARITY_INPUTS, spec),
-                "synthetic",
-                {},
-            )
-            progress.note("parity is checked on synthetic inputs; pass --val DIR to check on your own images")
-        for file, reason in unreadable.items():
-            progress.note(f"warning: skipped {file}: {reason}")
+    host = " (this host; no --target given)" if config.target_from_host else ""
+    progress.note(f"target {config.target.name}{host}, backend {backend.name}, precision {config.precision}")
+    progress.note(source.description)
+    if evalset is None:
+        inputs, inputs_source, unreadable = synthetic_inputs(SYNTHETIC_PARITY_INPUTS, source.spec), "synthetic", {}
+        progress.note("parity is checked on synthetic inputs; pass --val DIR to check on your own images")
+    else:
+        inputs, inputs_source, unreadable = evalset.batch.inputs, evalset.source, evalset.batch.errors
+    for file, reason in unreadable.items():
+        progress.note(f"warning: skipped {file}: {reason}")
+
+    with staged_directory(config.out, config.force) as stage:
+        source.write_onnx(stage / MODEL_FILE)
+        info = inspect_onnx(stage / MODEL_FILE)
         runner = Runner(backend, stage / MODEL_FILE, threads, info.batch)
-        ref_out = run_batched(reference.run, inputs, 8, progress, "reference")
-        new_out = run_batched(runner.run, inputs, 8, progress, backend.name)
-        parity = compare(ref_out, new_out)
-        tolerance = parity_tolerance(ref_out)
-        parity.update(
-            reference=reference.kind,
-            inputs=parity_source,
-            images=len(inputs),
-            unreadable=len(unreadable),
-            max_abs_diff_allowed=tolerance,
-            min_top1_agreement=MIN_TOP1_AGREEMENT,
-        )
-        if parity["max_abs_diff"] > tolerance or parity["top1_agreement"] < MIN_TOP1_AGREEMENT:
+        reference_out = run_batched(source.reference.run, inputs, 8, progress, source.reference.kind)
+        bundle_out = run_batched(runner.run, inputs, 8, progress, backend.name)
+        parity = {
+            "reference": source.reference.kind,
+            **_parity(reference_out, bundle_out, inputs_source, len(unreadable)),
+        }
+        if parity["max_abs_diff"] > parity["max_abs_diff_allowed"] or parity["top1_agreement"] < MIN_TOP1_AGREEMENT:
             raise ParityError(
-                f"{backend.name} does not reproduce the {reference.kind} model: max abs diff "
-                f"{parity['max_abs_diff']:.2e} (allowed {tolerance:.2e}), top-1 agreement "
+                f"{backend.name} does not reproduce the {source.reference.kind} model: max abs diff "
+                f"{parity['max_abs_diff']:.2e} (allowed {parity['max_abs_diff_allowed']:.2e}), top-1 agreement "
                 f"{parity['top1_agreement']:.2%} on {len(inputs)} inputs; no bundle was written"
             )
         progress.note(
             f"parity: max abs diff {parity['max_abs_diff']:.2e}, top-1 agreement {parity['top1_agreement']:.2%} "
             f"on {len(inputs)} {'synthetic inputs' if evalset is None else 'images'}"
         )
-
         manifest: dict[str, Any] = {
             "edgekit_version": edgekit.__version__,
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            **source.manifest,
             "source": {
                 "path": str(config.model.resolve()),
                 "file_name": config.model.name,
                 "sha256": sha256_file(config.model),
-                **section["source"],
+                **source.manifest["source"],
             },
-            "model": {**section["model"], "output_kind": info.output_kind},
-            "classes": section["classes"],
-            "classes_source": section["classes_source"],
-            "preprocessing": spec.to_dict(),
+            "model": {**source.manifest["model"], "output_kind": info.output_kind},
+            "preprocessing": source.spec.to_dict(),
             "model_file": MODEL_FILE,
             "input": {
                 "name": info.input_name,
-                "shape": [info.batch, 3, spec.crop, spec.crop],
+                "shape": [info.batch, 3, source.spec.crop, source.spec.crop],
                 "dtype": "float32",
                 "layout": "NCHW",
             },
@@ -200,6 +216,6 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> dict[st
             "tools": _tool_versions(backend),
         }
         if evalset is not None and evalset.labels is not None:
-            predictions = {"bundle": new_out.argmax(1), "reference": ref_out.argmax(1)}
-            manifest["accuracy"] = score(predictions, evalset.labels, section["classes"], reference="reference")
+            predictions = {"reference": reference_out.argmax(1), "bundle": bundle_out.argmax(1)}
+            manifest["accuracy"] = score(predictions, evalset.labels, manifest["classes"], reference="reference")
         return write_manifest(stage, manifest)

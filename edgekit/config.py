@@ -27,6 +27,7 @@ class CompileConfig:
     parity_images: int = 200
     trust_pickle: bool = False
     threads: int | None = None  # None: the target's
+    target_from_host: bool = False  # the user gave no --target: say which one was picked
 
     @property
     def is_onnx(self) -> bool:

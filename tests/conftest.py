@@ -71,3 +71,15 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str,
 
 def agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.asarray(a) == np.asarray(b)))
+
+
+@pytest.fixture(scope="session")
+def bundle(trained: dict, data_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle compiled once from the trained checkpoint (read-only for tests: copy before changing)."""
+    from edgekit.compile import compile_bundle
+    from edgekit.config import CompileConfig
+    from edgekit.targets import get_target
+
+    out = tmp_path_factory.mktemp("bundles") / "fashion-x86"
+    compile_bundle(CompileConfig(model=trained["path"], target=get_target("x86-cpu"), out=out, val=data_dirs["val"]))
+    return out

@@ -84,7 +84,7 @@ def test_edgekit_checkpoint_uses_its_preprocessing_and_reports_accuracy(
     out = tmp_path / "bundle"
     status, stdout, stderr = run_cli("compile", trained["path"], "--out", out, "--val", data_dirs["val"], "--json")
     assert status == 0, stderr
-    assert "no --target given: compiling for this host, x86-cpu" in stderr
+    assert "target x86-cpu (this host; no --target given)" in stderr
     manifest = json.loads(stdout)
     assert manifest["target"]["name"] == "x86-cpu"
     assert manifest["input"]["shape"] == [None, 3, 64, 64]

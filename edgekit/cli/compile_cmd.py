@@ -77,10 +77,7 @@ def compile_command(
     from edgekit.targets import get_target, host_target_name
 
     progress = Progress(enabled=not quiet)
-    if target is None:
-        target = host_target_name()
-        progress.note(f"no --target given: compiling for this host, {target}")
-    resolved = get_target(target)
+    resolved = get_target(target or host_target_name())
     config = CompileConfig(
         model=model,
         target=resolved,
@@ -96,6 +93,7 @@ def compile_command(
         parity_images=parity_images,
         trust_pickle=trust_pickle,
         threads=threads,
+        target_from_host=target is None,
     )
     manifest = compile_bundle(config, progress)
     if as_json:

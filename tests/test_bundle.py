@@ -1,0 +1,82 @@
+"""The bundle round trip: manifest contents, hash verification, tampering, schema versions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgekit
+from edgekit.bundle import SCHEMA_VERSION, read_manifest
+from edgekit.errors import BundleError
+from edgekit.model.checkpoint import sha256_file
+
+
+def test_manifest_records_what_a_deployer_needs(bundle: Path, trained: dict) -> None:
+    manifest = read_manifest(bundle)
+    assert manifest["schema_version"] == SCHEMA_VERSION and manifest["edgekit_version"] == edgekit.__version__
+    assert manifest["source"]["sha256"] == sha256_file(trained["path"])
+    assert manifest["files"] == {"model.onnx": sha256_file(bundle / "model.onnx")}
+    assert manifest["classes"] == trained["checkpoint"]["classes"]
+    assert manifest["preprocessing"] == trained["checkpoint"]["preprocessing"]
+    assert manifest["model"]["transform_input"] is True
+    assert manifest["input"]["shape"] == [None, 3, 64, 64] and manifest["target"]["name"] == "x86-cpu"
+    assert set(manifest["tools"]) >= {"onnx", "onnxruntime", "openvino", "torch", "numpy"}
+    assert manifest["parity"]["reference"] == "pytorch" and manifest["parity"]["top1_agreement"] >= 0.995
+    assert not list(bundle.parent.glob(".*partial*"))
+
+
+def test_load_and_predict_round_trip(bundle: Path, data_dirs: dict) -> None:
+    files = sorted((data_dirs["val"] / "trouser").iterdir())[:4]
+    model = edgekit.load(bundle)
+    predictions = model.predict(files, top_k=3)
+    assert [p.file for p in predictions] == [str(f) for f in files]
+    for p in predictions:
+        probs = [prob for _, _, prob in p.top_k]
+        assert probs == sorted(probs, reverse=True) and 0 < p.prob <= 1
+        assert p.label == model.class_names[p.index]
+    # Both CPU backends give the same answers for the same bundle.
+    other = edgekit.load(bundle, backend="onnxruntime")
+    assert other.backend == "onnxruntime"
+    batch = np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32)
+    np.testing.assert_allclose(model.probabilities(batch), other.probabilities(batch), atol=1e-4)
+
+
+@pytest.fixture()
+def copy(bundle: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "bundle"
+    shutil.copytree(bundle, target)
+    return target
+
+
+def test_tampered_model_file_is_refused(copy: Path, run_cli) -> None:
+    data = bytearray((copy / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="does not match the sha256"):
+        edgekit.load(copy)
+    status, _, stderr = run_cli("predict", copy, copy / "model.onnx")
+    assert status == 2 and stderr.startswith("error: ") and "sha256" in stderr
+
+
+def test_missing_file_and_bad_manifest_are_refused(copy: Path, tmp_path: Path) -> None:
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["schema_version"] = 99
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="schema 99"):
+        edgekit.load(copy)
+    (copy / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="not JSON"):
+        edgekit.load(copy)
+    (copy / "manifest.json").unlink()
+    with pytest.raises(BundleError, match="not an edgekit bundle"):
+        edgekit.load(copy)
+
+
+def test_deleted_model_file_is_reported(copy: Path) -> None:
+    (copy / "model.onnx").unlink()
+    with pytest.raises(BundleError, match=r"missing model\.onnx"):
+        edgekit.load(copy)
