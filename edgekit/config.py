@@ -47,7 +47,7 @@ def choose_backend(target: Target, precision: str, requested: str | None) -> typ
             raise EdgekitError(f"backend {requested} cannot be used for target {target.name}: {reason}")
         return backend
     reasons = []
-    for name in target.backends:
+    for name in target.backends[precision]:
         backend = REGISTRY.get(name)
         if backend is None:
             reasons.append(f"{name}: not a backend of this edgekit version")

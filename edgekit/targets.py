@@ -1,7 +1,7 @@
 """Device targets as data: one TOML file per device under `targets/`.
 
-A target says which backends can run the model there (in order of preference, fastest first, as
-measured by `benchmarks/cpu_backends.py`), which precisions it runs well, how many threads to use,
+A target says, per precision it runs well, which backends can run the model there (in order of
+preference, fastest first, as measured by `benchmarks/cpu_backends.py`), how many threads to use,
 the highest ONNX opset its runtimes read, and the batch sizes to prepare for. Unknown keys are
 rejected so a typo in a target file fails at load time, not after a long build.
 """
@@ -39,15 +39,18 @@ class Target:
     description: str
     kind: str  # "cpu" or "gpu"
     arch: str  # machine architecture of the device: "x86_64" or "aarch64"
-    backends: tuple[str, ...]  # preference order, fastest first
-    precisions: tuple[str, ...]
+    backends: dict[str, tuple[str, ...]]  # precision → backends in preference order, fastest first
     threads: int  # 0 = all cores of the machine it runs on
     onnx_opset: int
     batch: BatchProfile
     source: str  # file it was loaded from
 
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return tuple(self.backends)
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "backends": {k: list(v) for k, v in self.backends.items()}}
 
 
 _REQUIRED = {
@@ -55,8 +58,7 @@ _REQUIRED = {
     "description": str,
     "kind": str,
     "arch": str,
-    "backends": list,
-    "precisions": list,
+    "backends": dict,
     "threads": int,
     "onnx_opset": int,
     "batch": dict,
@@ -84,11 +86,13 @@ def _parse(data: dict[str, Any], source: str) -> Target:
             raise EdgekitError(f"target file {source}: '{key}' must be a {kind.__name__}")
     if data["kind"] not in ("cpu", "gpu"):
         raise EdgekitError(f"target file {source}: kind must be 'cpu' or 'gpu', not {data['kind']!r}")
-    bad = [p for p in data["precisions"] if p not in PRECISIONS]
-    if bad or not data["precisions"]:
-        raise EdgekitError(f"target file {source}: precisions must be a non-empty subset of {PRECISIONS}")
-    if not data["backends"] or not all(isinstance(b, str) for b in data["backends"]):
-        raise EdgekitError(f"target file {source}: backends must be a non-empty list of names")
+    backends = data["backends"]
+    if not backends or any(p not in PRECISIONS for p in backends):
+        raise EdgekitError(
+            f"target file {source}: backends must be a table keyed by precision ({', '.join(PRECISIONS)})"
+        )
+    if not all(isinstance(v, list) and v and all(isinstance(b, str) for b in v) for v in backends.values()):
+        raise EdgekitError(f"target file {source}: each backends entry must be a non-empty list of backend names")
     batch = data["batch"]
     if set(batch) != {"min", "opt", "max"} or not all(isinstance(v, int) for v in batch.values()):
         raise EdgekitError(f"target file {source}: batch must have integer min, opt and max")
@@ -101,8 +105,7 @@ def _parse(data: dict[str, Any], source: str) -> Target:
         description=data["description"],
         kind=data["kind"],
         arch=data["arch"],
-        backends=tuple(data["backends"]),
-        precisions=tuple(data["precisions"]),
+        backends={precision: tuple(names) for precision, names in backends.items()},
         threads=data["threads"],
         onnx_opset=data["onnx_opset"],
         batch=BatchProfile(**batch),

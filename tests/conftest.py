@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision
 
 from edgekit.data.fashion_mnist import dataset_root, write_image_folder
-from edgekit.data.preprocess import PreprocessSpec
-from edgekit.model.train import TrainRecipe, train_classifier
+from edgekit.model.finetune import FinetuneConfig, run_finetune
 
 NUM_CLASSES = 7
 
@@ -34,11 +34,24 @@ def data_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory, data_dirs: dict[str, Path]) -> dict:
-    """An edgekit checkpoint (aux heads present, transform_input on) trained on real images."""
-    out = tmp_path_factory.mktemp("model") / "googlenet.pt"
-    recipe = TrainRecipe(epochs=4, batch_size=32, lr=0.02, seed=0)
-    checkpoint = train_classifier(data_dirs["train"], out, PreprocessSpec(resize=72, crop=64), recipe)
-    return {"path": out, "checkpoint": checkpoint}
+    """An edgekit checkpoint (aux heads present, transform_input on) trained on real images.
+
+    Users start from ImageNet weights, which torchvision pairs with transform_input=True. Those
+    cannot be downloaded here, so a torchvision-initialised 1000-class GoogLeNet file stands in for
+    them and the whole network is trained (body LR not reduced, as nothing in it is pretrained).
+    """
+    root = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    standin = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True)
+    weights = root / "googlenet-imagenet-standin.pth"
+    torch.save(standin.state_dict(), weights)
+    out = root / "googlenet.pt"
+    config = FinetuneConfig(
+        data=str(data_dirs["train"]), val=data_dirs["val"], out=out, weights=str(weights),
+        body_lr_mult=1.0, epochs=4, lr=0.02, resize=72, crop=64, augment=False,
+    )  # fmt: skip
+    run_finetune(config)
+    return {"path": out, "checkpoint": torch.load(out, weights_only=True)}
 
 
 @pytest.fixture(scope="session")

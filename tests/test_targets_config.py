@@ -18,17 +18,16 @@ name = "{name}"
 description = "test"
 kind = "cpu"
 arch = "x86_64"
-backends = ["onnxruntime"]
-precisions = ["fp32"]
 threads = 1
 onnx_opset = 13
 batch = {{ min = 1, opt = 1, max = 4 }}
+backends = {{ fp32 = ["onnxruntime"] }}
 """
 
 
 def test_shipped_targets_load() -> None:
     targets = {t.name: t for t in list_targets()}
-    assert targets["x86-cpu"].backends == ("openvino", "onnxruntime")
+    assert targets["x86-cpu"].backends == {"fp32": ("onnxruntime", "openvino")}
     assert targets["arm-cpu"].arch == "aarch64" and targets["arm-cpu"].threads == 4
     assert host_target_name() in targets
 
@@ -36,9 +35,9 @@ def test_shipped_targets_load() -> None:
 def test_user_target_file_and_unknown_keys(tmp_path: Path) -> None:
     good = tmp_path / "my-box.toml"
     good.write_text(X86.format(name="my-box"))
-    assert get_target(str(good)).backends == ("onnxruntime",)
+    assert get_target(str(good)).backends == {"fp32": ("onnxruntime",)}
     bad = tmp_path / "typo.toml"
-    bad.write_text(X86.format(name="typo") + "thraeds = 4\n")
+    bad.write_text("thraeds = 4\n" + X86.format(name="typo"))
     with pytest.raises(EdgekitError, match=r"unknown key.*thraeds"):
         get_target(str(bad))
     wrong_batch = tmp_path / "wb.toml"
@@ -51,11 +50,14 @@ def test_user_target_file_and_unknown_keys(tmp_path: Path) -> None:
 
 def test_backend_choice_follows_target_and_availability(monkeypatch: pytest.MonkeyPatch) -> None:
     x86 = get_target("x86-cpu")
-    assert choose_backend(x86, "fp32", None) is OpenVinoBackend
-    monkeypatch.setattr(OpenVinoBackend, "unavailable_reason", classmethod(lambda cls: "openvino is not installed"))
     assert choose_backend(x86, "fp32", None) is OnnxRuntimeBackend
-    with pytest.raises(EdgekitError, match="openvino is not installed"):
-        choose_backend(x86, "fp32", "openvino")
+    assert choose_backend(x86, "fp32", "openvino") is OpenVinoBackend
+    monkeypatch.setattr(
+        OnnxRuntimeBackend, "unavailable_reason", classmethod(lambda cls: "onnxruntime is not installed")
+    )
+    assert choose_backend(x86, "fp32", None) is OpenVinoBackend
+    with pytest.raises(EdgekitError, match="onnxruntime is not installed"):
+        choose_backend(x86, "fp32", "onnxruntime")
     with pytest.raises(EdgekitError, match="unknown backend 'tensorrt'"):
         choose_backend(x86, "fp32", "tensorrt")
     with pytest.raises(EdgekitError, match="supports fp32"):

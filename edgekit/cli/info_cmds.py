@@ -85,15 +85,16 @@ def targets_command(as_json: bool) -> None:
     host = host_target_name()
     rows = []
     for target in targets:
-        available = [b for b in target.backends if b in REGISTRY and REGISTRY[b].unavailable_reason() is None]
+        available = {
+            precision: [b for b in names if b in REGISTRY and REGISTRY[b].unavailable_reason() is None]
+            for precision, names in target.backends.items()
+        }
         rows.append({**target.to_dict(), "host": target.name == host, "backends_available_here": available})
     if as_json:
         print_json(rows)
         return
     for row in rows:
         marker = "*" if row["host"] else " "
-        click.echo(
-            f"{marker} {row['name']:<10} {row['description']}  [precisions: {', '.join(row['precisions'])}; "
-            f"available here: {', '.join(row['backends_available_here']) or 'none'}]"
-        )
+        here = "; ".join(f"{p}: {', '.join(names) or 'none'}" for p, names in row["backends_available_here"].items())
+        click.echo(f"{marker} {row['name']:<10} {row['description']}  [available here: {here}]")
     click.echo("* = this host's default target")

@@ -12,6 +12,7 @@ import click
 from edgekit import __version__
 from edgekit.cli.bench_cmd import bench
 from edgekit.cli.compile_cmd import compile_command
+from edgekit.cli.finetune_cmd import finetune
 from edgekit.cli.info_cmds import inspect_command, targets_command
 from edgekit.cli.predict_cmd import predict
 from edgekit.errors import EdgekitError
@@ -27,6 +28,7 @@ def cli() -> None:
     """
 
 
+cli.add_command(finetune)
 cli.add_command(compile_command)
 cli.add_command(predict)
 cli.add_command(bench)

@@ -22,13 +22,13 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-def parse_int_list(value: str, name: str) -> tuple[int, ...]:
+def parse_int_list(value: str, name: str, minimum: int = 1) -> tuple[int, ...]:
     try:
         numbers = tuple(int(part) for part in value.split(",") if part.strip())
     except ValueError:
         raise click.BadParameter(
             f"expected comma-separated integers such as 1,8, got {value!r}", param_hint=name
         ) from None
-    if not numbers or min(numbers) < 1:
-        raise click.BadParameter("values must be positive integers", param_hint=name)
+    if not numbers or min(numbers) < minimum:
+        raise click.BadParameter(f"values must be integers >= {minimum}", param_hint=name)
     return numbers

@@ -15,6 +15,7 @@ import json
 import os
 import pickle
 import re
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,19 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def save_checkpoint(checkpoint: dict[str, Any], out: Path) -> None:
+    """torch.save to a temp file beside `out`, then rename: never a half-written checkpoint."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    os.close(handle)
+    try:
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _torch_load(path: Path, trust_pickle: bool) -> Any:
@@ -127,8 +141,12 @@ def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
-def _check_architecture(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    expected = model.state_dict()
+def check_architecture(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, ignore: tuple[str, ...] = ()
+) -> None:
+    """Refuse a state_dict that does not fit `model`, saying how (keys starting with `ignore` are skipped)."""
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith(ignore)}
+    state = {k: v for k, v in state.items() if not k.startswith(ignore)}
     # BatchNorm's step counter is optional: older checkpoints and some exporters leave it out.
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
@@ -151,7 +169,7 @@ def _check_architecture(model: torch.nn.Module, state: dict[str, torch.Tensor], 
         )
 
 
-def _class_names_from(meta: Mapping[str, Any], num_classes: int) -> list[str] | None:
+def class_names_from(meta: Mapping[str, Any], num_classes: int) -> list[str] | None:
     for key in CLASS_NAME_KEYS:
         value = meta.get(key)
         if value is None:
@@ -188,6 +206,16 @@ def read_class_file(path: str | os.PathLike[str]) -> list[str]:
     return names
 
 
+def read_weights(path: Path, trust_pickle: bool = False) -> tuple[dict[str, torch.Tensor], str, Mapping[str, Any]]:
+    """(state_dict with wrapper prefixes removed, how it was found, the dict around it) of any checkpoint."""
+    if not path.is_file():
+        raise EdgekitError(f"{path} does not exist or is not a file")
+    if path.stat().st_size == 0:
+        raise EdgekitError(f"{path} is empty")
+    state, form, meta = _find_state_dict(_torch_load(path, trust_pickle), path)
+    return _strip_prefixes(state), form, meta
+
+
 def load_checkpoint(
     path: str | os.PathLike[str],
     *,
@@ -197,13 +225,7 @@ def load_checkpoint(
 ) -> LoadedModel:
     """Load a GoogLeNet checkpoint in any common form into a deployable eval-mode module."""
     path = Path(path)
-    if not path.is_file():
-        raise EdgekitError(f"{path} does not exist or is not a file")
-    if path.stat().st_size == 0:
-        raise EdgekitError(f"{path} is empty")
-    obj = _torch_load(path, trust_pickle)
-    state, form, meta = _find_state_dict(obj, path)
-    state = _strip_prefixes(state)
+    state, form, meta = read_weights(path, trust_pickle)
     without_aux = {k: v for k, v in state.items() if not k.startswith(AUX_PREFIXES)}
     fc_weight = without_aux.get("fc.weight")
     if fc_weight is None or fc_weight.ndim != 2:
@@ -223,10 +245,10 @@ def load_checkpoint(
         chosen_transform, transform_source = True, "default"
 
     model = build_googlenet(num_classes, chosen_transform)
-    _check_architecture(model, without_aux, path)
+    check_architecture(model, without_aux, path)
     model.load_state_dict(without_aux, strict=False)
 
-    from_checkpoint = _class_names_from(meta, num_classes)
+    from_checkpoint = class_names_from(meta, num_classes)
     if class_names is not None:
         if len(class_names) != num_classes:
             raise EdgekitError(f"--classes lists {len(class_names)} names but the model has {num_classes} classes")

@@ -1,0 +1,133 @@
+"""`edgekit finetune`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgekit.cli.options import json_option, parse_int_list, print_json, threads_option, trust_pickle_option
+
+
+@click.command()
+@click.option("--data", required=True, help="Training image folder (one sub-directory per class), or 'fashion-mnist'.")
+@click.option(
+    "--weights", required=True, help="ImageNet weights file, an edgekit checkpoint, or 'none' (from scratch)."
+)
+@click.option(
+    "--mode", type=click.Choice(["feature-extract", "finetune", "hybrid"]), default="finetune", show_default=True
+)
+@click.option(
+    "--freeze-until", default=None, help="hybrid: freeze the stem and blocks up to this one (e.g. inception4a)."
+)
+@click.option(
+    "--out", "-o", type=click.Path(path_type=Path, dir_okay=False), required=True, help="Best checkpoint file."
+)
+@click.option("--val", type=click.Path(path_type=Path, file_okay=False), help="Validation folder (default: a split).")
+@click.option(
+    "--val-split", type=float, default=0.1, show_default=True, help="Stratified fraction held out when no --val."
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
+@click.option("--lr", type=float, default=0.01, show_default=True, help="Learning rate of the new head.")
+@click.option("--body-lr-mult", type=float, default=0.1, show_default=True, help="Pretrained body LR = lr × this.")
+@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
+@click.option("--label-smoothing", type=float, default=0.0, show_default=True)
+@click.option("--augment/--no-augment", default=True, show_default=True, help="Light augmentation of training images.")
+@click.option("--resize", type=click.IntRange(min=8), default=None, help="Shorter side before cropping (default 256).")
+@click.option("--crop", type=click.IntRange(min=8), default=None, help="Network input size (default 224).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from <out>.last.pt where the previous run stopped.")
+@click.option(
+    "--per-class", type=click.IntRange(min=1), default=500, show_default=True, help="fashion-mnist: train images/class."
+)
+@click.option(
+    "--val-per-class",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="fashion-mnist: val images/class.",
+)
+@click.option("--class-subset", default=None, help="fashion-mnist: comma-separated class indices, e.g. 0,1,2.")
+@click.option("--fashion-mnist-root", type=click.Path(path_type=Path, file_okay=False), default=None)
+@threads_option
+@trust_pickle_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@json_option
+def finetune(
+    data: str,
+    weights: str,
+    mode: str,
+    freeze_until: str | None,
+    out: Path,
+    val: Path | None,
+    val_split: float,
+    epochs: int,
+    batch_size: int,
+    optimizer: str,
+    lr: float,
+    body_lr_mult: float,
+    weight_decay: float,
+    label_smoothing: float,
+    augment: bool,
+    resize: int | None,
+    crop: int | None,
+    seed: int,
+    resume: bool,
+    per_class: int,
+    val_per_class: int,
+    class_subset: str | None,
+    fashion_mnist_root: Path | None,
+    threads: int | None,
+    trust_pickle: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Transfer-learn a GoogLeNet on your classes and write a checkpoint `edgekit compile` reads.
+
+    Works the same under `torchrun --nproc_per_node N` (DistributedDataParallel; rank 0 writes).
+    """
+    from edgekit.model.finetune import FinetuneConfig, run_finetune
+    from edgekit.progress import Progress
+
+    subset = parse_int_list(class_subset, "--class-subset", minimum=0) if class_subset else None
+    if subset is not None and (len(set(subset)) != len(subset) or max(subset) > 9 or len(subset) < 2):
+        raise click.BadParameter(
+            "needs at least two distinct Fashion-MNIST class indices 0-9", param_hint="--class-subset"
+        )
+    config = FinetuneConfig(
+        data=data,
+        out=out,
+        weights=weights,
+        mode=mode,
+        freeze_until=freeze_until,
+        val=val,
+        val_split=val_split,
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        lr=lr,
+        body_lr_mult=body_lr_mult,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
+        augment=augment,
+        resize=resize,
+        crop=crop,
+        seed=seed,
+        resume=resume,
+        threads=threads or 0,
+        per_class=per_class,
+        val_per_class=val_per_class,
+        class_subset=subset,
+        fashion_root=fashion_mnist_root,
+        trust_pickle=trust_pickle,
+    )
+    summary = run_finetune(config, Progress(enabled=not quiet))
+    if summary["rank"] != 0:  # under torchrun only rank 0 reports
+        return
+    if as_json:
+        print_json(summary)
+        return
+    click.echo(f"checkpoint: {summary['checkpoint']} (best val top-1 {summary['best_val_top1']:.2%})")
+    click.echo(f"resume state: {summary['last']}")

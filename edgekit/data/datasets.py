@@ -1,0 +1,110 @@
+"""Training data for `edgekit finetune`: a labelled image folder or the built-in Fashion-MNIST.
+
+Unreadable files are found before training starts (counted, reported, skipped), so a broken JPEG
+never kills an epoch halfway through, and a class left with no images is an error up front.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from edgekit.data import fashion_mnist
+from edgekit.data.images import read_image, read_labelled_folder
+from edgekit.errors import EdgekitError
+from edgekit.progress import QUIET, Progress
+
+FASHION_MNIST = "fashion-mnist"
+Sample = tuple[Any, int]  # (Path, or a uint8 greyscale array, class index)
+
+
+@dataclasses.dataclass
+class LabelledImages:
+    """A map-style torch dataset over (image, label) samples; `transform` turns a PIL image into a tensor."""
+
+    samples: list[Sample]
+    class_names: tuple[str, ...]
+    unreadable: dict[str, str] = dataclasses.field(default_factory=dict)
+    transform: Callable[[Image.Image], Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        source, label = self.samples[index]
+        image = read_image(source) if isinstance(source, Path) else Image.fromarray(source).convert("RGB")
+        return (self.transform(image) if self.transform else image), label
+
+    def with_transform(self, transform: Callable[[Image.Image], Any]) -> LabelledImages:
+        return dataclasses.replace(self, transform=transform)
+
+    def labels(self) -> np.ndarray:
+        return np.array([label for _, label in self.samples])
+
+
+def _readable(path: Path) -> str | None:
+    try:
+        with Image.open(path) as image:
+            image.verify()
+        return None
+    except Exception as exc:  # PIL raises many types for a bad file; all mean "unreadable"
+        return str(exc) or type(exc).__name__
+
+
+def folder_dataset(root: Path, progress: Progress = QUIET) -> LabelledImages:
+    """A labelled folder (one sub-directory per class), with unreadable files set aside."""
+    folder = read_labelled_folder(root)
+    if len(folder.class_names) < 2:
+        raise EdgekitError(f"{root} has a single class ({folder.class_names[0]}); a classifier needs at least two")
+    samples, unreadable = [], {}
+    checked = progress.bar(folder.samples, desc=f"checking {root.name}", total=len(folder.samples), unit="img")
+    for path, label in checked:
+        reason = _readable(path)
+        if reason is None:
+            samples.append((path, label))
+        else:
+            unreadable[str(path)] = reason
+    counts = np.bincount([label for _, label in samples], minlength=len(folder.class_names))
+    empty = [folder.class_names[i] for i, n in enumerate(counts) if n == 0]
+    if empty:
+        raise EdgekitError(
+            f"{root}: class folder(s) {', '.join(empty)} hold no readable images "
+            f"({len(unreadable)} unreadable file(s) in total); fix or remove them"
+        )
+    return LabelledImages(samples, folder.class_names, unreadable)
+
+
+def fashion_mnist_dataset(
+    split: str, per_class: int, classes: Sequence[int], seed: int, root: Path | None = None
+) -> LabelledImages:
+    images, labels = fashion_mnist.load_split(split, root)
+    chosen = fashion_mnist.stratified_indices(labels, per_class, tuple(classes), seed)
+    remap = {c: i for i, c in enumerate(classes)}
+    samples = [(images[i], remap[int(labels[i])]) for i in chosen]
+    return LabelledImages(samples, tuple(fashion_mnist.CLASS_NAMES[c] for c in classes))
+
+
+def stratified_split(dataset: LabelledImages, fraction: float, seed: int) -> tuple[LabelledImages, LabelledImages]:
+    """(train, val) with `fraction` of every class in val (at least one image each), fixed seed."""
+    rng = np.random.default_rng(seed)
+    labels = dataset.labels()
+    val_index: list[int] = []
+    for label in range(len(dataset.class_names)):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        if len(members) < 2:
+            raise EdgekitError(
+                f"class {dataset.class_names[label]} has {len(members)} image(s); a train/val split needs at least 2"
+            )
+        val_index.extend(members[: max(1, round(len(members) * fraction))].tolist())
+    chosen = set(val_index)
+    train = [s for i, s in enumerate(dataset.samples) if i not in chosen]
+    val = [dataset.samples[i] for i in sorted(chosen)]
+    return (
+        dataclasses.replace(dataset, samples=train),
+        dataclasses.replace(dataset, samples=val, unreadable={}),
+    )
