@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import BundleError, EdgekitError
-from edgekit.model.checkpoint import sha256_file
+from edgekit.files import sha256_file
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"

@@ -27,7 +27,7 @@ from edgekit.config import CompileConfig, validate
 from edgekit.data.preprocess import PreprocessSpec
 from edgekit.errors import EdgekitError, ParityError
 from edgekit.export.onnx_file import inspect_onnx
-from edgekit.model.checkpoint import sha256_file
+from edgekit.files import sha256_file
 from edgekit.progress import QUIET, Progress
 from edgekit.reference import OnnxReference, TorchReference
 from edgekit.runtime import Runner, resolve_threads

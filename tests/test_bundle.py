@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 import edgekit
 from edgekit.bundle import SCHEMA_VERSION, read_manifest
 from edgekit.errors import BundleError
-from edgekit.model.checkpoint import sha256_file
+from edgekit.files import sha256_file
 
 
 def test_manifest_records_what_a_deployer_needs(bundle: Path, trained: dict) -> None:
@@ -81,3 +83,15 @@ def test_deleted_model_file_is_reported(copy: Path) -> None:
     (copy / "model.onnx").unlink()
     with pytest.raises(BundleError, match=r"missing model\.onnx"):
         edgekit.load(copy)
+
+
+def test_running_a_bundle_needs_no_torch(bundle: Path, data_dirs: dict) -> None:
+    image = sorted((data_dirs["val"] / "coat").iterdir())[0]
+    code = (
+        "import sys, edgekit\n"
+        f"p = edgekit.load({str(bundle)!r}).predict([{str(image)!r}])[0]\n"
+        "print(p.label, 'torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    label, torch_loaded = result.stdout.split()
+    assert label in edgekit.load(bundle).class_names and torch_loaded == "False"

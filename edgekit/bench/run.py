@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from edgekit.bench.environment import environment
 from edgekit.bench.evaluate import load_eval_set, run_batched, score
 from edgekit.bench.latency import measure
 from edgekit.errors import EdgekitError
-from edgekit.model.checkpoint import sha256_file
+from edgekit.files import sha256_file, write_text_atomic
 from edgekit.progress import QUIET, Progress
 from edgekit.reference import load_reference
 from edgekit.runtime import BundleModel, resolve_threads
@@ -139,21 +138,10 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
     return results
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_results(results: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "bench.json", json.dumps(results, indent=2) + "\n")
-    _write_atomic(out / "bench.md", summary_markdown(results))
+    write_text_atomic(out / "bench.json", json.dumps(results, indent=2) + "\n")
+    write_text_atomic(out / "bench.md", summary_markdown(results))
 
 
 def summary_markdown(results: dict[str, Any]) -> str:

@@ -10,7 +10,6 @@ model object is refused unless the user says the file is trusted, because unpick
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import pickle
@@ -24,6 +23,7 @@ import torch
 
 from edgekit.data.preprocess import PreprocessSpec
 from edgekit.errors import EdgekitError
+from edgekit.files import sha256_file
 from edgekit.model.googlenet import AUX_PREFIXES, build_googlenet, deployable
 
 WRAPPER_KEYS = ("model_state_dict", "state_dict", "model", "net")
@@ -48,14 +48,6 @@ class LoadedModel:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_checkpoint(checkpoint: dict[str, Any], out: Path) -> None:

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from edgekit.data.preprocess import PreprocessSpec
-from edgekit.model.checkpoint import check_architecture, class_names_from, read_weights, sha256_file
+from edgekit.files import sha256_file
+from edgekit.model.checkpoint import check_architecture, class_names_from, read_weights
 from edgekit.model.googlenet import build_googlenet, ensure_weights_initialised
 
 HEAD_PREFIXES = ("fc.", "aux1.fc2.", "aux2.fc2.")
