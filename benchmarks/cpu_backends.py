@@ -1,5 +1,7 @@
-"""CPU latency of GoogLeNet at 224×224: PyTorch eager / channels_last / ONNX Runtime / OpenVINO /
-the edgekit bundle, batch 1 and 8, all in one run on one machine.
+"""CPU latency of GoogLeNet at 224×224, batch 1 and 8, all in one run on one machine:
+PyTorch eager / channels_last FP32, ONNX Runtime FP32 and INT8 (its own Q/DQ placement), OpenVINO
+FP32 and INT8 (NNCF), and edgekit's FP32 and INT8 `x86-cpu` bundles. Then INT8 accuracy: the INT8
+bundle against the FP32 PyTorch model on all 10,000 Fashion-MNIST test images.
 
 The model is a GoogLeNet trained on Fashion-MNIST by edgekit (`make demo` makes one; otherwise this
 script trains a small one). Weights do not change the work done, but they are real.
@@ -19,12 +21,17 @@ import numpy as np
 
 from edgekit.backends import OnnxRuntimeBackend, OpenVinoBackend
 from edgekit.bench.environment import environment
+from edgekit.bench.evaluate import load_eval_set, run_batched, score
 from edgekit.bench.latency import measure
 from edgekit.compile import compile_bundle
 from edgekit.config import CompileConfig
 from edgekit.data.datasets import FASHION_MNIST
+from edgekit.data.fashion_mnist import write_image_folder
+from edgekit.data.preprocess import PreprocessSpec
 from edgekit.model.checkpoint import load_checkpoint
 from edgekit.model.finetune import FinetuneConfig, run_finetune
+from edgekit.optimize.calibration import calibration_inputs
+from edgekit.optimize.quantize import quantize_int8
 from edgekit.progress import Progress
 from edgekit.reference import TorchReference
 from edgekit.runtime import BundleModel, resolve_threads
@@ -51,6 +58,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0, help="0 = all cores")
+    parser.add_argument("--no-accuracy", dest="accuracy", action="store_false", help="skip the 10,000-image check")
     args = parser.parse_args()
 
     progress = Progress()
@@ -58,24 +66,31 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         checkpoint = _checkpoint(args.checkpoint, work, progress)
-        bundle_dir = work / "bundle"
-        # 224×224 whatever the checkpoint was trained at: the standard GoogLeNet input.
-        compile_bundle(
-            CompileConfig(
-                model=checkpoint, target=get_target("x86-cpu"), out=bundle_dir, resize=256, crop=224, threads=threads
-            ),
-            progress,
-        )
+        calib = write_image_folder(work / "calib", "train", 26, seed=7)  # 260 images, none from the test split
+        x86 = get_target("x86-cpu")
+        bundles = {}
+        for precision in ("fp32", "int8"):
+            # 224×224 whatever the checkpoint was trained at: the standard GoogLeNet input.
+            config = CompileConfig(
+                model=checkpoint, target=x86, out=work / precision, precision=precision, resize=256, crop=224,
+                threads=threads, calib=calib,
+            )  # fmt: skip
+            compile_bundle(config, progress)
+            bundles[precision] = BundleModel.open(work / precision, threads=threads)
         module = load_checkpoint(checkpoint).module
-        onnx_file = bundle_dir / "model.onnx"
-        bundle = BundleModel.open(bundle_dir, threads=threads)
+        onnx_file = work / "fp32" / "model.onnx"
+        ort_int8 = work / "ort_int8.onnx"
+        quantize_int8(onnx_file, ort_int8, calibration_inputs(calib, PreprocessSpec(), 256)[0], "cpu")
         candidates: dict[str, Any] = {
             "PyTorch eager FP32": TorchReference(module, threads).run,
             "PyTorch channels_last FP32": TorchReference(load_checkpoint(checkpoint).module, threads, True).run,
             "ONNX Runtime FP32": OnnxRuntimeBackend(onnx_file, threads).run,
             "OpenVINO FP32": OpenVinoBackend(onnx_file, threads).run,
-            f"edgekit bundle ({bundle.backend}, incl. softmax)": bundle.probabilities,
+            "ONNX Runtime INT8 (own Q/DQ placement)": OnnxRuntimeBackend(ort_int8, threads, "int8").run,
+            "OpenVINO INT8 (NNCF)": OpenVinoBackend(work / "int8" / "model.xml", threads, "int8").run,
         }
+        for precision, bundle in bundles.items():
+            candidates[f"edgekit {precision} bundle ({bundle.backend}, incl. softmax)"] = bundle.probabilities
         rows = []
         rng = np.random.default_rng(0)
         for size in (1, 8):
@@ -86,17 +101,53 @@ def main() -> None:
                 rows.append({"runtime": name, **stats})
                 progress.note(f"{name:<45} batch {size}: p50 {stats['p50_ms']:.2f} ms")
 
-    results = {"checkpoint": str(checkpoint), "input": [3, 224, 224], "rows": rows, "environment": environment(threads)}
+        accuracy = _int8_accuracy(checkpoint, work, threads, progress) if args.accuracy else None
+
+    results = {
+        "checkpoint": str(checkpoint),
+        "input": [3, 224, 224],
+        "rows": rows,
+        "int8_accuracy": accuracy,
+        "environment": environment(threads),
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cpu_backends.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "cpu_backends.md").write_text(_markdown(results))
     print((args.out / "cpu_backends.md").read_text())
 
 
+def _int8_accuracy(checkpoint: Path, work: Path, threads: int, progress: Progress) -> dict[str, Any]:
+    """INT8 bundle vs FP32 PyTorch on every Fashion-MNIST test image, at the checkpoint's own preprocessing."""
+    test = write_image_folder(work / "test", "test", 1000, seed=0)  # the whole test split: 1,000 per class
+    calib = work / "calib"
+    out = work / "int8-native"
+    config = CompileConfig(model=checkpoint, target=get_target("x86-cpu"), out=out, precision="int8", calib=calib)
+    compile_bundle(config, progress)
+    bundle = BundleModel.open(out, threads=threads)
+    evalset = load_eval_set(test, bundle.class_names, bundle.preprocessing, None, progress)
+    reference = TorchReference(load_checkpoint(checkpoint).module, threads)
+    predictions = {
+        "reference": run_batched(reference.run, evalset.batch.inputs, 32, progress, "FP32").argmax(1),
+        "bundle": run_batched(bundle.runner.run, evalset.batch.inputs, 32, progress, "INT8").argmax(1),
+    }
+    assert evalset.labels is not None
+    result = score(predictions, evalset.labels, bundle.class_names, reference="reference")
+    models = result["models"]
+    return {
+        "images": result["images"],
+        "backend": bundle.backend,
+        "fp32_top1": models["reference"]["top1"],
+        "int8_top1": models["bundle"]["top1"],
+        "drop_pts": (models["reference"]["top1"] - models["bundle"]["top1"]) * 100,
+        "top1_agreement": models["bundle"]["top1_agreement_with_reference"],
+        "input": bundle.preprocessing.crop,
+    }
+
+
 def _markdown(results: dict[str, Any]) -> str:
     env = results["environment"]
     lines = [
-        "# GoogLeNet FP32 on the CPU, 224×224",
+        "# GoogLeNet on the CPU, 224×224: FP32 and INT8",
         "",
         f"{env['date']}, {env['cpu']}, {env['threads']} threads, {env['os']}; "
         + ", ".join(f"{k} {v}" for k, v in env["libraries"].items()),
@@ -110,6 +161,15 @@ def _markdown(results: dict[str, Any]) -> str:
             f"| {r['runtime']} | {r['batch']} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | "
             f"{r['images_per_s']:.1f} | {eager[r['batch']] / r['p50_ms']:.2f}× |"
         )
+    accuracy = results.get("int8_accuracy")
+    if accuracy:
+        lines += [
+            "",
+            f"INT8 accuracy ({accuracy['backend']} bundle, {accuracy['input']}×{accuracy['input']} as trained) on all "
+            f"{accuracy['images']:,} Fashion-MNIST test images: FP32 top-1 {accuracy['fp32_top1']:.2%}, INT8 top-1 "
+            f"{accuracy['int8_top1']:.2%} (drop {accuracy['drop_pts']:.2f} pts), top-1 agreement "
+            f"{accuracy['top1_agreement']:.2%}.",
+        ]
     lines += ["", f"Reproduce: `.venv/bin/python benchmarks/cpu_backends.py` (checkpoint: {results['checkpoint']})."]
     return "\n".join(lines) + "\n"
 

@@ -53,8 +53,8 @@ def main() -> None:
         for per_class in (int(s) for s in args.sizes.split(",")):
             for name, options in RUNS:
                 config = FinetuneConfig(
-                    out=Path(tmp) / "target.pt", weights=str(source), class_subset=TARGET_CLASSES, per_class=per_class,
-                    epochs=args.epochs, lr=0.02, **{**COMMON, **options},
+                    out=Path(tmp) / "target.pt", class_subset=TARGET_CLASSES, per_class=per_class, epochs=args.epochs,
+                    lr=0.02, **{**COMMON, "weights": str(source), **options},
                 )  # fmt: skip
                 summary = run_finetune(config, progress)
                 rows.append(

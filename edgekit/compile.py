@@ -13,6 +13,7 @@ import datetime
 import platform
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,19 +21,22 @@ from typing import Any
 import numpy as np
 
 import edgekit
-from edgekit.backends import Backend, OnnxRuntimeBackend
+from edgekit.backends import Backend, BuildRequest, OnnxRuntimeBackend
 from edgekit.bench.evaluate import EvalSet, compare, load_eval_set, run_batched, score, synthetic_inputs
+from edgekit.bench.latency import measure
 from edgekit.bundle import staged_directory, write_manifest
 from edgekit.config import CompileConfig, validate
 from edgekit.data.preprocess import PreprocessSpec
 from edgekit.errors import EdgekitError, ParityError
 from edgekit.export.onnx_file import inspect_onnx
 from edgekit.files import sha256_file
+from edgekit.optimize.budget import Trial, fit_budget
+from edgekit.optimize.calibration import calibration_inputs
+from edgekit.optimize.quantize import LAYER_GROUPS
 from edgekit.progress import QUIET, Progress
 from edgekit.reference import OnnxReference, TorchReference
 from edgekit.runtime import Runner, resolve_threads
 
-MODEL_FILE = "model.onnx"
 MIN_TOP1_AGREEMENT = 0.995
 SYNTHETIC_PARITY_INPUTS = 16
 
@@ -148,14 +152,61 @@ def _parity(reference: np.ndarray, candidate: np.ndarray, source: str, unreadabl
     return parity
 
 
+@dataclasses.dataclass
+class Built:
+    """One build of the backend's model file, run on the parity/evaluation inputs."""
+
+    model_file: str
+    facts: dict[str, Any]
+    runner: Runner
+    outputs: np.ndarray
+
+
+def _build(
+    backend: type[Backend],
+    fp32: Path,
+    stage: Path,
+    request: BuildRequest,
+    threads: int,
+    batch: int | None,
+    inputs: np.ndarray,
+    progress: Progress,
+) -> Built:
+    model_file, facts = backend.build(fp32, stage, request)
+    runner = Runner(backend, stage / model_file, threads, batch, request.precision)
+    return Built(model_file, facts, runner, run_batched(runner.run, inputs, 8, progress, backend.name))
+
+
+def _load_calibration(config: CompileConfig, spec: PreprocessSpec) -> tuple[np.ndarray | None, list[str]]:
+    if config.precision != "int8":
+        return None, []
+    folder = config.calib or config.val
+    if folder is None:  # validate() rules this out
+        raise RuntimeError("int8 without calibration images")
+    inputs, warnings = calibration_inputs(folder, spec, config.calib_size)
+    if config.calib is None:
+        warnings.append("calibrating on the --val images (no --calib given): accuracy may look better than it is")
+    return inputs, warnings
+
+
+def _p50_ms(runner: Runner, crop: int) -> float:
+    batch = np.zeros((1, 3, crop, crop), np.float32)
+    return measure(runner.run, batch, warmup=3, iterations=20)["p50_ms"]
+
+
 def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> dict[str, Any]:
     """Build the bundle described by `config`; returns its manifest."""
+    if config.precision == "auto":
+        from edgekit.precision_auto import compile_auto
+
+        return compile_auto(config, progress)
     backend = validate(config)
     threads = resolve_threads(config.threads if config.threads is not None else config.target.threads)
     source = (_load_onnx if config.is_onnx else _load_checkpoint)(config, threads)
     evalset: EvalSet | None = None
     if config.val is not None:
         evalset = load_eval_set(config.val, source.manifest["classes"], source.spec, config.parity_images)
+    calibration, warnings = _load_calibration(config, source.spec)
 
     host = " (this host; no --target given)" if config.target_from_host else ""
     progress.note(f"target {config.target.name}{host}, backend {backend.name}, precision {config.precision}")
@@ -167,26 +218,49 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> dict[st
         inputs, inputs_source, unreadable = evalset.batch.inputs, evalset.source, evalset.batch.errors
     for file, reason in unreadable.items():
         progress.note(f"warning: skipped {file}: {reason}")
+    for warning in warnings:
+        progress.note(f"warning: {warning}")
 
-    with staged_directory(config.out, config.force) as stage:
-        source.write_onnx(stage / MODEL_FILE)
-        info = inspect_onnx(stage / MODEL_FILE)
-        runner = Runner(backend, stage / MODEL_FILE, threads, info.batch)
+    # The FP32 export is scratch work for the backend's build; it lives beside, not inside, the bundle.
+    scratch = tempfile.TemporaryDirectory(prefix=f".{config.out.name}.work-", dir=config.out.parent)
+    with scratch as work, staged_directory(config.out, config.force) as stage:
+        fp32 = Path(work) / "fp32.onnx"
+        source.write_onnx(fp32)
+        info = inspect_onnx(fp32)
         reference_out = run_batched(source.reference.run, inputs, 8, progress, source.reference.kind)
-        bundle_out = run_batched(runner.run, inputs, 8, progress, backend.name)
+
+        def build(keep_fp32: tuple[str, ...]) -> Built:
+            request = BuildRequest(config.precision, calibration, config.method, keep_fp32)
+            return _build(backend, fp32, stage, request, threads, info.batch, inputs, progress)
+
+        built = build(())
         parity = {
             "reference": source.reference.kind,
-            **_parity(reference_out, bundle_out, inputs_source, len(unreadable)),
+            **_parity(reference_out, built.outputs, inputs_source, len(unreadable)),
         }
-        if parity["max_abs_diff"] > parity["max_abs_diff_allowed"] or parity["top1_agreement"] < MIN_TOP1_AGREEMENT:
-            raise ParityError(
-                f"{backend.name} does not reproduce the {source.reference.kind} model: max abs diff "
-                f"{parity['max_abs_diff']:.2e} (allowed {parity['max_abs_diff_allowed']:.2e}), top-1 agreement "
-                f"{parity['top1_agreement']:.2%} on {len(inputs)} inputs; no bundle was written"
-            )
+        quantization: dict[str, Any] | None = None
+        if config.precision == "fp32":
+            _enforce_parity(parity, backend.name, source.reference.kind)
+        else:
+            quantization = {**built.facts, "keep_fp32": []}
+            if config.max_accuracy_drop is not None and evalset is not None and evalset.labels is not None:
+                built, quantization = _fit_budget(
+                    config, build, built, reference_out, evalset.labels, quantization, source.spec.crop, progress
+                )
+                parity = {
+                    "reference": source.reference.kind,
+                    **_parity(reference_out, built.outputs, inputs_source, len(unreadable)),
+                }
+            for key in ("max_abs_diff_allowed", "min_top1_agreement"):  # FP32 parity rules do not apply
+                parity.pop(key)
+            if parity["top1_agreement"] < 0.98:
+                progress.note(
+                    f"warning: {config.precision} agrees with FP32 on only {parity['top1_agreement']:.1%} of inputs"
+                )
         progress.note(
-            f"parity: max abs diff {parity['max_abs_diff']:.2e}, top-1 agreement {parity['top1_agreement']:.2%} "
-            f"on {len(inputs)} {'synthetic inputs' if evalset is None else 'images'}"
+            f"{'parity' if config.precision == 'fp32' else 'vs FP32'}: max abs diff {parity['max_abs_diff']:.2e}, "
+            f"top-1 agreement {parity['top1_agreement']:.2%} on {len(inputs)} "
+            f"{'synthetic inputs' if evalset is None else 'images'}"
         )
         manifest: dict[str, Any] = {
             "edgekit_version": edgekit.__version__,
@@ -200,7 +274,7 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> dict[st
             },
             "model": {**source.manifest["model"], "output_kind": info.output_kind},
             "preprocessing": source.spec.to_dict(),
-            "model_file": MODEL_FILE,
+            "model_file": built.model_file,
             "input": {
                 "name": info.input_name,
                 "shape": [info.batch, 3, source.spec.crop, source.spec.crop],
@@ -210,12 +284,57 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> dict[st
             "output": {"name": info.output_name, "kind": info.output_kind},
             "onnx_opset": info.opset,
             "precision": config.precision,
+            "execution_precision": built.runner.execution_precision(),
             "backend": backend.name,
             "target": config.target.to_dict(),
             "parity": parity,
             "tools": _tool_versions(backend),
         }
+        if quantization is not None:
+            manifest["quantization"] = quantization
         if evalset is not None and evalset.labels is not None:
-            predictions = {"reference": reference_out.argmax(1), "bundle": bundle_out.argmax(1)}
+            predictions = {"reference": reference_out.argmax(1), "bundle": built.outputs.argmax(1)}
             manifest["accuracy"] = score(predictions, evalset.labels, manifest["classes"], reference="reference")
+        if manifest["execution_precision"] not in (config.precision, "int8 (float parts f32)"):
+            progress.note(
+                f"note: {backend.name} computes in {manifest['execution_precision']} on this CPU "
+                f"(it lacks {config.precision} arithmetic); the bundle runs reduced precision where the CPU has it"
+            )
         return write_manifest(stage, manifest)
+
+
+def _enforce_parity(parity: dict[str, Any], backend: str, reference: str) -> None:
+    if parity["max_abs_diff"] > parity["max_abs_diff_allowed"] or parity["top1_agreement"] < MIN_TOP1_AGREEMENT:
+        raise ParityError(
+            f"{backend} does not reproduce the {reference} model: max abs diff "
+            f"{parity['max_abs_diff']:.2e} (allowed {parity['max_abs_diff_allowed']:.2e}), top-1 agreement "
+            f"{parity['top1_agreement']:.2%} on {parity['images']} inputs; no bundle was written"
+        )
+
+
+def _fit_budget(
+    config: CompileConfig,
+    build: Callable[[tuple[str, ...]], Built],
+    plain: Built,
+    reference_out: np.ndarray,
+    labels: np.ndarray,
+    quantization: dict[str, Any],
+    crop: int,
+    progress: Progress,
+) -> tuple[Built, dict[str, Any]]:
+    """Rebuild with the most sensitive layer groups in FP32 until the top-1 drop fits the budget."""
+    reference_top1 = float(np.mean(reference_out.argmax(1) == labels))
+    builds = {(): plain}
+    on_disk = [()]  # the stage holds the files of the latest build only
+
+    def trial(keep: tuple[str, ...]) -> Trial:
+        if keep not in builds:
+            builds[keep] = build(keep)
+            on_disk[0] = keep
+        predicted = builds[keep].outputs.argmax(1)
+        return Trial(keep, float(np.mean(predicted == labels)), float(np.mean(predicted == reference_out.argmax(1))))
+
+    chosen, record = fit_budget(trial, LAYER_GROUPS, reference_top1, float(config.max_accuracy_drop or 0.0), progress)
+    final = builds[chosen.keep_fp32] if on_disk[0] == chosen.keep_fp32 else build(chosen.keep_fp32)
+    latency = {"plain_int8_p50_ms": _p50_ms(plain.runner, crop), "final_p50_ms": _p50_ms(final.runner, crop)}
+    return final, {**quantization, "keep_fp32": list(chosen.keep_fp32), "budget": {**record, "latency_b1": latency}}

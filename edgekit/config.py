@@ -28,6 +28,10 @@ class CompileConfig:
     trust_pickle: bool = False
     threads: int | None = None  # None: the target's
     target_from_host: bool = False  # the user gave no --target: say which one was picked
+    calib: Path | None = None  # INT8 calibration images (labels not needed)
+    calib_size: int = 256
+    method: str = "minmax"  # INT8 calibration method (ONNX Runtime's quantizer)
+    max_accuracy_drop: float | None = None  # top-1 points the quantized model may lose vs FP32
 
     @property
     def is_onnx(self) -> bool:
@@ -73,6 +77,17 @@ def validate(config: CompileConfig) -> type[Backend]:
         raise EdgekitError("--parity-images must be at least 1")
     if config.threads is not None and config.threads < 0:
         raise EdgekitError("--threads must be 0 (all cores) or more")
+    if config.precision == "int8" and config.calib is None and config.val is None:
+        raise EdgekitError("--precision int8 needs calibration images: pass --calib DIR (or at least --val DIR)")
+    if config.calib is not None and not config.calib.is_dir():
+        raise EdgekitError(f"--calib {config.calib} is not a directory of images")
+    if config.calib_size < 1:
+        raise EdgekitError("--calib-size must be at least 1")
+    if config.max_accuracy_drop is not None:
+        if config.max_accuracy_drop < 0:
+            raise EdgekitError("--max-accuracy-drop is in top-1 points and must be >= 0")
+        if config.val is None or not any(p.is_dir() for p in config.val.iterdir()):
+            raise EdgekitError("--max-accuracy-drop needs --val DIR with one sub-directory of images per class")
     backend = choose_backend(config.target, config.precision, config.backend)
     check_writable_destination(config.out, config.force)
     return backend

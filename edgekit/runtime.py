@@ -34,10 +34,15 @@ def to_probabilities(outputs: np.ndarray, output_kind: str) -> np.ndarray:
 class Runner:
     """A loaded backend plus the model's interface: splits batches for static-batch models."""
 
-    def __init__(self, backend: type[Backend], model_path: Path, threads: int, static_batch: int | None) -> None:
+    def __init__(
+        self, backend: type[Backend], model_path: Path, threads: int, static_batch: int | None, precision: str = "fp32"
+    ) -> None:
         self.backend_name = backend.name
         self.static_batch = static_batch
-        self._backend = backend(model_path, resolve_threads(threads))
+        self._backend = backend(model_path, resolve_threads(threads), precision)
+
+    def execution_precision(self) -> str:
+        return self._backend.execution_precision()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Raw first output for a float32 NCHW batch of any size."""
@@ -93,11 +98,14 @@ class BundleModel:
         reason = backend_cls.unavailable_reason()
         if reason:
             raise EdgekitError(f"cannot run {path}: {reason}")
-        if manifest["precision"] not in backend_cls.capabilities.precisions:
-            raise BundleError(f"backend {backend_cls.name} cannot run a {manifest['precision']} bundle")
+        if backend_cls.name != manifest["backend"] and manifest["precision"] != "fp32":
+            # An fp32 ONNX file runs anywhere; quantized files are made for their backend.
+            raise BundleError(
+                f"this {manifest['precision']} bundle was built for {manifest['backend']}, not {backend_cls.name}"
+            )
         model_file = path / manifest["model_file"]
         threads = manifest["target"]["threads"] if threads is None else threads
-        self.runner = Runner(backend_cls, model_file, threads, manifest["input"]["shape"][0])
+        self.runner = Runner(backend_cls, model_file, threads, manifest["input"]["shape"][0], manifest["precision"])
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], backend: str | None = None, threads: int | None = None) -> BundleModel:

@@ -96,7 +96,7 @@ def test_imagenet_style_weights_transfer(tmp_path: Path) -> None:
     torch.save(imagenet.state_dict(), path)
     start = starting_point(str(path), ("x", "y"))
     assert start.transform_input is True and start.pretrained
-    assert start.model.fc.out_features == 2 and "1000 → 2" in start.description
+    assert start.model.fc.out_features == 2 and "1000 → 2 new classes" in start.description
     torch.testing.assert_close(start.model.conv1.conv.weight, imagenet.conv1.conv.weight)
     assert starting_point("none", ("x", "y")).transform_input is False
 

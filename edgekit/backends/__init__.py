@@ -5,7 +5,7 @@ Importing this package is cheap: each backend imports its runtime only when a mo
 
 from __future__ import annotations
 
-from edgekit.backends.base import Backend, Capabilities
+from edgekit.backends.base import Backend, BuildRequest, Capabilities
 from edgekit.backends.onnxruntime_backend import OnnxRuntimeBackend
 from edgekit.backends.openvino_backend import OpenVinoBackend
 from edgekit.errors import EdgekitError
@@ -32,4 +32,4 @@ def check_support(backend: type[Backend], kind: str, arch: str, precision: str) 
     return None
 
 
-__all__ = ["REGISTRY", "Backend", "Capabilities", "check_support", "get_backend"]
+__all__ = ["REGISTRY", "Backend", "BuildRequest", "Capabilities", "check_support", "get_backend"]

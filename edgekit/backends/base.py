@@ -16,24 +16,35 @@ class Capabilities:
     devices: frozenset[str]  # target kinds it runs on: "cpu", "gpu"
     arches: frozenset[str]  # machine architectures it has builds for
     precisions: frozenset[str]
-    model_suffix: str  # the file it runs, e.g. ".onnx"
     python_module: str  # importable name; its absence means "not installed"
     install_hint: str  # what to run when it is missing
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildRequest:
+    """How to turn the FP32 ONNX export into this backend's model for one precision."""
+
+    precision: str
+    calibration: np.ndarray | None = None  # preprocessed images, for INT8
+    method: str = "minmax"  # INT8 calibration method, where the backend's quantizer offers a choice
+    keep_fp32: tuple[str, ...] = ()  # layer groups kept in higher precision (accuracy budget)
 
 
 class Backend(abc.ABC):
     """One inference runtime, holding one loaded model.
 
-    `run` takes a float32 NCHW batch whose size the model's input accepts (the caller splits
-    batches for a static-batch model) and returns the model's first output unchanged.
+    `build` writes the backend's model file(s) for a precision from the FP32 ONNX export; `run`
+    takes a float32 NCHW batch whose size the model's input accepts (the caller splits batches for a
+    static-batch model) and returns the model's first output unchanged.
     """
 
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities]
 
-    def __init__(self, model_path: Path, threads: int) -> None:
+    def __init__(self, model_path: Path, threads: int, precision: str = "fp32") -> None:
         self.model_path = model_path
         self.threads = threads
+        self.precision = precision
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -47,5 +58,14 @@ class Backend(abc.ABC):
     def versions(cls) -> dict[str, str]:
         """Library versions recorded in manifests and benchmark results."""
 
+    @classmethod
+    @abc.abstractmethod
+    def build(cls, fp32_onnx: Path, out_dir: Path, request: BuildRequest) -> tuple[str, dict[str, object]]:
+        """Write the model for `request` into `out_dir`: (model file name, facts for the manifest)."""
+
     @abc.abstractmethod
     def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def execution_precision(self) -> str:
+        """What the runtime actually computes in (it may differ from what was asked)."""
+        return self.precision

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from edgekit.backends.base import Backend, Capabilities
+from edgekit.backends.base import Backend, BuildRequest, Capabilities
+
+MODEL_FILE = "model.onnx"
 
 
 class OnnxRuntimeBackend(Backend):
@@ -14,14 +19,13 @@ class OnnxRuntimeBackend(Backend):
     capabilities = Capabilities(
         devices=frozenset({"cpu"}),
         arches=frozenset({"x86_64", "aarch64"}),
-        precisions=frozenset({"fp32"}),
-        model_suffix=".onnx",
+        precisions=frozenset({"fp32", "int8"}),
         python_module="onnxruntime",
         install_hint="pip install onnxruntime",
     )
 
-    def __init__(self, model_path: Path, threads: int) -> None:
-        super().__init__(model_path, threads)
+    def __init__(self, model_path: Path, threads: int, precision: str = "fp32") -> None:
+        super().__init__(model_path, threads, precision)
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -37,6 +41,26 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
 
         return {"onnxruntime": ort.__version__}
+
+    @classmethod
+    def build(cls, fp32_onnx: Path, out_dir: Path, request: BuildRequest) -> tuple[str, dict[str, object]]:
+        if request.precision == "fp32":
+            shutil.copyfile(fp32_onnx, out_dir / MODEL_FILE)
+            return MODEL_FILE, {}
+        from edgekit.optimize.quantize import quantize_int8
+
+        if request.calibration is None:
+            raise ValueError("INT8 needs calibration inputs")
+        # The quantizer reports progress on stdout, which belongs to --json output.
+        with contextlib.redirect_stdout(sys.stderr):
+            quantize_int8(
+                fp32_onnx, out_dir / MODEL_FILE, request.calibration, "cpu", request.method, request.keep_fp32
+            )
+        return MODEL_FILE, {
+            "quantizer": "onnxruntime.quantization.quantize_static (QDQ, cpu placement)",
+            "method": request.method,
+            "calibration_images": len(request.calibration),
+        }
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self._session.run(None, {self._input: batch})[0]

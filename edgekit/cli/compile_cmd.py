@@ -12,7 +12,14 @@ from edgekit.cli.options import json_option, print_json, threads_option, trust_p
 @click.command("compile")
 @click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--target", "-t", default=None, help="Device target name or TOML file (default: this host).")
-@click.option("--precision", "-p", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@click.option(
+    "--precision",
+    "-p",
+    type=click.Choice(["fp32", "fp16", "int8", "auto"]),
+    default="fp32",
+    show_default=True,
+    help="auto: the fastest precision, measured here, whose accuracy fits --max-accuracy-drop (needs --val).",
+)
 @click.option("--backend", default=None, help="Force a backend instead of the target's fastest available one.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None, help="Bundle directory to create.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
@@ -42,6 +49,25 @@ from edgekit.cli.options import json_option, print_json, threads_option, trust_p
     show_default=True,
     help="At most this many --val images for the parity check.",
 )
+@click.option(
+    "--calib", type=click.Path(path_type=Path, file_okay=False), help="INT8 calibration images (no labels needed)."
+)
+@click.option(
+    "--calib-size", type=click.IntRange(min=1), default=256, show_default=True, help="Calibration images to use."
+)
+@click.option(
+    "--method",
+    type=click.Choice(["minmax", "entropy", "percentile"]),
+    default="minmax",
+    show_default=True,
+    help="INT8 calibration method (ONNX Runtime quantizer; OpenVINO uses NNCF's own).",
+)
+@click.option(
+    "--max-accuracy-drop",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Top-1 points the quantized model may lose vs FP32 on --val; sensitive layers are kept in FP32.",
+)
 @threads_option
 @trust_pickle_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
@@ -59,6 +85,10 @@ def compile_command(
     crop: int | None,
     val: Path | None,
     parity_images: int,
+    calib: Path | None,
+    calib_size: int,
+    method: str,
+    max_accuracy_drop: float | None,
     threads: int | None,
     trust_pickle: bool,
     quiet: bool,
@@ -94,6 +124,10 @@ def compile_command(
         trust_pickle=trust_pickle,
         threads=threads,
         target_from_host=target is None,
+        calib=calib,
+        calib_size=calib_size,
+        method=method,
+        max_accuracy_drop=max_accuracy_drop,
     )
     manifest = compile_bundle(config, progress)
     if as_json:
@@ -101,13 +135,19 @@ def compile_command(
         return
     parity = manifest["parity"]
     click.echo(f"bundle: {config.out}")
+    if "precision_auto" in manifest:
+        budget = manifest["precision_auto"]["budget_pts"]
+        click.echo(f"  --precision auto chose {manifest['precision']} (budget {budget:g} pts)")
     click.echo(
         f"  {manifest['target']['name']} / {manifest['backend']} / {manifest['precision']}, "
         f"{len(manifest['classes'])} classes, input {manifest['input']['shape']}"
     )
     click.echo(
-        f"  parity vs {parity['reference']}: top-1 agreement {parity['top1_agreement']:.2%}, "
+        f"  vs FP32 {parity['reference']}: top-1 agreement {parity['top1_agreement']:.2%}, "
         f"max abs diff {parity['max_abs_diff']:.2e} ({parity['images']} {parity['inputs']})"
     )
     for name, row in (manifest.get("accuracy") or {}).get("models", {}).items():
         click.echo(f"  top-1 {name}: {row['top1']:.2%}")
+    kept = (manifest.get("quantization") or {}).get("keep_fp32")
+    if kept:
+        click.echo(f"  kept in FP32 to meet the budget: {', '.join(kept)}")

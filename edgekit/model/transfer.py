@@ -57,7 +57,7 @@ def starting_point(weights: str, class_names: tuple[str, ...], trust_pickle: boo
     }
     model.load_state_dict(loadable, strict=False)
     source_classes = int(state["fc.weight"].shape[0]) if "fc.weight" in state else "?"
-    head = "classifier kept" if same_classes else f"classifier replaced ({source_classes} → {num_classes} classes)"
+    head = "classifier kept" if same_classes else f"classifier replaced ({source_classes} → {num_classes} new classes)"
     preprocessing = meta.get("preprocessing")
     return StartingPoint(
         model=model,

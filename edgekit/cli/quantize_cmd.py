@@ -1,0 +1,62 @@
+"""`edgekit quantize`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgekit.cli.options import json_option, print_json
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--precision", "-p", type=click.Choice(["int8", "fp16"]), required=True)
+@click.option("--calib", type=click.Path(path_type=Path, file_okay=False), help="INT8 calibration images.")
+@click.option("--calib-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True)
+@click.option(
+    "--placement",
+    type=click.Choice(["cpu", "tensorrt"]),
+    default="cpu",
+    show_default=True,
+    help="cpu: ONNX Runtime's fast CPU placement; tensorrt: TensorRT's explicit-quantization rules.",
+)
+@click.option("--resize", type=click.IntRange(min=8), default=None, help="Preprocessing resize (default 256).")
+@click.option(
+    "--crop", type=click.IntRange(min=8), default=None, help="Preprocessing crop (default: the model's input)."
+)
+@click.option("--out", "-o", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@click.option("--force", is_flag=True, help="Replace an existing --out file.")
+@json_option
+def quantize(
+    model: Path,
+    precision: str,
+    calib: Path | None,
+    calib_size: int,
+    method: str,
+    placement: str,
+    resize: int | None,
+    crop: int | None,
+    out: Path,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Write an INT8 (explicit Q/DQ) or FP16 (typed) copy of an FP32 ONNX classifier.
+
+    The file carries its precision, so it runs in ONNX Runtime on a CPU and builds in TensorRT
+    8.6–11.x without precision flags. tensorrt-placement files are checked against TensorRT's
+    Q/DQ rules before they are written.
+    """
+    from edgekit.optimize.standalone import QuantizeRequest, quantize_file
+    from edgekit.progress import Progress
+
+    request = QuantizeRequest(model, out, precision, calib, calib_size, method, placement, resize, crop, force)
+    result = quantize_file(request, Progress(enabled=not as_json))
+    if as_json:
+        print_json(result)
+    else:
+        sizes = f"{result['size_bytes'] / 1e6:.1f} MB, FP32 {result['fp32_size_bytes'] / 1e6:.1f} MB"
+        click.echo(f"{precision} model: {out} ({sizes})")
+        if result.get("tensorrt_rules") is not None:
+            click.echo("  TensorRT Q/DQ rules: all met")

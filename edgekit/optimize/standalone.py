@@ -1,0 +1,76 @@
+"""`edgekit quantize` as a library call: ONNX in, INT8/FP16 ONNX out, written atomically."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edgekit.data.preprocess import PreprocessSpec
+from edgekit.errors import EdgekitError
+from edgekit.export.onnx_file import inspect_onnx
+from edgekit.progress import QUIET, Progress
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizeRequest:
+    model: Path
+    out: Path
+    precision: str
+    calib: Path | None = None
+    calib_size: int = 256
+    method: str = "minmax"
+    placement: str = "cpu"
+    resize: int | None = None
+    crop: int | None = None
+    force: bool = False
+
+
+def quantize_file(request: QuantizeRequest, progress: Progress = QUIET) -> dict[str, Any]:
+    import contextlib
+    import sys
+
+    from edgekit.optimize.calibration import calibration_inputs
+    from edgekit.optimize.qdq_rules import check_file
+    from edgekit.optimize.quantize import quantize_int8, to_fp16
+
+    info = inspect_onnx(request.model)
+    if request.precision == "int8" and request.calib is None:
+        raise EdgekitError("--precision int8 needs --calib DIR (calibration images, labels not needed)")
+    if request.out.exists() and not request.force:
+        raise EdgekitError(f"{request.out} already exists; pass --force to replace it")
+    if not request.out.parent.is_dir() or not os.access(request.out.parent, os.W_OK):
+        raise EdgekitError(f"cannot write {request.out}: {request.out.parent} is not a writable directory")
+    if request.precision == "int8" and info.opset < 13:
+        raise EdgekitError(f"{request.model} has opset {info.opset}; per-channel INT8 Q/DQ needs opset 13 or newer")
+    crop = request.crop or info.height or 224
+    spec = PreprocessSpec(resize=request.resize or round(crop * 256 / 224), crop=crop)
+    handle, tmp = tempfile.mkstemp(prefix=f".{request.out.name}.", suffix=".onnx", dir=request.out.parent)
+    os.close(handle)
+    result: dict[str, Any] = {"out": str(request.out), "precision": request.precision}
+    try:
+        if request.precision == "fp16":
+            to_fp16(request.model, Path(tmp))
+        else:
+            assert request.calib is not None
+            calibration, warnings = calibration_inputs(request.calib, spec, request.calib_size, progress=progress)
+            for warning in warnings:
+                progress.note(f"warning: {warning}")
+            with contextlib.redirect_stdout(sys.stderr):
+                quantize_int8(request.model, Path(tmp), calibration, request.placement, request.method)
+            result.update(placement=request.placement, method=request.method, calibration_images=len(calibration))
+            if request.placement == "tensorrt":
+                violations = check_file(Path(tmp))
+                if violations:  # our quantizer broke a rule: a bug, keep the traceback
+                    raise RuntimeError(
+                        "tensorrt placement broke TensorRT rules: " + "; ".join(map(str, violations[:5]))
+                    )
+                result["tensorrt_rules"] = "all met"
+        os.replace(tmp, request.out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    result.update(size_bytes=request.out.stat().st_size, fp32_size_bytes=request.model.stat().st_size)
+    return result

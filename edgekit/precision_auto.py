@@ -1,0 +1,72 @@
+"""`--precision auto`: build every precision the target runs, keep the fastest within the budget.
+
+Speed is measured on this host with the target's own backend (CPU targets), accuracy on the
+user's labelled images; FP32 is always a candidate, so there is always an answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from typing import Any
+
+import numpy as np
+
+from edgekit.bench.latency import measure
+from edgekit.bundle import staged_directory, write_manifest
+from edgekit.config import CompileConfig
+from edgekit.errors import EdgekitError
+from edgekit.progress import QUIET, Progress
+from edgekit.runtime import BundleModel
+
+DEFAULT_BUDGET_PTS = 1.0
+
+
+def compile_auto(config: CompileConfig, progress: Progress = QUIET) -> dict[str, Any]:
+    from edgekit.compile import compile_bundle
+    from edgekit.config import validate
+
+    if config.val is None or not any(p.is_dir() for p in config.val.iterdir()):
+        raise EdgekitError("--precision auto needs --val DIR with one sub-directory of images per class")
+    validate(dataclasses.replace(config, precision="fp32"))
+    budget = DEFAULT_BUDGET_PTS if config.max_accuracy_drop is None else config.max_accuracy_drop
+    if config.max_accuracy_drop is None:
+        progress.note(f"--precision auto: no --max-accuracy-drop given, using {budget:g} top-1 points")
+    candidates: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix=f".{config.out.name}.auto-", dir=config.out.parent) as work:
+        for precision in config.target.precisions:
+            out = config.out.parent / work / precision
+            trial = dataclasses.replace(
+                config,
+                precision=precision,
+                out=out,
+                force=False,
+                max_accuracy_drop=None if precision == "fp32" else budget,
+            )
+            progress.note(f"--precision auto: building {precision}")
+            try:
+                manifest = compile_bundle(trial, progress)
+            except EdgekitError as exc:
+                candidates.append({"precision": precision, "rejected": str(exc)})
+                continue
+            model = BundleModel.open(out, threads=config.threads)
+            crop = model.preprocessing.crop
+            p50 = measure(model.runner.run, np.zeros((1, 3, crop, crop), np.float32), warmup=5, iterations=30)["p50_ms"]
+            models = manifest["accuracy"]["models"]
+            drop = (models["reference"]["top1"] - models["bundle"]["top1"]) * 100.0
+            candidates.append(
+                {"precision": precision, "p50_ms": p50, "drop_pts": drop, "within_budget": drop <= budget}
+            )
+            progress.note(f"  {precision}: p50 {p50:.2f} ms, top-1 drop {drop:.2f} pts")
+        eligible = [c for c in candidates if c.get("within_budget") or c["precision"] == "fp32"]
+        chosen = min(eligible, key=lambda c: c["p50_ms"])
+        progress.note(f"--precision auto chose {chosen['precision']}")
+        with staged_directory(config.out, config.force) as stage:
+            source = config.out.parent / work / chosen["precision"]
+            manifest = BundleModel.open(source).manifest
+            for item in source.iterdir():
+                if item.name != "manifest.json":
+                    shutil.copy2(item, stage / item.name)
+            record = {"budget_pts": budget, "chosen": chosen["precision"], "candidates": candidates}
+            return write_manifest(stage, {**manifest, "precision_auto": record})

@@ -1,0 +1,236 @@
+"""INT8 / FP16: bundles that build, predict and bench; TensorRT Q/DQ rules; the accuracy budget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from PIL import Image
+
+import edgekit
+from edgekit.backends import OnnxRuntimeBackend
+from edgekit.errors import EdgekitError
+from edgekit.optimize.budget import Trial, fit_budget
+from edgekit.optimize.qdq_rules import check_file, check_tensorrt_qdq
+
+
+def _compile(run_cli, trained: dict, data_dirs: dict, out: Path, *extra: str | Path) -> dict:
+    status, _, stderr = run_cli(
+        "compile", trained["path"], "--calib", data_dirs["train"], "--calib-size", "64", "--val", data_dirs["val"],
+        "--out", out, "-q", *extra,
+    )  # fmt: skip
+    assert status == 0, stderr
+    return json.loads((out / "manifest.json").read_text())
+
+
+@pytest.mark.parametrize(("backend", "model_file"), [("openvino", "model.xml"), ("onnxruntime", "model.onnx")])
+def test_int8_bundle_builds_predicts_and_benches(
+    backend: str, model_file: str, trained: dict, data_dirs: dict, run_cli, tmp_path: Path
+) -> None:
+    out = tmp_path / "int8"
+    manifest = _compile(run_cli, trained, data_dirs, out, "--precision", "int8", "--backend", backend)
+    assert manifest["precision"] == "int8" and manifest["model_file"] == model_file and manifest["backend"] == backend
+    assert manifest["quantization"]["calibration_images"] == 64 and manifest["quantization"]["keep_fp32"] == []
+    models = manifest["accuracy"]["models"]
+    # A broken quantization predicts at chance; a working one mostly agrees with FP32.
+    assert models["bundle"]["top1_agreement_with_reference"] >= 0.9
+    assert abs(models["bundle"]["top1"] - models["reference"]["top1"]) <= 0.05
+    fp32_size = (trained["path"]).stat().st_size
+    assert sum((out / f).stat().st_size for f in manifest["files"]) < fp32_size / 2  # INT8 weights stored as INT8
+
+    predictions = edgekit.load(out).predict(sorted((data_dirs["val"] / "trouser").iterdir())[:5])
+    assert all(p.error is None and p.label for p in predictions)
+    status, stdout, _ = run_cli("bench", out, "--val", data_dirs["val"], "--iterations", "2", "--batch-sizes", "1",
+                                "--out", tmp_path / "bench", "--json")  # fmt: skip
+    results = json.loads(stdout)
+    assert status == 0 and results["bundle"]["precision"] == "int8"
+    assert results["accuracy"]["models"]["bundle"]["top1_agreement_with_reference"] >= 0.9
+
+
+def test_fp16_bundle_on_x86_records_what_the_cpu_computes(
+    trained: dict, data_dirs: dict, run_cli, tmp_path: Path
+) -> None:
+    out = tmp_path / "fp16"
+    manifest = _compile(run_cli, trained, data_dirs, out, "--precision", "fp16")
+    assert manifest["precision"] == "fp16" and manifest["backend"] == "openvino"
+    assert manifest["execution_precision"] in ("f16", "bf16", "f32")
+    assert manifest["accuracy"]["models"]["bundle"]["top1_agreement_with_reference"] >= 0.99
+
+
+def test_quantize_command_fp16_typed_graph(bundle: Path, data_dirs: dict, run_cli, tmp_path: Path) -> None:
+    out = tmp_path / "fp16.onnx"
+    status, stdout, stderr = run_cli("quantize", bundle / "model.onnx", "--precision", "fp16", "--out", out, "--json")
+    assert status == 0, stderr
+    model = onnx.load(str(out))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # FP32 at the edges
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    conv_weights = [i for i in model.graph.initializer if i.name.endswith("weight") or "conv" in i.name]
+    assert conv_weights and all(
+        i.data_type == onnx.TensorProto.FLOAT16 for i in conv_weights if i.dims and len(i.dims) == 4
+    )
+    batch = np.random.default_rng(0).standard_normal((8, 3, 64, 64)).astype(np.float32)
+    fp32 = OnnxRuntimeBackend(bundle / "model.onnx", 1).run(batch)
+    fp16 = OnnxRuntimeBackend(out, 1).run(batch)
+    assert (fp32.argmax(1) == fp16.argmax(1)).mean() >= 0.99 and np.abs(fp32 - fp16).max() < 0.1
+    assert json.loads(stdout)["size_bytes"] < (bundle / "model.onnx").stat().st_size * 0.6
+
+
+@pytest.fixture(scope="module")
+def trt_int8(bundle: Path, data_dirs: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edgekit.optimize.standalone import QuantizeRequest, quantize_file
+
+    out = tmp_path_factory.mktemp("trt") / "int8_trt.onnx"
+    quantize_file(QuantizeRequest(bundle / "model.onnx", out, "int8", data_dirs["train"], 32, placement="tensorrt"))
+    return out
+
+
+def test_tensorrt_placement_meets_every_rule(trt_int8: Path, bundle: Path) -> None:
+    assert check_file(trt_int8) == []
+    model = onnx.load(str(trt_int8))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("QuantizeLinear") > 50 and "Conv" in ops
+    # Not vacuous: the FP32 file and the CPU-placement file break rules.
+    assert {v.rule for v in check_file(bundle / "model.onnx")} == {"quantized-inputs"}
+
+
+def _mutate(path: Path, out: Path, change) -> list[str]:
+    model = onnx.load(str(path))
+    change(model)
+    onnx.save(model, str(out))
+    return sorted({v.rule for v in check_tensorrt_qdq(model)})
+
+
+def test_checker_catches_each_broken_rule(trt_int8: Path, tmp_path: Path) -> None:
+    def nonzero_zero_point(model) -> None:
+        init = next(
+            i for i in model.graph.initializer if i.name.endswith("zero_point") and i.data_type == onnx.TensorProto.INT8
+        )
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + np.int8(3), init.name))
+
+    def per_tensor_weight(model) -> None:
+        dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and "weight" in n.input[0])
+        init = next(i for i in model.graph.initializer if i.name == dq.input[1])
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init)[:1].copy(), init.name))
+        zp = next(i for i in model.graph.initializer if i.name == dq.input[2])
+        zp.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(zp)[:1].copy(), zp.name))
+
+    def unquantized_conv_input(model) -> None:
+        conv = next(n for n in model.graph.node if n.op_type == "Conv")
+        dq = next(n for n in model.graph.node if conv.input[0] in n.output)
+        q = next(n for n in model.graph.node if dq.input[0] in n.output)
+        conv.input[0] = q.input[0]
+
+    def different_concat_scales(model) -> None:
+        concat = next(n for n in model.graph.node if n.op_type == "Concat" and n.name.startswith("/inception"))
+        producers = {o: n for n in model.graph.node for o in n.output}
+        dq = producers[concat.input[1]]
+        init = next(i for i in model.graph.initializer if i.name == dq.input[1])
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * np.float32(2), init.name))
+
+    assert _mutate(trt_int8, tmp_path / "a.onnx", nonzero_zero_point) == ["int8-zero-point"]
+    assert _mutate(trt_int8, tmp_path / "b.onnx", per_tensor_weight) == ["per-channel-weights"]
+    assert _mutate(trt_int8, tmp_path / "c.onnx", unquantized_conv_input) == ["quantized-inputs"]
+    assert "concat-shared-scale" in _mutate(trt_int8, tmp_path / "d.onnx", different_concat_scales)
+
+
+def test_budget_fallback_keeps_sensitive_layers_in_fp32(
+    trained: dict, data_dirs: dict, run_cli, tmp_path: Path
+) -> None:
+    """Calibrating on black images ruins plain INT8; the budget forces layers back to FP32 until it fits."""
+    black = tmp_path / "black"
+    black.mkdir()
+    for i in range(8):
+        Image.new("L", (28, 28), 0).save(black / f"{i}.png")
+    out = tmp_path / "budget"
+    status, stdout, stderr = run_cli(
+        "compile", trained["path"], "--precision", "int8", "--backend", "onnxruntime", "--calib", black,
+        "--val", data_dirs["val"], "--max-accuracy-drop", "3", "--out", out, "--json",
+    )  # fmt: skip
+    assert status == 0, stderr
+    manifest = json.loads(stdout)
+    budget = manifest["quantization"]["budget"]
+    reference = budget["reference_top1"]
+    assert (reference - budget["plain"]["top1"]) * 100 > 3  # plain INT8 missed the budget
+    assert manifest["quantization"]["keep_fp32"], "fallback kept nothing"
+    models = manifest["accuracy"]["models"]
+    assert (models["reference"]["top1"] - models["bundle"]["top1"]) * 100 <= 3
+    assert set(budget["sensitivity"]) and budget["latency_b1"]["final_p50_ms"] > 0
+    # The kept groups really are float: none of their nodes read a DequantizeLinear weight.
+    model = onnx.load(str(out / "model.onnx"))
+    kept = tuple(f"/{g}/" for g in manifest["quantization"]["keep_fp32"])
+    dq_outputs = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    assert not [
+        n.name for n in model.graph.node if n.op_type == "Conv" and n.name.startswith(kept) and n.input[1] in dq_outputs
+    ]
+
+
+def test_budget_that_cannot_be_met_says_what_was_achieved() -> None:
+    def measure(keep: tuple[str, ...]) -> Trial:
+        return Trial(keep, top1=0.50 + 0.01 * len(keep), agreement=0.6)
+
+    with pytest.raises(
+        EdgekitError, match=r"cannot meet --max-accuracy-drop 1: plain INT8 drops 30\.00 pts.*28\.00 pts"
+    ):
+        fit_budget(measure, ("a", "b"), reference_top1=0.80, max_drop_pts=1.0)
+    trial, record = fit_budget(measure, ("a", "b"), reference_top1=0.52, max_drop_pts=1.0)
+    assert trial.keep_fp32 == ("a",) and record["steps"][0]["keep_fp32"] == ("a",)
+
+
+def test_precision_auto_picks_the_fastest_within_budget(
+    trained: dict, data_dirs: dict, run_cli, tmp_path: Path
+) -> None:
+    out = tmp_path / "auto"
+    manifest = _compile(run_cli, trained, data_dirs, out, "--precision", "auto", "--max-accuracy-drop", "100")
+    record = manifest["precision_auto"]
+    assert {c["precision"] for c in record["candidates"]} == {"fp32", "int8", "fp16"}
+    fastest = min(record["candidates"], key=lambda c: c["p50_ms"])
+    assert record["chosen"] == manifest["precision"] == fastest["precision"]
+    assert edgekit.load(out).predict(sorted((data_dirs["val"] / "coat").iterdir())[:2])[0].label
+
+
+@pytest.mark.parametrize("case", ["empty_calib", "unreadable_calib", "no_int8_target", "auto_without_val"])
+def test_quantization_bad_input(case: str, trained: dict, data_dirs: dict, run_cli, tmp_path: Path) -> None:
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    args: list[str | Path] = [
+        "compile",
+        trained["path"],
+        "--precision",
+        "int8",
+        "--calib",
+        calib,
+        "--out",
+        tmp_path / "b",
+    ]
+    needle = {"empty_calib": "holds no image files", "unreadable_calib": "could be read",
+              "no_int8_target": "does not support precision int8", "auto_without_val": "needs --val"}[case]  # fmt: skip
+    if case == "unreadable_calib":
+        for i in range(3):
+            (calib / f"{i}.jpg").write_text("nope")
+    elif case == "no_int8_target":
+        target = tmp_path / "fp32-only.toml"
+        target.write_text(
+            'name = "fp32-only"\ndescription = "t"\nkind = "cpu"\narch = "x86_64"\nthreads = 1\nonnx_opset = 13\n'
+            'batch = { min = 1, opt = 1, max = 1 }\n[backends]\nfp32 = ["onnxruntime"]\n'
+        )
+        args += ["--target", target]
+    elif case == "auto_without_val":
+        args[3] = "auto"
+    status, _, stderr = run_cli(*args)
+    assert (
+        status == 2 and len(stderr.strip().splitlines()) == 1 and stderr.startswith("error: ") and needle in stderr
+    ), stderr
+    assert not (tmp_path / "b").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".b.")]
+
+
+def test_fewer_calibration_images_than_asked_warns(trained: dict, data_dirs: dict, run_cli, tmp_path: Path) -> None:
+    coats = data_dirs["val"] / "coat"
+    status, _, stderr = run_cli(
+        "compile", trained["path"], "--precision", "int8", "--backend", "onnxruntime", "--calib", coats,
+        "--calib-size", "500", "--out", tmp_path / "b",
+    )  # fmt: skip
+    assert status == 0 and "only 20 calibration images (asked for 500)" in stderr
