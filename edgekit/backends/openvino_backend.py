@@ -75,11 +75,10 @@ class OpenVinoBackend(Backend):
             raise ValueError("INT8 needs calibration inputs")
         model = ov.Core().read_model(str(fp32_onnx))
         samples = [request.calibration[i : i + 1] for i in range(len(request.calibration))]
-        ignored = (
-            nncf.IgnoredScope(patterns=[f"^/{group}/.*" for group in request.keep_fp32], validate=False)
-            if request.keep_fp32
-            else None
-        )
+        from edgekit.optimize.quantize import TOP_LEVEL
+
+        patterns = [r"^/[^/]+$" if group == TOP_LEVEL else f"^/{group}/.*" for group in request.keep_fp32]
+        ignored = nncf.IgnoredScope(patterns=patterns, validate=False) if patterns else None
         with contextlib.redirect_stdout(sys.stderr):
             quantized = nncf.quantize(
                 model,

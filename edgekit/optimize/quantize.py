@@ -25,9 +25,18 @@ import numpy as np
 from edgekit.errors import EdgekitError
 from edgekit.model.freeze import BLOCKS
 
-# Groups of layers that can be kept in higher precision, in forward order: GoogLeNet's blocks with
-# weights, and the classifier. Exported node names start with "/<group>/".
-LAYER_GROUPS = (*tuple(b for b in BLOCKS if not b.startswith("maxpool")), "fc")
+# Groups of layers that can be kept in higher precision, in forward order. Exported node names are
+# "/<block>/.../<op>" for GoogLeNet's blocks, pools and classifier; ops directly under the model
+# ("/Mul_1", "/Concat", "/Flatten": transform_input's re-normalisation and the flatten) are "top-level".
+TOP_LEVEL = "top-level"
+LAYER_GROUPS = (TOP_LEVEL, *BLOCKS, "avgpool", "fc")
+
+
+def group_of(node_name: str) -> str:
+    parts = node_name.split("/")
+    return parts[1] if len(parts) > 2 else TOP_LEVEL
+
+
 METHODS = ("minmax", "entropy", "percentile")
 PLACEMENTS = ("cpu", "tensorrt")
 
@@ -35,8 +44,8 @@ PLACEMENTS = ("cpu", "tensorrt")
 def nodes_in_groups(model_path: Path, groups: Iterable[str]) -> list[str]:
     import onnx
 
-    prefixes = tuple(f"/{group}/" for group in groups)
-    return [n.name for n in onnx.load(str(model_path)).graph.node if prefixes and n.name.startswith(prefixes)]
+    wanted = set(groups)
+    return [n.name for n in onnx.load(str(model_path)).graph.node if group_of(n.name) in wanted]
 
 
 class _CalibrationReader:
