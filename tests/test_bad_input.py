@@ -73,8 +73,10 @@ def test_unknown_target_fails_before_loading(trained: dict, run_cli, tmp_path: P
 
 def test_unsupported_precision_fails_before_loading(trained: dict, run_cli, tmp_path: Path) -> None:
     out = tmp_path / "bundle"
+    status, _, stderr = run_cli("compile", trained["path"], "--target", "arm-cpu", "--precision", "fp16", "--out", out)
+    _assert_clean_failure(status, stderr, out, "does not support precision fp16; it supports fp32, int8")
     status, _, stderr = run_cli("compile", trained["path"], "--precision", "int8", "--out", out)
-    _assert_clean_failure(status, stderr, out, "does not support precision int8; it supports fp32")
+    _assert_clean_failure(status, stderr, out, "needs calibration images")
 
 
 @pytest.mark.parametrize("where", ["missing_parent", "under_a_file", "proc"])

@@ -101,7 +101,11 @@ def test_targets_listing(run_cli) -> None:
     status, stdout, _ = run_cli("targets", "--json")
     rows = {row["name"]: row for row in json.loads(stdout)}
     assert status == 0 and {"x86-cpu", "arm-cpu"} <= set(rows)
-    assert rows["x86-cpu"]["backends_available_here"] == {"fp32": ["onnxruntime", "openvino"]}
+    assert rows["x86-cpu"]["backends_available_here"] == {
+        "fp32": ["onnxruntime", "openvino"],
+        "int8": ["openvino", "onnxruntime"],
+        "fp16": ["openvino"],
+    }
 
 
 @pytest.mark.parametrize("command", [[], ["compile"], ["predict"], ["bench"], ["inspect"], ["targets"]])

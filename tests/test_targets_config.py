@@ -27,7 +27,9 @@ backends = {{ fp32 = ["onnxruntime"] }}
 
 def test_shipped_targets_load() -> None:
     targets = {t.name: t for t in list_targets()}
-    assert targets["x86-cpu"].backends == {"fp32": ("onnxruntime", "openvino")}
+    assert targets["x86-cpu"].backends["fp32"] == ("onnxruntime", "openvino")
+    assert targets["x86-cpu"].backends["int8"] == ("openvino", "onnxruntime")
+    assert targets["x86-cpu"].precisions == ("fp32", "int8", "fp16")
     assert targets["arm-cpu"].arch == "aarch64" and targets["arm-cpu"].threads == 4
     assert host_target_name() in targets
 
@@ -60,8 +62,9 @@ def test_backend_choice_follows_target_and_availability(monkeypatch: pytest.Monk
         choose_backend(x86, "fp32", "onnxruntime")
     with pytest.raises(EdgekitError, match="unknown backend 'tensorrt'"):
         choose_backend(x86, "fp32", "tensorrt")
-    with pytest.raises(EdgekitError, match="supports fp32"):
-        choose_backend(x86, "int8", None)
+    assert choose_backend(x86, "int8", None) is OpenVinoBackend
+    with pytest.raises(EdgekitError, match="supports fp32, int8"):
+        choose_backend(get_target("arm-cpu"), "fp16", None)
     assert set(REGISTRY) == {"onnxruntime", "openvino"}
 
 
