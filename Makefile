@@ -32,9 +32,11 @@ test: $(STAMP) data lint
 demo: $(STAMP) data
 	rm -rf $(DEMO)
 	$(BIN)/python scripts/fashion_mnist_folder.py $(DEMO)/val --split test --per-class 50
+	$(BIN)/python scripts/fashion_mnist_folder.py $(DEMO)/calib --split train --per-class 26 --seed 7
 	$(BIN)/edgekit finetune --data fashion-mnist --per-class 150 --val-per-class 30 --weights none \
 		--mode finetune --epochs 4 --lr 0.05 --resize 110 --crop 96 --out $(DEMO)/googlenet-fashion.pt
-	$(BIN)/edgekit compile $(DEMO)/googlenet-fashion.pt --target x86-cpu --val $(DEMO)/val --out $(DEMO)/bundle
+	$(BIN)/edgekit compile $(DEMO)/googlenet-fashion.pt --target x86-cpu --precision int8 --calib $(DEMO)/calib \
+		--val $(DEMO)/val --out $(DEMO)/bundle
 	$(BIN)/edgekit predict $(DEMO)/bundle $(DEMO)/val/sneaker $(DEMO)/val/bag --top-k 2 | head -n 5
 	$(BIN)/edgekit bench $(DEMO)/bundle --val $(DEMO)/val --iterations 30 --out $(DEMO)/bench
 	@echo
