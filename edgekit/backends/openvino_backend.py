@@ -1,8 +1,9 @@
 """OpenVINO on x86/ARM CPUs.
 
 FP32 runs the bundle's ONNX file directly. INT8 is quantized by OpenVINO's own NNCF and shipped as
-OpenVINO IR (model.xml + model.bin): OpenVINO runs NNCF's placement several times faster than an
-ONNX Runtime Q/DQ file (shared/DESIGN.md). FP16 is OpenVINO's inference-precision hint on the FP32
+OpenVINO IR (model.xml + model.bin): OpenVINO runs NNCF's placement faster than an ONNX Runtime Q/DQ
+file (several times on VNNI CPUs per shared/DESIGN.md; 1.1× at batch 8 on the AMD EPYC of
+benchmarks/results/cpu_backends.md). FP16 is OpenVINO's inference-precision hint on the FP32
 model, which the CPU plugin honours only where the CPU has FP16/BF16 arithmetic; the precision it
 really computes in is read back and recorded.
 """

@@ -11,7 +11,7 @@ from typing import Any
 
 import edgekit
 
-_LIBRARIES = ("numpy", "torch", "torchvision", "onnx", "onnxruntime", "openvino", "pillow")
+_LIBRARIES = ("numpy", "torch", "torchvision", "onnx", "onnxruntime", "openvino", "nncf", "pillow")
 
 
 def cpu_model() -> str:
