@@ -282,7 +282,7 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> dict[st
                 "layout": "NCHW",
             },
             "output": {"name": info.output_name, "kind": info.output_kind},
-            "onnx_opset": info.opset,
+            "onnx_opset": _shipped_opset(stage / built.model_file),
             "precision": config.precision,
             "execution_precision": built.runner.execution_precision(),
             "backend": backend.name,
@@ -301,6 +301,16 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> dict[st
                 f"(it lacks {config.precision} arithmetic); the bundle runs reduced precision where the CPU has it"
             )
         return write_manifest(stage, manifest)
+
+
+def _shipped_opset(model_file: Path) -> int | None:
+    """The opset of the file the bundle ships (quantization may upgrade it); None for OpenVINO IR."""
+    if model_file.suffix != ".onnx":
+        return None
+    import onnx
+
+    model = onnx.load(str(model_file), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 def _enforce_parity(parity: dict[str, Any], backend: str, reference: str) -> None:

@@ -248,3 +248,20 @@ def test_fewer_calibration_images_than_asked_warns(trained: dict, data_dirs: dic
         "--calib-size", "500", "--out", tmp_path / "b",
     )  # fmt: skip
     assert status == 0 and "only 20 calibration images (asked for 500)" in stderr
+
+
+def test_int8_from_someone_elses_opset11_onnx(torch_model, data_dirs: dict, run_cli, tmp_path: Path) -> None:
+    """Per-channel Q/DQ needs opset 13: an older external file is upgraded, not turned into an invalid graph."""
+    from tests.test_compile import _external_onnx
+
+    source = tmp_path / "ext.onnx"
+    _external_onnx(torch_model, source)
+    out = tmp_path / "int8"
+    status, _, stderr = run_cli(
+        "compile", source, "--precision", "int8", "--backend", "onnxruntime", "--calib", data_dirs["train"],
+        "--calib-size", "16", "--val", data_dirs["val"], "--parity-images", "40", "--out", out, "-q",
+    )  # fmt: skip
+    assert status == 0, stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["onnx_opset"] >= 13 and manifest["output"]["kind"] == "probabilities"
+    assert manifest["parity"]["top1_agreement"] >= 0.9

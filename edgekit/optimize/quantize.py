@@ -86,10 +86,20 @@ def quantize_int8(
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }[method]
-    input_name = onnx.load(str(fp32), load_external_data=False).graph.input[0].name
+    model = onnx.load(str(fp32))
+    input_name = model.graph.input[0].name
     with tempfile.TemporaryDirectory() as work:
+        source = fp32
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        if opset < 13:
+            # Per-channel DequantizeLinear needs its `axis` attribute, which exists from opset 13; the
+            # quantizer does not upgrade older files (someone else's opset-11 export) by itself.
+            from onnx import version_converter
+
+            source = Path(work) / "opset13.onnx"
+            onnx.save(version_converter.convert_version(model, 13), str(source))
         prepared = Path(work) / "prepared.onnx"
-        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         common = {
             "quant_format": QuantFormat.QDQ,
             "per_channel": True,
