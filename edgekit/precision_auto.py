@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ def compile_auto(config: CompileConfig, progress: Progress = QUIET) -> dict[str,
     candidates: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix=f".{config.out.name}.auto-", dir=config.out.parent) as work:
         for precision in config.target.precisions:
-            out = config.out.parent / work / precision
+            out = Path(work) / precision
             trial = dataclasses.replace(
                 config,
                 precision=precision,
@@ -63,7 +64,7 @@ def compile_auto(config: CompileConfig, progress: Progress = QUIET) -> dict[str,
         chosen = min(eligible, key=lambda c: c["p50_ms"])
         progress.note(f"--precision auto chose {chosen['precision']}")
         with staged_directory(config.out, config.force) as stage:
-            source = config.out.parent / work / chosen["precision"]
+            source = Path(work) / chosen["precision"]
             manifest = BundleModel.open(source).manifest
             for item in source.iterdir():
                 if item.name != "manifest.json":

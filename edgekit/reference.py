@@ -6,8 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import EdgekitError
-
 
 class TorchReference:
     """PyTorch eager FP32, in eval mode, aux heads gone: what the user trained."""
@@ -62,8 +60,3 @@ def load_reference(
 
     loaded = load_checkpoint(path, trust_pickle=trust_pickle, transform_input=transform_input)
     return TorchReference(loaded.module, threads)
-
-
-def check_same_classes(reference_outputs: np.ndarray, num_classes: int, path: Path) -> None:
-    if reference_outputs.reshape(len(reference_outputs), -1).shape[1] != num_classes:
-        raise EdgekitError(f"reference {path} has a different number of classes than the bundle")

@@ -14,7 +14,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import torch
 
 from edgekit.data.preprocess import PreprocessSpec
 from edgekit.errors import EdgekitError
-from edgekit.files import sha256_file
+from edgekit.files import atomic_path, sha256_file
 from edgekit.model.googlenet import AUX_PREFIXES, build_googlenet, deployable
 
 WRAPPER_KEYS = ("model_state_dict", "state_dict", "model", "net")
@@ -53,14 +52,8 @@ class LoadedModel:
 def save_checkpoint(checkpoint: dict[str, Any], out: Path) -> None:
     """torch.save to a temp file beside `out`, then rename: never a half-written checkpoint."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(handle)
-    try:
+    with atomic_path(out) as tmp:
         torch.save(checkpoint, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _torch_load(path: Path, trust_pickle: bool) -> Any:

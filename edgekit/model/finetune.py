@@ -27,6 +27,7 @@ from edgekit.model.checkpoint import save_checkpoint
 from edgekit.model.freeze import active_aux_heads, apply_freeze, frozen_blocks, parameter_groups, set_train_mode
 from edgekit.model.transfer import starting_point
 from edgekit.progress import QUIET, Progress
+from edgekit.runtime import resolve_threads
 
 AUX_LOSS_WEIGHT = 0.3  # GoogLeNet paper: each auxiliary loss is added with weight 0.3
 
@@ -165,8 +166,7 @@ def run_finetune(config: FinetuneConfig, progress: Progress = QUIET) -> dict[str
     frozen = validate(config)
     rank, world = _distributed()
     progress = progress if rank == 0 else QUIET
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(config.threads or max(1, cores // world))
+    torch.set_num_threads(config.threads or max(1, resolve_threads(0) // world))
 
     train_set, val_set = _datasets(config, progress)
     torch.manual_seed(config.seed)  # right before the new heads are initialised: same seed, same start

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from edgekit.data.preprocess import PreprocessSpec
 from edgekit.errors import EdgekitError
 from edgekit.export.onnx_file import inspect_onnx
+from edgekit.files import atomic_path
 from edgekit.progress import QUIET, Progress
 
 
@@ -45,30 +45,24 @@ def quantize_file(request: QuantizeRequest, progress: Progress = QUIET) -> dict[
         raise EdgekitError(f"cannot write {request.out}: {request.out.parent} is not a writable directory")
     crop = request.crop or info.height or 224
     spec = PreprocessSpec(resize=request.resize or round(crop * 256 / 224), crop=crop)
-    handle, tmp = tempfile.mkstemp(prefix=f".{request.out.name}.", suffix=".onnx", dir=request.out.parent)
-    os.close(handle)
     result: dict[str, Any] = {"out": str(request.out), "precision": request.precision}
-    try:
+    with atomic_path(request.out, suffix=".onnx") as tmp:
         if request.precision == "fp16":
-            to_fp16(request.model, Path(tmp))
+            to_fp16(request.model, tmp)
         else:
             assert request.calib is not None
             calibration, warnings = calibration_inputs(request.calib, spec, request.calib_size, progress=progress)
             for warning in warnings:
                 progress.note(f"warning: {warning}")
             with contextlib.redirect_stdout(sys.stderr):
-                quantize_int8(request.model, Path(tmp), calibration, request.placement, request.method)
+                quantize_int8(request.model, tmp, calibration, request.placement, request.method)
             result.update(placement=request.placement, method=request.method, calibration_images=len(calibration))
             if request.placement == "tensorrt":
-                violations = check_file(Path(tmp))
+                violations = check_file(tmp)
                 if violations:  # our quantizer broke a rule: a bug, keep the traceback
                     raise RuntimeError(
                         "tensorrt placement broke TensorRT rules: " + "; ".join(map(str, violations[:5]))
                     )
                 result["tensorrt_rules"] = "all met"
-        os.replace(tmp, request.out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     result.update(size_bytes=request.out.stat().st_size, fp32_size_bytes=request.model.stat().st_size)
     return result
