@@ -51,6 +51,7 @@ class LoadedSource:
     spec: PreprocessSpec
     description: str
     write_onnx: Callable[[Path], None]
+    module: Any = None  # the PyTorch model, for a checkpoint source (what pruning works on)
 
 
 def parity_tolerance(reference: np.ndarray) -> float:
@@ -70,6 +71,7 @@ def _load_checkpoint(config: CompileConfig, threads: int) -> LoadedSource:
     )
     spec = (loaded.preprocessing or PreprocessSpec()).with_overrides(resize=config.resize, crop=config.crop)
     opset = config.target.onnx_opset
+    pruning = loaded.pruning  # a checkpoint written by `edgekit prune` carries its record
     return LoadedSource(
         manifest={
             "source": {
@@ -85,14 +87,44 @@ def _load_checkpoint(config: CompileConfig, threads: int) -> LoadedSource:
             },
             "classes": list(loaded.class_names),
             "classes_source": loaded.class_names_source,
+            **({"pruning": pruning} if pruning is not None else {}),
         },
         reference=TorchReference(loaded.module, threads),
         spec=spec,
         description=(
             f"GoogLeNet ({loaded.checkpoint_form}), {loaded.num_classes} classes ({loaded.class_names_source} names), "
-            f"transform_input={loaded.transform_input} ({loaded.transform_input_source}); exporting ONNX opset {opset}"
+            f"transform_input={loaded.transform_input} ({loaded.transform_input_source})"
+            f"{', pruned' if pruning is not None else ''}; exporting ONNX opset {opset}"
         ),
         write_onnx=lambda path: export_onnx(loaded.module, path, spec.crop, opset),
+        module=loaded.module,
+    )
+
+
+def _prune_stage(
+    config: CompileConfig, source: LoadedSource, data: Any, threads: int, progress: Progress
+) -> LoadedSource:
+    """`compile --prune`: the pruning of `edgekit prune`, in memory; parity is then against the pruned model."""
+    from edgekit.export.onnx_export import export_onnx
+    from edgekit.optimize.prune import check_accuracy_drop, prune_module
+
+    if config.prune is None or source.module is None:
+        raise RuntimeError("pruning stage without settings or a PyTorch model")
+    with tempfile.TemporaryDirectory(prefix=f".{config.out.name}.prune-", dir=config.out.parent) as work:
+        outcome = prune_module(
+            source.module, config.prune, config.target, source.spec, data, threads, Path(work), progress
+        )
+    check_accuracy_drop(outcome.report, config.max_accuracy_drop)
+    module, opset, crop = outcome.module, config.target.onnx_opset, source.spec.crop
+    reference = TorchReference(module, threads)
+    reference.kind = "pytorch (pruned)"  # parity holds the bundle to the pruned model; bench to the original
+    return dataclasses.replace(
+        source,
+        manifest={**source.manifest, "pruning": {**outcome.report, "stage": "edgekit compile --prune"}},
+        reference=reference,
+        description=source.description.replace("; exporting", ", pruned; exporting"),
+        write_onnx=lambda path: export_onnx(module, path, crop, opset),
+        module=module,
     )
 
 
@@ -203,6 +235,12 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> dict[st
     backend = validate(config)
     threads = resolve_threads(config.threads if config.threads is not None else config.target.threads)
     source = (_load_onnx if config.is_onnx else _load_checkpoint)(config, threads)
+    prune_data = None
+    if config.prune is not None:
+        from edgekit.optimize.prune import load_prune_data
+
+        classes = tuple(source.manifest["classes"])
+        prune_data = load_prune_data(config.prune, config.val, classes, source.manifest["classes_source"])
     evalset: EvalSet | None = None
     if config.val is not None:
         evalset = load_eval_set(config.val, source.manifest["classes"], source.spec, config.parity_images)
@@ -210,6 +248,8 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> dict[st
 
     host = " (this host; no --target given)" if config.target_from_host else ""
     progress.note(f"target {config.target.name}{host}, backend {backend.name}, precision {config.precision}")
+    if prune_data is not None:
+        source = _prune_stage(config, source, prune_data, threads, progress)
     progress.note(source.description)
     if evalset is None:
         inputs, inputs_source, unreadable = synthetic_inputs(SYNTHETIC_PARITY_INPUTS, source.spec), "synthetic", {}
@@ -227,6 +267,7 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> dict[st
         fp32 = Path(work) / "fp32.onnx"
         source.write_onnx(fp32)
         info = inspect_onnx(fp32)
+        sparsity = _sparsity_record(source.manifest.get("pruning"), fp32)
         reference_out = run_batched(source.reference.run, inputs, 8, progress, source.reference.kind)
 
         def build(keep_fp32: tuple[str, ...]) -> Built:
@@ -292,6 +333,8 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> dict[st
         }
         if quantization is not None:
             manifest["quantization"] = quantization
+        if sparsity is not None:
+            manifest["sparsity"] = sparsity
         if evalset is not None and evalset.labels is not None:
             predictions = {"reference": reference_out.argmax(1), "bundle": built.outputs.argmax(1)}
             manifest["accuracy"] = score(predictions, evalset.labels, manifest["classes"], reference="reference")
@@ -301,6 +344,26 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> dict[st
                 f"(it lacks {config.precision} arithmetic); the bundle runs reduced precision where the CPU has it"
             )
         return write_manifest(stage, manifest)
+
+
+def _sparsity_record(pruning: dict[str, Any] | None, fp32: Path) -> dict[str, Any] | None:
+    """2:4 weights, re-checked in the exported ONNX: TensorRT targets on Ampere+ build with sparse weights."""
+    if not pruning or not pruning.get("sparsity"):
+        return None
+    from edgekit.optimize.sparsity import PATTERN, onnx_sparse_weights
+
+    sparse, eligible = onnx_sparse_weights(str(fp32))
+    if sparse < len(pruning["sparsity"]["layers"]):
+        raise EdgekitError(
+            f"the model was recorded as {PATTERN} sparse in {len(pruning['sparsity']['layers'])} convolutions but "
+            f"only {sparse} of its exported weights follow the pattern; re-create it with `edgekit prune --sparsity`"
+        )
+    return {
+        "pattern": PATTERN,
+        "onnx_conv_weights": {"sparse": sparse, "eligible": eligible},
+        "tensorrt_sparse_weights": "enabled when built for an Ampere-or-newer GPU (Orin, RTX 30+)",
+        "cpu": "no speed-up: CPU backends compute the zeros like any other weight",
+    }
 
 
 def _shipped_opset(model_file: Path) -> int | None:

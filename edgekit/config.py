@@ -8,6 +8,7 @@ from pathlib import Path
 from edgekit.backends import REGISTRY, Backend, check_support, get_backend
 from edgekit.bundle import check_writable_destination
 from edgekit.errors import EdgekitError
+from edgekit.optimize.prune_config import PruneSettings, validate_settings
 from edgekit.targets import Target
 
 
@@ -32,6 +33,7 @@ class CompileConfig:
     calib_size: int = 256
     method: str = "minmax"  # INT8 calibration method (ONNX Runtime's quantizer)
     max_accuracy_drop: float | None = None  # top-1 points the quantized model may lose vs FP32
+    prune: PruneSettings | None = None  # a pruning stage before export (`--prune` and friends)
 
     @property
     def is_onnx(self) -> bool:
@@ -88,6 +90,15 @@ def validate(config: CompileConfig) -> type[Backend]:
             raise EdgekitError("--max-accuracy-drop is in top-1 points and must be >= 0")
         if config.val is None or not any(p.is_dir() for p in config.val.iterdir()):
             raise EdgekitError("--max-accuracy-drop needs --val DIR with one sub-directory of images per class")
+    if config.prune is not None:
+        if config.is_onnx:
+            raise EdgekitError("--prune needs a PyTorch GoogLeNet checkpoint; an ONNX file cannot be pruned")
+        if config.precision == "auto":
+            raise EdgekitError(
+                "--prune with --precision auto would prune once per precision; run `edgekit prune` first, "
+                "then compile the pruned checkpoint with --precision auto"
+            )
+        validate_settings(config.prune, config.val is not None, flag="--prune")
     backend = choose_backend(config.target, config.precision, config.backend)
     check_writable_destination(config.out, config.force)
     return backend

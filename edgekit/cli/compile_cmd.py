@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from edgekit.cli.options import json_option, print_json, threads_option, trust_pickle_option
+from edgekit.cli.options import json_option, print_json, pruning_options, threads_option, trust_pickle_option
 
 
 @click.command("compile")
@@ -68,6 +69,7 @@ from edgekit.cli.options import json_option, print_json, threads_option, trust_p
     default=None,
     help="Top-1 points the quantized model may lose vs FP32 on --val; sensitive layers are kept in FP32.",
 )
+@pruning_options("--prune")
 @threads_option
 @trust_pickle_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
@@ -93,6 +95,7 @@ def compile_command(
     trust_pickle: bool,
     quiet: bool,
     as_json: bool,
+    **prune_options: Any,
 ) -> None:
     """Compile MODEL (a GoogLeNet checkpoint or an ONNX file) into a verified bundle for a device.
 
@@ -128,6 +131,7 @@ def compile_command(
         calib_size=calib_size,
         method=method,
         max_accuracy_drop=max_accuracy_drop,
+        prune=_prune_settings_if_asked(prune_options),
     )
     manifest = compile_bundle(config, progress)
     if as_json:
@@ -148,6 +152,22 @@ def compile_command(
     )
     for name, row in (manifest.get("accuracy") or {}).get("models", {}).items():
         click.echo(f"  top-1 {name}: {row['top1']:.2%}")
+    if "pruning" in manifest:
+        from edgekit.cli.prune_cmd import summary_lines
+
+        click.echo("  pruning:")
+        for line in summary_lines(manifest["pruning"]):
+            click.echo(f"    {line}")
     kept = (manifest.get("quantization") or {}).get("keep_fp32")
     if kept:
         click.echo(f"  kept in FP32 to meet the budget: {', '.join(kept)}")
+
+
+def _prune_settings_if_asked(options: dict[str, Any]) -> Any:
+    """PruneSettings when any pruning option was given, else None."""
+    from edgekit.cli.options import prune_settings
+    from edgekit.optimize.prune_config import PruneSettings
+
+    settings = prune_settings(dict(options))
+    # Any pruning option means a pruning stage; validation then names what is missing (e.g. --prune R).
+    return None if settings == PruneSettings() else settings

@@ -15,6 +15,7 @@ from edgekit.cli.compile_cmd import compile_command
 from edgekit.cli.finetune_cmd import finetune
 from edgekit.cli.info_cmds import inspect_command, targets_command
 from edgekit.cli.predict_cmd import predict
+from edgekit.cli.prune_cmd import prune
 from edgekit.cli.quantize_cmd import quantize
 from edgekit.errors import EdgekitError
 
@@ -32,6 +33,7 @@ def cli() -> None:
 cli.add_command(finetune)
 cli.add_command(compile_command)
 cli.add_command(quantize)
+cli.add_command(prune)
 cli.add_command(predict)
 cli.add_command(bench)
 cli.add_command(inspect_command)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -32,3 +34,88 @@ def parse_int_list(value: str, name: str, minimum: int = 1) -> tuple[int, ...]:
     if not numbers or min(numbers) < minimum:
         raise click.BadParameter(f"values must be integers >= {minimum}", param_hint=name)
     return numbers
+
+
+def parse_macs(_ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """'600M', '0.6G', '1.2e9' → a MAC count."""
+    if value is None:
+        return None
+    scale = {"K": 1e3, "M": 1e6, "G": 1e9}.get(value[-1:].upper(), 1.0)
+    number = value[:-1] if scale != 1.0 else value
+    try:
+        return float(number) * scale
+    except ValueError:
+        raise click.BadParameter(f"expected a MAC count such as 600M or 0.6G, got {value!r}", param=param) from None
+
+
+def pruning_options(ratio_flag: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The pruning options shared by `edgekit prune` (ratio: --ratio) and `edgekit compile` (--prune)."""
+    options = [
+        click.option(
+            ratio_flag, "prune_ratio", type=float, default=None, help="Share of each layer's channels to remove (0-1)."
+        ),
+        click.option(
+            "--target-macs", callback=parse_macs, default=None, help="Prune in steps until MACs/image ≤ this (600M)."
+        ),
+        click.option(
+            "--target-latency",
+            type=float,
+            default=None,
+            help="Prune in steps until FP32 batch-1 latency (ms) on the target's backend, measured here, is ≤ this.",
+        ),
+        click.option(
+            "--importance",
+            type=click.Choice(["l1", "l2", "taylor"]),
+            default="l2",
+            show_default=True,
+            help="Channel importance: weight magnitude, or Taylor (needs labelled images).",
+        ),
+        click.option("--round-to", type=click.IntRange(min=1), default=8, show_default=True, help="Channel multiple."),
+        click.option(
+            "--max-ratio",
+            type=float,
+            default=0.8,
+            show_default=True,
+            help="Most a MACs/latency search may remove from a layer.",
+        ),
+        click.option(
+            "--sparsity", type=click.Choice(["2:4"]), default=None, help="2:4 sparse weights (TensorRT, Ampere+)."
+        ),
+        click.option(
+            "--recover-data",
+            type=click.Path(path_type=Path, file_okay=False),
+            default=None,
+            help="Labelled images (one sub-directory per class) for a recovery fine-tune after pruning.",
+        ),
+        click.option(
+            "--recover-epochs", type=click.IntRange(min=0), default=None, help="Recovery epochs (default 3 with data)."
+        ),
+        click.option("--recover-lr", type=float, default=0.01, show_default=True, help="Recovery learning rate."),
+        click.option("--distill", is_flag=True, help="Distil from the unpruned model during recovery."),
+    ]
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def prune_settings(values: dict[str, Any]) -> Any:
+    """PruneSettings from the options above (popped from the command's keyword arguments)."""
+    from edgekit.optimize.prune_config import PruneSettings
+
+    return PruneSettings(
+        ratio=values.pop("prune_ratio"),
+        target_macs=values.pop("target_macs"),
+        target_latency_ms=values.pop("target_latency"),
+        importance=values.pop("importance"),
+        round_to=values.pop("round_to"),
+        max_ratio=values.pop("max_ratio"),
+        sparsity=values.pop("sparsity"),
+        recover_data=values.pop("recover_data"),
+        recover_epochs=values.pop("recover_epochs"),
+        recover_lr=values.pop("recover_lr"),
+        distill=values.pop("distill"),
+    )

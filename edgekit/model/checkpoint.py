@@ -23,6 +23,7 @@ import torch
 from edgekit.data.preprocess import PreprocessSpec
 from edgekit.errors import EdgekitError
 from edgekit.files import atomic_path, sha256_file
+from edgekit.model.architecture import CHANNEL_PLAN_KEY, apply_channel_plan
 from edgekit.model.googlenet import AUX_PREFIXES, build_googlenet, deployable
 
 WRAPPER_KEYS = ("model_state_dict", "state_dict", "model", "net")
@@ -43,6 +44,7 @@ class LoadedModel:
     dropped_aux_keys: int
     sha256: str
     path: Path
+    pruning: dict[str, Any] | None = None  # an `edgekit prune` checkpoint's record of what was done
 
     @property
     def num_classes(self) -> int:
@@ -230,6 +232,8 @@ def load_checkpoint(
         chosen_transform, transform_source = True, "default"
 
     model = build_googlenet(num_classes, chosen_transform)
+    if CHANNEL_PLAN_KEY in meta:  # a pruned GoogLeNet: same layers, fewer channels
+        apply_channel_plan(model, meta[CHANNEL_PLAN_KEY])
     check_architecture(model, without_aux, path)
     model.load_state_dict(without_aux, strict=False)
 
@@ -258,4 +262,5 @@ def load_checkpoint(
         dropped_aux_keys=len(state) - len(without_aux),
         sha256=sha256_file(path),
         path=path,
+        pruning=dict(meta["pruning"]) if isinstance(meta.get("pruning"), Mapping) else None,
     )

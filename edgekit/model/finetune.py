@@ -115,7 +115,7 @@ def _datasets(config: FinetuneConfig, progress: Progress) -> tuple[LabelledImage
     return train, val
 
 
-def _transforms(spec: PreprocessSpec, augment: bool) -> tuple[Any, Any]:
+def train_eval_transforms(spec: PreprocessSpec, augment: bool) -> tuple[Any, Any]:
     from torchvision import transforms
 
     normalize = [transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)]
@@ -151,7 +151,7 @@ def _loss(outputs: Any, labels: torch.Tensor, aux_heads: tuple[str, ...], smooth
     return loss, outputs.logits
 
 
-def _evaluate(model: torch.nn.Module, loader: Any, world: int) -> float:
+def evaluate_top1(model: torch.nn.Module, loader: Any, world: int = 1) -> float:
     model.eval()
     correct = torch.zeros(2, dtype=torch.float64)
     with torch.no_grad():
@@ -182,7 +182,7 @@ def run_finetune(config: FinetuneConfig, progress: Progress = QUIET) -> dict[str
     else:
         optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
-    train_tf, eval_tf = _transforms(spec, config.augment)
+    train_tf, eval_tf = train_eval_transforms(spec, config.augment)
     train_data, val_data = train_set.with_transform(train_tf), val_set.with_transform(eval_tf)
     sampler = torch.utils.data.DistributedSampler(train_data, seed=config.seed) if world > 1 else None
     val_sampler = torch.utils.data.DistributedSampler(val_data, shuffle=False) if world > 1 else None
@@ -244,7 +244,7 @@ def run_finetune(config: FinetuneConfig, progress: Progress = QUIET) -> dict[str
             seen += len(labels)
             bar.update(1, loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.1%}")
         bar.close()
-        val_top1 = _evaluate(model, val_loader, world)
+        val_top1 = evaluate_top1(model, val_loader, world)
         record = {
             "epoch": epoch + 1,
             "train_loss": total_loss / seen,

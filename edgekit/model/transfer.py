@@ -14,7 +14,9 @@ from typing import Any
 import torch
 
 from edgekit.data.preprocess import PreprocessSpec
+from edgekit.errors import EdgekitError
 from edgekit.files import sha256_file
+from edgekit.model.architecture import CHANNEL_PLAN_KEY
 from edgekit.model.checkpoint import check_architecture, class_names_from, read_weights
 from edgekit.model.googlenet import build_googlenet, ensure_weights_initialised
 
@@ -41,6 +43,11 @@ def starting_point(weights: str, class_names: tuple[str, ...], trust_pickle: boo
 
     path = Path(weights)
     state, _, meta = read_weights(path, trust_pickle)
+    if CHANNEL_PLAN_KEY in meta:
+        raise EdgekitError(
+            f"{path} is a pruned GoogLeNet; fine-tune it as part of pruning (edgekit prune --recover-data DIR), "
+            "or fine-tune the unpruned model first and prune afterwards"
+        )
     recorded = meta.get("transform_input")
     transform_input = bool(recorded) if isinstance(recorded, bool) else True
     model = build_googlenet(num_classes, transform_input=transform_input, aux_logits=True)

@@ -1,0 +1,102 @@
+"""`edgekit prune`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgekit.cli.options import json_option, print_json, pruning_options, threads_option, trust_pickle_option
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="Pruned checkpoint to write.")
+@pruning_options("--ratio")
+@click.option("--target", "-t", default=None, help="Device whose backend measures latency (default: this host).")
+@click.option(
+    "--val",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Labelled images for before/after top-1 (default: 10% of --recover-data).",
+)
+@click.option(
+    "--max-accuracy-drop", type=click.FloatRange(min=0), default=None, help="Refuse to write if top-1 drops more."
+)
+@click.option("--force", is_flag=True, help="Replace an existing --out file.")
+@threads_option
+@trust_pickle_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@json_option
+def prune(
+    model: Path,
+    out: Path,
+    target: str | None,
+    val: Path | None,
+    max_accuracy_drop: float | None,
+    force: bool,
+    threads: int | None,
+    trust_pickle: bool,
+    quiet: bool,
+    as_json: bool,
+    **options: Any,
+) -> None:
+    """Remove whole channels from MODEL (a GoogLeNet checkpoint) with torch-pruning, then recover.
+
+    Give a --ratio, or a --target-macs / --target-latency to prune in steps until it is met. The
+    pruned checkpoint stores its channel counts, so `edgekit compile` loads it like any other.
+    """
+    from edgekit.cli.options import prune_settings
+    from edgekit.optimize.prune import run_prune
+    from edgekit.optimize.prune_config import PruneConfig
+    from edgekit.progress import Progress
+    from edgekit.targets import get_target, host_target_name
+
+    config = PruneConfig(
+        model=model,
+        out=out,
+        settings=prune_settings(options),
+        target=get_target(target or host_target_name()),
+        val=val,
+        max_accuracy_drop=max_accuracy_drop,
+        threads=threads,
+        trust_pickle=trust_pickle,
+        force=force,
+    )
+    result = run_prune(config, Progress(enabled=not (quiet or as_json)))
+    if as_json:
+        print_json(result)
+        return
+    click.echo(f"pruned checkpoint: {out}")
+    for line in summary_lines(result):
+        click.echo(f"  {line}")
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """Before → after, one measure per line (also printed by `edgekit compile --prune`)."""
+    before, after = report["before"], report["after"]
+    lines = [
+        f"MACs       {before['macs'] / 1e6:,.0f}M → {after['macs'] / 1e6:,.0f}M ({report['macs_removed']:.0%} fewer)",
+        f"parameters {before['params'] / 1e6:.2f}M → {after['params'] / 1e6:.2f}M",
+        f"ONNX size  {before['onnx_bytes'] / 1e6:.1f} MB → {after['onnx_bytes'] / 1e6:.1f} MB",
+    ]
+    if before["latency_ms"] is not None and after["latency_ms"] is not None:
+        lines.append(
+            f"latency    {before['latency_ms']:.2f} ms → {after['latency_ms']:.2f} ms "
+            f"({_change(before['latency_ms'], after['latency_ms'])}; {report['latency']['how']})"
+        )
+    else:
+        lines.append(f"latency    {report['latency']['how']}")
+    top1 = report["top1"]
+    final = top1.get("recovered", top1.get("after"))
+    if top1["before"] is not None and final is not None:
+        recovered = f", {top1['pruned']:.2%} before recovery" if "recovered" in top1 else ""
+        lines.append(f"top-1      {top1['before']:.2%} → {final:.2%}{recovered} ({report['val_images']} images)")
+    if report.get("sparsity"):
+        lines.append(f"2:4 sparse {len(report['sparsity']['layers'])} convolutions ({report['sparsity']['speed-up']})")
+    return lines
+
+
+def _change(before: float, after: float) -> str:
+    share = 1 - after / before
+    return f"{share:.0%} less" if share >= 0 else f"{-share:.0%} more"

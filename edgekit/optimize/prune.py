@@ -1,0 +1,385 @@
+"""Structured channel pruning of GoogLeNet with torch-pruning, judged by measured latency.
+
+    measure ─► prune (a ratio, or in steps until a MACs/latency target) ─► 2:4 ─► recover ─► measure
+
+torch-pruning's dependency graph keeps the inception concats consistent (pruning a branch's output
+prunes the matching input channels of every consumer of the concat); edgekit never hand-edits that.
+The classifier's outputs are never pruned and the aux heads are gone before tracing. Latency is the
+FP32 batch-1 p50 of the target's own backend on this host: MACs alone are known to mislead.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import edgekit
+from edgekit.data.datasets import LabelledImages, folder_dataset, stratified_split
+from edgekit.data.preprocess import PreprocessSpec
+from edgekit.errors import EdgekitError
+from edgekit.model.architecture import CHANNEL_PLAN_KEY, channel_counts, channel_plan
+from edgekit.model.checkpoint import load_checkpoint, save_checkpoint
+from edgekit.optimize import sparsity
+from edgekit.optimize.prune_config import PruneConfig, PruneSettings, validate
+from edgekit.progress import QUIET, Progress
+from edgekit.runtime import resolve_threads
+from edgekit.targets import Target
+
+STEP = 0.05  # ratio added per step when searching for a MACs or latency target
+LATENCY_WARMUP, LATENCY_ITERATIONS = 5, 40
+TAYLOR_BATCHES = 4
+VAL_SHARE = 0.1  # of --recover-data, held out when no --val is given
+
+
+@dataclasses.dataclass
+class PruneData:
+    train: LabelledImages | None  # recovery (and Taylor) images
+    val: LabelledImages | None  # before/after accuracy
+
+
+@dataclasses.dataclass
+class PruneOutcome:
+    module: nn.Module  # the pruned (and recovered) model, eval mode
+    report: dict[str, Any]
+
+
+class Meter:
+    """MACs, parameters, FP32 ONNX size and (CPU targets) latency of a module, measured the same way
+    before and after, so the two columns of the report are comparable."""
+
+    def __init__(self, target: Target, crop: int, threads: int, work: Path) -> None:
+        self.target, self.crop, self.threads, self.work = target, crop, threads, work
+        self.latency_note = (
+            f"FP32 batch 1 p50 on {self._backend().name}, measured on this host"
+            if target.kind == "cpu"
+            else f"not measured: {target.name} latency needs the device; MACs are the proxy"
+        )
+
+    def _backend(self) -> Any:
+        from edgekit.config import choose_backend
+
+        return choose_backend(self.target, "fp32", None)
+
+    def macs(self, module: nn.Module) -> tuple[int, int]:
+        import torch_pruning as tp
+
+        macs, params = tp.utils.count_ops_and_params(module, torch.zeros(1, 3, self.crop, self.crop))
+        return int(macs), int(params)
+
+    def latency_ms(self, module: nn.Module) -> tuple[float | None, int]:
+        """(p50 ms or None, FP32 ONNX bytes)."""
+        from edgekit.backends import BuildRequest
+        from edgekit.bench.latency import measure
+        from edgekit.export.onnx_export import export_onnx
+        from edgekit.runtime import Runner
+
+        with tempfile.TemporaryDirectory(dir=self.work) as scratch:
+            onnx_path = Path(scratch) / "candidate.onnx"
+            export_onnx(module, onnx_path, self.crop, self.target.onnx_opset)
+            size = onnx_path.stat().st_size
+            if self.target.kind != "cpu":
+                return None, size
+            backend = self._backend()
+            built = Path(scratch) / "built"
+            built.mkdir()
+            model_file, _ = backend.build(onnx_path, built, BuildRequest("fp32"))
+            runner = Runner(backend, built / model_file, self.threads, None)
+            batch = np.zeros((1, 3, self.crop, self.crop), np.float32)
+            return measure(runner.run, batch, LATENCY_WARMUP, LATENCY_ITERATIONS)["p50_ms"], size
+
+    def all(self, module: nn.Module) -> dict[str, Any]:
+        macs, params = self.macs(module)
+        latency, size = self.latency_ms(module)
+        return {"params": params, "macs": macs, "onnx_bytes": size, "latency_ms": latency}
+
+
+def _importance(name: str) -> Any:
+    import torch_pruning as tp
+
+    if name == "taylor":
+        return tp.importance.GroupTaylorImportance()
+    return tp.importance.GroupMagnitudeImportance(p=1 if name == "l1" else 2)
+
+
+def _eval_loader(dataset: LabelledImages, spec: PreprocessSpec, batch_size: int) -> Any:
+    from edgekit.model.finetune import train_eval_transforms
+
+    _, eval_tf = train_eval_transforms(spec, augment=False)
+    return torch.utils.data.DataLoader(dataset.with_transform(eval_tf), batch_size=batch_size)
+
+
+def _taylor_gradients(module: nn.Module, dataset: LabelledImages, spec: PreprocessSpec, batch_size: int) -> None:
+    """Taylor importance is |w · dL/dw|: fill .grad from a few batches of real, labelled images."""
+    module.eval()  # BatchNorm statistics stay as trained
+    module.zero_grad()
+    for index, (images, labels) in enumerate(_eval_loader(dataset, spec, batch_size)):
+        if index == TAYLOR_BATCHES:
+            break
+        nn.functional.cross_entropy(module(images), labels).backward()
+
+
+def _top1(module: nn.Module, dataset: LabelledImages | None, spec: PreprocessSpec) -> float | None:
+    if dataset is None:
+        return None
+    from edgekit.model.finetune import evaluate_top1
+
+    return evaluate_top1(module.eval(), _eval_loader(dataset, spec, 64))
+
+
+def _prune_channels(
+    module: nn.Module,
+    settings: PruneSettings,
+    meter: Meter,
+    before: dict[str, Any],
+    data: PruneData,
+    spec: PreprocessSpec,
+    progress: Progress,
+) -> tuple[float, list[dict[str, Any]]]:
+    """Prune in place; returns (ratio reached, one record per step)."""
+    import torch_pruning as tp
+
+    if settings.mode == "ratio":
+        final, steps = float(settings.ratio or 0.0), 1
+    else:
+        final, steps = settings.max_ratio, max(1, round(settings.max_ratio / STEP))
+    pruner = tp.pruner.BasePruner(
+        module,
+        torch.zeros(1, 3, spec.crop, spec.crop),
+        importance=_importance(settings.importance),
+        pruning_ratio=final,
+        iterative_steps=steps,
+        ignored_layers=[module.fc],  # the classifier's outputs are the user's classes
+        round_to=settings.round_to,
+    )
+    taylor_images = data.train or data.val
+    records: list[dict[str, Any]] = []
+    for step in range(1, steps + 1):
+        if settings.importance == "taylor" and taylor_images is not None:
+            _taylor_gradients(module, taylor_images, spec, settings.batch_size)
+        pruner.step()
+        module.zero_grad(set_to_none=True)
+        ratio = final * step / steps
+        macs, params = meter.macs(module)
+        record: dict[str, Any] = {"ratio": round(ratio, 4), "macs": macs, "params": params}
+        if settings.mode == "target-latency":
+            record["latency_ms"] = meter.latency_ms(module)[0]
+        records.append(record)
+        progress.note(_describe_step(record, before))
+        if _target_met(settings, record):
+            return ratio, records
+    if settings.mode == "ratio":
+        return final, records
+    best = records[-1]
+    wanted = (
+        f"{settings.target_latency_ms:g} ms"
+        if settings.mode == "target-latency"
+        else f"{_format_macs(settings.target_macs or 0)} MACs"
+    )
+    reached = (
+        f"{best['latency_ms']:.2f} ms" if settings.mode == "target-latency" else f"{_format_macs(best['macs'])} MACs"
+    )
+    raise EdgekitError(
+        f"target {wanted} not reached: pruning {settings.max_ratio:.0%} of every layer's channels (--max-ratio) "
+        f"gives {reached} (from {_format_macs(before['macs'])} MACs); relax the target, raise --max-ratio, "
+        "or combine pruning with --precision int8. Nothing was written"
+    )
+
+
+def _target_met(settings: PruneSettings, record: dict[str, Any]) -> bool:
+    if settings.mode == "target-macs":
+        return record["macs"] <= (settings.target_macs or 0)
+    if settings.mode == "target-latency":
+        return record["latency_ms"] is not None and record["latency_ms"] <= (settings.target_latency_ms or 0)
+    return False
+
+
+def _format_macs(macs: float) -> str:
+    return f"{macs / 1e9:.2f}G" if macs >= 1e9 else f"{macs / 1e6:.0f}M"
+
+
+def _describe_step(record: dict[str, Any], before: dict[str, Any]) -> str:
+    latency = f", {record['latency_ms']:.2f} ms" if record.get("latency_ms") is not None else ""
+    return (
+        f"pruned {record['ratio']:.0%} of channels: {_format_macs(record['macs'])} MACs "
+        f"({1 - record['macs'] / before['macs']:.0%} fewer){latency}"
+    )
+
+
+def prune_module(
+    module: nn.Module,
+    settings: PruneSettings,
+    target: Target,
+    spec: PreprocessSpec,
+    data: PruneData,
+    threads: int,
+    work: Path,
+    progress: Progress = QUIET,
+) -> PruneOutcome:
+    """Prune a deployable GoogLeNet (modified in place and returned) and measure what it gained and lost."""
+    torch.manual_seed(settings.seed)
+    teacher = copy.deepcopy(module).eval()
+    meter = Meter(target, spec.crop, threads, work)
+    channels_before = channel_counts(module)
+    progress.note("measuring the unpruned model")
+    before = meter.all(module)
+    top1: dict[str, float | None] = {"before": _top1(module, data.val, spec)}
+
+    ratio, steps = 0.0, []
+    if settings.mode != "none":
+        ratio, steps = _prune_channels(module, settings, meter, before, data, spec, progress)
+    sparse_layers: list[str] = []
+    if settings.sparsity is not None:
+        sparse_layers = sparsity.apply_2_4(module)
+        progress.note(f"2:4 sparsity: zeroed half the weights of {len(sparse_layers)} convolutions")
+    top1["pruned"] = _top1(module, data.val, spec)
+
+    recovery = None
+    if settings.epochs > 0 and data.train is not None:
+        from edgekit.optimize.recover import recover
+
+        progress.note(
+            f"recovering on {len(data.train)} images for {settings.epochs} epoch(s)"
+            + (" with distillation from the unpruned model" if settings.distill else "")
+        )
+        history = recover(
+            module,
+            teacher if settings.distill else None,
+            data.train,
+            data.val,
+            spec,
+            settings.epochs,
+            settings.recover_lr,
+            settings.batch_size,
+            settings.seed,
+            progress,
+        )
+        recovery = {"epochs": settings.epochs, "distill": settings.distill, "images": len(data.train)}
+        recovery["history"] = history
+    sparsity.finalize(module)
+    module.eval()
+    if sparse_layers and sparsity.sparse_layers(module) != sparse_layers:  # the masks must have held
+        raise RuntimeError("2:4 pattern lost during recovery")
+    top1["recovered" if recovery else "after"] = _top1(module, data.val, spec)
+
+    progress.note("measuring the pruned model")
+    after = meter.all(module)
+    channels_after = channel_counts(module)
+    report = {
+        "mode": settings.mode,
+        "settings": settings.to_dict(),
+        "ratio": round(ratio, 4),
+        "steps": steps,
+        "before": before,
+        "after": after,
+        "macs_removed": 1 - after["macs"] / before["macs"],
+        "latency": {"input": [1, 3, spec.crop, spec.crop], "how": meter.latency_note},
+        "top1": top1,
+        "val_images": len(data.val) if data.val is not None else 0,
+        "recovery": recovery,
+        "channels": {name: [channels_before[name], channels_after[name]] for name in channels_before},
+        "sparsity": (
+            {
+                "pattern": sparsity.PATTERN,
+                "layers": sparse_layers,
+                "verified": True,
+                "speed-up": "TensorRT sparse weights on Ampere or newer GPUs only; CPU backends run the zeros",
+            }
+            if sparse_layers
+            else None
+        ),
+    }
+    return PruneOutcome(module, report)
+
+
+def _matching(dataset: LabelledImages, class_names: tuple[str, ...], names_source: str, flag: str) -> LabelledImages:
+    """The dataset relabelled to the model's class order; an error if its classes are not the model's."""
+    if names_source == "generated":  # a bare state_dict: only the count can be checked
+        if len(dataset.class_names) != len(class_names):
+            raise EdgekitError(
+                f"{flag} has {len(dataset.class_names)} classes but the model has {len(class_names)}; "
+                "use images of the model's own classes"
+            )
+        return dataset
+    if set(dataset.class_names) != set(class_names):
+        extra = sorted(set(dataset.class_names) - set(class_names))
+        missing = sorted(set(class_names) - set(dataset.class_names))
+        raise EdgekitError(
+            f"{flag} classes do not match the model's (not in the model: {', '.join(extra) or '-'}; "
+            f"missing: {', '.join(missing) or '-'}); use one sub-directory per model class"
+        )
+    index = {name: i for i, name in enumerate(class_names)}
+    samples = [(source, index[dataset.class_names[label]]) for source, label in dataset.samples]
+    return dataclasses.replace(dataset, samples=samples, class_names=class_names)
+
+
+def load_prune_data(
+    settings: PruneSettings,
+    val: Path | None,
+    class_names: tuple[str, ...],
+    names_source: str,
+    progress: Progress = QUIET,
+) -> PruneData:
+    train = None
+    if settings.recover_data is not None:
+        train = _matching(folder_dataset(settings.recover_data, progress), class_names, names_source, "--recover-data")
+    if val is not None:
+        return PruneData(train, _matching(folder_dataset(val, progress), class_names, names_source, "--val"))
+    if train is not None and settings.epochs > 0:
+        train, held_out = stratified_split(train, VAL_SHARE, settings.seed)
+        return PruneData(train, held_out)
+    return PruneData(train, None)
+
+
+def check_accuracy_drop(report: dict[str, Any], max_drop: float | None) -> None:
+    top1 = report["top1"]
+    final = top1.get("recovered", top1.get("after"))
+    if max_drop is None or top1["before"] is None or final is None:
+        return
+    drop = (top1["before"] - final) * 100
+    if drop > max_drop:
+        raise EdgekitError(
+            f"pruning costs {drop:.2f} top-1 points ({top1['before']:.2%} → {final:.2%} on "
+            f"{report['val_images']} images), more than --max-accuracy-drop {max_drop:g}; prune less or recover "
+            "longer (--recover-epochs, --distill). Nothing was written"
+        )
+
+
+def run_prune(config: PruneConfig, progress: Progress = QUIET) -> dict[str, Any]:
+    """`edgekit prune`: prune a checkpoint and write the pruned one (architecture stored as data)."""
+    validate(config)
+    loaded = load_checkpoint(config.model, trust_pickle=config.trust_pickle)
+    spec = loaded.preprocessing or PreprocessSpec()
+    data = load_prune_data(config.settings, config.val, loaded.class_names, loaded.class_names_source, progress)
+    threads = resolve_threads(config.threads if config.threads is not None else config.target.threads)
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix=f".{config.out.name}.work-", dir=config.out.parent) as work:
+        outcome = prune_module(loaded.module, config.settings, config.target, spec, data, threads, Path(work), progress)
+    check_accuracy_drop(outcome.report, config.max_accuracy_drop)
+    report = {
+        **outcome.report,
+        "source": {"path": str(config.model.resolve()), "sha256": loaded.sha256},
+        "target": config.target.name,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "edgekit_version": edgekit.__version__,
+    }
+    save_checkpoint(
+        {
+            "model_state_dict": outcome.module.state_dict(),
+            "classes": list(loaded.class_names),
+            "transform_input": loaded.transform_input,
+            "preprocessing": spec.to_dict(),
+            CHANNEL_PLAN_KEY: channel_plan(outcome.module),
+            "pruning": report,
+            "edgekit_version": edgekit.__version__,
+        },
+        config.out,
+    )
+    return {"checkpoint": str(config.out), **report}

@@ -1,0 +1,119 @@
+"""What to prune and how, validated before anything slow (kept free of torch imports for that reason).
+
+Shared by `edgekit prune` and the pruning stage of `edgekit compile --prune`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import EdgekitError
+from edgekit.targets import Target
+
+IMPORTANCES = ("l1", "l2", "taylor")
+SPARSITY_PATTERNS = ("2:4",)
+DEFAULT_RECOVER_EPOCHS = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneSettings:
+    ratio: float | None = None  # share of each layer's channels removed
+    target_macs: float | None = None  # prune until the model needs at most this many MACs per image
+    target_latency_ms: float | None = None  # prune until FP32 batch-1 latency on the target's backend is this
+    importance: str = "l2"
+    round_to: int = 8  # channel counts stay multiples of this (tensor-core and SIMD friendly)
+    max_ratio: float = 0.8  # the most a target-driven search may remove from any layer
+    sparsity: str | None = None  # "2:4"
+    recover_data: Path | None = None  # labelled image folder for recovery fine-tuning
+    recover_epochs: int | None = None  # None: DEFAULT_RECOVER_EPOCHS when recover_data is given
+    recover_lr: float = 0.01
+    distill: bool = False  # distil from the unpruned model during recovery
+    batch_size: int = 32
+    seed: int = 0
+
+    @property
+    def mode(self) -> str:
+        if self.ratio is not None:
+            return "ratio"
+        if self.target_macs is not None:
+            return "target-macs"
+        if self.target_latency_ms is not None:
+            return "target-latency"
+        return "none"
+
+    @property
+    def epochs(self) -> int:
+        if self.recover_epochs is not None:
+            return self.recover_epochs
+        return DEFAULT_RECOVER_EPOCHS if self.recover_data is not None else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+def validate_settings(settings: PruneSettings, has_val: bool, flag: str = "--ratio") -> None:
+    """Every mistake in the pruning options, caught before the model is loaded."""
+    chosen = [v is not None for v in (settings.ratio, settings.target_macs, settings.target_latency_ms)]
+    if sum(chosen) > 1:
+        raise EdgekitError(f"give one of {flag}, --target-macs, --target-latency, not several")
+    if sum(chosen) == 0 and settings.sparsity is None:
+        raise EdgekitError(f"nothing to prune: give {flag} R, --target-macs M, --target-latency MS or --sparsity 2:4")
+    if settings.ratio is not None and not 0 < settings.ratio < 1:
+        raise EdgekitError(f"{flag} is the share of channels removed and must be between 0 and 1 (exclusive)")
+    if settings.target_macs is not None and settings.target_macs <= 0:
+        raise EdgekitError("--target-macs must be positive (e.g. 600M or 0.6G)")
+    if settings.target_latency_ms is not None and settings.target_latency_ms <= 0:
+        raise EdgekitError("--target-latency is in milliseconds and must be positive")
+    if not 0 < settings.max_ratio < 1:
+        raise EdgekitError("--max-ratio must be between 0 and 1 (exclusive)")
+    if settings.importance not in IMPORTANCES:
+        raise EdgekitError(f"--importance must be one of {', '.join(IMPORTANCES)}")
+    if settings.round_to < 1:
+        raise EdgekitError("--round-to must be at least 1")
+    if settings.sparsity is not None and settings.sparsity not in SPARSITY_PATTERNS:
+        raise EdgekitError(f"--sparsity {settings.sparsity} is not supported; edgekit applies {SPARSITY_PATTERNS[0]}")
+    if settings.recover_data is not None and not settings.recover_data.is_dir():
+        raise EdgekitError(f"--recover-data {settings.recover_data} is not a directory of class sub-directories")
+    if settings.recover_epochs is not None and settings.recover_epochs > 0 and settings.recover_data is None:
+        raise EdgekitError("--recover-epochs needs --recover-data DIR (labelled images to fine-tune on)")
+    if settings.distill and settings.recover_data is None:
+        raise EdgekitError("--distill happens during recovery: pass --recover-data DIR")
+    if settings.importance == "taylor" and settings.recover_data is None and not has_val:
+        raise EdgekitError("--importance taylor needs labelled images: pass --recover-data DIR or --val DIR")
+    if settings.recover_lr <= 0 or settings.batch_size < 1:
+        raise EdgekitError("--recover-lr must be positive and the batch size at least 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneConfig:
+    model: Path
+    out: Path
+    settings: PruneSettings
+    target: Target
+    val: Path | None = None  # labelled images for before/after accuracy (else part of --recover-data)
+    max_accuracy_drop: float | None = None  # top-1 points the pruned model may lose on the validation images
+    threads: int | None = None
+    trust_pickle: bool = False
+    force: bool = False
+
+
+def validate(config: PruneConfig) -> None:
+    if not config.model.is_file():
+        raise EdgekitError(f"{config.model} does not exist or is not a file")
+    if config.model.suffix.lower() == ".onnx":
+        raise EdgekitError("edgekit prunes PyTorch GoogLeNet checkpoints; an ONNX file cannot be pruned")
+    if config.val is not None and not config.val.is_dir():
+        raise EdgekitError(f"--val {config.val} is not a directory")
+    validate_settings(config.settings, config.val is not None)
+    if config.max_accuracy_drop is not None and config.val is None and config.settings.recover_data is None:
+        raise EdgekitError("--max-accuracy-drop needs labelled images: pass --val DIR or --recover-data DIR")
+    if config.out.is_dir():
+        raise EdgekitError(f"cannot write {config.out}: it is a directory; give a file name such as pruned.pt")
+    if config.out.exists() and not config.force:
+        raise EdgekitError(f"{config.out} exists; pass --force to replace it")
+    parent = config.out.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise EdgekitError(f"cannot write {config.out}: {parent} is not a writable directory")
