@@ -23,6 +23,7 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
     """A temp path beside `path`, renamed over it if the block finishes and deleted if it does not."""
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(handle)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should get the usual permissions
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -31,6 +32,29 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
         raise
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def writable_directory_problem(directory: Path) -> str | None:
+    """Why files cannot be created in `directory` (or in its parent, if it does not exist yet), else None.
+
+    A real probe file, not os.access: root passes os.access on read-only mounts.
+    """
+    existing = directory if directory.exists() else directory.parent
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".edgekit-probe-", dir=existing)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"{existing} is not writable ({exc.strerror or exc})"
+    return None

@@ -262,6 +262,14 @@ def test_corrupt_channel_plan_and_finetuning_a_pruned_checkpoint_are_refused(
     _assert_clean_failure(status, err, out, "channel plan")
 
     status, _, err = run_cli(
-        "finetune", "--data", data_dirs["val"], "--weights", pruned["path"], "--out", tmp_path / "ft.pt", "--epochs", "1"
+        "finetune",
+        "--data",
+        data_dirs["val"],
+        "--weights",
+        pruned["path"],
+        "--out",
+        tmp_path / "ft.pt",
+        "--epochs",
+        "1",
     )
     assert status == 2 and "pruned GoogLeNet" in err, err

@@ -127,11 +127,17 @@ def load_eval_set(
 def score(
     predictions: dict[str, np.ndarray], labels: np.ndarray, class_names: Sequence[str], reference: str
 ) -> dict[str, Any]:
-    """Top-1 and per-class top-1 of each model's predicted indices, and agreement with `reference`."""
+    """Top-1, per-class top-1 and the confusion matrix of each model's predictions; agreement with `reference`."""
     models = {}
     for name, predicted in predictions.items():
         per_class = {class_names[c]: float(np.mean(predicted[labels == c] == c)) for c in sorted(set(labels.tolist()))}
-        models[name] = {"top1": float(np.mean(predicted == labels)), "per_class_top1": per_class}
+        confusion = np.zeros((len(class_names), len(class_names)), dtype=np.int64)  # [true class][predicted]
+        np.add.at(confusion, (labels, predicted), 1)
+        models[name] = {
+            "top1": float(np.mean(predicted == labels)),
+            "per_class_top1": per_class,
+            "confusion": confusion.tolist(),
+        }
         if name != reference:
             models[name]["top1_agreement_with_reference"] = float(np.mean(predicted == predictions[reference]))
     return {"images": len(labels), "reference": reference, "models": models}

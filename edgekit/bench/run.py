@@ -15,15 +15,17 @@ from typing import Any
 import numpy as np
 
 from edgekit.bench.environment import environment
-from edgekit.bench.evaluate import load_eval_set, run_batched, score
-from edgekit.bench.latency import measure
+from edgekit.bench.evaluate import load_eval_set, run_batched, sample, score
+from edgekit.bench.latency import measure, stage_times
+from edgekit.data.preprocess import PreprocessSpec, preprocess
 from edgekit.errors import EdgekitError
 from edgekit.files import sha256_file, write_text_atomic
 from edgekit.progress import QUIET, Progress
 from edgekit.reference import load_reference
-from edgekit.runtime import BundleModel, resolve_threads
+from edgekit.runtime import BundleModel, resolve_threads, to_probabilities
 
-RESULTS_SCHEMA = 1
+RESULTS_SCHEMA = 2  # 2: model_id, stages, confusion matrices, quantization/pruning facts
+STAGE_IMAGES = 30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +40,7 @@ class BenchConfig:
     max_images: int | None = None
     trust_pickle: bool = False
     out: Path | None = None  # None: <bundle>.bench beside the bundle
+    time_reference: bool = True  # `edgekit sweep` times the shared reference once, not once per variant
 
     def results_dir(self) -> Path:
         return self.out or self.bundle.with_name(self.bundle.name + ".bench")
@@ -92,7 +95,7 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
         latency["bundle"].append(
             measure(model.runner.run, batch, config.warmup, config.iterations, progress, f"bundle b{size}")
         )
-        if reference is not None:
+        if reference is not None and config.time_reference:
             latency["reference"].append(
                 measure(reference.run, batch, config.warmup, config.iterations, progress, f"reference b{size}")
             )
@@ -109,6 +112,13 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
         accuracy = score(predictions, evalset.labels, model.class_names, reference=next(iter(predictions)))
         accuracy["unreadable"] = evalset.batch.errors
 
+    stage_images = _stage_images(config.val, spec)
+    stages = stage_times(
+        lambda image: preprocess(image, spec),
+        model.runner.run,
+        lambda outputs: np.argsort(-to_probabilities(outputs, model.output_kind), axis=1)[:, :5],
+        stage_images,
+    )
     first = latency["bundle"][0]
     speedups = {
         str(b["batch"]): r["p50_ms"] / b["p50_ms"]
@@ -118,15 +128,26 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
         "schema_version": RESULTS_SCHEMA,
         "kind": "edgekit-bench",
         "p50_ms": first["p50_ms"] if first["batch"] == 1 else None,
+        "model_id": model_identity(manifest),
+        "classes": list(model.class_names),
         "bundle": {
             "path": str(config.bundle.resolve()),
             "model_sha256": manifest["files"][manifest["model_file"]],
             "source_sha256": manifest["source"]["sha256"],
+            "source_file": manifest["source"]["file_name"],
             "target": manifest["target"]["name"],
+            "target_kind": manifest["target"]["kind"],
             "backend": model.backend,
             "precision": manifest["precision"],
+            "execution_precision": manifest.get("execution_precision"),
             "input": manifest["input"],
+            "model_bytes": sum((config.bundle / name).stat().st_size for name in manifest["files"]),
+            "keep_fp32": (manifest.get("quantization") or {}).get("keep_fp32"),
+            "pruning": _pruning_summary(manifest.get("pruning")),
+            "sparsity": manifest.get("sparsity"),
         },
+        "measured_on": _measured_on(manifest["target"]),
+        "stages": stages,
         "reference": {"path": str(reference_path), "kind": reference.kind} if reference else None,
         "latency": latency,
         "speedup_p50_vs_reference": speedups,
@@ -136,6 +157,49 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
     }
     write_results(results, config.results_dir())
     return results
+
+
+def model_identity(manifest: dict[str, Any]) -> str:
+    """The sha256 of the user's original model: the same for every variant pruned or quantized from it."""
+    pruning_source = (manifest.get("pruning") or {}).get("source") or {}
+    return str(pruning_source.get("sha256") or manifest["source"]["sha256"])
+
+
+def _pruning_summary(pruning: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not pruning:
+        return None
+    keep = ("mode", "ratio", "macs_removed", "before", "after", "channels", "top1")
+    return {key: pruning.get(key) for key in keep}
+
+
+def _measured_on(target: dict[str, Any]) -> str:
+    """Honest label: a number measured on this host stands for a device only when the host is that device."""
+    import platform
+
+    host_arch = "aarch64" if platform.machine().lower() in ("aarch64", "arm64") else "x86_64"
+    if target["kind"] == "cpu" and target.get("arch") in (host_arch, None):
+        return "this host (the target's CPU kind)"
+    return f"this host ({platform.machine()}), not on the {target['name']} device: latency there will differ"
+
+
+def _stage_images(val: Path | None, spec: PreprocessSpec) -> list[Any]:
+    """Decoded images for per-stage timing: the user's own when given (their size drives the resize cost)."""
+    from edgekit.data.images import collect_images, read_image
+
+    if val is not None:
+        images = []
+        for file in sample(collect_images([val]), STAGE_IMAGES):
+            try:
+                images.append(read_image(file))
+            except ValueError:
+                continue
+        if images:
+            return images
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    size = (spec.resize * 4 // 3, spec.resize)
+    return [Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)) for _ in range(STAGE_IMAGES)]
 
 
 def write_results(results: dict[str, Any], out: Path) -> None:
@@ -162,6 +226,13 @@ def summary_markdown(results: dict[str, Any]) -> str:
                 f"| {name} | {row['batch']} | {row['p50_ms']:.2f} | {row['p90_ms']:.2f} | {row['p99_ms']:.2f} | "
                 f"{row['mean_ms']:.2f} | {row['images_per_s']:.1f} | {f'{speedup:.2f}×' if speedup else '—'} |"
             )
+    stages = results.get("stages")
+    if stages:
+        lines += [
+            "",
+            f"Per image, batch 1 (median of {stages['images']} images): preprocess {stages['preprocess_ms']:.2f} ms, "
+            f"network {stages['network_ms']:.2f} ms, postprocess {stages['postprocess_ms']:.3f} ms.",
+        ]
     accuracy = results.get("accuracy")
     if accuracy:
         lines += [
@@ -174,6 +245,7 @@ def summary_markdown(results: dict[str, Any]) -> str:
         for name, row in accuracy["models"].items():
             agreement = row.get("top1_agreement_with_reference")
             lines.append(f"| {name} | {row['top1']:.2%} | {'—' if agreement is None else f'{agreement:.2%}'} |")
+    lines += ["", f"Measured on {results['measured_on']}."]
     if results["notes"]:
         lines += ["", *[f"- {note}" for note in results["notes"]]]
     return "\n".join(lines) + "\n"

@@ -17,6 +17,8 @@ from edgekit.cli.info_cmds import inspect_command, targets_command
 from edgekit.cli.predict_cmd import predict
 from edgekit.cli.prune_cmd import prune
 from edgekit.cli.quantize_cmd import quantize
+from edgekit.cli.report_cmd import report
+from edgekit.cli.sweep_cmd import sweep
 from edgekit.errors import EdgekitError
 
 
@@ -36,6 +38,8 @@ cli.add_command(quantize)
 cli.add_command(prune)
 cli.add_command(predict)
 cli.add_command(bench)
+cli.add_command(report)
+cli.add_command(sweep)
 cli.add_command(inspect_command)
 cli.add_command(targets_command)
 

@@ -1,0 +1,34 @@
+"""`edgekit report`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgekit.cli.options import json_option, print_json
+
+
+@click.command()
+@click.argument("results", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), required=True, help="Report directory.")
+@click.option("--budget", type=float, default=1.0, show_default=True, help="Top-1 points a variant may lose vs FP32.")
+@click.option("--title", default=None, help="Page title (default: model and target).")
+@json_option
+def report(results: tuple[Path, ...], out: Path, budget: float, title: str | None, as_json: bool) -> None:
+    """Write report.html (self-contained, plots inline) and report.md from `edgekit bench` results.
+
+    RESULTS are bench.json files (or the directories holding them) of variants of one model.
+    """
+    from edgekit.report.build import write_report
+
+    written = write_report(list(results), out, budget, title)
+    if as_json:
+        print_json(written)
+        return
+    click.echo(f"report: {written['html']}")
+    click.echo(f"        {written['markdown']}")
+    head = written["headline"]
+    speedup = f", {head['speedup']:.2f}× faster than FP32" if head["speedup"] else ""
+    drop = f", top-1 {-head['drop_pts'] + 0.0:+.2f} pts" if head["drop_pts"] is not None else ""
+    click.echo(f"best: {head['variant']}{speedup}{drop} ({head['reason']})")

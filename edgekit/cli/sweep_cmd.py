@@ -1,0 +1,92 @@
+"""`edgekit sweep`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgekit.cli.options import json_option, print_json, threads_option, trust_pickle_option
+
+
+def _float_list(_ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"expected comma-separated numbers such as 0,0.3,0.5, got {value!r}", param=param
+        ) from None
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--target", "-t", default=None, help="Device target name or TOML file (default: this host).")
+@click.option(
+    "--val",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Labelled images (one sub-directory per class): accuracy of every variant.",
+)
+@click.option("--precisions", default="fp32,int8", show_default=True, help="Comma-separated precisions.")
+@click.option("--prune", "prune_ratios", default="0", show_default=True, callback=_float_list,
+              help="Comma-separated pruning ratios; 0 = unpruned.")  # fmt: skip
+@click.option("--calib", type=click.Path(path_type=Path, file_okay=False), help="INT8 calibration images.")
+@click.option("--recover-data", type=click.Path(path_type=Path, file_okay=False), help="Recovery images for pruning.")
+@click.option("--recover-epochs", type=click.IntRange(min=0), default=None, help="Recovery epochs (default 3).")
+@click.option("--budget", type=float, default=1.0, show_default=True, help="Top-1 points a variant may lose.")
+@click.option("--iterations", type=click.IntRange(min=1), default=30, show_default=True, help="Timed runs per batch.")
+@click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), required=True, help="Sweep directory.")
+@threads_option
+@trust_pickle_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@json_option
+def sweep(
+    model: Path,
+    target: str | None,
+    val: Path,
+    precisions: str,
+    prune_ratios: tuple[float, ...],
+    calib: Path | None,
+    recover_data: Path | None,
+    recover_epochs: int | None,
+    budget: float,
+    iterations: int,
+    out: Path,
+    threads: int | None,
+    trust_pickle: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Build every precision × pruning ratio of MODEL, benchmark them in one run, and write a report.
+
+    Builds are cached in OUT by content hash: re-running after adding a variant builds only that one.
+    """
+    from edgekit.progress import Progress
+    from edgekit.sweep import SweepConfig, run_sweep
+    from edgekit.targets import get_target, host_target_name
+
+    config = SweepConfig(
+        model=model,
+        target=get_target(target or host_target_name()),
+        val=val,
+        out=out,
+        precisions=tuple(p.strip() for p in precisions.split(",") if p.strip()),
+        prune_ratios=prune_ratios,
+        calib=calib,
+        recover_data=recover_data,
+        recover_epochs=recover_epochs,
+        budget_pts=budget,
+        iterations=iterations,
+        threads=threads,
+        trust_pickle=trust_pickle,
+    )
+    result = run_sweep(config, Progress(enabled=not (quiet or as_json)))
+    if as_json:
+        print_json(result)
+        return
+    click.echo(f"built {len(result['built'])}, reused {len(result['reused'])} cached, failed {len(result['failed'])}")
+    for name, reason in result["failed"].items():
+        click.echo(f"  not built: {name}: {reason}")
+    click.echo(f"report: {result['report']['html']}")
+    click.echo(f"        {result['report']['markdown']}")
+    click.echo(f"best: {result['report']['headline']['variant']} ({result['report']['headline']['reason']})")

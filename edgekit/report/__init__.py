@@ -1,0 +1,1 @@
+"""`edgekit report`: bench results → one self-contained HTML page and a Markdown summary."""

@@ -1,0 +1,100 @@
+"""What a report concludes: the FP32 reference, the Pareto front, and the headline variant."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from edgekit.report.results import Variant
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """The FP32 model every variant is compared with (timed in the same run as the variants)."""
+
+    p50_ms: float | None
+    top1: float | None
+    kind: str | None
+
+
+def reference_of(variants: Sequence[Variant]) -> Reference:
+    p50 = next((v.latency("reference")["p50_ms"] for v in variants if v.latency("reference")), None)
+    top1 = next((v.reference_top1 for v in variants if v.reference_top1 is not None), None)
+    kind = next((v.results["reference"]["kind"] for v in variants if v.results.get("reference")), None)
+    return Reference(p50, top1, kind)
+
+
+def drop_pts(variant: Variant, reference: Reference) -> float | None:
+    """Top-1 points lost against the FP32 reference (negative: the variant scored higher)."""
+    if variant.top1 is None or reference.top1 is None:
+        return None
+    return (reference.top1 - variant.top1) * 100.0
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the (latency, accuracy) points no other point beats on both (lower latency, higher accuracy)."""
+    front = []
+    for i, (latency, accuracy) in enumerate(points):
+        dominated = any(
+            other_latency <= latency
+            and other_accuracy >= accuracy
+            and (other_latency, other_accuracy) != (latency, accuracy)
+            for j, (other_latency, other_accuracy) in enumerate(points)
+            if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+@dataclasses.dataclass(frozen=True)
+class Headline:
+    variant: Variant
+    speedup: float | None  # reference p50 / variant p50, batch 1
+    drop_pts: float | None
+    within_budget: bool
+    reason: str  # how it was chosen, in words
+
+
+def headline(variants: Sequence[Variant], reference: Reference, budget_pts: float) -> Headline:
+    """The fastest variant whose top-1 drop fits the budget; without accuracy, the fastest, said so."""
+    measured = [v for v in variants if drop_pts(v, reference) is not None]
+    eligible = [v for v in measured if (drop_pts(v, reference) or 0.0) <= budget_pts]
+    if eligible:
+        chosen = min(eligible, key=lambda v: v.p50_ms)
+        reason = f"fastest of {len(eligible)} variant(s) within the {budget_pts:g}-point budget"
+    elif measured:
+        chosen = min(measured, key=lambda v: drop_pts(v, reference) or 0.0)
+        reason = f"no variant is within the {budget_pts:g}-point budget; this one loses least"
+    else:
+        chosen = min(variants, key=lambda v: v.p50_ms)
+        reason = "fastest variant; accuracy was not measured (bench with --val DIR to rank by the budget)"
+    speedup = reference.p50_ms / chosen.p50_ms if reference.p50_ms else None
+    drop = drop_pts(chosen, reference)
+    return Headline(chosen, speedup, drop, drop is not None and drop <= budget_pts, reason)
+
+
+def summary_rows(variants: Sequence[Variant], reference: Reference) -> list[dict[str, Any]]:
+    """One row per variant with the numbers every table and plot shares."""
+    rows = []
+    for variant in variants:
+        b8 = variant.latency(batch=8)
+        rows.append(
+            {
+                "name": variant.name,
+                "precision": variant.bundle["precision"],
+                "backend": variant.bundle["backend"],
+                "p50_ms": variant.p50_ms,
+                "p90_ms": (variant.latency() or {}).get("p90_ms"),
+                "p99_ms": (variant.latency() or {}).get("p99_ms"),
+                "images_per_s_b8": b8["images_per_s"] if b8 else None,
+                "speedup": reference.p50_ms / variant.p50_ms if reference.p50_ms else None,
+                "top1": variant.top1,
+                "agreement": variant.agreement,
+                "drop_pts": drop_pts(variant, reference),
+                "model_mb": variant.bundle["model_bytes"] / 1e6,
+                "measured_on": variant.results["measured_on"],
+            }
+        )
+    return rows
