@@ -41,11 +41,13 @@ demo: $(STAMP) data
 		--backend onnxruntime --max-accuracy-drop 1.0 --val $(DEMO)/val --out $(DEMO)/bundle
 	$(BIN)/edgekit predict $(DEMO)/bundle $(DEMO)/val/sneaker $(DEMO)/val/bag --top-k 2 | head -n 5
 	$(BIN)/edgekit bench $(DEMO)/bundle --val $(DEMO)/val --iterations 30 --out $(DEMO)/bench
+	$(BIN)/edgekit report $(DEMO)/bench/bench.json --out $(DEMO)/report
 	@echo
 	@echo "demo outputs:"
 	@echo "  checkpoint  $(DEMO)/googlenet-fashion.pt"
 	@echo "  bundle      $(DEMO)/bundle  (edgekit inspect $(DEMO)/bundle)"
 	@echo "  benchmark   $(DEMO)/bench/bench.md and bench.json"
+	@echo "  report      $(DEMO)/report/report.html  (open it in a browser; report.md beside it)"
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache

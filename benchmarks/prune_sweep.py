@@ -45,13 +45,13 @@ from edgekit.targets import get_target
 TARGET = "x86-cpu"
 
 
-def _train(work: Path, per_class: int, epochs: int, progress: Progress) -> Path:
+def _train(work: Path, per_class: int, epochs: int, crop: int, progress: Progress) -> Path:
     out = work / "googlenet-fashion.pt"
     config = FinetuneConfig(
-        data=str(work / "train"), out=out, weights="none", epochs=epochs, lr=0.05, resize=110, crop=96,
+        data=str(work / "train"), out=out, weights="none", epochs=epochs, lr=0.05, resize=crop * 8 // 7, crop=crop,
         val_split=0.1,
     )  # fmt: skip
-    progress.note(f"training the base GoogLeNet: {per_class}/class, {epochs} epochs, 96×96")
+    progress.note(f"training the base GoogLeNet: {per_class}/class, {epochs} epochs, {crop}×{crop}")
     run_finetune(config, progress)
     return out
 
@@ -89,7 +89,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=None, help="a trained base model (default: train one)")
     parser.add_argument("--ratios", default="0.3,0.4,0.5")
-    parser.add_argument("--per-class", type=int, default=600, help="training images per class")
+    parser.add_argument("--per-class", type=int, default=500, help="training images per class")
+    parser.add_argument("--crop", type=int, default=64, help="training input size (Fashion-MNIST is 28×28)")
     parser.add_argument("--epochs", type=int, default=6, help="base training epochs")
     parser.add_argument("--recover-epochs", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=100, help="timed runs per variant and round")
@@ -109,7 +110,7 @@ def main() -> None:
         write_image_folder(work / "train", "train", args.per_class, seed=0)
         write_image_folder(work / "calib", "train", 26, seed=7)
         test = write_image_folder(work / "test", "test", 1000, seed=0)  # the whole test split
-        base = args.checkpoint or _train(work, args.per_class, args.epochs, progress)
+        base = args.checkpoint or _train(work, args.per_class, args.epochs, args.crop, progress)
 
         checkpoints: dict[str, Path] = {"unpruned": base}
         checkpoints["unpruned + recovery epochs (control)"] = _control(base, work, args.recover_epochs, progress)

@@ -108,7 +108,10 @@ def test_targets_listing(run_cli) -> None:
     }
 
 
-@pytest.mark.parametrize("command", [[], ["compile"], ["predict"], ["bench"], ["inspect"], ["targets"]])
+@pytest.mark.parametrize(
+    "command",
+    [[], ["compile"], ["predict"], ["bench"], ["inspect"], ["targets"], ["prune"], ["report"], ["sweep"], ["finetune"]],
+)
 def test_help_everywhere(command: list[str], run_cli) -> None:
     status, stdout, _ = run_cli(*command, "--help")
     assert status == 0 and "Usage: edgekit" in stdout
@@ -118,8 +121,9 @@ def test_help_does_not_import_heavy_modules() -> None:
     code = (
         "import sys\n"
         "from edgekit.cli.main import main\n"
-        "try:\n    main(['compile', '--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('torch', 'onnx', 'onnxruntime', 'openvino', 'numpy') if m in sys.modules]\n"
+        "for command in ('compile', 'prune', 'report', 'sweep'):\n"
+        "    try:\n        main([command, '--help'])\n    except SystemExit:\n        pass\n"
+        "heavy = [m for m in ('torch', 'onnx', 'onnxruntime', 'openvino', 'numpy', 'matplotlib') if m in sys.modules]\n"
         "print('HEAVY:' + ','.join(heavy))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -36,7 +36,15 @@ def _describe(path: Path, trust_pickle: bool) -> dict[str, Any]:
         "dropped_aux_keys": loaded.dropped_aux_keys,
         "preprocessing": loaded.preprocessing.to_dict() if loaded.preprocessing else None,
         "parameters": sum(p.numel() for p in loaded.module.parameters()),
+        "pruning": _pruning_line(loaded.pruning),
     }
+
+
+def _pruning_line(pruning: dict[str, Any] | None) -> str | None:
+    if not pruning:
+        return None
+    sparse = ", 2:4 sparse" if pruning.get("sparsity") else ""
+    return f"{pruning['mode']} {pruning['ratio']:.0%} of channels, {pruning['macs_removed']:.0%} fewer MACs{sparse}"
 
 
 @click.command("inspect")
@@ -65,6 +73,8 @@ def inspect_command(path: Path, trust_pickle: bool, as_json: bool) -> None:
             "preprocessing": ", ".join(f"{k}={v}" for k, v in info["preprocessing"].items()),
             "parity": f"top-1 agreement {info['parity']['top1_agreement']:.2%}, max abs diff "
             f"{info['parity']['max_abs_diff']:.2e} vs {info['parity']['reference']} on {info['parity']['inputs']}",
+            "pruning": _pruning_line(info.get("pruning")) or "none",
+            "2:4 sparsity": "yes (TensorRT sparse weights on Ampere+)" if info.get("sparsity") else "no",
             "edgekit": info["edgekit_version"],
         }
     else:

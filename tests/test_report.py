@@ -1,0 +1,222 @@
+"""`edgekit report` and `edgekit sweep`: the page promises figures and tables, and its numbers are the JSON's."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from edgekit.report.analysis import pareto_front
+from tests.test_bad_input import _assert_clean_failure
+
+FIGURES = {"fig-pareto", "fig-latency", "fig-throughput", "fig-stages", "fig-confusion"}
+TABLES = {"variants", "stages", "per-class", "quantization", "environment"}
+
+
+class _Page(HTMLParser):
+    """Figures (with whether they hold an SVG), tables as lists of rows, and anything fetched from outside."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.figures: dict[str, bool] = {}
+        self.tables: dict[str, list[list[str]]] = {}
+        self.external: list[str] = []
+        self._figure: str | None = None
+        self._table: str | None = None
+        self._cell: list[str] | None = None
+        self.headline = ""
+        self._in_headline = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        for name in ("src", "href"):
+            if attributes.get(name):
+                self.external.append(f"{tag} {name}={attributes[name]}")
+        if tag == "figure":
+            self._figure = attributes.get("id")
+            self.figures[self._figure or ""] = False
+        elif tag == "svg" and self._figure:
+            self.figures[self._figure] = True
+        elif tag == "table":
+            self._table = attributes.get("id") or ""
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table is not None:
+            self.tables[self._table].append([])
+        elif tag in ("td", "th") and self._table is not None:
+            self._cell = []
+        elif tag == "p" and attributes.get("id") == "headline":
+            self._in_headline = True
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "figure":
+            self._figure = None
+        elif tag == "table":
+            self._table = None
+        elif tag in ("td", "th") and self._cell is not None and self._table is not None:
+            self.tables[self._table][-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "p":
+            self._in_headline = False
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+        if self._in_headline:
+            self.headline += data
+
+
+def _parse(path: Path) -> _Page:
+    page = _Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+@pytest.fixture(scope="module")
+def bench_results(
+    bundle: Path, trained: dict, data_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> list[Path]:
+    """bench.json of the FP32 bundle and of an INT8 bundle of the same model."""
+    from edgekit.bench.run import BenchConfig, run_bench
+    from edgekit.compile import compile_bundle
+    from edgekit.config import CompileConfig
+    from edgekit.targets import get_target
+
+    root = tmp_path_factory.mktemp("report")
+    int8 = root / "int8"
+    config = CompileConfig(
+        trained["path"], get_target("x86-cpu"), int8, precision="int8", val=data_dirs["val"], max_accuracy_drop=1.0
+    )
+    compile_bundle(config)
+    results = []
+    for name, path in (("fp32", bundle), ("int8", int8)):
+        run_bench(BenchConfig(path, val=data_dirs["val"], iterations=8, out=root / f"bench-{name}"))
+        results.append(root / f"bench-{name}" / "bench.json")
+    return results
+
+
+def test_report_shows_every_figure_and_table_with_the_json_numbers(
+    bench_results: list[Path], run_cli, tmp_path: Path
+) -> None:
+    out = tmp_path / "report"
+    status, stdout, err = run_cli("report", *bench_results, "--out", out, "--json")
+    assert status == 0, err
+    written = json.loads(stdout)
+    page = _parse(out / "report.html")
+    assert set(page.figures) == FIGURES and all(page.figures.values()), page.figures
+    assert set(page.tables) >= TABLES, page.tables.keys()
+    assert page.external == [], "the page must not fetch anything"
+
+    results = [json.loads(p.read_text()) for p in bench_results]
+    rows = {row[0]: row for row in page.tables["variants"][1:]}
+    header = page.tables["variants"][0]
+    for result in results:
+        name = f"{result['bundle']['precision']} · {result['bundle']['backend']}"
+        row = dict(zip(header, rows[name], strict=True))
+        b1 = next(r for r in result["latency"]["bundle"] if r["batch"] == 1)
+        assert row["p50 ms"] == f"{b1['p50_ms']:.2f}"
+        assert row["p99 ms"] == f"{b1['p99_ms']:.2f}"
+        assert row["top-1"] == f"{result['accuracy']['models']['bundle']['top1']:.2%}"
+        per_class = result["accuracy"]["models"]["bundle"]["per_class_top1"]
+        column = page.tables["per-class"][0].index(name)
+        for class_row in page.tables["per-class"][1:]:
+            assert class_row[column] == f"{per_class[class_row[0]]:.2%}"
+    assert written["headline"]["variant"] in page.headline
+    stages = {row[0]: row for row in page.tables["stages"][1:]}
+    assert stages["int8 · openvino"][2] == f"{results[1]['stages']['network_ms']:.2f}"
+
+    markdown = (out / "report.md").read_text()
+    md_rows = [line for line in markdown.splitlines() if line.startswith("| int8 · openvino |")]
+    assert md_rows and md_rows[0].split(" | ")[1] == rows["int8 · openvino"][1]  # same p50 as the page
+    assert "## Accuracy" in markdown
+
+
+def test_pareto_front_keeps_only_undominated_points() -> None:
+    points = [(10.0, 0.90), (5.0, 0.88), (6.0, 0.85), (20.0, 0.91), (5.0, 0.88), (25.0, 0.90)]
+    # (6, .85) is beaten by (5, .88); (25, .90) by (10, .90); ties are both kept.
+    assert pareto_front(points) == [1, 4, 0, 3]
+
+
+def test_report_refuses_mixed_models_old_schema_empty_and_unwritable(
+    bench_results: list[Path], run_cli, tmp_path: Path
+) -> None:
+    out = tmp_path / "report"
+    status, _, err = run_cli("report", "--out", out)
+    _assert_clean_failure(status, err, out, "no results given")
+
+    other = json.loads(bench_results[1].read_text())
+    other["model_id"] = "0" * 64
+    other["bundle"]["source_file"] = "someone-else.pt"
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    status, _, err = run_cli("report", bench_results[0], tmp_path / "other.json", "--out", out)
+    _assert_clean_failure(status, err, out, "different model")
+    assert "someone-else.pt" in err
+
+    old = json.loads(bench_results[0].read_text())
+    old["schema_version"] = 1
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    status, _, err = run_cli("report", tmp_path / "old.json", "--out", out)
+    _assert_clean_failure(status, err, out, "schema version 1")
+
+    (tmp_path / "broken.json").write_text('{"kind": "edgekit-bench", ')
+    status, _, err = run_cli("report", tmp_path / "broken.json", "--out", out)
+    _assert_clean_failure(status, err, out, "not a readable JSON")
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    status, _, err = run_cli("report", bench_results[0], "--out", blocker / "report")
+    assert status == 2 and err.startswith("error: cannot write the report"), err
+
+
+def test_sweep_builds_benchmarks_reports_and_rebuilds_only_new_variants(
+    trained: dict, data_dirs: dict[str, Path], run_cli, tmp_path: Path
+) -> None:
+    out = tmp_path / "sweep"
+    args = ["sweep", trained["path"], "--val", data_dirs["val"], "--iterations", "3", "--out", out, "--json"]
+    status, stdout, err = run_cli(*args, "--prune", "0,0.4", "--precisions", "fp32,int8")
+    assert status == 0, err
+    first = json.loads(stdout)
+    assert sorted(first["built"]) == ["fp32-prune00", "fp32-prune40", "int8-prune00", "int8-prune40"]
+    page = _parse(Path(first["report"]["html"]))
+    assert len(page.tables["variants"]) == 5  # header + 4 variants
+    assert "channels" in page.tables  # the pruned variants' channels before → after
+    results = [json.loads(Path(p).read_text()) for p in first["results"]]
+    assert len({r["model_id"] for r in results}) == 1  # pruned variants count as the same model
+    assert sum(1 for r in results if r["latency"]["reference"]) == 1  # the reference is timed once
+
+    status, stdout, err = run_cli(*args, "--prune", "0,0.4,0.5", "--precisions", "int8")
+    assert status == 0, err
+    second = json.loads(stdout)
+    assert second["built"] == ["int8-prune50"]
+    assert sorted(second["reused"]) == ["int8-prune00", "int8-prune40"]
+
+
+def test_sweep_bad_input(trained: dict, data_dirs: dict[str, Path], run_cli, tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    base = ["sweep", trained["path"], "--val", data_dirs["val"], "--out", out]
+    status, _, err = run_cli(*base, "--prune", "0,1.2")
+    _assert_clean_failure(status, err, out, "ratios in [0, 1)")
+    status, _, err = run_cli(*base, "--precisions", "fp32,int4")
+    _assert_clean_failure(status, err, out, "int4")
+    status, _, err = run_cli(*base, "--target", "no-such-device")
+    _assert_clean_failure(status, err, out, "no-such-device")
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium is not installed on this machine")
+def test_report_renders_in_headless_chromium(bench_results: list[Path], run_cli, tmp_path: Path) -> None:
+    from PIL import Image
+
+    out = tmp_path / "report"
+    assert run_cli("report", *bench_results, "--out", out)[0] == 0
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+         "--window-size=1200,2400", (out / "report.html").as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    image = Image.open(shot).convert("RGB")
+    colours = image.getcolors(maxcolors=1 << 20) or []
+    assert len(colours) > 50  # plots and tables drew something, not a blank or error page
