@@ -26,6 +26,7 @@ from edgekit.bench.evaluate import EvalSet, compare, load_eval_set, run_batched,
 from edgekit.bench.latency import measure
 from edgekit.bundle import staged_directory, write_manifest
 from edgekit.config import CompileConfig, validate
+from edgekit.data.images import has_class_folders
 from edgekit.data.preprocess import PreprocessSpec
 from edgekit.errors import EdgekitError, ParityError
 from edgekit.export.onnx_file import inspect_onnx
@@ -240,7 +241,8 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> dict[st
         from edgekit.optimize.prune import load_prune_data
 
         classes = tuple(source.manifest["classes"])
-        prune_data = load_prune_data(config.prune, config.val, classes, source.manifest["classes_source"])
+        labelled_val = config.val if has_class_folders(config.val) else None  # a flat --val only serves parity
+        prune_data = load_prune_data(config.prune, labelled_val, classes, source.manifest["classes_source"])
     evalset: EvalSet | None = None
     if config.val is not None:
         evalset = load_eval_set(config.val, source.manifest["classes"], source.spec, config.parity_images)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from edgekit.backends import REGISTRY, Backend, check_support, get_backend
 from edgekit.bundle import check_writable_destination
+from edgekit.data.images import has_class_folders
 from edgekit.errors import EdgekitError
-from edgekit.optimize.prune_config import PruneSettings, validate_settings
+from edgekit.optimize.prune_config import PruneSettings, check_latency_target, validate_settings
 from edgekit.targets import Target
 
 
@@ -88,7 +89,7 @@ def validate(config: CompileConfig) -> type[Backend]:
     if config.max_accuracy_drop is not None:
         if config.max_accuracy_drop < 0:
             raise EdgekitError("--max-accuracy-drop is in top-1 points and must be >= 0")
-        if config.val is None or not any(p.is_dir() for p in config.val.iterdir()):
+        if not has_class_folders(config.val):
             raise EdgekitError("--max-accuracy-drop needs --val DIR with one sub-directory of images per class")
     if config.prune is not None:
         if config.is_onnx:
@@ -98,7 +99,8 @@ def validate(config: CompileConfig) -> type[Backend]:
                 "--prune with --precision auto would prune once per precision; run `edgekit prune` first, "
                 "then compile the pruned checkpoint with --precision auto"
             )
-        validate_settings(config.prune, config.val is not None, flag="--prune")
+        validate_settings(config.prune, has_class_folders(config.val), flag="--prune")
+        check_latency_target(config.prune, config.target)
     backend = choose_backend(config.target, config.precision, config.backend)
     check_writable_destination(config.out, config.force)
     return backend

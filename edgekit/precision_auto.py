@@ -17,6 +17,7 @@ import numpy as np
 from edgekit.bench.latency import measure
 from edgekit.bundle import staged_directory, write_manifest
 from edgekit.config import CompileConfig
+from edgekit.data.images import has_class_folders
 from edgekit.errors import EdgekitError
 from edgekit.progress import QUIET, Progress
 from edgekit.runtime import BundleModel
@@ -28,7 +29,7 @@ def compile_auto(config: CompileConfig, progress: Progress = QUIET) -> dict[str,
     from edgekit.compile import compile_bundle
     from edgekit.config import validate
 
-    if config.val is None or not any(p.is_dir() for p in config.val.iterdir()):
+    if not has_class_folders(config.val):
         raise EdgekitError("--precision auto needs --val DIR with one sub-directory of images per class")
     validate(dataclasses.replace(config, precision="fp32"))
     budget = DEFAULT_BUDGET_PTS if config.max_accuracy_drop is None else config.max_accuracy_drop

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import edgekit
+from edgekit.data.images import has_class_folders
 from edgekit.errors import EdgekitError
 from edgekit.files import sha256_file, writable_directory_problem
 from edgekit.progress import QUIET, Progress
@@ -43,7 +44,7 @@ class SweepConfig:
 def validate(config: SweepConfig) -> None:
     if not config.model.is_file():
         raise EdgekitError(f"{config.model} does not exist or is not a file")
-    if not config.val.is_dir() or not any(p.is_dir() for p in config.val.iterdir()):
+    if not has_class_folders(config.val):
         raise EdgekitError(f"--val {config.val} must be a directory with one sub-directory of images per class")
     unknown = [p for p in config.precisions if p not in config.target.precisions]
     if unknown or not config.precisions:

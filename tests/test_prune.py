@@ -149,6 +149,11 @@ def test_pruned_sparse_checkpoint_compiles_predicts_and_records_sparsity(
     status, stdout, err = run_cli("predict", out, first_class, "--json")
     assert status == 0, err
     assert len(json.loads(stdout)) == 20
+    # The report must not let a 2:4 variant measured on a CPU pass for a sparse speed-up.
+    bench_args = ["bench", out, "--iterations", "2", "--batch-sizes", "1", "--out", tmp_path / "bench", "--json"]
+    assert run_cli(*bench_args)[0] == 0
+    assert run_cli("report", tmp_path / "bench", "--out", tmp_path / "report")[0] == 0
+    assert "gains nothing on a CPU backend" in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_compile_prune_stage_with_taylor_and_recovery(
@@ -203,6 +208,9 @@ def test_target_macs_and_target_latency_are_met(trained: dict, run_cli, tmp_path
     report = json.loads(stdout)
     assert report["steps"][-1]["latency_ms"] <= before * 0.6
     assert load_checkpoint(tmp_path / "l.pt").pruning["mode"] == "target-latency"
+    status, stdout, err = run_cli("compile", tmp_path / "l.pt", "--out", tmp_path / "bundle", "-q", "--json")
+    assert status == 0, err
+    assert json.loads(stdout)["parity"]["top1_agreement"] >= 0.995  # vs the pruned PyTorch model
 
 
 def test_unreachable_latency_target_reports_best_and_writes_nothing(trained: dict, run_cli, tmp_path: Path) -> None:
@@ -273,3 +281,15 @@ def test_corrupt_channel_plan_and_finetuning_a_pruned_checkpoint_are_refused(
         "1",
     )
     assert status == 2 and "pruned GoogLeNet" in err, err
+
+
+def test_latency_target_for_a_device_this_host_is_not_is_refused(trained: dict, run_cli, tmp_path: Path) -> None:
+    device = tmp_path / "some-gpu.toml"
+    device.write_text(
+        'name = "some-gpu"\ndescription = "a GPU"\nkind = "gpu"\narch = "aarch64"\nthreads = 0\nonnx_opset = 17\n'
+        'batch = { min = 1, opt = 1, max = 4 }\n[backends]\nfp32 = ["onnxruntime"]\n'
+    )
+    out = tmp_path / "p.pt"
+    status, _, err = run_cli("prune", trained["path"], "--target-latency", "5", "--target", device, "--out", out)
+    _assert_clean_failure(status, err, out, "needs latency measured on the device")
+    assert "--target-macs" in err

@@ -94,3 +94,8 @@ def read_labelled_folder(root: str | os.PathLike[str]) -> LabelledFolder:
             f"{root} holds no labelled images; expected one sub-directory per class with image files in it"
         )
     return LabelledFolder(root=root, class_names=tuple(classes), samples=tuple(samples))
+
+
+def has_class_folders(path: Path | None) -> bool:
+    """True for a labelled folder (one sub-directory per class); False for a flat folder or None."""
+    return path is not None and path.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir())

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from edgekit.data.images import has_class_folders
 from edgekit.errors import EdgekitError
 from edgekit.targets import Target
 
@@ -87,6 +88,15 @@ def validate_settings(settings: PruneSettings, has_val: bool, flag: str = "--rat
         raise EdgekitError("--recover-lr must be positive and the batch size at least 1")
 
 
+def check_latency_target(settings: PruneSettings, target: Target) -> None:
+    """Latency targets are measured with the target's backend on this host, which only a CPU target allows."""
+    if settings.target_latency_ms is not None and target.kind != "cpu":
+        raise EdgekitError(
+            f"--target-latency for {target.name} needs latency measured on the device, which this host is not; "
+            "use --target-macs (MACs are the proxy here), or prune on the device"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class PruneConfig:
     model: Path
@@ -107,7 +117,8 @@ def validate(config: PruneConfig) -> None:
         raise EdgekitError("edgekit prunes PyTorch GoogLeNet checkpoints; an ONNX file cannot be pruned")
     if config.val is not None and not config.val.is_dir():
         raise EdgekitError(f"--val {config.val} is not a directory")
-    validate_settings(config.settings, config.val is not None)
+    validate_settings(config.settings, has_class_folders(config.val))
+    check_latency_target(config.settings, config.target)
     if config.max_accuracy_drop is not None and config.val is None and config.settings.recover_data is None:
         raise EdgekitError("--max-accuracy-drop needs labelled images: pass --val DIR or --recover-data DIR")
     if config.out.is_dir():

@@ -80,9 +80,16 @@ def _overview(
         ],
     )  # fmt: skip
     notes = sorted({r["measured_on"] for r in rows if not r["measured_on"].startswith("this host (the target")})
+    warnings = [f"Latency measured on {note}." for note in notes]
+    sparse_on_cpu = [v.name for v in variants if v.bundle.get("sparsity") and v.bundle.get("target_kind") == "cpu"]
+    if sparse_on_cpu:
+        warnings.append(
+            f"2:4 sparsity ({', '.join(sparse_on_cpu)}) gains nothing on a CPU backend, which computes the zeros; "
+            "it pays off only in TensorRT with sparse weights on Ampere-or-newer GPUs."
+        )
     return Section(
         "Latency and accuracy",
-        warnings=[f"Latency measured on {note}." for note in notes],
+        warnings=warnings,
         figures=[("fig-pareto", figures.pareto_plot(rows, front, reference, budget))],
         tables=[table],
     )
