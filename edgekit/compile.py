@@ -250,8 +250,16 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> dict[st
 
     host = " (this host; no --target given)" if config.target_from_host else ""
     progress.note(f"target {config.target.name}{host}, backend {backend.name}, precision {config.precision}")
+    budget = config.max_accuracy_drop
     if prune_data is not None:
+        from edgekit.optimize.prune import accuracy_drop_pts
+
         source = _prune_stage(config, source, prune_data, threads, progress)
+        spent = accuracy_drop_pts(source.manifest["pruning"])
+        if budget is not None and spent is not None and config.precision != "fp32":
+            # One budget for the whole pipeline: quantization may only lose what pruning left over.
+            budget = max(0.0, budget - max(spent, 0.0))
+            progress.note(f"pruning used {max(spent, 0.0):.2f} top-1 points; quantization may lose {budget:.2f}")
     progress.note(source.description)
     if evalset is None:
         inputs, inputs_source, unreadable = synthetic_inputs(SYNTHETIC_PARITY_INPUTS, source.spec), "synthetic", {}
@@ -288,7 +296,7 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> dict[st
             quantization = {**built.facts, "keep_fp32": []}
             if config.max_accuracy_drop is not None and evalset is not None and evalset.labels is not None:
                 built, quantization = _fit_budget(
-                    config, build, built, reference_out, evalset.labels, quantization, source.spec.crop, progress
+                    budget or 0.0, build, built, reference_out, evalset.labels, quantization, source.spec.crop, progress
                 )
                 parity = {
                     "reference": source.reference.kind,
@@ -388,7 +396,7 @@ def _enforce_parity(parity: dict[str, Any], backend: str, reference: str) -> Non
 
 
 def _fit_budget(
-    config: CompileConfig,
+    budget: float,
     build: Callable[[tuple[str, ...]], Built],
     plain: Built,
     reference_out: np.ndarray,
@@ -409,7 +417,7 @@ def _fit_budget(
         predicted = builds[keep].outputs.argmax(1)
         return Trial(keep, float(np.mean(predicted == labels)), float(np.mean(predicted == reference_out.argmax(1))))
 
-    chosen, record = fit_budget(trial, LAYER_GROUPS, reference_top1, float(config.max_accuracy_drop or 0.0), progress)
+    chosen, record = fit_budget(trial, LAYER_GROUPS, reference_top1, budget, progress)
     final = builds[chosen.keep_fp32] if on_disk[0] == chosen.keep_fp32 else build(chosen.keep_fp32)
     latency = {"plain_int8_p50_ms": _p50_ms(plain.runner, crop), "final_p50_ms": _p50_ms(final.runner, crop)}
     return final, {**quantization, "keep_fp32": list(chosen.keep_fp32), "budget": {**record, "latency_b1": latency}}

@@ -338,13 +338,18 @@ def load_prune_data(
     return PruneData(train, None)
 
 
-def check_accuracy_drop(report: dict[str, Any], max_drop: float | None) -> None:
+def accuracy_drop_pts(report: dict[str, Any]) -> float | None:
+    """Top-1 points pruning cost on the validation images (None when there were none)."""
     top1 = report["top1"]
     final = top1.get("recovered", top1.get("after"))
-    if max_drop is None or top1["before"] is None or final is None:
-        return
-    drop = (top1["before"] - final) * 100
-    if drop > max_drop:
+    return None if top1["before"] is None or final is None else (top1["before"] - final) * 100
+
+
+def check_accuracy_drop(report: dict[str, Any], max_drop: float | None) -> None:
+    drop = accuracy_drop_pts(report)
+    if max_drop is not None and drop is not None and drop > max_drop:
+        top1 = report["top1"]
+        final = top1.get("recovered", top1.get("after"))
         raise EdgekitError(
             f"pruning costs {drop:.2f} top-1 points ({top1['before']:.2%} → {final:.2%} on "
             f"{report['val_images']} images), more than --max-accuracy-drop {max_drop:g}; prune less or recover "
