@@ -43,14 +43,13 @@ def write_text_atomic(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def writable_directory_problem(directory: Path) -> str | None:
-    """Why files cannot be created in `directory` (or in its parent, if it does not exist yet), else None.
-
-    A real probe file, not os.access: root passes os.access on read-only mounts.
+def writable_directory_problem(directory: Path, must_exist: bool = False) -> str | None:
+    """Why files cannot be created in `directory` (or, unless `must_exist`, in the parent that will hold
+    it), else None. A real probe file, not os.access: root passes os.access on read-only mounts.
     """
-    existing = directory if directory.exists() else directory.parent
+    existing = directory if directory.exists() or must_exist else directory.parent
     if not existing.is_dir():
-        return f"{existing} is not a directory"
+        return f"{existing} is not an existing directory"
     try:
         handle, probe = tempfile.mkstemp(prefix=".edgekit-probe-", dir=existing)
         os.close(handle)

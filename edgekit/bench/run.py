@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from edgekit.bench.evaluate import load_eval_set, run_batched, sample, score
 from edgekit.bench.latency import measure, stage_times
 from edgekit.data.preprocess import PreprocessSpec, preprocess
 from edgekit.errors import EdgekitError
-from edgekit.files import sha256_file, write_text_atomic
+from edgekit.files import sha256_file, writable_directory_problem, write_text_atomic
 from edgekit.progress import QUIET, Progress
 from edgekit.reference import load_reference
 from edgekit.runtime import BundleModel, resolve_threads, to_probabilities
@@ -56,9 +55,9 @@ def _validate(config: BenchConfig) -> None:
     if config.val is not None and not config.val.is_dir():
         raise EdgekitError(f"--val {config.val} is not a directory")
     out = config.results_dir()
-    parent = out if out.is_dir() else out.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise EdgekitError(f"cannot write results to {out}: {parent} is not a writable directory")
+    problem = writable_directory_problem(out)
+    if problem:
+        raise EdgekitError(f"cannot write results to {out}: {problem}")
 
 
 def _find_reference(config: BenchConfig, manifest: dict[str, Any], notes: list[str]) -> Path | None:

@@ -23,6 +23,7 @@ import edgekit
 from edgekit.data.datasets import FASHION_MNIST, LabelledImages, fashion_mnist_dataset, folder_dataset, stratified_split
 from edgekit.data.preprocess import PreprocessSpec
 from edgekit.errors import EdgekitError
+from edgekit.files import writable_directory_problem
 from edgekit.model.checkpoint import save_checkpoint
 from edgekit.model.freeze import active_aux_heads, apply_freeze, frozen_blocks, parameter_groups, set_train_mode
 from edgekit.model.transfer import starting_point
@@ -87,9 +88,9 @@ def validate(config: FinetuneConfig) -> tuple[str, ...]:
         raise EdgekitError("--epochs and --batch-size must be at least 1 and --lr positive")
     if config.resume and not config.last_path.is_file():
         raise EdgekitError(f"--resume: {config.last_path} does not exist; run without --resume first")
-    parent = config.out.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise EdgekitError(f"cannot write {config.out}: {parent} is not a writable directory")
+    problem = writable_directory_problem(config.out.parent, must_exist=True)
+    if problem:
+        raise EdgekitError(f"cannot write {config.out}: {problem}")
     if config.out.is_dir():
         raise EdgekitError(f"cannot write {config.out}: it is a directory; give a file name such as model.pt")
     return frozen

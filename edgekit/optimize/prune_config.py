@@ -6,12 +6,12 @@ Shared by `edgekit prune` and the pruning stage of `edgekit compile --prune`.
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import Any
 
 from edgekit.data.images import has_class_folders
 from edgekit.errors import EdgekitError
+from edgekit.files import writable_directory_problem
 from edgekit.targets import Target
 
 IMPORTANCES = ("l1", "l2", "taylor")
@@ -125,6 +125,6 @@ def validate(config: PruneConfig) -> None:
         raise EdgekitError(f"cannot write {config.out}: it is a directory; give a file name such as pruned.pt")
     if config.out.exists() and not config.force:
         raise EdgekitError(f"{config.out} exists; pass --force to replace it")
-    parent = config.out.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise EdgekitError(f"cannot write {config.out}: {parent} is not a writable directory")
+    problem = writable_directory_problem(config.out.parent, must_exist=True)
+    if problem:
+        raise EdgekitError(f"cannot write {config.out}: {problem}")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import Any
 
 from edgekit.data.preprocess import PreprocessSpec
 from edgekit.errors import EdgekitError
 from edgekit.export.onnx_file import inspect_onnx
-from edgekit.files import atomic_path
+from edgekit.files import atomic_path, writable_directory_problem
 from edgekit.progress import QUIET, Progress
 
 
@@ -41,8 +40,9 @@ def quantize_file(request: QuantizeRequest, progress: Progress = QUIET) -> dict[
         raise EdgekitError("--precision int8 needs --calib DIR (calibration images, labels not needed)")
     if request.out.exists() and not request.force:
         raise EdgekitError(f"{request.out} already exists; pass --force to replace it")
-    if not request.out.parent.is_dir() or not os.access(request.out.parent, os.W_OK):
-        raise EdgekitError(f"cannot write {request.out}: {request.out.parent} is not a writable directory")
+    problem = writable_directory_problem(request.out.parent, must_exist=True)
+    if problem:
+        raise EdgekitError(f"cannot write {request.out}: {problem}")
     crop = request.crop or info.height or 224
     spec = PreprocessSpec(resize=request.resize or round(crop * 256 / 224), crop=crop)
     result: dict[str, Any] = {"out": str(request.out), "precision": request.precision}
