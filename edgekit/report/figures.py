@@ -48,8 +48,8 @@ def pareto_plot(rows: Sequence[dict[str, Any]], front: Sequence[int], reference:
     if reference.top1 is not None:
         if reference.p50_ms is not None:
             axes.scatter([reference.p50_ms], [reference.top1 * 100], marker="*", s=150, color="black", zorder=4)
-            axes.annotate("FP32 reference", (reference.p50_ms, reference.top1 * 100), xytext=(5, -12),
-                          textcoords="offset points")  # fmt: skip
+            axes.annotate("FP32 reference", (reference.p50_ms, reference.top1 * 100), xytext=(-8, -14),
+                          textcoords="offset points", ha="right")  # fmt: skip
         axes.axhline(reference.top1 * 100 - budget, color="grey", linestyle="--", label=f"budget: −{budget:g} pts")
     axes.set_xlabel("latency, batch 1, p50 (ms) — lower is better")
     axes.set_ylabel("top-1 (%) — higher is better")
