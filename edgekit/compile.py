@@ -371,7 +371,8 @@ def _sparsity_record(pruning: dict[str, Any] | None, fp32: Path) -> dict[str, An
     return {
         "pattern": PATTERN,
         "onnx_conv_weights": {"sparse": sparse, "eligible": eligible},
-        "tensorrt_sparse_weights": "enabled when built for an Ampere-or-newer GPU (Orin, RTX 30+)",
+        # Recorded for TensorRT's sparse-weights option on Ampere+ (Orin, RTX 30+); no edgekit backend uses it yet.
+        "tensorrt_sparse_weights": "pattern recorded for Ampere-or-newer GPUs; the TensorRT backend is not built yet",
         "cpu": "no speed-up: CPU backends compute the zeros like any other weight",
     }
 

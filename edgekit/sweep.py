@@ -20,6 +20,7 @@ import edgekit
 from edgekit.data.images import has_class_folders
 from edgekit.errors import EdgekitError
 from edgekit.files import sha256_file, writable_directory_problem
+from edgekit.optimize.prune_config import PruneSettings, validate_settings
 from edgekit.progress import QUIET, Progress
 from edgekit.targets import Target
 
@@ -63,9 +64,23 @@ def validate(config: SweepConfig) -> None:
             raise EdgekitError(f"{flag} {folder} is not a directory")
     if config.budget_pts < 0 or config.iterations < 1:
         raise EdgekitError("--budget must be >= 0 and --iterations at least 1")
+    if len({_ratio_label(r) for r in config.prune_ratios}) != len(config.prune_ratios):
+        raise EdgekitError("--prune lists the same ratio twice (ratios are compared in whole percent)")
+    pruned = [r for r in config.prune_ratios if r > 0]
+    if pruned:  # a mistake shared by every pruned variant is one error now, not N skipped variants later
+        validate_settings(_prune_settings(config, pruned[0]), has_val=True)
     problem = writable_directory_problem(config.out)
     if problem:
         raise EdgekitError(f"cannot write the sweep to {config.out}: {problem}")
+
+
+def _prune_settings(config: SweepConfig, ratio: float) -> PruneSettings:
+    return PruneSettings(ratio=ratio, recover_data=config.recover_data, recover_epochs=config.recover_epochs)
+
+
+def _target_identity(target: Target) -> dict[str, Any]:
+    """What a target means, not where its file was read from (a path spelling must not rebuild a sweep)."""
+    return {k: v for k, v in target.to_dict().items() if k != "source"}
 
 
 def _folder_fingerprint(folder: Path | None) -> str | None:
@@ -107,13 +122,14 @@ def _cached_bundle(directory: Path) -> bool:
 
 def _pruned_checkpoint(config: SweepConfig, ratio: float, model_sha: str, progress: Progress) -> Path:
     from edgekit.optimize.prune import run_prune
-    from edgekit.optimize.prune_config import PruneConfig, PruneSettings
+    from edgekit.optimize.prune_config import PruneConfig
 
-    settings = PruneSettings(ratio=ratio, recover_data=config.recover_data, recover_epochs=config.recover_epochs)
+    settings = _prune_settings(config, ratio)
     key = _key(
         {
             "model": model_sha,
-            "settings": settings.to_dict(),
+            "settings": {**settings.to_dict(), "recover_data": None},  # the folder's content counts, not its path
+            "target": _target_identity(config.target),  # latency figures in the pruning record are the target's
             "recover_data": _folder_fingerprint(config.recover_data),
             "val": _folder_fingerprint(config.val),
             "edgekit": edgekit.__version__,
@@ -141,16 +157,17 @@ def _pruned_checkpoint(config: SweepConfig, ratio: float, model_sha: str, progre
 def _plans(config: SweepConfig, model_sha: str) -> Iterable[_Plan]:
     for ratio in config.prune_ratios:
         for precision in config.precisions:
+            quantized = precision != "fp32"  # calibration and the budget only shape quantized builds
             key = _key(
                 {
                     "model": model_sha,
-                    "target": config.target.to_dict(),
+                    "target": _target_identity(config.target),
                     "precision": precision,
                     "ratio": ratio,
-                    "recover": [_folder_fingerprint(config.recover_data), config.recover_epochs],
-                    "calib": _folder_fingerprint(config.calib),
+                    "recover": [_folder_fingerprint(config.recover_data), config.recover_epochs] if ratio else None,
+                    "calib": _folder_fingerprint(config.calib) if quantized else None,
                     "val": _folder_fingerprint(config.val),
-                    "budget": config.budget_pts,
+                    "budget": config.budget_pts if quantized else None,
                     "edgekit": edgekit.__version__,
                 }
             )
@@ -168,16 +185,24 @@ def run_sweep(config: SweepConfig, progress: Progress = QUIET) -> dict[str, Any]
     model_sha = sha256_file(config.model)
     built, reused, failed = [], [], {}
     pruned: dict[float, Path] = {}
+    prune_errors: dict[float, str] = {}  # a ratio that failed once is not pruned again for each precision
     plans = list(_plans(config, model_sha))
     for plan in plans:
         if _cached_bundle(plan.directory):
             reused.append(plan.name)
             continue
+        if plan.ratio in prune_errors:
+            failed[plan.name] = prune_errors[plan.ratio]
+            continue
         try:
             source = config.model
             if plan.ratio > 0:
                 if plan.ratio not in pruned:
-                    pruned[plan.ratio] = _pruned_checkpoint(config, plan.ratio, model_sha, progress)
+                    try:
+                        pruned[plan.ratio] = _pruned_checkpoint(config, plan.ratio, model_sha, progress)
+                    except EdgekitError as exc:
+                        prune_errors[plan.ratio] = f"pruning failed: {exc}"
+                        raise
                 source = pruned[plan.ratio]
             progress.note(f"building {plan.name}")
             compile_config = CompileConfig(

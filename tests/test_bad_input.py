@@ -144,12 +144,15 @@ def test_usage_errors_are_one_line(run_cli, tmp_path: Path) -> None:
     assert status == 2 and stderr.startswith("error: ")
 
 
-def test_interrupt_leaves_no_partial_bundle(trained: dict, tmp_path: Path) -> None:
+def test_interrupt_leaves_no_partial_bundle(trained: dict, data_dirs: dict[str, Path], tmp_path: Path) -> None:
     """Ctrl-C during a real compile (in a subprocess) leaves neither the bundle nor its staging dir."""
     out = tmp_path / "bundle"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # INT8 calibration inside the staging step takes seconds, so the interrupt lands mid-build, not after it.
+    command = ["compile", str(trained["path"]), "--precision", "int8", "--backend", "onnxruntime"]
+    command += ["--calib", str(data_dirs["train"]), "--out", str(out)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "edgekit.cli.main", "compile", str(trained["path"]), "--out", str(out)],
+        [sys.executable, "-m", "edgekit.cli.main", *command],
         stderr=subprocess.PIPE,
         text=True,
         env=env,
@@ -160,7 +163,7 @@ def test_interrupt_leaves_no_partial_bundle(trained: dict, tmp_path: Path) -> No
             break
     deadline = time.time() + 60
     while not list(tmp_path.glob(".bundle.partial-*")) and time.time() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.01)
     process.send_signal(signal.SIGINT)
     rest = process.stderr.read()
     assert process.wait(timeout=60) == 130, rest

@@ -15,6 +15,7 @@ from edgekit.errors import EdgekitError
 from edgekit.progress import QUIET, Progress
 
 RunFn = Callable[[np.ndarray], np.ndarray]
+MAX_CONFUSION_CLASSES = 100
 
 
 def sample(items: Sequence[Any], limit: int | None, seed: int = 0) -> list[Any]:
@@ -131,13 +132,11 @@ def score(
     models = {}
     for name, predicted in predictions.items():
         per_class = {class_names[c]: float(np.mean(predicted[labels == c] == c)) for c in sorted(set(labels.tolist()))}
-        confusion = np.zeros((len(class_names), len(class_names)), dtype=np.int64)  # [true class][predicted]
-        np.add.at(confusion, (labels, predicted), 1)
-        models[name] = {
-            "top1": float(np.mean(predicted == labels)),
-            "per_class_top1": per_class,
-            "confusion": confusion.tolist(),
-        }
+        models[name] = {"top1": float(np.mean(predicted == labels)), "per_class_top1": per_class}
+        if len(class_names) <= MAX_CONFUSION_CLASSES:  # 1,000 ImageNet classes would be a million numbers
+            confusion = np.zeros((len(class_names), len(class_names)), dtype=np.int64)  # [true class][predicted]
+            np.add.at(confusion, (labels, predicted), 1)
+            models[name]["confusion"] = confusion.tolist()
         if name != reference:
             models[name]["top1_agreement_with_reference"] = float(np.mean(predicted == predictions[reference]))
     return {"images": len(labels), "reference": reference, "models": models}

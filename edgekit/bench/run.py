@@ -63,10 +63,13 @@ def _validate(config: BenchConfig) -> None:
 def _find_reference(config: BenchConfig, manifest: dict[str, Any], notes: list[str]) -> Path | None:
     if config.reference is not None:
         return config.reference
-    source = Path(manifest["source"]["path"])
-    if source.is_file() and sha256_file(source) == manifest["source"]["sha256"]:
-        notes.append(f"reference: the bundle's source model {source}")
-        return source
+    # A bundle of a pruned checkpoint is compared with the model it was pruned from: the FP32 original.
+    original = (manifest.get("pruning") or {}).get("source") or manifest["source"]
+    for candidate, what in ((original, "the original model"), (manifest["source"], "the bundle's source model")):
+        source = Path(candidate["path"])
+        if source.is_file() and sha256_file(source) == candidate["sha256"]:
+            notes.append(f"reference: {what} {source}")
+            return source
     notes.append("no FP32 reference: pass --reference CHECKPOINT to time and compare against it")
     return None
 
@@ -147,7 +150,11 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
         },
         "measured_on": _measured_on(manifest["target"]),
         "stages": stages,
-        "reference": {"path": str(reference_path), "kind": reference.kind} if reference else None,
+        "reference": (
+            {"path": str(reference_path), "kind": reference.kind, "sha256": sha256_file(reference_path)}
+            if reference and reference_path
+            else None
+        ),
         "latency": latency,
         "speedup_p50_vs_reference": speedups,
         "accuracy": accuracy,

@@ -74,7 +74,7 @@ def inspect_command(path: Path, trust_pickle: bool, as_json: bool) -> None:
             "parity": f"top-1 agreement {info['parity']['top1_agreement']:.2%}, max abs diff "
             f"{info['parity']['max_abs_diff']:.2e} vs {info['parity']['reference']} on {info['parity']['inputs']}",
             "pruning": _pruning_line(info.get("pruning")) or "none",
-            "2:4 sparsity": "yes (TensorRT sparse weights on Ampere+)" if info.get("sparsity") else "no",
+            "2:4 sparsity": "yes (pattern recorded for TensorRT on Ampere+)" if info.get("sparsity") else "no",
             "edgekit": info["edgekit_version"],
         }
     else:

@@ -262,5 +262,8 @@ def load_checkpoint(
         dropped_aux_keys=len(state) - len(without_aux),
         sha256=sha256_file(path),
         path=path,
-        pruning=dict(meta["pruning"]) if isinstance(meta.get("pruning"), Mapping) else None,
+        # Only edgekit's own record (it comes with a channel plan): other tools use the key differently.
+        pruning=dict(meta["pruning"])
+        if CHANNEL_PLAN_KEY in meta and isinstance(meta.get("pruning"), Mapping)
+        else None,
     )

@@ -43,6 +43,7 @@ VAL_SHARE = 0.1  # of --recover-data, held out when no --val is given
 class PruneData:
     train: LabelledImages | None  # recovery (and Taylor) images
     val: LabelledImages | None  # before/after accuracy
+    select: LabelledImages | None = None  # picks the best recovery epoch; never the images reported on
 
 
 @dataclasses.dataclass
@@ -109,18 +110,26 @@ def _importance(name: str) -> Any:
     return tp.importance.GroupMagnitudeImportance(p=1 if name == "l1" else 2)
 
 
-def _eval_loader(dataset: LabelledImages, spec: PreprocessSpec, batch_size: int) -> Any:
+def _eval_loader(
+    dataset: LabelledImages, spec: PreprocessSpec, batch_size: int, shuffle_seed: int | None = None
+) -> Any:
     from edgekit.model.finetune import train_eval_transforms
 
     _, eval_tf = train_eval_transforms(spec, augment=False)
-    return torch.utils.data.DataLoader(dataset.with_transform(eval_tf), batch_size=batch_size)
+    generator = torch.Generator().manual_seed(shuffle_seed) if shuffle_seed is not None else None
+    return torch.utils.data.DataLoader(
+        dataset.with_transform(eval_tf), batch_size=batch_size, shuffle=generator is not None, generator=generator
+    )
 
 
-def _taylor_gradients(module: nn.Module, dataset: LabelledImages, spec: PreprocessSpec, batch_size: int) -> None:
-    """Taylor importance is |w · dL/dw|: fill .grad from a few batches of real, labelled images."""
+def _taylor_gradients(
+    module: nn.Module, dataset: LabelledImages, spec: PreprocessSpec, batch_size: int, seed: int
+) -> None:
+    """Taylor importance is |w · dL/dw|: fill .grad from a few shuffled batches of real, labelled images
+    (folders list images class by class: unshuffled, every batch would come from the first class)."""
     module.eval()  # BatchNorm statistics stay as trained
     module.zero_grad()
-    for index, (images, labels) in enumerate(_eval_loader(dataset, spec, batch_size)):
+    for index, (images, labels) in enumerate(_eval_loader(dataset, spec, batch_size, shuffle_seed=seed)):
         if index == TAYLOR_BATCHES:
             break
         nn.functional.cross_entropy(module(images), labels).backward()
@@ -159,11 +168,16 @@ def _prune_channels(
         ignored_layers=[module.fc],  # the classifier's outputs are the user's classes
         round_to=settings.round_to,
     )
+    if settings.mode != "ratio" and _target_met(settings, before):
+        raise EdgekitError(
+            f"the unpruned model already meets the target ({_format_macs(before['macs'])} MACs, "
+            f"{before['latency_ms'] or 0:.2f} ms); nothing to prune. Nothing was written"
+        )
     taylor_images = data.train or data.val
     records: list[dict[str, Any]] = []
     for step in range(1, steps + 1):
         if settings.importance == "taylor" and taylor_images is not None:
-            _taylor_gradients(module, taylor_images, spec, settings.batch_size)
+            _taylor_gradients(module, taylor_images, spec, settings.batch_size, settings.seed + step)
         pruner.step()
         module.zero_grad(set_to_none=True)
         ratio = final * step / steps
@@ -253,7 +267,7 @@ def prune_module(
             module,
             teacher if settings.distill else None,
             data.train,
-            data.val,
+            data.select,
             spec,
             settings.epochs,
             settings.recover_lr,
@@ -327,15 +341,14 @@ def load_prune_data(
     names_source: str,
     progress: Progress = QUIET,
 ) -> PruneData:
-    train = None
+    """Recovery images, the images accuracy is reported on, and a held-out share of the recovery images that
+    picks the best recovery epoch (choosing on the reported images would flatter the result)."""
+    train = select = None
     if settings.recover_data is not None:
         train = _matching(folder_dataset(settings.recover_data, progress), class_names, names_source, "--recover-data")
-    if val is not None:
-        return PruneData(train, _matching(folder_dataset(val, progress), class_names, names_source, "--val"))
-    if train is not None and settings.epochs > 0:
-        train, held_out = stratified_split(train, VAL_SHARE, settings.seed)
-        return PruneData(train, held_out)
-    return PruneData(train, None)
+        train, select = stratified_split(train, VAL_SHARE, settings.seed)
+    report = _matching(folder_dataset(val, progress), class_names, names_source, "--val") if val else select
+    return PruneData(train, report, select)
 
 
 def accuracy_drop_pts(report: dict[str, Any]) -> float | None:
@@ -370,7 +383,9 @@ def run_prune(config: PruneConfig, progress: Progress = QUIET) -> dict[str, Any]
     check_accuracy_drop(outcome.report, config.max_accuracy_drop)
     report = {
         **outcome.report,
-        "source": {"path": str(config.model.resolve()), "sha256": loaded.sha256},
+        # Pruning a pruned checkpoint keeps the original as the source: reports group variants by it.
+        "source": (loaded.pruning or {}).get("source")
+        or {"path": str(config.model.resolve()), "sha256": loaded.sha256},
         "target": config.target.name,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "edgekit_version": edgekit.__version__,

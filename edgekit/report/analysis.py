@@ -69,7 +69,11 @@ def headline(variants: Sequence[Variant], reference: Reference, budget_pts: floa
         reason = f"no variant is within the {budget_pts:g}-point budget; this one loses least"
     else:
         chosen = min(variants, key=lambda v: v.p50_ms)
-        reason = "fastest variant; accuracy was not measured (bench with --val DIR to rank by the budget)"
+        reason = (
+            "fastest variant; accuracy was not measured (bench with --val DIR to rank by the budget)"
+            if all(v.top1 is None for v in variants)
+            else "fastest variant; there is no FP32 reference to measure accuracy loss against (bench --reference)"
+        )
     speedup = reference.p50_ms / chosen.p50_ms if reference.p50_ms else None
     drop = drop_pts(chosen, reference)
     return Headline(chosen, speedup, drop, drop is not None and drop <= budget_pts, reason)

@@ -54,7 +54,8 @@ def pareto_plot(rows: Sequence[dict[str, Any]], front: Sequence[int], reference:
     axes.set_xlabel("latency, batch 1, p50 (ms) — lower is better")
     axes.set_ylabel("top-1 (%) — higher is better")
     axes.set_title("Latency vs accuracy")
-    axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
+    if axes.get_legend_handles_labels()[0]:  # nothing to list when no variant has accuracy
+        axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
     return _svg(figure)
 
 

@@ -15,6 +15,8 @@ from edgekit.report.analysis import Headline, Reference, pareto_front, reference
 from edgekit.report.analysis import headline as choose_headline
 from edgekit.report.results import Variant
 
+MAX_CONFUSION_PLOT_CLASSES = 30
+
 
 @dataclasses.dataclass
 class Table:
@@ -124,7 +126,9 @@ def _accuracy(variants: Sequence[Variant], chosen: Headline) -> Section:
             "Accuracy", text=["Accuracy was not measured: run `edgekit bench --val DIR` with labelled images."]
         )
     classes = variants[0].results["classes"]
-    reference = next((v.results["accuracy"]["models"].get("reference") for v in with_accuracy), None)
+    reference = next(
+        (ref for v in with_accuracy if (ref := v.results["accuracy"]["models"].get("reference")) is not None), None
+    )
     header = ["class", *(["FP32 reference"] if reference else []), *[v.name for v in with_accuracy]]
     per_class = []
     for name in classes:
@@ -139,10 +143,12 @@ def _accuracy(variants: Sequence[Variant], chosen: Headline) -> Section:
         text=[f"Top-1 per class on {images} labelled images."],
         tables=[Table("per-class", "Per-class top-1", header, per_class)],
     )
-    if chosen.variant.top1 is not None:
-        matrix = chosen.variant.results["accuracy"]["models"]["bundle"]["confusion"]
+    matrix = (chosen.variant.results.get("accuracy") or {}).get("models", {}).get("bundle", {}).get("confusion")
+    if matrix is not None and len(classes) <= MAX_CONFUSION_PLOT_CLASSES:
         title = f"Confusion matrix: {chosen.variant.name}"
         section.figures.append(("fig-confusion", figures.confusion_plot(matrix, classes, title)))
+    elif chosen.variant.top1 is not None:
+        section.text.append(f"No confusion matrix plot: {len(classes)} classes are too many to read in one.")
     return section
 
 
@@ -203,7 +209,7 @@ def headline_text(chosen: Headline, reference: Reference, variants: Sequence[Var
     parts = [f"{v.name}"]
     if chosen.speedup is not None:
         parts.append(
-            f"{chosen.speedup:.2f}× faster than the FP32 reference "
+            f"{chosen.speedup:.2f}× faster than the FP32 reference ({reference.kind}) "
             f"({v.p50_ms:.2f} ms vs {reference.p50_ms:.2f} ms, p50 batch 1)"
         )
     else:
@@ -211,6 +217,8 @@ def headline_text(chosen: Headline, reference: Reference, variants: Sequence[Var
     if chosen.drop_pts is not None:
         parts.append(f"top-1 {_signed(chosen.drop_pts)} pts ({_pct(v.top1)} vs {_pct(reference.top1)})")
     fp32 = [x for x in variants if x.bundle["precision"] == "fp32" and not x.bundle.get("pruning")]
+    if fp32 and fp32[0] is not v:
+        parts.append(f"{fp32[0].p50_ms / v.p50_ms:.2f}× faster than the FP32 {fp32[0].bundle['backend']} bundle")
     size = f"model {v.bundle['model_bytes'] / 1e6:.1f} MB"
     if fp32 and fp32[0] is not v:
         size += f" ({v.bundle['model_bytes'] / fp32[0].bundle['model_bytes']:.0%} of FP32)"
@@ -259,8 +267,10 @@ def to_markdown(title: str, headline: str, sections: Sequence[Section]) -> str:
     out = [f"# {title}", "", f"**{headline}**"]
     for section in sections:
         out += ["", f"## {section.title}", ""]
-        out += [f"> **{line}**" for line in section.warnings]
-        out += section.text
+        for line in section.warnings:
+            out += [f"> **{line}**", ""]
+        for line in section.text:
+            out += [line, ""]
         if section.figures:
             out.append(f"_Plots ({', '.join(fid for fid, _ in section.figures)}) are in report.html._")
         for table in section.tables:

@@ -34,7 +34,9 @@ class Variant:
 
     @property
     def p50_ms(self) -> float:
-        row = self.latency() or self.results["latency"]["bundle"][0]
+        row = self.latency()
+        if row is None:  # load_variants refuses such results
+            raise RuntimeError("variant without a batch-1 latency")
         return float(row["p50_ms"])
 
     def _model(self, name: str) -> dict[str, Any] | None:
@@ -104,6 +106,15 @@ def load_variants(paths: Sequence[Path]) -> list[Variant]:
             )
         if data["classes"] != first["classes"]:
             raise EdgekitError(f"{path} has other classes than {first_path}; a report compares variants of one model")
+    for path, data in loaded:
+        if not any(row["batch"] == 1 for row in data["latency"]["bundle"]):
+            raise EdgekitError(f"{path} has no batch-1 latency; re-run `edgekit bench` with --batch-sizes including 1")
+    references = {(data.get("reference") or {}).get("sha256") for _, data in loaded} - {None}
+    if len(references) > 1:
+        raise EdgekitError(
+            "the results were benchmarked against different FP32 reference models; bench every bundle with the "
+            "same --reference (the original checkpoint) so speed-ups and accuracy deltas are comparable"
+        )
     names: dict[str, int] = {}
     variants = []
     for path, data in loaded:
