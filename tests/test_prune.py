@@ -213,6 +213,19 @@ def test_target_macs_and_target_latency_are_met(trained: dict, run_cli, tmp_path
     assert json.loads(stdout)["parity"]["top1_agreement"] >= 0.995  # vs the pruned PyTorch model
 
 
+def test_a_target_the_model_already_meets_and_a_foreign_pruning_key(trained: dict, run_cli, tmp_path: Path) -> None:
+    out = tmp_path / "p.pt"
+    status, _, err = run_cli("prune", trained["path"], "--target-macs", "10G", "--out", out, "-q")
+    _assert_clean_failure(status, err, out, "already meets the target")
+    # Another tool's "pruning" entry is not edgekit's record (there is no channel plan): ignored, not a crash.
+    checkpoint = torch.load(trained["path"], weights_only=True)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({**checkpoint, "pruning": {"amount": 0.3}}, foreign)
+    status, stdout, err = run_cli("inspect", foreign, "--json")
+    assert status == 0, err
+    assert json.loads(stdout)["pruning"] is None
+
+
 def test_unreachable_latency_target_reports_best_and_writes_nothing(trained: dict, run_cli, tmp_path: Path) -> None:
     out = tmp_path / "never.pt"
     args = ["prune", trained["path"], "--target-latency", "0.0001", "--max-ratio", "0.2", "--out", out, "-q"]

@@ -161,6 +161,18 @@ def test_report_refuses_mixed_models_old_schema_empty_and_unwritable(
     status, _, err = run_cli("report", tmp_path / "old.json", "--out", out)
     _assert_clean_failure(status, err, out, "schema version 1")
 
+    other_reference = json.loads(bench_results[1].read_text())
+    other_reference["reference"]["sha256"] = "f" * 64
+    (tmp_path / "other-reference.json").write_text(json.dumps(other_reference))
+    status, _, err = run_cli("report", bench_results[0], tmp_path / "other-reference.json", "--out", out)
+    _assert_clean_failure(status, err, out, "different FP32 reference")
+
+    batch8 = json.loads(bench_results[0].read_text())
+    batch8["latency"]["bundle"] = [row for row in batch8["latency"]["bundle"] if row["batch"] != 1]
+    (tmp_path / "batch8.json").write_text(json.dumps(batch8))
+    status, _, err = run_cli("report", tmp_path / "batch8.json", "--out", out)
+    _assert_clean_failure(status, err, out, "no batch-1 latency")
+
     (tmp_path / "broken.json").write_text('{"kind": "edgekit-bench", ')
     status, _, err = run_cli("report", tmp_path / "broken.json", "--out", out)
     _assert_clean_failure(status, err, out, "not a readable JSON")
@@ -203,6 +215,9 @@ def test_sweep_bad_input(trained: dict, data_dirs: dict[str, Path], run_cli, tmp
     _assert_clean_failure(status, err, out, "int4")
     status, _, err = run_cli(*base, "--target", "no-such-device")
     _assert_clean_failure(status, err, out, "no-such-device")
+    # A pruning mistake shared by every pruned variant stops the sweep before any build.
+    status, _, err = run_cli(*base, "--prune", "0,0.3", "--recover-epochs", "2")
+    _assert_clean_failure(status, err, out, "needs --recover-data")
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium is not installed on this machine")
