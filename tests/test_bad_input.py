@@ -156,6 +156,9 @@ def test_interrupt_leaves_no_partial_bundle(trained: dict, data_dirs: dict[str, 
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # A CI runner started in the background inherits SIGINT as ignored (POSIX), and so would the child:
+        # give it the default disposition a terminal user has, so Python turns Ctrl-C into KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert process.stderr is not None
     for line in process.stderr:  # wait until the slow part has started

@@ -64,8 +64,11 @@ def _find_reference(config: BenchConfig, manifest: dict[str, Any], notes: list[s
     if config.reference is not None:
         return config.reference
     # A bundle of a pruned checkpoint is compared with the model it was pruned from: the FP32 original.
-    original = (manifest.get("pruning") or {}).get("source") or manifest["source"]
-    for candidate, what in ((original, "the original model"), (manifest["source"], "the bundle's source model")):
+    candidates = [(manifest["source"], "the bundle's source model")]
+    original = (manifest.get("pruning") or {}).get("source")
+    if original:
+        candidates.insert(0, (original, "the original model it was pruned from"))
+    for candidate, what in candidates:
         source = Path(candidate["path"])
         if source.is_file() and sha256_file(source) == candidate["sha256"]:
             notes.append(f"reference: {what} {source}")
