@@ -129,6 +129,7 @@ def test_report_shows_every_figure_and_table_with_the_json_numbers(
     assert stages["int8 · openvino"][2] == f"{results[1]['stages']['network_ms']:.2f}"
 
     markdown = (out / "report.md").read_text()
+    assert "different hosts" not in markdown and "different numbers of images" not in markdown
     md_rows = [line for line in markdown.splitlines() if line.startswith("| int8 · openvino |")]
     assert md_rows and md_rows[0].split(" | ")[1] == rows["int8 · openvino"][1]  # same p50 as the page
     assert "## Accuracy" in markdown
@@ -172,6 +173,15 @@ def test_report_refuses_mixed_models_old_schema_empty_and_unwritable(
     (tmp_path / "batch8.json").write_text(json.dumps(batch8))
     status, _, err = run_cli("report", tmp_path / "batch8.json", "--out", out)
     _assert_clean_failure(status, err, out, "no batch-1 latency")
+
+    elsewhere = json.loads(bench_results[1].read_text())
+    elsewhere["environment"]["threads"] = 64
+    elsewhere["accuracy"]["images"] = 3
+    (tmp_path / "elsewhere.json").write_text(json.dumps(elsewhere))
+    status, _, err = run_cli("report", bench_results[0], tmp_path / "elsewhere.json", "--out", tmp_path / "warned")
+    assert status == 0, err
+    warned = (tmp_path / "warned" / "report.md").read_text()
+    assert "different hosts or thread counts" in warned and "different numbers of images" in warned
 
     (tmp_path / "broken.json").write_text('{"kind": "edgekit-bench", ')
     status, _, err = run_cli("report", tmp_path / "broken.json", "--out", out)

@@ -83,6 +83,19 @@ def _overview(
     )  # fmt: skip
     notes = sorted({r["measured_on"] for r in rows if not r["measured_on"].startswith("this host (the target")})
     warnings = [f"Latency measured on {note}." for note in notes]
+    hosts = {(v.results["environment"]["cpu"], v.results["environment"]["threads"]) for v in variants}
+    if len(hosts) > 1:
+        warnings.append(
+            "The results come from different hosts or thread counts ("
+            + "; ".join(f"{cpu}, {threads} threads" for cpu, threads in sorted(hosts))
+            + "): their latencies are not comparable."
+        )
+    image_counts = {(v.results.get("accuracy") or {}).get("images") for v in variants} - {None}
+    if len(image_counts) > 1:
+        warnings.append(
+            f"Accuracy was measured on different numbers of images ({', '.join(map(str, sorted(image_counts)))}): "
+            "bench every variant with the same --val folder."
+        )
     sparse_on_cpu = [v.name for v in variants if v.bundle.get("sparsity") and v.bundle.get("target_kind") == "cpu"]
     if sparse_on_cpu:
         warnings.append(
