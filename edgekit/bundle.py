@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import BundleError, EdgekitError
-from edgekit.files import sha256_file
+from edgekit.files import sha256_file, writable_directory_problem
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -32,12 +32,9 @@ def check_writable_destination(out: Path, force: bool) -> None:
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise EdgekitError(f"cannot write {out}: the directory {parent} does not exist")
-    # Probe by creating (and removing) a directory: permission bits lie for root and for
-    # read-only or virtual file systems such as /proc.
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.probe-", dir=parent))
-    except OSError as exc:
-        raise EdgekitError(f"cannot write {out}: {exc.strerror or exc} in {parent}") from None
+    problem = writable_directory_problem(parent, must_exist=True)  # a real probe: permission bits lie for root
+    if problem:
+        raise EdgekitError(f"cannot write {out}: {problem}")
 
 
 @contextlib.contextmanager

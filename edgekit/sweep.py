@@ -120,7 +120,9 @@ def _cached_bundle(directory: Path) -> bool:
         return False
 
 
-def _pruned_checkpoint(config: SweepConfig, ratio: float, model_sha: str, progress: Progress) -> Path:
+def _pruned_checkpoint(
+    config: SweepConfig, ratio: float, model_sha: str, folders: dict[str, str | None], progress: Progress
+) -> Path:
     from edgekit.optimize.prune import run_prune
     from edgekit.optimize.prune_config import PruneConfig
 
@@ -130,8 +132,8 @@ def _pruned_checkpoint(config: SweepConfig, ratio: float, model_sha: str, progre
             "model": model_sha,
             "settings": {**settings.to_dict(), "recover_data": None},  # the folder's content counts, not its path
             "target": _target_identity(config.target),  # latency figures in the pruning record are the target's
-            "recover_data": _folder_fingerprint(config.recover_data),
-            "val": _folder_fingerprint(config.val),
+            "recover_data": folders["recover_data"],
+            "val": folders["val"],
             "edgekit": edgekit.__version__,
         }
     )
@@ -154,7 +156,7 @@ def _pruned_checkpoint(config: SweepConfig, ratio: float, model_sha: str, progre
     return path
 
 
-def _plans(config: SweepConfig, model_sha: str) -> Iterable[_Plan]:
+def _plans(config: SweepConfig, model_sha: str, folders: dict[str, str | None]) -> Iterable[_Plan]:
     for ratio in config.prune_ratios:
         for precision in config.precisions:
             quantized = precision != "fp32"  # calibration and the budget only shape quantized builds
@@ -164,9 +166,9 @@ def _plans(config: SweepConfig, model_sha: str) -> Iterable[_Plan]:
                     "target": _target_identity(config.target),
                     "precision": precision,
                     "ratio": ratio,
-                    "recover": [_folder_fingerprint(config.recover_data), config.recover_epochs] if ratio else None,
-                    "calib": _folder_fingerprint(config.calib) if quantized else None,
-                    "val": _folder_fingerprint(config.val),
+                    "recover": [folders["recover_data"], config.recover_epochs] if ratio else None,
+                    "calib": folders["calib"] if quantized else None,
+                    "val": folders["val"],
                     "budget": config.budget_pts if quantized else None,
                     "edgekit": edgekit.__version__,
                 }
@@ -186,7 +188,13 @@ def run_sweep(config: SweepConfig, progress: Progress = QUIET) -> dict[str, Any]
     built, reused, failed = [], [], {}
     pruned: dict[float, Path] = {}
     prune_errors: dict[float, str] = {}  # a ratio that failed once is not pruned again for each precision
-    plans = list(_plans(config, model_sha))
+    # Fingerprinted once: every file of every folder is stat'ed, and every plan's key needs them.
+    folders = {
+        "val": _folder_fingerprint(config.val),
+        "calib": _folder_fingerprint(config.calib),
+        "recover_data": _folder_fingerprint(config.recover_data),
+    }
+    plans = list(_plans(config, model_sha, folders))
     for plan in plans:
         if _cached_bundle(plan.directory):
             reused.append(plan.name)
@@ -199,7 +207,7 @@ def run_sweep(config: SweepConfig, progress: Progress = QUIET) -> dict[str, Any]
             if plan.ratio > 0:
                 if plan.ratio not in pruned:
                     try:
-                        pruned[plan.ratio] = _pruned_checkpoint(config, plan.ratio, model_sha, progress)
+                        pruned[plan.ratio] = _pruned_checkpoint(config, plan.ratio, model_sha, folders, progress)
                     except EdgekitError as exc:
                         prune_errors[plan.ratio] = f"pruning failed: {exc}"
                         raise

@@ -142,15 +142,25 @@ def get_target(name_or_path: str) -> Target:
     return load_target_file(path)
 
 
+_HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+
+
+def host_arch() -> str | None:
+    """This machine's architecture as target files spell it; None where no target file describes it."""
+    return _HOST_ARCH.get(platform.machine().lower())
+
+
 def host_target_name() -> str:
     """The target that describes the machine edgekit runs on.
 
     GPU targets are only chosen where TensorRT can run; until the TensorRT backend exists every
     host is one of the CPU targets.
     """
-    machine = platform.machine().lower()
-    if machine in ("x86_64", "amd64"):
+    arch = host_arch()
+    if arch == "x86_64":
         return "x86-cpu"
-    if machine in ("aarch64", "arm64"):
+    if arch == "aarch64":
         return "arm-cpu"
-    raise EdgekitError(f"no default target for a {machine} host; pass --target (see `edgekit targets`)")
+    raise EdgekitError(
+        f"no default target for a {platform.machine().lower()} host; pass --target (see `edgekit targets`)"
+    )

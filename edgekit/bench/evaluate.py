@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.data.images import LabelledFolder, collect_images, read_image, read_labelled_folder
+from edgekit.data.images import LabelledFolder, collect_images, has_class_folders, read_image, read_labelled_folder
 from edgekit.data.preprocess import PreprocessSpec, preprocess
 from edgekit.errors import EdgekitError
 from edgekit.progress import QUIET, Progress
@@ -62,14 +62,17 @@ def compare(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     }
 
 
-def synthetic_inputs(count: int, spec: PreprocessSpec, seed: int = 0) -> np.ndarray:
-    """Random pixel images, preprocessed: a last resort when the user gave no images."""
+def synthetic_images(count: int, width: int, height: int, seed: int = 0) -> list[Any]:
+    """Random-pixel RGB PIL images: a last resort when the user gave no images."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    images = [
-        Image.fromarray(rng.integers(0, 256, (spec.resize, spec.resize, 3), dtype=np.uint8)) for _ in range(count)
-    ]
+    return [Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)) for _ in range(count)]
+
+
+def synthetic_inputs(count: int, spec: PreprocessSpec, seed: int = 0) -> np.ndarray:
+    """Random pixel images, preprocessed."""
+    images = synthetic_images(count, spec.resize, spec.resize, seed)
     return np.stack([preprocess(image, spec) for image in images])
 
 
@@ -111,7 +114,7 @@ def load_eval_set(
     """Images from `folder`: class sub-directories give labels, a flat folder gives images only."""
     if not folder.is_dir():
         raise EdgekitError(f"{folder} is not a directory")
-    if any(child.is_dir() and not child.name.startswith(".") for child in folder.iterdir()):
+    if has_class_folders(folder):
         labelled = read_labelled_folder(folder)
         mapping = class_index_map(labelled, class_names)
         chosen = sample(labelled.samples, limit)

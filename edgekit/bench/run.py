@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.bench.environment import environment
-from edgekit.bench.evaluate import load_eval_set, run_batched, sample, score
+from edgekit.bench.evaluate import load_eval_set, run_batched, sample, score, synthetic_images
 from edgekit.bench.latency import measure, stage_times
 from edgekit.data.preprocess import PreprocessSpec, preprocess
 from edgekit.errors import EdgekitError
@@ -185,8 +185,9 @@ def _measured_on(target: dict[str, Any]) -> str:
     """Honest label: a number measured on this host stands for a device only when the host is that device."""
     import platform
 
-    host_arch = "aarch64" if platform.machine().lower() in ("aarch64", "arm64") else "x86_64"
-    if target["kind"] == "cpu" and target.get("arch") in (host_arch, None):
+    from edgekit.targets import host_arch
+
+    if target["kind"] == "cpu" and target.get("arch") in (host_arch(), None):
         return "this host (the target's CPU kind)"
     return f"this host ({platform.machine()}), not on the {target['name']} device: latency there will differ"
 
@@ -204,11 +205,7 @@ def _stage_images(val: Path | None, spec: PreprocessSpec) -> list[Any]:
                 continue
         if images:
             return images
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    size = (spec.resize * 4 // 3, spec.resize)
-    return [Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)) for _ in range(STAGE_IMAGES)]
+    return synthetic_images(STAGE_IMAGES, spec.resize * 4 // 3, spec.resize)  # a 4:3 frame, like a camera's
 
 
 def write_results(results: dict[str, Any], out: Path) -> None:

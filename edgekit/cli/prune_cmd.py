@@ -87,8 +87,9 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         )
     else:
         lines.append(f"latency    {report['latency']['how']}")
-    top1 = report["top1"]
-    final = top1.get("recovered", top1.get("after"))
+    from edgekit.optimize.prune import final_top1
+
+    top1, final = report["top1"], final_top1(report)
     if top1["before"] is not None and final is not None:
         recovered = f", {top1['pruned']:.2%} before recovery" if "recovered" in top1 else ""
         lines.append(f"top-1      {top1['before']:.2%} → {final:.2%}{recovered} ({report['val_images']} images)")

@@ -239,7 +239,7 @@ def prune_module(
 ) -> PruneOutcome:
     """Prune a deployable GoogLeNet (modified in place and returned) and measure what it gained and lost."""
     torch.manual_seed(settings.seed)
-    teacher = copy.deepcopy(module).eval()
+    teacher = copy.deepcopy(module).eval() if settings.distill else None  # the unpruned model, to distil from
     meter = Meter(target, spec.crop, threads, work)
     channels_before = channel_counts(module)
     progress.note("measuring the unpruned model")
@@ -265,7 +265,7 @@ def prune_module(
         )
         history = recover(
             module,
-            teacher if settings.distill else None,
+            teacher,
             data.train,
             data.select,
             spec,
@@ -351,20 +351,23 @@ def load_prune_data(
     return PruneData(train, report, select)
 
 
+def final_top1(report: dict[str, Any]) -> float | None:
+    """Top-1 of the model pruning produced: after recovery when there was one."""
+    top1 = report["top1"]
+    return top1.get("recovered", top1.get("after"))
+
+
 def accuracy_drop_pts(report: dict[str, Any]) -> float | None:
     """Top-1 points pruning cost on the validation images (None when there were none)."""
-    top1 = report["top1"]
-    final = top1.get("recovered", top1.get("after"))
-    return None if top1["before"] is None or final is None else (top1["before"] - final) * 100
+    before, final = report["top1"]["before"], final_top1(report)
+    return None if before is None or final is None else (before - final) * 100
 
 
 def check_accuracy_drop(report: dict[str, Any], max_drop: float | None) -> None:
     drop = accuracy_drop_pts(report)
     if max_drop is not None and drop is not None and drop > max_drop:
-        top1 = report["top1"]
-        final = top1.get("recovered", top1.get("after"))
         raise EdgekitError(
-            f"pruning costs {drop:.2f} top-1 points ({top1['before']:.2%} → {final:.2%} on "
+            f"pruning costs {drop:.2f} top-1 points ({report['top1']['before']:.2%} → {final_top1(report):.2%} on "
             f"{report['val_images']} images), more than --max-accuracy-drop {max_drop:g}; prune less or recover "
             "longer (--recover-epochs, --distill). Nothing was written"
         )
