@@ -206,7 +206,9 @@ def _build(
     progress: Progress,
 ) -> Built:
     model_file, facts = backend.build(fp32, stage, request)
-    runner = Runner(backend, stage / model_file, threads, batch, request.precision)
+    # A portable file (TensorRT's ONNX) is checked where it can run here: ONNX Runtime on the CPU.
+    run_with = OnnxRuntimeBackend if backend.capabilities.builds_without_runtime else backend
+    runner = Runner(run_with, stage / model_file, threads, batch, request.precision)
     return Built(model_file, facts, runner, run_batched(runner.run, inputs, 8, progress, backend.name))
 
 
@@ -345,6 +347,8 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> dict[st
             manifest["quantization"] = quantization
         if sparsity is not None:
             manifest["sparsity"] = sparsity
+        if backend.capabilities.builds_without_runtime:
+            manifest = _device_build(config, manifest, stage, progress)
         if evalset is not None and evalset.labels is not None:
             predictions = {"reference": reference_out.argmax(1), "bundle": built.outputs.argmax(1)}
             manifest["accuracy"] = score(predictions, evalset.labels, manifest["classes"], reference="reference")
@@ -354,6 +358,27 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> dict[st
                 f"(it lacks {config.precision} arithmetic); the bundle runs reduced precision where the CPU has it"
             )
         return write_manifest(stage, manifest)
+
+
+def _device_build(config: CompileConfig, manifest: dict[str, Any], stage: Path, progress: Progress) -> dict[str, Any]:
+    """TensorRT: record the build options, then build the engine now if this machine is the device."""
+    from edgekit.backends.tensorrt.recipe import BuildOptions
+    from edgekit.engine_build import EngineBuildConfig, add_engine, device_problem
+    from edgekit.kernels.bundle import add_kernels
+
+    options = config.build_options or BuildOptions()
+    manifest["parity"]["runtime"] = "onnxruntime (CPU) on model.onnx, the file TensorRT builds its engine from"
+    manifest["tensorrt"] = {"options": options.to_dict(), "engines": []}
+    manifest["kernels"] = add_kernels(stage, config.target, progress)
+    problem = device_problem(config.target)
+    if problem:
+        progress.note(
+            f"note: no TensorRT engine was built here ({problem}); the bundle is portable: "
+            f"build the engine on the device with `edgekit build {config.out}`"
+        )
+        return manifest
+    files = {name: sha256_file(stage / name) for name in [manifest["model_file"]]}
+    return add_engine(stage, {**manifest, "files": files}, options, EngineBuildConfig(config.out), progress)
 
 
 def _sparsity_record(pruning: dict[str, Any] | None, fp32: Path) -> dict[str, Any] | None:
@@ -371,8 +396,8 @@ def _sparsity_record(pruning: dict[str, Any] | None, fp32: Path) -> dict[str, An
     return {
         "pattern": PATTERN,
         "onnx_conv_weights": {"sparse": sparse, "eligible": eligible},
-        # Recorded for TensorRT's sparse-weights option on Ampere+ (Orin, RTX 30+); no edgekit backend uses it yet.
-        "tensorrt_sparse_weights": "pattern recorded for Ampere-or-newer GPUs; the TensorRT backend is not built yet",
+        # TensorRT builds with BuilderFlag.SPARSE_WEIGHTS on Ampere+ (Orin, RTX 30+); see tensorrt/recipe.py.
+        "tensorrt_sparse_weights": "on for Ampere-or-newer GPU targets (sm_80+); dense elsewhere",
         "cpu": "no speed-up: CPU backends compute the zeros like any other weight",
     }
 

@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from edgekit.backends import REGISTRY, Backend, check_support, get_backend
+from edgekit.backends.tensorrt.recipe import BuildOptions, check_for_target
 from edgekit.bundle import check_writable_destination
 from edgekit.data.images import has_class_folders
 from edgekit.errors import EdgekitError
@@ -35,6 +36,7 @@ class CompileConfig:
     method: str = "minmax"  # INT8 calibration method (ONNX Runtime's quantizer)
     max_accuracy_drop: float | None = None  # top-1 points the quantized model may lose vs FP32
     prune: PruneSettings | None = None  # a pruning stage before export (`--prune` and friends)
+    build_options: BuildOptions | None = None  # TensorRT engine options, for GPU targets (None: defaults)
 
     @property
     def is_onnx(self) -> bool:
@@ -49,7 +51,7 @@ def choose_backend(target: Target, precision: str, requested: str | None) -> typ
         )
     if requested is not None:
         backend = get_backend(requested)
-        reason = check_support(backend, target.kind, target.arch, precision) or backend.unavailable_reason()
+        reason = check_support(backend, target.kind, target.arch, precision) or _missing_runtime(backend)
         if reason:
             raise EdgekitError(f"backend {requested} cannot be used for target {target.name}: {reason}")
         return backend
@@ -59,11 +61,18 @@ def choose_backend(target: Target, precision: str, requested: str | None) -> typ
         if backend is None:
             reasons.append(f"{name}: not a backend of this edgekit version")
             continue
-        reason = check_support(backend, target.kind, target.arch, precision) or backend.unavailable_reason()
+        reason = check_support(backend, target.kind, target.arch, precision) or _missing_runtime(backend)
         if reason is None:
             return backend
         reasons.append(reason)
     raise EdgekitError(f"no backend of target {target.name} can run {precision} here: {'; '.join(reasons)}")
+
+
+def _missing_runtime(backend: type[Backend]) -> str | None:
+    """Why the backend cannot build here; a backend whose build needs no runtime (TensorRT) always can."""
+    if backend.capabilities.builds_without_runtime:
+        return None
+    return backend.unavailable_reason()
 
 
 def validate(config: CompileConfig) -> type[Backend]:
@@ -102,5 +111,9 @@ def validate(config: CompileConfig) -> type[Backend]:
         validate_settings(config.prune, has_class_folders(config.val), flag="--prune")
         check_latency_target(config.prune, config.target)
     backend = choose_backend(config.target, config.precision, config.backend)
+    if config.build_options is not None and config.build_options != BuildOptions():
+        if backend.name != "tensorrt":
+            raise EdgekitError(f"TensorRT options (--dla-core, --opt-level, …) do not apply to backend {backend.name}")
+        check_for_target(config.target, config.precision, config.build_options)
     check_writable_destination(config.out, config.force)
     return backend

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +35,24 @@ class Runner:
     """A loaded backend plus the model's interface: splits batches for static-batch models."""
 
     def __init__(
-        self, backend: type[Backend], model_path: Path, threads: int, static_batch: int | None, precision: str = "fp32"
+        self,
+        backend: type[Backend],
+        model_path: Path,
+        threads: int,
+        static_batch: int | None,
+        precision: str = "fp32",
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         self.backend_name = backend.name
         self.static_batch = static_batch
-        self._backend = backend(model_path, resolve_threads(threads), precision)
+        self._backend = backend(model_path, resolve_threads(threads), precision, options)
 
     def execution_precision(self) -> str:
         return self._backend.execution_precision()
+
+    def device_ms(self) -> float | None:
+        """Accelerator time of the last batch (GPU backends), else None."""
+        return self._backend.device_ms()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Raw first output for a float32 NCHW batch of any size."""
@@ -52,6 +62,11 @@ class Runner:
         if self.static_batch != 1:
             raise EdgekitError(f"the model has a fixed batch of {self.static_batch}; pass batches of that size")
         return np.concatenate([self._backend.run(batch[i : i + 1]) for i in range(len(batch))])
+
+
+def _portable(manifest: dict[str, Any]) -> bool:
+    """A TensorRT bundle's ONNX file was checked with ONNX Runtime at compile time, so it may run there too."""
+    return manifest.get("backend") == "tensorrt" and manifest["model_file"].endswith(".onnx")
 
 
 def resolve_threads(threads: int) -> int:
@@ -88,7 +103,14 @@ class Prediction:
 class BundleModel:
     """A verified bundle, loaded into its backend (or another one that supports its precision)."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any], backend: str | None, threads: int | None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        manifest: dict[str, Any],
+        backend: str | None,
+        threads: int | None,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
         self.path = path
         self.manifest = manifest
         self.class_names: tuple[str, ...] = tuple(manifest["classes"])
@@ -97,20 +119,31 @@ class BundleModel:
         backend_cls = get_backend(backend or manifest["backend"])
         reason = backend_cls.unavailable_reason()
         if reason:
-            raise EdgekitError(f"cannot run {path}: {reason}")
-        if backend_cls.name != manifest["backend"] and manifest["precision"] != "fp32":
+            hint = " (or pass --backend onnxruntime to run its ONNX file on the CPU)" if _portable(manifest) else ""
+            raise EdgekitError(f"cannot run {path}: {reason}{hint}")
+        if backend_cls.name != manifest["backend"] and manifest["precision"] != "fp32" and not _portable(manifest):
             # An fp32 ONNX file runs anywhere; quantized files are made for their backend.
             raise BundleError(
                 f"this {manifest['precision']} bundle was built for {manifest['backend']}, not {backend_cls.name}"
             )
-        model_file = path / manifest["model_file"]
+        options = dict(options or {})
+        model_file = backend_cls.model_file(path, manifest, options)
         threads = manifest["target"]["threads"] if threads is None else threads
-        self.runner = Runner(backend_cls, model_file, threads, manifest["input"]["shape"][0], manifest["precision"])
+        self.runner = Runner(
+            backend_cls, model_file, threads, manifest["input"]["shape"][0], manifest["precision"], options
+        )
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], backend: str | None = None, threads: int | None = None) -> BundleModel:
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        backend: str | None = None,
+        threads: int | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> BundleModel:
+        """`options` are the backend's run options, e.g. TensorRT's `trust_engine_host_code`, `cuda_graph`."""
         path = Path(path)
-        return cls(path, read_manifest(path, verify=True), backend, threads)
+        return cls(path, read_manifest(path, verify=True), backend, threads, options)
 
     @property
     def backend(self) -> str:

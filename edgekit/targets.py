@@ -2,8 +2,10 @@
 
 A target says, per precision it runs well, which backends can run the model there (in order of
 preference, fastest first, as measured by `benchmarks/cpu_backends.py`), how many threads to use,
-the highest ONNX opset its runtimes read, and the batch sizes to prepare for. Unknown keys are
-rejected so a typo in a target file fails at load time, not after a long build.
+the highest ONNX opset its runtimes read, and the batch sizes to prepare for. A GPU target adds a
+`[gpu]` table (`GpuSpec`): compute capability, DLA cores, memory, the TensorRT and CUDA versions
+that exist for it. Unknown keys are rejected so a typo in a target file fails at load time, not
+after a long build.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,70 @@ class BatchProfile:
 
 
 @dataclasses.dataclass(frozen=True)
+class VersionRange:
+    """Versions `min` … `max`, where `max` is a prefix: max "11" admits 11.0 to 11.99.x."""
+
+    min: str
+    max: str | None = None
+
+    def admits(self, version: str) -> bool:
+        parts = version_tuple(version)
+        if parts < version_tuple(self.min):
+            return False
+        return self.max is None or parts[: len(version_tuple(self.max))] <= version_tuple(self.max)
+
+    def __str__(self) -> str:
+        if self.max is None:
+            return f"{self.min} or newer"
+        return self.min if self.max == self.min else f"{self.min} … {self.max}.x"
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """ "10.3.0.26" → (10, 3, 0, 26); trailing text such as "+cuda13" or "rc1" is ignored."""
+    numbers = []
+    for part in version.split("."):
+        digits = re.match(r"\d+", part)
+        if digits is None:
+            break
+        numbers.append(int(digits.group()))
+    if not numbers:
+        raise ValueError(f"not a version: {version!r}")
+    return tuple(numbers)
+
+
+@dataclasses.dataclass(frozen=True)
+class GpuSpec:
+    """What a GPU target's TensorRT build needs to know about the device."""
+
+    compute_capability: str  # "8.7" → sm_87
+    dla_cores: int  # deep-learning accelerators (Xavier, Orin NX/AGX); FP16/INT8 only
+    memory_mb: int  # memory the GPU may use (shared with the CPU on Jetson); bounds the builder workspace
+    tensorrt: VersionRange  # TensorRT versions this device can have
+    cuda: VersionRange  # CUDA toolkits that can compile for it (CUDA 13 dropped sm_53/62/72)
+    jetpack: str | None  # JetPack release(s), for Jetson modules
+
+    @property
+    def sm(self) -> int:
+        """53 for "5.3": the number nvcc's `sm_XX` and NVRTC's `-arch` use."""
+        major, minor = self.compute_capability.split(".")
+        return int(major) * 10 + int(minor)
+
+    @property
+    def sparse_tensor_cores(self) -> bool:
+        """2:4 structured sparsity is accelerated from Ampere (sm_80) on."""
+        return self.sm >= 80
+
+    @property
+    def workspace_mb(self) -> int:
+        """Builder workspace: a quarter of the device's memory, at most 4 GiB.
+
+        On a Jetson the GPU shares memory with the CPU and the application, so the builder must not
+        claim most of it; on big GPUs more than 4 GiB buys GoogLeNet nothing.
+        """
+        return min(self.memory_mb // 4, 4096)
+
+
+@dataclasses.dataclass(frozen=True)
 class Target:
     name: str
     description: str
@@ -44,13 +111,26 @@ class Target:
     onnx_opset: int
     batch: BatchProfile
     source: str  # file it was loaded from
+    gpu: GpuSpec | None = None  # kind "gpu" only
 
     @property
     def precisions(self) -> tuple[str, ...]:
         return tuple(self.backends)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "backends": {k: list(v) for k, v in self.backends.items()}}
+        record = {**dataclasses.asdict(self), "backends": {k: list(v) for k, v in self.backends.items()}}
+        if self.gpu is None:
+            record.pop("gpu")
+        else:
+            record["gpu"] = {
+                **{k: v for k, v in record["gpu"].items() if v is not None},
+                "tensorrt": {k: v for k, v in record["gpu"]["tensorrt"].items() if v is not None},
+                "cuda": {k: v for k, v in record["gpu"]["cuda"].items() if v is not None},
+                "sm": self.gpu.sm,
+                "workspace_mb": self.gpu.workspace_mb,
+                "sparse_tensor_cores": self.gpu.sparse_tensor_cores,
+            }
+        return record
 
 
 _REQUIRED = {
@@ -63,6 +143,15 @@ _REQUIRED = {
     "onnx_opset": int,
     "batch": dict,
 }
+_OPTIONAL = {"gpu": dict}
+_GPU_REQUIRED = {
+    "compute_capability": str,
+    "dla_cores": int,
+    "memory_mb": int,
+    "tensorrt": dict,
+    "cuda": dict,
+}
+_GPU_OPTIONAL = {"jetpack": str}
 
 
 def _targets_dir() -> Path:
@@ -72,20 +161,52 @@ def _targets_dir() -> Path:
     return Path(str(resources.files("edgekit._targets")))
 
 
-def _parse(data: dict[str, Any], source: str) -> Target:
-    unknown = sorted(set(data) - set(_REQUIRED))
+def _check_keys(data: dict[str, Any], required: dict[str, type], optional: dict[str, type], where: str) -> None:
+    allowed = {**required, **optional}
+    unknown = sorted(set(data) - set(allowed))
     if unknown:
-        raise EdgekitError(
-            f"target file {source}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(_REQUIRED)}"
-        )
-    missing = sorted(set(_REQUIRED) - set(data))
+        raise EdgekitError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+    missing = sorted(set(required) - set(data))
     if missing:
-        raise EdgekitError(f"target file {source}: missing key(s) {', '.join(missing)}")
-    for key, kind in _REQUIRED.items():
-        if not isinstance(data[key], kind) or (kind is int and isinstance(data[key], bool)):
-            raise EdgekitError(f"target file {source}: '{key}' must be a {kind.__name__}")
+        raise EdgekitError(f"{where}: missing key(s) {', '.join(missing)}")
+    for key, kind in allowed.items():
+        if key in data and (not isinstance(data[key], kind) or (kind is int and isinstance(data[key], bool))):
+            raise EdgekitError(f"{where}: '{key}' must be a {kind.__name__}")
+
+
+def _version_range(data: dict[str, Any], where: str) -> VersionRange:
+    _check_keys(data, {"min": str}, {"max": str}, where)
+    try:
+        for value in data.values():
+            version_tuple(value)
+    except ValueError as exc:
+        raise EdgekitError(f"{where}: {exc}") from None
+    return VersionRange(data["min"], data.get("max"))
+
+
+def _parse_gpu(data: dict[str, Any], source: str) -> GpuSpec:
+    where = f"target file {source}: [gpu]"
+    _check_keys(data, _GPU_REQUIRED, _GPU_OPTIONAL, where)
+    if not re.fullmatch(r"\d{1,2}\.\d", data["compute_capability"]):
+        raise EdgekitError(f'{where}: compute_capability must look like "8.7", not {data["compute_capability"]!r}')
+    if data["dla_cores"] < 0 or data["memory_mb"] < 256:
+        raise EdgekitError(f"{where}: dla_cores must be >= 0 and memory_mb at least 256")
+    return GpuSpec(
+        compute_capability=data["compute_capability"],
+        dla_cores=data["dla_cores"],
+        memory_mb=data["memory_mb"],
+        tensorrt=_version_range(data["tensorrt"], f"{where} tensorrt"),
+        cuda=_version_range(data["cuda"], f"{where} cuda"),
+        jetpack=data.get("jetpack"),
+    )
+
+
+def _parse(data: dict[str, Any], source: str) -> Target:
+    _check_keys(data, _REQUIRED, _OPTIONAL, f"target file {source}")
     if data["kind"] not in ("cpu", "gpu"):
         raise EdgekitError(f"target file {source}: kind must be 'cpu' or 'gpu', not {data['kind']!r}")
+    if (data["kind"] == "gpu") != ("gpu" in data):
+        raise EdgekitError(f"target file {source}: a [gpu] table is required for kind 'gpu' and only allowed there")
     backends = data["backends"]
     if not backends or any(p not in PRECISIONS for p in backends):
         raise EdgekitError(
@@ -110,7 +231,16 @@ def _parse(data: dict[str, Any], source: str) -> Target:
         onnx_opset=data["onnx_opset"],
         batch=BatchProfile(**batch),
         source=source,
+        gpu=_parse_gpu(data["gpu"], source) if "gpu" in data else None,
     )
+
+
+def target_from_record(record: dict[str, Any]) -> Target:
+    """The target a manifest recorded (`Target.to_dict`), read back with the same validation."""
+    data = {k: v for k, v in record.items() if k in _REQUIRED or k in _OPTIONAL}
+    if "gpu" in data:
+        data["gpu"] = {k: v for k, v in data["gpu"].items() if k in _GPU_REQUIRED or k in _GPU_OPTIONAL}
+    return _parse(data, str(record.get("source", "the bundle's manifest")))
 
 
 def load_target_file(path: Path) -> Target:

@@ -8,9 +8,10 @@ from __future__ import annotations
 from edgekit.backends.base import Backend, BuildRequest, Capabilities
 from edgekit.backends.onnxruntime_backend import OnnxRuntimeBackend
 from edgekit.backends.openvino_backend import OpenVinoBackend
+from edgekit.backends.tensorrt import TensorRTBackend
 from edgekit.errors import EdgekitError
 
-REGISTRY: dict[str, type[Backend]] = {cls.name: cls for cls in (OnnxRuntimeBackend, OpenVinoBackend)}
+REGISTRY: dict[str, type[Backend]] = {cls.name: cls for cls in (OnnxRuntimeBackend, OpenVinoBackend, TensorRTBackend)}
 
 
 def get_backend(name: str) -> type[Backend]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import abc
 import dataclasses
 import importlib.util
+from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -18,6 +19,9 @@ class Capabilities:
     precisions: frozenset[str]
     python_module: str  # importable name; its absence means "not installed"
     install_hint: str  # what to run when it is missing
+    # `build` needs no runtime: it writes a portable file (TensorRT's ONNX) that the device turns into
+    # its own model later (`edgekit build`), so a bundle can be compiled on a machine without the runtime.
+    builds_without_runtime: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,10 +45,18 @@ class Backend(abc.ABC):
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities]
 
-    def __init__(self, model_path: Path, threads: int, precision: str = "fp32") -> None:
+    def __init__(
+        self, model_path: Path, threads: int, precision: str = "fp32", options: Mapping[str, Any] | None = None
+    ) -> None:
         self.model_path = model_path
         self.threads = threads
         self.precision = precision
+        self.options = dict(options or {})  # backend-specific run options (e.g. TensorRT's trust flag)
+
+    @classmethod
+    def model_file(cls, bundle: Path, manifest: dict[str, Any], options: Mapping[str, Any]) -> Path:
+        """The file of `bundle` this backend loads; a backend with per-device models picks one here."""
+        return bundle / manifest["model_file"]
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -69,3 +81,7 @@ class Backend(abc.ABC):
     def execution_precision(self) -> str:
         """What the runtime actually computes in (it may differ from what was asked)."""
         return self.precision
+
+    def device_ms(self) -> float | None:
+        """Accelerator time of the last `run`, measured on the device (None on a CPU backend)."""
+        return None

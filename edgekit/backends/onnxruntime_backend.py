@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,8 +26,10 @@ class OnnxRuntimeBackend(Backend):
         install_hint="pip install onnxruntime",
     )
 
-    def __init__(self, model_path: Path, threads: int, precision: str = "fp32") -> None:
-        super().__init__(model_path, threads, precision)
+    def __init__(
+        self, model_path: Path, threads: int, precision: str = "fp32", options: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__(model_path, threads, precision, options)
         import onnxruntime as ort
 
         options = ort.SessionOptions()

@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,8 +34,10 @@ class OpenVinoBackend(Backend):
         install_hint="pip install openvino nncf",
     )
 
-    def __init__(self, model_path: Path, threads: int, precision: str = "fp32") -> None:
-        super().__init__(model_path, threads, precision)
+    def __init__(
+        self, model_path: Path, threads: int, precision: str = "fp32", options: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__(model_path, threads, precision, options)
         import openvino as ov
 
         core = ov.Core()

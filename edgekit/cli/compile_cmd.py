@@ -7,7 +7,15 @@ from typing import Any
 
 import click
 
-from edgekit.cli.options import json_option, print_json, pruning_options, threads_option, trust_pickle_option
+from edgekit.cli.options import (
+    build_options,
+    json_option,
+    print_json,
+    pruning_options,
+    tensorrt_options,
+    threads_option,
+    trust_pickle_option,
+)
 
 
 @click.command("compile")
@@ -70,6 +78,7 @@ from edgekit.cli.options import json_option, print_json, pruning_options, thread
     help="Top-1 points the quantized model may lose vs FP32 on --val; sensitive layers are kept in FP32.",
 )
 @pruning_options("--prune")
+@tensorrt_options
 @threads_option
 @trust_pickle_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
@@ -95,7 +104,7 @@ def compile_command(
     trust_pickle: bool,
     quiet: bool,
     as_json: bool,
-    **prune_options: Any,
+    **stage_options: Any,
 ) -> None:
     """Compile MODEL (a GoogLeNet checkpoint or an ONNX file) into a verified bundle for a device.
 
@@ -131,7 +140,8 @@ def compile_command(
         calib_size=calib_size,
         method=method,
         max_accuracy_drop=max_accuracy_drop,
-        prune=_prune_settings_if_asked(prune_options),
+        build_options=build_options(stage_options),
+        prune=_prune_settings_if_asked(stage_options),
     )
     manifest = compile_bundle(config, progress)
     if as_json:
@@ -161,6 +171,10 @@ def compile_command(
     kept = (manifest.get("quantization") or {}).get("keep_fp32")
     if kept:
         click.echo(f"  kept in FP32 to meet the budget: {', '.join(kept)}")
+    if "tensorrt" in manifest:
+        engines = manifest["tensorrt"]["engines"]
+        built = f"engine {engines[-1]['file']}" if engines else "no engine yet (`edgekit build` on the device)"
+        click.echo(f"  TensorRT: {built}; preprocessing kernels: {manifest['kernels']['summary']}")
 
 
 def _prune_settings_if_asked(options: dict[str, Any]) -> Any:

@@ -11,6 +11,7 @@ import click
 
 from edgekit import __version__
 from edgekit.cli.bench_cmd import bench
+from edgekit.cli.build_cmd import build_command
 from edgekit.cli.compile_cmd import compile_command
 from edgekit.cli.finetune_cmd import finetune
 from edgekit.cli.info_cmds import inspect_command, targets_command
@@ -35,6 +36,7 @@ def cli() -> None:
 cli.add_command(finetune)
 cli.add_command(compile_command)
 cli.add_command(quantize)
+cli.add_command(build_command)
 cli.add_command(prune)
 cli.add_command(predict)
 cli.add_command(bench)

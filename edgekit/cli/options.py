@@ -119,3 +119,63 @@ def prune_settings(values: dict[str, Any]) -> Any:
         recover_lr=values.pop("recover_lr"),
         distill=values.pop("distill"),
     )
+
+
+def tensorrt_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """TensorRT engine options, shared by `edgekit compile` (recorded in the bundle) and `edgekit build`."""
+    options = [
+        click.option("--dla-core", type=click.IntRange(min=0), default=None, help="Run on this DLA core."),
+        click.option(
+            "--gpu-fallback/--no-gpu-fallback",
+            default=True,
+            show_default=True,
+            help="Let layers DLA cannot run fall back to the GPU (always reported).",
+        ),
+        click.option(
+            "--opt-level", type=click.IntRange(0, 5), default=None, help="TensorRT builder optimization level (0-5)."
+        ),
+        click.option(
+            "--version-compatible",
+            is_flag=True,
+            help="Engine that later TensorRT releases of the same major can load; it embeds host code.",
+        ),
+        click.option(
+            "--hardware-compatibility",
+            type=click.Choice(["none", "ampere+", "same-cc"]),
+            default="none",
+            show_default=True,
+            help="One engine for several GPUs (desktop/datacenter Ampere or newer).",
+        ),
+        click.option(
+            "--sparse/--no-sparse",
+            default=None,
+            help="TensorRT sparse weights (default: on for a 2:4-pruned bundle on Ampere or newer).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def build_options(values: dict[str, Any]) -> Any:
+    """BuildOptions from the options above (popped from the command's keyword arguments)."""
+    from edgekit.backends.tensorrt.recipe import BuildOptions
+
+    return BuildOptions(
+        dla_core=values.pop("dla_core"),
+        gpu_fallback=values.pop("gpu_fallback"),
+        opt_level=values.pop("opt_level"),
+        version_compatible=values.pop("version_compatible"),
+        hardware_compatibility=values.pop("hardware_compatibility"),
+        sparse=values.pop("sparse"),
+    )
+
+
+trust_engine_option = click.option(
+    "--trust-engine-host-code",
+    is_flag=True,
+    help="Allow a version-compatible TensorRT engine, which runs host code stored in it: only for files you trust.",
+)
+cuda_graph_option = click.option(
+    "--cuda-graph", is_flag=True, help="TensorRT: replay the network as a captured CUDA graph (less launch overhead)."
+)

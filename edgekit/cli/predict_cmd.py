@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgekit.cli.options import json_option, print_json, threads_option
+from edgekit.cli.options import cuda_graph_option, json_option, print_json, threads_option, trust_engine_option
 
 
 @click.command()
@@ -18,6 +18,8 @@ from edgekit.cli.options import json_option, print_json, threads_option
 @click.option("--backend", default=None, help="Run with another installed backend than the bundle's.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @threads_option
+@trust_engine_option
+@cuda_graph_option
 @json_option
 def predict(
     bundle: Path,
@@ -26,6 +28,8 @@ def predict(
     backend: str | None,
     batch_size: int,
     threads: int | None,
+    trust_engine_host_code: bool,
+    cuda_graph: bool,
     as_json: bool,
 ) -> None:
     """Classify IMAGES (files or directories, searched recursively) with BUNDLE.
@@ -41,7 +45,9 @@ def predict(
     files = collect_images(images)
     if not files:
         raise EdgekitError(f"no image files found in {', '.join(map(str, images))}")
-    model = edgekit.load(bundle, backend=backend, threads=threads)
+    model = edgekit.load(
+        bundle, backend=backend, threads=threads, trust_engine_host_code=trust_engine_host_code, cuda_graph=cuda_graph
+    )
     progress = Progress(enabled=True)
     predictions = list(progress.bar(model.iter_predict(files, top_k, batch_size), "predicting", len(files), "img"))
     if as_json:

@@ -1,0 +1,72 @@
+"""The CUDA device this process would run on, read with cuda-python's driver API (no TensorRT needed)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class CudaDevice:
+    name: str  # "Orin", "NVIDIA H200", "NVIDIA GeForce RTX 4070"
+    compute_capability: str  # "8.7"
+    driver_version: str  # "13.0" (what the driver supports, not the toolkit)
+    memory_mb: int
+
+    @property
+    def sm(self) -> int:
+        major, minor = self.compute_capability.split(".")
+        return int(major) * 10 + int(minor)
+
+    @property
+    def slug(self) -> str:
+        """File-name-safe device name: "nvidia-geforce-rtx-4070"."""
+        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-") or "gpu"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _checked(result: tuple[Any, ...]) -> Any:
+    from cuda.bindings import driver
+
+    error, *values = result
+    if error != driver.CUresult.CUDA_SUCCESS:
+        raise RuntimeError(f"CUDA driver call failed: {error}")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+@functools.cache
+def probe(ordinal: int = 0) -> CudaDevice | None:
+    """Device `ordinal`, or None where there is no driver, no GPU, or no cuda-python."""
+    try:
+        from cuda.bindings import driver
+    except ImportError:
+        return None
+    try:
+        _checked(driver.cuInit(0))
+        if _checked(driver.cuDeviceGetCount()) <= ordinal:
+            return None
+        device = _checked(driver.cuDeviceGet(ordinal))
+        attribute = driver.CUdevice_attribute
+        major = _checked(driver.cuDeviceGetAttribute(attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device))
+        minor = _checked(driver.cuDeviceGetAttribute(attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device))
+        name = _checked(driver.cuDeviceGetName(256, device))
+        total = _checked(driver.cuDeviceTotalMem(device))
+        version = _checked(driver.cuDriverGetVersion())
+    except (RuntimeError, OSError):  # no driver library, or no usable device
+        return None
+    return CudaDevice(
+        name=name.split(b"\0", 1)[0].decode(errors="replace").strip(),
+        compute_capability=f"{major}.{minor}",
+        driver_version=f"{version // 1000}.{version % 1000 // 10}",
+        memory_mb=int(total) >> 20,
+    )
+
+
+def describe(device: CudaDevice | None) -> str:
+    if device is None:
+        return "no CUDA GPU"
+    return f"{device.name} (sm_{device.sm})"

@@ -1,0 +1,51 @@
+"""`edgekit build`: the TensorRT engine, built on the device from the bundle's ONNX file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgekit.cli.options import build_options, json_option, print_json, tensorrt_options
+
+
+@click.command("build")
+@click.argument("bundle", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@tensorrt_options
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where TensorRT timing caches live (default: ~/.cache/edgekit/tensorrt).",
+)
+@click.option("--verbose", is_flag=True, help="TensorRT's INFO log during the build.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@json_option
+def build_command(bundle: Path, cache_dir: Path | None, verbose: bool, quiet: bool, as_json: bool, **opts: Any) -> None:
+    """Build BUNDLE's TensorRT engine on this device and add it to the bundle.
+
+    Run it on the Jetson or GPU machine itself: engines are specific to the TensorRT version and the
+    GPU. Without options it uses those recorded by `edgekit compile`; any option given replaces them.
+    """
+    from edgekit.backends.tensorrt.recipe import BuildOptions
+    from edgekit.engine_build import EngineBuildConfig, build_bundle_engine
+    from edgekit.progress import Progress
+
+    given = build_options(opts)
+    config = EngineBuildConfig(
+        bundle=bundle, options=None if given == BuildOptions() else given, cache_dir=cache_dir, verbose=verbose
+    )
+    record = build_bundle_engine(config, Progress(enabled=not quiet))
+    if as_json:
+        print_json(record)
+        return
+    placement = record["placement"]
+    click.echo(f"engine: {bundle / record['file']}")
+    click.echo(
+        f"  TensorRT {record['tensorrt_version']}, {record['device']['name']} (sm_{record['device']['sm']}), "
+        f"{record['precision']}, {placement['device']}"
+        + (f" core {placement['dla_core']}" if placement["device"] == "DLA" else "")
+    )
+    if placement.get("network_layers_on_gpu"):
+        click.echo(f"  on the GPU instead of the DLA: {len(placement['network_layers_on_gpu'])} layers")

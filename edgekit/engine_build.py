@@ -1,0 +1,159 @@
+"""`edgekit build BUNDLE`: build the TensorRT engine on the device, from the ONNX file the bundle carries.
+
+    check TensorRT + GPU ─► plan (recipe.plan_build) ─► build with the timing cache ─► engine + record in the bundle
+
+The bundle is copied into a hidden staging directory, the engine and its record are added there, and
+the copy is renamed over the bundle only when everything succeeded, so a failed or interrupted build
+leaves the bundle as it was. `edgekit compile` calls `add_engine` itself where TensorRT and the
+target's GPU are present.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import edgekit
+from edgekit.backends.tensorrt import TensorRTBackend
+from edgekit.backends.tensorrt.builder import build_engine, tensorrt_version
+from edgekit.backends.tensorrt.device import CudaDevice, describe, probe
+from edgekit.backends.tensorrt.engines import engine_file_name, engine_key
+from edgekit.backends.tensorrt.recipe import BuildOptions, plan_build
+from edgekit.bundle import read_manifest, staged_directory, write_manifest
+from edgekit.errors import EdgekitError
+from edgekit.files import atomic_path, sha256_file
+from edgekit.progress import QUIET, Progress
+from edgekit.targets import Target, target_from_record
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineBuildConfig:
+    bundle: Path
+    options: BuildOptions | None = None  # None: the options recorded at compile time
+    cache_dir: Path | None = None  # timing caches; None: $XDG_CACHE_HOME/edgekit/tensorrt
+    verbose: bool = False
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edgekit" / "tensorrt"
+
+
+def timing_cache_path(cache_dir: Path, version: str, device: CudaDevice) -> Path:
+    """One timing cache per TensorRT version × GPU × CUDA driver: a cache from another is useless or wrong."""
+    return cache_dir / f"timing-trt{version}-{device.slug}-sm{device.sm}-cuda{device.driver_version}.cache"
+
+
+def device_problem(target: Target) -> str | None:
+    """Why this machine cannot build or run `target`'s engine (short), or None when it is that device."""
+    if tensorrt_version() is None:
+        return "TensorRT is not installed on this machine"
+    missing = TensorRTBackend.unavailable_reason()
+    if missing:
+        return missing
+    device = probe()
+    if device is None:
+        return "TensorRT is installed but no CUDA GPU is visible to this process"
+    assert target.gpu is not None  # a tensorrt bundle is only compiled for GPU targets
+    if device.compute_capability != target.gpu.compute_capability:
+        return f"this GPU is {describe(device)}, the target {target.name} is sm_{target.gpu.sm}"
+    return None
+
+
+def check_device(manifest: dict[str, Any], bundle: Path) -> tuple[str, CudaDevice, Target]:
+    """TensorRT, cuda-python and a GPU of the bundle's target: what building here needs, or why it cannot."""
+    if manifest.get("backend") != TensorRTBackend.name:
+        raise EdgekitError(
+            f"{bundle} was compiled for {manifest.get('backend')} on {manifest['target']['name']}; "
+            "compile it for a GPU target first (`edgekit compile MODEL --target jetson-orin-nano`; `edgekit targets`)"
+        )
+    target = target_from_record(manifest["target"])
+    problem = device_problem(target)
+    if problem:
+        raise EdgekitError(
+            f"cannot build {bundle}'s engine here: {problem}; run `edgekit build {bundle}` on the {target.name} "
+            f"device itself ({TensorRTBackend.capabilities.install_hint})"
+        )
+    version, device = tensorrt_version(), probe()
+    assert version is not None and device is not None  # device_problem checked both
+    return version, device, target
+
+
+def add_engine(
+    stage: Path, manifest: dict[str, Any], options: BuildOptions, config: EngineBuildConfig, progress: Progress
+) -> dict[str, Any]:
+    """Build the engine into the (staging) bundle directory and return the updated manifest (not yet written)."""
+    version, device, target = check_device(manifest, config.bundle)
+    onnx_path = stage / manifest["model_file"]
+    plan = plan_build(
+        target,
+        manifest["precision"],
+        options,
+        version,
+        manifest["input"]["name"],
+        manifest["input"]["shape"],
+        sparse_bundle=bool(manifest.get("sparsity")),
+    )
+    for note in plan.notes:
+        progress.note(f"note: {note}")
+    cache_path = timing_cache_path(config.cache_dir or default_cache_dir(), version, device)
+    cache_bytes = cache_path.read_bytes() if cache_path.is_file() else None
+    progress.note(
+        f"building a {manifest['precision']} TensorRT {version} engine for {describe(device)}"
+        f"{' (timing cache reused)' if cache_bytes else ''}; this takes minutes"
+    )
+    built = build_engine(onnx_path, plan, cache_bytes, verbose=config.verbose)
+    if built.timing_cache:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cache_path) as tmp:
+            tmp.write_bytes(built.timing_cache)
+    placement = built.placement
+    if placement.get("gpu_fallback"):  # never silent: DLA users size their GPU budget on this
+        on_gpu = placement.get("network_layers_on_gpu") or []
+        progress.note(
+            f"warning: {len(on_gpu)} of {placement['network_layers_dla_capable'] + len(on_gpu)} layers run on the "
+            f"GPU, not DLA core {plan.dla_core}: {', '.join(on_gpu[:5])}{' …' if len(on_gpu) > 5 else ''}"
+        )
+    onnx_sha = manifest["files"][manifest["model_file"]]
+    name = engine_file_name(version, device, engine_key(onnx_sha, version, device, options))
+    (stage / name).parent.mkdir(exist_ok=True)
+    (stage / name).write_bytes(built.plan)
+    record = {
+        "file": name,
+        "sha256": sha256_file(stage / name),
+        "tensorrt_version": version,
+        "device": {**device.to_dict(), "sm": device.sm},
+        "precision": manifest["precision"],
+        "options": options.to_dict(),
+        "plan": plan.to_dict(),
+        "placement": placement,
+        "version_compatible": options.version_compatible,
+        "hardware_compatibility": plan.hardware_compatibility,
+        "onnx_sha256": onnx_sha,
+        "built": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "built_with": f"edgekit {edgekit.__version__}",
+    }
+    record = json.loads(json.dumps(record))  # as the manifest will hold it (lists, not tuples)
+    section = dict(manifest.get("tensorrt") or {})
+    engines = [e for e in section.get("engines", []) if e["file"] != name]
+    section["engines"] = [*engines, record]
+    return {**manifest, "tensorrt": section}
+
+
+def build_bundle_engine(config: EngineBuildConfig, progress: Progress = QUIET) -> dict[str, Any]:
+    """`edgekit build`: add an engine for this machine to the bundle; returns the new engine's record."""
+    manifest = read_manifest(config.bundle, verify=True)
+    check_device(manifest, config.bundle)  # fail before copying anything
+    options = config.options or BuildOptions.from_dict((manifest.get("tensorrt") or {}).get("options") or {})
+    with staged_directory(config.bundle, force=True) as stage:
+        for item in config.bundle.iterdir():
+            copy = shutil.copytree if item.is_dir() else shutil.copy2
+            copy(item, stage / item.name)
+        updated = add_engine(stage, manifest, options, config, progress)
+        write_manifest(stage, {k: v for k, v in updated.items() if k not in ("files", "schema_version")})
+    return updated["tensorrt"]["engines"][-1]
