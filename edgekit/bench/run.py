@@ -98,7 +98,15 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
     for size in config.batch_sizes:
         batch = rng.standard_normal((size, 3, spec.crop, spec.crop)).astype(np.float32)
         latency["bundle"].append(
-            measure(model.runner.run, batch, config.warmup, config.iterations, progress, f"bundle b{size}")
+            measure(
+                model.runner.run,
+                batch,
+                config.warmup,
+                config.iterations,
+                progress,
+                f"bundle b{size}",
+                device_time=model.runner.device_ms,
+            )
         )
         if reference is not None and config.time_reference:
             latency["reference"].append(
@@ -151,7 +159,7 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
             "pruning": _pruning_summary(manifest.get("pruning")),
             "sparsity": manifest.get("sparsity"),
         },
-        "measured_on": _measured_on(manifest["target"]),
+        "measured_on": _measured_on(manifest["target"], model.backend),
         "stages": stages,
         "reference": (
             {"path": str(reference_path), "kind": reference.kind, "sha256": sha256_file(reference_path)}
@@ -161,7 +169,7 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
         "latency": latency,
         "speedup_p50_vs_reference": speedups,
         "accuracy": accuracy,
-        "environment": environment(threads),
+        "environment": {**environment(threads), **_gpu_environment(model.backend)},
         "notes": notes,
     }
     write_results(results, config.results_dir())
@@ -181,7 +189,7 @@ def _pruning_summary(pruning: dict[str, Any] | None) -> dict[str, Any] | None:
     return {key: pruning.get(key) for key in keep}
 
 
-def _measured_on(target: dict[str, Any]) -> str:
+def _measured_on(target: dict[str, Any], backend: str) -> str:
     """Honest label: a number measured on this host stands for a device only when the host is that device."""
     import platform
 
@@ -189,7 +197,25 @@ def _measured_on(target: dict[str, Any]) -> str:
 
     if target["kind"] == "cpu" and target.get("arch") in (host_arch(), None):
         return "this host (the target's CPU kind)"
+    if target["kind"] == "gpu" and backend == "tensorrt":  # the engine only loads on the target's own GPU
+        from edgekit.backends.tensorrt.device import describe, probe
+
+        return f"this host's {describe(probe())}, the {target['name']} target's GPU"
     return f"this host ({platform.machine()}), not on the {target['name']} device: latency there will differ"
+
+
+def _gpu_environment(backend: str) -> dict[str, Any]:
+    if backend != "tensorrt":
+        return {}
+    from edgekit.backends.tensorrt.builder import tensorrt_version
+    from edgekit.backends.tensorrt.device import clocks_and_power, probe
+
+    device = probe()
+    return {
+        "gpu": device.to_dict() if device else None,
+        "tensorrt": tensorrt_version(),
+        "gpu_clocks_power": clocks_and_power(),
+    }
 
 
 def _stage_images(val: Path | None, spec: PreprocessSpec) -> list[Any]:
@@ -231,6 +257,13 @@ def summary_markdown(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {name} | {row['batch']} | {row['p50_ms']:.2f} | {row['p90_ms']:.2f} | {row['p99_ms']:.2f} | "
                 f"{row['mean_ms']:.2f} | {row['images_per_s']:.1f} | {f'{speedup:.2f}×' if speedup else '—'} |"
+            )
+    for row in results["latency"]["bundle"]:
+        if "device_compute_ms" in row:
+            device = row["device_compute_ms"]
+            lines.append(
+                f"\nBatch {row['batch']}: GPU compute {device['p50']:.2f} ms p50 / {device['p99']:.2f} ms p99 "
+                f"(network alone, CUDA events) of {row['p50_ms']:.2f} ms end to end."
             )
     stages = results.get("stages")
     if stages:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+from pathlib import Path
 from typing import Any
 
 
@@ -70,3 +71,42 @@ def describe(device: CudaDevice | None) -> str:
     if device is None:
         return "no CUDA GPU"
     return f"{device.name} (sm_{device.sm})"
+
+
+def clocks_and_power() -> dict[str, str]:
+    """What the GPU ran at, where it can be read: numbers mean little without the power mode and clocks.
+
+    Desktops: `nvidia-smi` (clocks, power draw and limit, P-state). Jetson: the `nvpmodel` power mode
+    and the GPU's current/max devfreq frequency; `jetson_clocks` pins them. Missing tools are skipped.
+    """
+    import glob
+    import shutil
+    import subprocess
+
+    facts: dict[str, str] = {}
+    if shutil.which("nvidia-smi"):
+        query = "name,clocks.sm,clocks.max.sm,clocks.mem,power.draw,power.limit,pstate,temperature.gpu"
+        try:
+            out = subprocess.run(
+                ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"],
+                capture_output=True, text=True, timeout=10, check=True,
+            ).stdout.splitlines()  # fmt: skip
+            if out:
+                facts.update(zip(query.split(","), (v.strip() for v in out[0].split(",")), strict=False))
+        except (OSError, subprocess.SubprocessError):
+            pass
+    if shutil.which("nvpmodel"):
+        try:
+            mode = subprocess.run(["nvpmodel", "-q"], capture_output=True, text=True, timeout=10, check=False)
+            facts["nvpmodel"] = " ".join(mode.stdout.split())
+        except (OSError, subprocess.SubprocessError):
+            pass
+    devfreq = [*glob.glob("/sys/devices/platform/*gpu*/devfreq/*"), *glob.glob("/sys/devices/gpu.0/devfreq/*")]
+    for folder in map(Path, devfreq):
+        try:
+            facts["jetson_gpu_cur_freq_hz"] = (folder / "cur_freq").read_text().strip()
+            facts["jetson_gpu_max_freq_hz"] = (folder / "max_freq").read_text().strip()
+        except OSError:
+            continue
+        break
+    return facts
