@@ -280,12 +280,36 @@ def host_arch() -> str | None:
     return _HOST_ARCH.get(platform.machine().lower())
 
 
+def _host_gpu_target() -> str | None:
+    """The GPU target of this machine's GPU, where TensorRT is installed to run it; else None."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        return None
+    from edgekit.backends.tensorrt.device import probe
+
+    device = probe()
+    if device is None:
+        return None
+    matching = [
+        t
+        for t in list_targets()
+        if t.gpu and t.gpu.compute_capability == device.compute_capability and t.arch == host_arch()
+    ]
+    # Orin Nano / NX / AGX share sm_87: the one whose memory is nearest this device's tells them apart.
+    matching.sort(key=lambda t: abs(t.gpu.memory_mb - device.memory_mb) if t.gpu else 0)
+    return matching[0].name if matching else None
+
+
 def host_target_name() -> str:
     """The target that describes the machine edgekit runs on.
 
-    GPU targets are only chosen where TensorRT can run; until the TensorRT backend exists every
-    host is one of the CPU targets.
+    A GPU target where TensorRT and a GPU that some target describes are present; else the CPU target
+    of this machine's architecture.
     """
+    gpu = _host_gpu_target()
+    if gpu is not None:
+        return gpu
     arch = host_arch()
     if arch == "x86_64":
         return "x86-cpu"

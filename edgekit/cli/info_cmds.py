@@ -40,6 +40,23 @@ def _describe(path: Path, trust_pickle: bool) -> dict[str, Any]:
     }
 
 
+def _tensorrt_rows(info: dict[str, Any]) -> dict[str, str]:
+    if "tensorrt" not in info:
+        return {}
+    engines = info["tensorrt"]["engines"]
+    rows = {"preprocessing kernel": info["kernels"]["summary"]}
+    if not engines:
+        rows["TensorRT engines"] = f"none yet: run `edgekit build {info['path']}` on the device"
+    for index, engine in enumerate(engines):
+        placement = engine["placement"]
+        where = placement["device"] + (f" core {placement['dla_core']}" if placement["device"] == "DLA" else "")
+        rows[f"engine {index + 1}"] = (
+            f"{engine['file']}: TensorRT {engine['tensorrt_version']}, {engine['device']['name']} "
+            f"(sm_{engine['device']['sm']}), {engine['precision']}, {where}, built {engine['built']}"
+        )
+    return rows
+
+
 def _pruning_line(pruning: dict[str, Any] | None) -> str | None:
     if not pruning:
         return None
@@ -75,6 +92,7 @@ def inspect_command(path: Path, trust_pickle: bool, as_json: bool) -> None:
             f"{info['parity']['max_abs_diff']:.2e} vs {info['parity']['reference']} on {info['parity']['inputs']}",
             "pruning": _pruning_line(info.get("pruning")) or "none",
             "2:4 sparsity": "yes (pattern recorded for TensorRT on Ampere+)" if info.get("sparsity") else "no",
+            **_tensorrt_rows(info),
             "edgekit": info["edgekit_version"],
         }
     else:
@@ -84,27 +102,40 @@ def inspect_command(path: Path, trust_pickle: bool, as_json: bool) -> None:
         click.echo(f"{key:<{width}}  {value}")
 
 
+def _usable_here(names: tuple[str, ...]) -> list[str]:
+    """Backends that run here; a portable one (TensorRT) compiles here and builds its engine on the device."""
+    from edgekit.backends import REGISTRY
+
+    usable = []
+    for name in names:
+        backend = REGISTRY.get(name)
+        if backend is None:
+            continue
+        if backend.unavailable_reason() is None:
+            usable.append(name)
+        elif backend.capabilities.builds_without_runtime:
+            usable.append(f"{name}+")
+    return usable
+
+
 @click.command("targets")
 @json_option
 def targets_command(as_json: bool) -> None:
     """List the device targets and which of their backends can run on this machine."""
-    from edgekit.backends import REGISTRY
     from edgekit.targets import host_target_name, list_targets
 
     targets = list_targets()
     host = host_target_name()
     rows = []
     for target in targets:
-        available = {
-            precision: [b for b in names if b in REGISTRY and REGISTRY[b].unavailable_reason() is None]
-            for precision, names in target.backends.items()
-        }
+        available = {precision: _usable_here(names) for precision, names in target.backends.items()}
         rows.append({**target.to_dict(), "host": target.name == host, "backends_available_here": available})
     if as_json:
         print_json(rows)
         return
+    width = max(len(row["name"]) for row in rows)
     for row in rows:
         marker = "*" if row["host"] else " "
         here = "; ".join(f"{p}: {', '.join(names) or 'none'}" for p, names in row["backends_available_here"].items())
-        click.echo(f"{marker} {row['name']:<10} {row['description']}  [available here: {here}]")
-    click.echo("* = this host's default target")
+        click.echo(f"{marker} {row['name']:<{width}}  {row['description']}  [available here: {here}]")
+    click.echo("* = this host's default target; + = compiles here, the engine is built on the device (`edgekit build`)")
