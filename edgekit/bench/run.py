@@ -40,6 +40,7 @@ class BenchConfig:
     trust_pickle: bool = False
     out: Path | None = None  # None: <bundle>.bench beside the bundle
     time_reference: bool = True  # `edgekit sweep` times the shared reference once, not once per variant
+    run_options: dict[str, Any] | None = None  # the backend's (TensorRT: trust_engine_host_code, cuda_graph)
 
     def results_dir(self) -> Path:
         return self.out or self.bundle.with_name(self.bundle.name + ".bench")
@@ -79,7 +80,7 @@ def _find_reference(config: BenchConfig, manifest: dict[str, Any], notes: list[s
 
 def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]:
     _validate(config)
-    model = BundleModel.open(config.bundle, threads=config.threads)
+    model = BundleModel.open(config.bundle, threads=config.threads, options=config.run_options)
     manifest = model.manifest
     threads = resolve_threads(config.threads if config.threads is not None else manifest["target"]["threads"])
     notes: list[str] = []

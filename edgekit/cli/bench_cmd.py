@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from edgekit.cli.options import json_option, parse_int_list, print_json, threads_option, trust_pickle_option
+from edgekit.cli.options import (
+    cuda_graph_option,
+    json_option,
+    parse_int_list,
+    print_json,
+    threads_option,
+    trust_engine_option,
+    trust_pickle_option,
+)
 
 
 @click.command()
@@ -35,6 +43,8 @@ from edgekit.cli.options import json_option, parse_int_list, print_json, threads
 )
 @threads_option
 @trust_pickle_option
+@trust_engine_option
+@cuda_graph_option
 @json_option
 def bench(
     bundle: Path,
@@ -47,6 +57,8 @@ def bench(
     out: Path | None,
     threads: int | None,
     trust_pickle: bool,
+    trust_engine_host_code: bool,
+    cuda_graph: bool,
     as_json: bool,
 ) -> None:
     """Time BUNDLE against its FP32 PyTorch reference in the same run, and measure accuracy.
@@ -68,6 +80,7 @@ def bench(
         max_images=max_images,
         trust_pickle=trust_pickle,
         out=out,
+        run_options={"trust_engine_host_code": trust_engine_host_code, "cuda_graph": cuda_graph},
     )
     results = run_bench(config, Progress(enabled=True))
     if as_json:
