@@ -54,6 +54,19 @@ class Runner:
         """Accelerator time of the last batch (GPU backends), else None."""
         return self._backend.device_ms()
 
+    def stage_ms(self) -> dict[str, float]:
+        return self._backend.stage_ms()
+
+    def run_images(self, images: Sequence[Image.Image], spec: PreprocessSpec) -> np.ndarray | None:
+        """Outputs for decoded RGB images, preprocessed on the accelerator; None where the backend cannot."""
+        arrays = [np.asarray(image, dtype=np.uint8) for image in images]
+        if self.static_batch not in (None, len(arrays)):
+            if self.static_batch != 1:
+                return None
+            outputs = [self._backend.run_images(arrays[i : i + 1], spec) for i in range(len(arrays))]
+            return None if any(o is None for o in outputs) else np.concatenate(outputs)  # type: ignore[arg-type]
+        return self._backend.run_images(arrays, spec)
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Raw first output for a float32 NCHW batch of any size."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
@@ -153,6 +166,13 @@ class BundleModel:
         """Class probabilities [N, classes] for a preprocessed float32 NCHW batch."""
         return to_probabilities(self.runner.run(batch), self.output_kind)
 
+    def _image_probabilities(self, images: list[Image.Image]) -> np.ndarray:
+        """On the accelerator's own preprocessing where the backend has it (TensorRT), else PIL + NumPy."""
+        outputs = self.runner.run_images(images, self.preprocessing)
+        if outputs is None:
+            return self.probabilities(preprocess_batch(images, self.preprocessing))
+        return to_probabilities(outputs, self.output_kind)
+
     def predict(
         self, images: Sequence[str | os.PathLike[str] | Image.Image], top_k: int = 1, batch_size: int = 8
     ) -> list[Prediction]:
@@ -175,7 +195,7 @@ class BundleModel:
                 except ValueError as exc:
                     loaded.append((str(item), None, str(exc)))
             good = [image for _, image, _ in loaded if image is not None]
-            probs = iter(self.probabilities(preprocess_batch(good, self.preprocessing)) if good else [])
+            probs = iter(self._image_probabilities(good) if good else [])
             for name, image, error in loaded:
                 if image is None:
                     yield Prediction(file=name, error=error)

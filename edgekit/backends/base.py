@@ -5,11 +5,13 @@ from __future__ import annotations
 import abc
 import dataclasses
 import importlib.util
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+
+from edgekit.data.preprocess import PreprocessSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +83,15 @@ class Backend(abc.ABC):
     def execution_precision(self) -> str:
         """What the runtime actually computes in (it may differ from what was asked)."""
         return self.precision
+
+    def run_images(self, images: Sequence[np.ndarray], spec: PreprocessSpec) -> np.ndarray | None:
+        """Decoded uint8 HWC RGB images → outputs, preprocessing on the accelerator; None: not offered
+        (the caller preprocesses on the CPU and calls `run`)."""
+        return None
+
+    def stage_ms(self) -> dict[str, float]:
+        """Per-stage device times of the last `run_images` (GPU backends), else empty."""
+        return {}
 
     def device_ms(self) -> float | None:
         """Accelerator time of the last `run`, measured on the device (None on a CPU backend)."""

@@ -133,6 +133,9 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
         lambda outputs: np.argsort(-to_probabilities(outputs, model.output_kind), axis=1)[:, :5],
         stage_images,
     )
+    gpu_stages = _gpu_stage_times(model, stage_images)
+    if gpu_stages:
+        stages = {**stages, "gpu": gpu_stages}
     first = latency["bundle"][0]
     speedups = {
         str(b["batch"]): r["p50_ms"] / b["p50_ms"]
@@ -175,6 +178,18 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
     }
     write_results(results, config.results_dir())
     return results
+
+
+def _gpu_stage_times(model: BundleModel, images: list[Any]) -> dict[str, float] | None:
+    """Median CUDA-event time of each stage, one image at a time through the GPU preprocessing kernel."""
+    if model.runner.run_images(images[:1], model.preprocessing) is None:
+        return None
+    samples: dict[str, list[float]] = {}
+    for image in [*images[:3], *images]:  # the first three warm up (table upload, lazy init)
+        model.runner.run_images([image], model.preprocessing)
+        for stage, value in model.runner.stage_ms().items():
+            samples.setdefault(stage, []).append(value)
+    return {stage: float(np.median(values[3:])) for stage, values in samples.items()}
 
 
 def model_identity(manifest: dict[str, Any]) -> str:
@@ -267,6 +282,12 @@ def summary_markdown(results: dict[str, Any]) -> str:
                 f"(network alone, CUDA events) of {row['p50_ms']:.2f} ms end to end."
             )
     stages = results.get("stages")
+    if stages and "gpu" in stages:
+        gpu = stages["gpu"]
+        lines.append(
+            f"\nOn the GPU, per image (CUDA events): upload {gpu['upload_ms']:.3f} ms, preprocessing kernel "
+            f"{gpu['preprocess_ms']:.3f} ms, network {gpu['network_ms']:.3f} ms, download {gpu['download_ms']:.3f} ms."
+        )
     if stages:
         lines += [
             "",

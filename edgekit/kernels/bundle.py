@@ -42,3 +42,11 @@ def add_kernels(stage: Path, target: Target, progress: Progress) -> dict[str, An
         progress.note(f"note: no {sm_name(sm)} cubin made here: {aot.skipped[sm]}")
     record["toolkit_range"] = str(target.gpu.cuda)
     return record
+
+
+def load_cubins(bundle: Path) -> dict[int, bytes]:
+    """The cubins a bundle carries, by SM (for CudaPreprocessor; NVRTC covers the rest)."""
+    cubins = {}
+    for path in (bundle / KERNEL_DIR).glob("preprocess-sm_*.cubin"):
+        cubins[int(path.stem.rsplit("sm_", 1)[1])] = path.read_bytes()
+    return cubins

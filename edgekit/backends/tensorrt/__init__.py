@@ -12,13 +12,14 @@ import contextlib
 import importlib.util
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgekit.backends.base import Backend, BuildRequest, Capabilities
+from edgekit.data.preprocess import PreprocessSpec
 
 MODEL_FILE = "model.onnx"
 INSTALL_HINT = (
@@ -49,6 +50,7 @@ class TensorRTBackend(Backend):
             trust_host_code=bool(self.options.get("trust_engine_host_code")),
             cuda_graph=bool(self.options.get("cuda_graph")),
         )
+        self._preprocessor: Any = None
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -109,6 +111,26 @@ class TensorRTBackend(Backend):
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self._runner.run(batch)
+
+    def run_images(self, images: Sequence[np.ndarray], spec: PreprocessSpec) -> np.ndarray | None:
+        """Decoded RGB images, preprocessed on the GPU by the bundle's fused kernel, then the network."""
+        if self._preprocessor is None or self._preprocessor.spec != spec:
+            from edgekit.kernels.bundle import load_cubins
+            from edgekit.kernels.launch import CudaPreprocessor
+
+            # Engines live in <bundle>/engines/: the bundle's kernels are beside them.
+            bundle = self.model_path.parent.parent
+            self._preprocessor = CudaPreprocessor(spec, binaries=load_cubins(bundle) or None)
+        return self._runner.run_frames(list(images), self._preprocessor)
+
+    def stage_ms(self) -> dict[str, float]:
+        times = self._runner.times
+        return {
+            "upload_ms": times.upload_ms,
+            "preprocess_ms": times.preprocess_ms,
+            "network_ms": times.network_ms,
+            "download_ms": times.download_ms,
+        }
 
     def device_ms(self) -> float | None:
         return self._runner.times.network_ms

@@ -77,7 +77,7 @@ class EngineRunner:
         self._events = [cuda_check(cudart.cudaEventCreate()) for _ in range(5)]
         self._tensor_api = supports(self._version, "tensor_address_api")
         self.input_name, self.output_name = self._io_names(trt)
-        self.input_buffer, self._output = DeviceBuffer(), DeviceBuffer()
+        self.input_buffer, self._output, self._frames = DeviceBuffer(), DeviceBuffer(), DeviceBuffer()
         self.cuda_graph = cuda_graph
         self._graphs: dict[tuple[int, ...], Any] = {}
         self.times = StageTimes()
@@ -141,47 +141,71 @@ class EngineRunner:
             context.set_tensor_address(self.output_name, self._output.pointer)
         return self.input_buffer.pointer
 
+    def _record(self, index: int) -> None:
+        from cuda.bindings import runtime as cudart
+
+        cuda_check(cudart.cudaEventRecord(self._events[index], self._stream))
+
+    def _elapsed(self, first: int, last: int) -> float:
+        from cuda.bindings import runtime as cudart
+
+        return float(cuda_check(cudart.cudaEventElapsedTime(self._events[first], self._events[last])))
+
+    def _upload(self, destination: int, array: np.ndarray) -> None:
+        from cuda.bindings import runtime as cudart
+
+        kind = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        cuda_check(cudart.cudaMemcpyAsync(destination, array.ctypes.data, array.nbytes, kind, self._stream))
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Upload a float32 NCHW batch, run the network, download the first output."""
-        from cuda.bindings import runtime as cudart
-
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         pointer = self.prepare(batch.shape)
-        start, uploaded = self._events[0], self._events[1]
-        cudart.cudaEventRecord(start, self._stream)
-        cuda_check(
-            cudart.cudaMemcpyAsync(
-                pointer, batch.ctypes.data, batch.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self._stream
-            )
-        )
-        cudart.cudaEventRecord(uploaded, self._stream)
-        output = self.run_on_device(batch.shape)
-        self.times.upload_ms = float(cuda_check(cudart.cudaEventElapsedTime(start, uploaded)))
+        self._record(0)
+        self._upload(pointer, batch)
+        self._record(1)
+        output = self._network_and_download(batch.shape, input_ready=1)
+        self.times = dataclasses.replace(self.times, upload_ms=self._elapsed(0, 1), preprocess_ms=0.0)
         return output
 
-    def run_on_device(self, shape: tuple[int, ...], preprocessed: Any = None) -> np.ndarray:
-        """Run on what is already in the input buffer (uploaded, or written there by the preprocessing kernel)."""
+    def run_frames(self, frames: list[np.ndarray], preprocessor: Any) -> np.ndarray:
+        """Decoded uint8 HWC RGB frames → the fused CUDA preprocessing kernel → network → output.
+
+        The frames are uploaded as they are (any sizes); the kernel writes the engine's input directly.
+        """
+        from edgekit.kernels.launch import DeviceImage
+
+        frames = [np.ascontiguousarray(frame, dtype=np.uint8) for frame in frames]
+        crop = preprocessor.spec.crop
+        shape = (len(frames), 3, crop, crop)
+        pointer = self.prepare(shape)
+        base = self._frames.ensure(sum(frame.nbytes for frame in frames))
+        images, offset = [], 0
+        self._record(0)
+        for frame in frames:
+            self._upload(base + offset, frame)
+            images.append(DeviceImage(base + offset, frame.shape[1], frame.shape[0], layout="RGB"))
+            offset += frame.nbytes
+        self._record(1)
+        preprocessor(images, pointer, self._stream, "float32")
+        self._record(2)
+        output = self._network_and_download(shape, input_ready=2)
+        self.times = dataclasses.replace(self.times, upload_ms=self._elapsed(0, 1), preprocess_ms=self._elapsed(1, 2))
+        return output
+
+    def _network_and_download(self, shape: tuple[int, ...], input_ready: int) -> np.ndarray:
         from cuda.bindings import runtime as cudart
 
-        _, before, after, downloaded = self._events[0], self._events[1], self._events[2], self._events[3]
-        if preprocessed is None:
-            cudart.cudaEventRecord(before, self._stream)
         self._enqueue(tuple(shape))
-        cudart.cudaEventRecord(after, self._stream)
+        self._record(3)
         output = np.empty(self._output_shape(shape[0]), np.float32)
-        cuda_check(
-            cudart.cudaMemcpyAsync(
-                output.ctypes.data,
-                self._output.pointer,
-                output.nbytes,
-                cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost,
-                self._stream,
-            )
-        )
-        cudart.cudaEventRecord(downloaded, self._stream)
+        kind = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        cuda_check(cudart.cudaMemcpyAsync(output.ctypes.data, self._output.pointer, output.nbytes, kind, self._stream))
+        self._record(4)
         cuda_check(cudart.cudaStreamSynchronize(self._stream))
-        self.times.network_ms = float(cuda_check(cudart.cudaEventElapsedTime(preprocessed or before, after)))
-        self.times.download_ms = float(cuda_check(cudart.cudaEventElapsedTime(after, downloaded)))
+        self.times = dataclasses.replace(
+            self.times, network_ms=self._elapsed(input_ready, 3), download_ms=self._elapsed(3, 4)
+        )
         return output
 
     @property
