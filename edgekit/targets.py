@@ -11,6 +11,7 @@ after a long build.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import platform
 import re
@@ -267,8 +268,12 @@ def get_target(name_or_path: str) -> Target:
         return load_target_file(path)
     path = _targets_dir() / f"{name_or_path}.toml"
     if not path.is_file():
-        known = ", ".join(t.stem for t in sorted(_targets_dir().glob("*.toml")))
-        raise EdgekitError(f"unknown target {name_or_path!r}; known targets: {known} (see `edgekit targets`)")
+        names = [t.stem for t in sorted(_targets_dir().glob("*.toml"))]
+        close = difflib.get_close_matches(name_or_path, names, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise EdgekitError(
+            f"unknown target {name_or_path!r}{hint}; known targets: {', '.join(names)} (see `edgekit targets`)"
+        )
     return load_target_file(path)
 
 

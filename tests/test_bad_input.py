@@ -68,7 +68,12 @@ def test_bad_models(kind: str, needle: str, bad_inputs: dict[str, Path], run_cli
 def test_unknown_target_fails_before_loading(trained: dict, run_cli, tmp_path: Path) -> None:
     out = tmp_path / "bundle"
     status, _, stderr = run_cli("compile", trained["path"], "--target", "jetson-nanoo", "--out", out)
-    _assert_clean_failure(status, stderr, out, "unknown target 'jetson-nanoo'; known targets: arm-cpu, x86-cpu")
+    _assert_clean_failure(
+        status,
+        stderr,
+        out,
+        "unknown target 'jetson-nanoo' (did you mean jetson-nano?); known targets: arm-cpu, datacenter-hopper",
+    )
 
 
 def test_unsupported_precision_fails_before_loading(trained: dict, run_cli, tmp_path: Path) -> None:

@@ -185,3 +185,20 @@ def test_build_on_the_wrong_gpu_is_refused(orin_int8: dict, fake_trt, tmp_path: 
     with pytest.raises(EdgekitError, match=r"this GPU is NVIDIA H200 \(sm_90\), the target jetson-orin-nx is sm_87"):
         build_bundle_engine(EngineBuildConfig(orin_int8["path"]))
     assert np.array_equal(read_manifest(orin_int8["path"])["tensorrt"]["engines"], [])  # bundle untouched
+
+
+def test_precision_auto_for_a_gpu_not_here_ranks_by_the_target_file(
+    trained: dict, data_dirs: dict, run_cli, tmp_path: Path
+) -> None:
+    out = tmp_path / "auto"
+    status, _, stderr = run_cli(
+        "compile", trained["path"], "--target", "jetson-orin-nano", "--precision", "auto", "--max-accuracy-drop", "100",
+        "--calib", data_dirs["train"], "--calib-size", "32", "--val", data_dirs["val"], "--out", out,
+    )  # fmt: skip
+    assert status == 0, stderr
+    manifest = read_manifest(out, verify=True)  # kernels/ came along with the chosen variant
+    record = manifest["precision_auto"]
+    assert record["ranked_by"].startswith("target file order (TensorRT is not installed")
+    assert [c["precision"] for c in record["candidates"]] == ["int8", "fp16", "fp32"]
+    assert all(c["p50_ms"] is None for c in record["candidates"])  # nothing was timed on the wrong machine
+    assert manifest["precision"] == "int8" and (out / manifest["kernels"]["source"]).is_file()

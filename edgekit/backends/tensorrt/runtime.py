@@ -134,8 +134,11 @@ class EngineRunner:
             context.set_input_shape(self.input_name, shape)
         else:
             context.set_binding_shape(self._engine.get_binding_index(self.input_name), shape)  # trt-api: legacy
+        before = (self.input_buffer.pointer, self._output.pointer)
         self.input_buffer.ensure(int(np.prod(shape)) * input_itemsize)
         self._output.ensure(int(np.prod(self._output_shape(batch))) * 4)
+        if (self.input_buffer.pointer, self._output.pointer) != before:
+            self._graphs.clear()  # captured graphs hold the old addresses
         if self._tensor_api:
             context.set_tensor_address(self.input_name, self.input_buffer.pointer)
             context.set_tensor_address(self.output_name, self._output.pointer)
