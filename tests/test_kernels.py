@@ -22,7 +22,6 @@ import pytest
 import torch
 import torchvision
 from PIL import Image
-from torchvision import transforms
 
 from edgekit.data.fashion_mnist import dataset_root, load_split
 from edgekit.data.preprocess import _INTERPOLATIONS, PreprocessSpec, _resized_size
@@ -37,35 +36,9 @@ from edgekit.kernels.reference import (
     reference_preprocess,
     resample_crop,
 )
+from tests.photos import sample_photos, torchvision_eval
 
 ROOT = Path(__file__).resolve().parents[1]
-_TV_MODES = {
-    "bilinear": transforms.InterpolationMode.BILINEAR,
-    "bicubic": transforms.InterpolationMode.BICUBIC,
-    "nearest": transforms.InterpolationMode.NEAREST,
-}
-
-
-@functools.cache
-def _photos() -> dict[str, np.ndarray]:
-    """scikit-learn's two real JPEG photos (640×427), and a 1280×854 mosaic of them for a larger downscale."""
-    from sklearn.datasets import load_sample_images
-
-    china, flower = load_sample_images().images
-    mosaic = np.concatenate([np.concatenate([china, flower], 1), np.concatenate([flower, china], 1)], 0)
-    return {"china": china, "flower": flower, "mosaic": np.ascontiguousarray(mosaic)}
-
-
-def _torchvision(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
-    pipeline = transforms.Compose(
-        [
-            transforms.Resize(spec.resize, interpolation=_TV_MODES[spec.interpolation]),
-            transforms.CenterCrop(spec.crop),
-            transforms.ToTensor(),
-            transforms.Normalize(spec.mean, spec.std),
-        ]
-    )
-    return pipeline(image).numpy()
 
 
 def _pil_uint8(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
@@ -90,7 +63,7 @@ def _assert_matches(pixels: np.ndarray, spec: PreprocessSpec, pixel_layout: str 
     np.testing.assert_array_equal(ours_u8, _pil_uint8(image, spec))
     ours = reference_preprocess(pixels, spec, pixel_layout=pixel_layout)
     assert ours.shape == (3, spec.crop, spec.crop) and ours.dtype == np.float32
-    error = ours - _torchvision(image, spec)
+    error = ours - torchvision_eval(image, spec)
     assert _uint8_units(error, spec) < 1e-3  # target: 1 step; float rounding only, as uint8 is exact
     assert np.abs(error).max() < 1e-5
 
@@ -108,7 +81,7 @@ def _assert_matches(pixels: np.ndarray, spec: PreprocessSpec, pixel_layout: str 
     ids=["default", "232-224", "64-56", "bicubic", "nearest"],
 )
 def test_reference_equals_pil_and_torchvision_on_real_photos(name: str, spec: PreprocessSpec) -> None:
-    _assert_matches(_photos()[name], spec)
+    _assert_matches(sample_photos()[name], spec)
 
 
 def test_reference_on_fashion_mnist_upscaled() -> None:
@@ -138,7 +111,7 @@ def test_reference_on_odd_portrait_tiny_and_identity_sizes(size: tuple[int, int]
 
 @pytest.mark.parametrize("pixel_layout", ["BGR", "RGBA", "BGRA"])
 def test_other_channel_orders_read_the_same_pixels(pixel_layout: str) -> None:
-    rgb = _photos()["flower"]
+    rgb = sample_photos()["flower"]
     order = [2, 1, 0] if pixel_layout.startswith("BGR") else [0, 1, 2]
     pixels = rgb[:, :, order]
     if pixel_layout.endswith("A"):
@@ -148,7 +121,7 @@ def test_other_channel_orders_read_the_same_pixels(pixel_layout: str) -> None:
 
 
 def test_pitched_rows_ignore_the_padding() -> None:
-    rgb = _photos()["china"]
+    rgb = sample_photos()["china"]
     spec = PreprocessSpec()
     plain = reference_preprocess(rgb, spec)
     for pitch in (640 * 3 + 1, 640 * 3 + 64, 2048):
@@ -160,20 +133,20 @@ def test_pitched_rows_ignore_the_padding() -> None:
 
 
 def test_fp16_output_is_the_rounded_fp32_output() -> None:
-    rgb, spec = _photos()["china"], PreprocessSpec()
+    rgb, spec = sample_photos()["china"], PreprocessSpec()
     half = reference_preprocess(rgb, spec, dtype="float16")
     assert half.dtype == np.float16
     np.testing.assert_array_equal(half, reference_preprocess(rgb, spec).astype(np.float16))
-    expected = _torchvision(Image.fromarray(rgb), spec)
+    expected = torchvision_eval(Image.fromarray(rgb), spec)
     assert _uint8_units(half.astype(np.float32) - expected, spec) < 0.5  # fp16 keeps 11 bits: 2^-9 of ~2.6
 
 
 @pytest.mark.parametrize("spec", [PreprocessSpec(), PreprocessSpec(mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.4))])
 def test_transform_input_folds_into_the_normalisation(spec: PreprocessSpec) -> None:
-    rgb = _photos()["flower"]
+    rgb = sample_photos()["flower"]
     net = torchvision.models.googlenet(weights=None, aux_logits=False, transform_input=True, init_weights=False)
     with torch.no_grad():
-        expected = net._transform_input(torch.from_numpy(_torchvision(Image.fromarray(rgb), spec))[None])[0].numpy()
+        expected = net._transform_input(torch.from_numpy(torchvision_eval(Image.fromarray(rgb), spec))[None])[0].numpy()
     ours = reference_preprocess(rgb, spec, transform_input=True)
     assert np.abs(ours - expected).max() < 1e-5
     if spec == PreprocessSpec():  # ImageNet normalisation then transform_input is v * 2/255 - 1
@@ -194,7 +167,7 @@ def test_tables_cover_only_the_crop_and_sum_to_one() -> None:
     identity = build_tables(256, 300, PreprocessSpec())  # horizontal axis is not resized: copy columns
     assert np.all(identity.xweights[:, 0] == 1 << PRECISION_BITS) and np.all(identity.xweights[:, 1:] == 0)
     with pytest.raises(EdgekitError, match="layout"):
-        reference_preprocess(_photos()["china"], PreprocessSpec(), pixel_layout="YUV")
+        reference_preprocess(sample_photos()["china"], PreprocessSpec(), pixel_layout="YUV")
 
 
 # ---- the launcher's CPU-side parts -----------------------------------------------------------------
@@ -412,7 +385,7 @@ def test_kernel_source_runs_on_the_cpu_and_equals_the_reference(monkeypatch: pyt
         pytest.skip(_host_kernel())
     fake = _FakeDriver()
     monkeypatch.setattr(launch, "_driver", lambda: fake)
-    photos = [*_photos().values(), _textured(1920, 1080, seed=1), _textured(5, 9, seed=2)]
+    photos = [*sample_photos().values(), _textured(1920, 1080, seed=1), _textured(5, 9, seed=2)]
     images, layouts = [], []
     for k in range(35):
         # each photo once at full size, then crops of them of 30 other sizes (the reference is slow on big ones)

@@ -13,18 +13,7 @@ from torchvision import transforms
 from edgekit.data.images import collect_images, read_image, read_labelled_folder, to_rgb
 from edgekit.data.preprocess import PreprocessSpec, preprocess
 from edgekit.errors import EdgekitError
-
-
-def _torchvision(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
-    pipeline = transforms.Compose(
-        [
-            transforms.Resize(spec.resize),
-            transforms.CenterCrop(spec.crop),
-            transforms.ToTensor(),
-            transforms.Normalize(spec.mean, spec.std),
-        ]
-    )
-    return pipeline(image).numpy()
+from tests.photos import torchvision_eval
 
 
 @pytest.mark.parametrize("size", [(640, 480), (480, 640), (333, 517), (256, 256), (225, 300), (1000, 257)])
@@ -38,13 +27,13 @@ def test_matches_torchvision_eval_transform(size: tuple[int, int]) -> None:
     spec = PreprocessSpec()
     ours = preprocess(image, spec)
     assert ours.shape == (3, 224, 224) and ours.dtype == np.float32
-    np.testing.assert_allclose(ours, _torchvision(image, spec), atol=1e-6)
+    np.testing.assert_allclose(ours, torchvision_eval(image, spec), atol=1e-6)
 
 
 def test_matches_torchvision_with_other_sizes_and_interpolation() -> None:
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 410, 3), dtype=np.uint8))
     spec = PreprocessSpec(resize=110, crop=96, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-    np.testing.assert_allclose(preprocess(image, spec), _torchvision(image, spec), atol=1e-6)
+    np.testing.assert_allclose(preprocess(image, spec), torchvision_eval(image, spec), atol=1e-6)
     bicubic = PreprocessSpec(interpolation="bicubic")
     expected = transforms.Compose(
         [

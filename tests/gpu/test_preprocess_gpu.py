@@ -7,7 +7,6 @@ Skipped, with the reason, where cuda-python cannot use a GPU.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,37 +15,16 @@ from types import ModuleType
 import numpy as np
 import pytest
 from PIL import Image
-from torchvision import transforms
 
 from edgekit.data.preprocess import PreprocessSpec
 from edgekit.kernels import build
 from edgekit.kernels.launch import CudaPreprocessor, gpu_unavailable_reason
 from edgekit.kernels.reference import reference_preprocess
+from tests.photos import sample_photos, torchvision_eval
 
 _REASON = gpu_unavailable_reason()
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@functools.cache
-def _photos() -> dict[str, np.ndarray]:
-    from sklearn.datasets import load_sample_images
-
-    china, flower = load_sample_images().images
-    mosaic = np.concatenate([np.concatenate([china, flower], 1), np.concatenate([flower, china], 1)], 0)
-    return {"china": china, "flower": flower, "mosaic": np.ascontiguousarray(mosaic)}
-
-
-def _torchvision(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    pipeline = transforms.Compose(
-        [
-            transforms.Resize(spec.resize),
-            transforms.CenterCrop(spec.crop),
-            transforms.ToTensor(),
-            transforms.Normalize(spec.mean, spec.std),
-        ]
-    )
-    return pipeline(Image.fromarray(image)).numpy()
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +35,10 @@ def gpu() -> Iterator[CudaPreprocessor]:
 
 @pytest.mark.parametrize("name", ["china", "flower", "mosaic"])
 def test_real_photos_match_the_reference_exactly_and_torchvision(gpu: CudaPreprocessor, name: str) -> None:
-    photo = _photos()[name]
+    photo = sample_photos()[name]
     ours = gpu.preprocess_arrays([photo])[0]
     np.testing.assert_array_equal(ours, reference_preprocess(photo, gpu.spec))
-    error = np.abs(ours - _torchvision(photo, gpu.spec))
+    error = np.abs(ours - torchvision_eval(photo, gpu.spec))
     assert (error * 255 * np.asarray(gpu.spec.std)[:, None, None]).max() < 1e-3  # in uint8 steps; target 1
 
 
@@ -69,7 +47,7 @@ def test_real_photos_match_the_reference_exactly_and_torchvision(gpu: CudaPrepro
 def test_one_call_mixes_layouts_sizes_and_pitches(gpu: CudaPreprocessor, dtype: str, pitch_padding: int) -> None:
     """35 images (two launches) of 7 sizes and 5 layouts into one tensor at batch offset 1."""
     rng = np.random.default_rng(pitch_padding)
-    photo = Image.fromarray(_photos()["flower"])
+    photo = Image.fromarray(sample_photos()["flower"])
     sizes = [(640, 427), (1, 1), (13, 300), (300, 13), (225, 224), (1920, 1080), (57, 91)]
     layouts = ["RGB", "BGR", "RGBA", "BGRA", "L", "RGB"]
     images, names = [], []
@@ -104,7 +82,7 @@ def test_one_call_mixes_layouts_sizes_and_pitches(gpu: CudaPreprocessor, dtype: 
     ],
 )
 def test_other_specs(spec: PreprocessSpec, transform_input: bool) -> None:
-    photos = list(_photos().values())
+    photos = list(sample_photos().values())
     with CudaPreprocessor(spec, transform_input=transform_input) as pre:
         out = pre.preprocess_arrays(photos)
     expected = [reference_preprocess(p, spec, transform_input=transform_input) for p in photos]
@@ -115,7 +93,7 @@ def test_aot_cubin_and_fatbin_load_and_agree_with_nvrtc(gpu: CudaPreprocessor) -
     nvcc = build.find_nvcc()
     if nvcc is None or gpu.sm not in build.nvcc_targets(nvcc):
         pytest.skip(f"no nvcc that targets sm_{gpu.sm} on this machine: only the NVRTC path is tested")
-    photo = _photos()["mosaic"]
+    photo = sample_photos()["mosaic"]
     expected = gpu.preprocess_arrays([photo])
     aot = build.build_aot([gpu.sm])
     for binaries in (aot.cubins, build.nvcc_fatbin([gpu.sm])):
@@ -133,7 +111,7 @@ def _bench() -> ModuleType:
     return module
 
 
-def test_full_hd_frame_is_at_least_50x_faster_than_torchvision() -> None:
+def test_full_hd_frame_is_at_least_50x_faster_thantorchvision_eval() -> None:
     result = _bench().run(iterations=100, warmup=20, cpu_iterations=20)
     assert result["parity_vs_torchvision"]["max_uint8_steps"] < 1e-3
     assert result["speedup_kernel_vs_torchvision"] >= 50, result
