@@ -377,8 +377,7 @@ def _device_build(config: CompileConfig, manifest: dict[str, Any], stage: Path, 
             f"build the engine on the device with `edgekit build {config.out}`"
         )
         return manifest
-    files = {name: sha256_file(stage / name) for name in [manifest["model_file"]]}
-    return add_engine(stage, {**manifest, "files": files}, options, EngineBuildConfig(config.out), progress)
+    return add_engine(stage, manifest, options, EngineBuildConfig(config.out), progress)
 
 
 def _sparsity_record(pruning: dict[str, Any] | None, fp32: Path) -> dict[str, Any] | None:

@@ -119,7 +119,7 @@ def add_engine(
             f"warning: {len(on_gpu)} of {placement['network_layers_dla_capable'] + len(on_gpu)} layers run on the "
             f"GPU, not DLA core {plan.dla_core}: {', '.join(on_gpu[:5])}{' …' if len(on_gpu) > 5 else ''}"
         )
-    onnx_sha = manifest["files"][manifest["model_file"]]
+    onnx_sha = sha256_file(onnx_path)
     name = engine_file_name(version, device, engine_key(onnx_sha, version, device, options))
     (stage / name).parent.mkdir(exist_ok=True)
     (stage / name).write_bytes(built.plan)
