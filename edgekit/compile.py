@@ -348,7 +348,9 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> dict[st
         if sparsity is not None:
             manifest["sparsity"] = sparsity
         if backend.capabilities.builds_without_runtime:
-            manifest = _device_build(config, manifest, stage, progress)
+            from edgekit.engine_build import finish_gpu_bundle
+
+            manifest = finish_gpu_bundle(stage, manifest, config.target, config.out, config.build_options, progress)
         if evalset is not None and evalset.labels is not None:
             predictions = {"reference": reference_out.argmax(1), "bundle": built.outputs.argmax(1)}
             manifest["accuracy"] = score(predictions, evalset.labels, manifest["classes"], reference="reference")
@@ -358,26 +360,6 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> dict[st
                 f"(it lacks {config.precision} arithmetic); the bundle runs reduced precision where the CPU has it"
             )
         return write_manifest(stage, manifest)
-
-
-def _device_build(config: CompileConfig, manifest: dict[str, Any], stage: Path, progress: Progress) -> dict[str, Any]:
-    """TensorRT: record the build options, then build the engine now if this machine is the device."""
-    from edgekit.backends.tensorrt.recipe import BuildOptions
-    from edgekit.engine_build import EngineBuildConfig, add_engine, device_problem
-    from edgekit.kernels.bundle import add_kernels
-
-    options = config.build_options or BuildOptions()
-    manifest["parity"]["runtime"] = "onnxruntime (CPU) on model.onnx, the file TensorRT builds its engine from"
-    manifest["tensorrt"] = {"options": options.to_dict(), "engines": []}
-    manifest["kernels"] = add_kernels(stage, config.target, progress)
-    problem = device_problem(config.target)
-    if problem:
-        progress.note(
-            f"note: no TensorRT engine was built here ({problem}); the bundle is portable: "
-            f"build the engine on the device with `edgekit build {config.out}`"
-        )
-        return manifest
-    return add_engine(stage, manifest, options, EngineBuildConfig(config.out), progress)
 
 
 def _sparsity_record(pruning: dict[str, Any] | None, fp32: Path) -> dict[str, Any] | None:

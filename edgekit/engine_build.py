@@ -145,6 +145,32 @@ def add_engine(
     return {**manifest, "tensorrt": section}
 
 
+def finish_gpu_bundle(
+    stage: Path,
+    manifest: dict[str, Any],
+    target: Target,
+    out: Path,
+    options: BuildOptions | None,
+    progress: Progress,
+) -> dict[str, Any]:
+    """`edgekit compile` for a GPU target: kernels and build options into the bundle, and the engine
+    too where this machine is the device; otherwise one line saying where the engine will be built."""
+    from edgekit.kernels.bundle import add_kernels
+
+    options = options or BuildOptions()
+    manifest["parity"]["runtime"] = "onnxruntime (CPU) on model.onnx, the file TensorRT builds its engine from"
+    manifest["tensorrt"] = {"options": options.to_dict(), "engines": []}
+    manifest["kernels"] = add_kernels(stage, target, progress)
+    problem = device_problem(target)
+    if problem:
+        progress.note(
+            f"note: no TensorRT engine was built here ({problem}); the bundle is portable: "
+            f"build the engine on the device with `edgekit build {out}`"
+        )
+        return manifest
+    return add_engine(stage, manifest, options, EngineBuildConfig(out), progress)
+
+
 def build_bundle_engine(config: EngineBuildConfig, progress: Progress = QUIET) -> dict[str, Any]:
     """`edgekit build`: add an engine for this machine to the bundle; returns the new engine's record."""
     manifest = read_manifest(config.bundle, verify=True)
