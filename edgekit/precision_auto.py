@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.bench.latency import measure
-from edgekit.bundle import staged_directory, write_manifest
+from edgekit.bundle import read_manifest, staged_directory, write_manifest
 from edgekit.config import CompileConfig
 from edgekit.data.images import has_class_folders
 from edgekit.errors import EdgekitError
@@ -74,7 +74,7 @@ def compile_auto(config: CompileConfig, progress: Progress = QUIET) -> dict[str,
         progress.note(f"--precision auto chose {chosen['precision']}")
         with staged_directory(config.out, config.force) as stage:
             source = Path(work) / chosen["precision"]
-            manifest = BundleModel.open(source).manifest
+            manifest = read_manifest(source, verify=True)
             for item in source.iterdir():
                 if item.name != "manifest.json":
                     (shutil.copytree if item.is_dir() else shutil.copy2)(item, stage / item.name)

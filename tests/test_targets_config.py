@@ -60,12 +60,14 @@ def test_backend_choice_follows_target_and_availability(monkeypatch: pytest.Monk
     assert choose_backend(x86, "fp32", None) is OpenVinoBackend
     with pytest.raises(EdgekitError, match="onnxruntime is not installed"):
         choose_backend(x86, "fp32", "onnxruntime")
-    with pytest.raises(EdgekitError, match="unknown backend 'tensorrt'"):
+    with pytest.raises(EdgekitError, match="tensorrt does not run on cpu targets"):
         choose_backend(x86, "fp32", "tensorrt")
+    with pytest.raises(EdgekitError, match="unknown backend 'tensorrtt'"):
+        choose_backend(x86, "fp32", "tensorrtt")
     assert choose_backend(x86, "int8", None) is OpenVinoBackend
     with pytest.raises(EdgekitError, match="supports fp32, int8"):
         choose_backend(get_target("arm-cpu"), "fp16", None)
-    assert set(REGISTRY) == {"onnxruntime", "openvino"}
+    assert set(REGISTRY) == {"onnxruntime", "openvino", "tensorrt", "litert"}
 
 
 def test_parity_failure_writes_nothing(trained: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
