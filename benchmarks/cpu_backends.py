@@ -1,7 +1,8 @@
 """CPU latency of GoogLeNet at 224×224, batch 1 and 8, all in one run on one machine:
 PyTorch eager / channels_last FP32, ONNX Runtime FP32 and INT8 (its own Q/DQ placement), OpenVINO
-FP32 and INT8 (NNCF), and edgekit's FP32 and INT8 `x86-cpu` bundles. Then INT8 accuracy: the INT8
-bundle against the FP32 PyTorch model on all 10,000 Fashion-MNIST test images.
+FP32 and INT8 (NNCF), LiteRT FP32 and full-integer INT8 (the `arm-cpu` target's .tflite files, XNNPACK),
+and edgekit's FP32 and INT8 `x86-cpu` bundles. Then INT8 accuracy: the `x86-cpu` and `arm-cpu` INT8
+bundles against the FP32 PyTorch model on all 10,000 Fashion-MNIST test images.
 
 The model is a GoogLeNet trained on Fashion-MNIST by edgekit (`make demo` makes one; otherwise this
 script trains a small one). Weights do not change the work done, but they are real.
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.backends import OnnxRuntimeBackend, OpenVinoBackend
+from edgekit.backends import BuildRequest, LiteRtBackend, OnnxRuntimeBackend, OpenVinoBackend
 from edgekit.bench.environment import environment
 from edgekit.bench.evaluate import load_eval_set, run_batched, score
 from edgekit.bench.latency import measure
@@ -80,7 +81,15 @@ def main() -> None:
         module = load_checkpoint(checkpoint).module
         onnx_file = work / "fp32" / "model.onnx"
         ort_int8 = work / "ort_int8.onnx"
-        quantize_int8(onnx_file, ort_int8, calibration_inputs(calib, PreprocessSpec(), 256)[0], "cpu")
+        calibration = calibration_inputs(calib, PreprocessSpec(), 256)[0]
+        quantize_int8(onnx_file, ort_int8, calibration, "cpu")
+        litert = {}
+        for precision in ("fp32", "int8"):
+            # The arm-cpu bundle's files, built from the same ONNX export and calibration images.
+            (work / f"litert_{precision}").mkdir()
+            request = BuildRequest(precision, calibration if precision == "int8" else None)
+            name, _ = LiteRtBackend.build(onnx_file, work / f"litert_{precision}", request)
+            litert[precision] = LiteRtBackend(work / f"litert_{precision}" / name, threads, precision)
         candidates: dict[str, Any] = {
             "PyTorch eager FP32": TorchReference(module, threads).run,
             "PyTorch channels_last FP32": TorchReference(load_checkpoint(checkpoint).module, threads, True).run,
@@ -88,6 +97,8 @@ def main() -> None:
             "OpenVINO FP32": OpenVinoBackend(onnx_file, threads).run,
             "ONNX Runtime INT8 (own Q/DQ placement)": OnnxRuntimeBackend(ort_int8, threads, "int8").run,
             "OpenVINO INT8 (NNCF)": OpenVinoBackend(work / "int8" / "model.xml", threads, "int8").run,
+            "LiteRT FP32 (XNNPACK)": litert["fp32"].run,
+            "LiteRT INT8 (full integer, XNNPACK)": litert["int8"].run,
         }
         for precision, bundle in bundles.items():
             candidates[f"edgekit {precision} bundle ({bundle.backend}, incl. softmax)"] = bundle.probabilities
@@ -101,27 +112,34 @@ def main() -> None:
                 rows.append({"runtime": name, **stats})
                 progress.note(f"{name:<45} batch {size}: p50 {stats['p50_ms']:.2f} ms")
 
-        accuracy = _int8_accuracy(checkpoint, work, threads, progress) if args.accuracy else None
+        accuracy = {}
+        if args.accuracy:
+            test = write_image_folder(work / "test", "test", 1000, seed=0)  # the whole test split: 1,000 per class
+            for target in ("x86-cpu", "arm-cpu"):
+                accuracy[target] = _int8_accuracy(checkpoint, work, test, target, threads, progress)
 
     results = {
         "checkpoint": str(checkpoint),
         "input": [3, 224, 224],
         "rows": rows,
-        "int8_accuracy": accuracy,
+        "int8_accuracy": accuracy.get("x86-cpu"),
+        "litert_int8_accuracy": accuracy.get("arm-cpu"),
         "environment": environment(threads),
     }
+    results["environment"]["libraries"].update(LiteRtBackend.versions())
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cpu_backends.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "cpu_backends.md").write_text(_markdown(results))
     print((args.out / "cpu_backends.md").read_text())
 
 
-def _int8_accuracy(checkpoint: Path, work: Path, threads: int, progress: Progress) -> dict[str, Any]:
+def _int8_accuracy(
+    checkpoint: Path, work: Path, test: Path, target: str, threads: int, progress: Progress
+) -> dict[str, Any]:
     """INT8 bundle vs FP32 PyTorch on every Fashion-MNIST test image, at the checkpoint's own preprocessing."""
-    test = write_image_folder(work / "test", "test", 1000, seed=0)  # the whole test split: 1,000 per class
     calib = work / "calib"
-    out = work / "int8-native"
-    config = CompileConfig(model=checkpoint, target=get_target("x86-cpu"), out=out, precision="int8", calib=calib)
+    out = work / f"int8-native-{target}"
+    config = CompileConfig(model=checkpoint, target=get_target(target), out=out, precision="int8", calib=calib)
     compile_bundle(config, progress)
     bundle = BundleModel.open(out, threads=threads)
     evalset = load_eval_set(test, bundle.class_names, bundle.preprocessing, None, progress)
@@ -135,6 +153,7 @@ def _int8_accuracy(checkpoint: Path, work: Path, threads: int, progress: Progres
     models = result["models"]
     return {
         "images": result["images"],
+        "target": target,
         "backend": bundle.backend,
         "fp32_top1": models["reference"]["top1"],
         "int8_top1": models["bundle"]["top1"],
@@ -161,15 +180,21 @@ def _markdown(results: dict[str, Any]) -> str:
             f"| {r['runtime']} | {r['batch']} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | "
             f"{r['images_per_s']:.1f} | {eager[r['batch']] / r['p50_ms']:.2f}× |"
         )
-    accuracy = results.get("int8_accuracy")
-    if accuracy:
+    for accuracy in (results.get("int8_accuracy"), results.get("litert_int8_accuracy")):
+        if not accuracy:
+            continue
         lines += [
             "",
-            f"INT8 accuracy ({accuracy['backend']} bundle, {accuracy['input']}×{accuracy['input']} as trained) on all "
-            f"{accuracy['images']:,} Fashion-MNIST test images: FP32 top-1 {accuracy['fp32_top1']:.2%}, INT8 top-1 "
-            f"{accuracy['int8_top1']:.2%} (drop {accuracy['drop_pts']:.2f} pts), top-1 agreement "
-            f"{accuracy['top1_agreement']:.2%}.",
+            f"INT8 accuracy ({accuracy.get('target', 'x86-cpu')} {accuracy['backend']} bundle, {accuracy['input']}×"
+            f"{accuracy['input']} as trained) on all {accuracy['images']:,} Fashion-MNIST test images: FP32 top-1 "
+            f"{accuracy['fp32_top1']:.2%}, INT8 top-1 {accuracy['int8_top1']:.2%} (drop {accuracy['drop_pts']:.2f} "
+            f"pts), top-1 agreement {accuracy['top1_agreement']:.2%}.",
         ]
+    lines += [
+        "",
+        "LiteRT rows are the `arm-cpu` target's .tflite files measured on this x86-64 host, not on an ARM "
+        "board: latency there will differ.",
+    ]
     lines += ["", f"Reproduce: `.venv/bin/python benchmarks/cpu_backends.py` (checkpoint: {results['checkpoint']})."]
     return "\n".join(lines) + "\n"
 

@@ -51,7 +51,7 @@ def choose_backend(target: Target, precision: str, requested: str | None) -> typ
         )
     if requested is not None:
         backend = get_backend(requested)
-        reason = check_support(backend, target.kind, target.arch, precision) or _missing_runtime(backend)
+        reason = check_support(backend, target.kind, target.arch, precision) or backend.build_unavailable_reason()
         if reason:
             raise EdgekitError(f"backend {requested} cannot be used for target {target.name}: {reason}")
         return backend
@@ -61,18 +61,11 @@ def choose_backend(target: Target, precision: str, requested: str | None) -> typ
         if backend is None:
             reasons.append(f"{name}: not a backend of this edgekit version")
             continue
-        reason = check_support(backend, target.kind, target.arch, precision) or _missing_runtime(backend)
+        reason = check_support(backend, target.kind, target.arch, precision) or backend.build_unavailable_reason()
         if reason is None:
             return backend
         reasons.append(reason)
     raise EdgekitError(f"no backend of target {target.name} can run {precision} here: {'; '.join(reasons)}")
-
-
-def _missing_runtime(backend: type[Backend]) -> str | None:
-    """Why the backend cannot build here; a backend whose build needs no runtime (TensorRT) always can."""
-    if backend.capabilities.builds_without_runtime:
-        return None
-    return backend.unavailable_reason()
 
 
 def validate(config: CompileConfig) -> type[Backend]:

@@ -134,6 +134,8 @@ class BundleModel:
         if reason:
             hint = " (or pass --backend onnxruntime to run its ONNX file on the CPU)" if _portable(manifest) else ""
             raise EdgekitError(f"cannot run {path}: {reason}{hint}")
+        if backend_cls.name != manifest["backend"] and not manifest["model_file"].endswith(".onnx"):
+            raise BundleError(f"{manifest['model_file']} runs with {manifest['backend']} only, not {backend_cls.name}")
         if backend_cls.name != manifest["backend"] and manifest["precision"] != "fp32" and not _portable(manifest):
             # An fp32 ONNX file runs anywhere; quantized files are made for their backend.
             raise BundleError(

@@ -6,12 +6,15 @@ Importing this package is cheap: each backend imports its runtime only when a mo
 from __future__ import annotations
 
 from edgekit.backends.base import Backend, BuildRequest, Capabilities
+from edgekit.backends.litert_backend import LiteRtBackend
 from edgekit.backends.onnxruntime_backend import OnnxRuntimeBackend
 from edgekit.backends.openvino_backend import OpenVinoBackend
 from edgekit.backends.tensorrt import TensorRTBackend
 from edgekit.errors import EdgekitError
 
-REGISTRY: dict[str, type[Backend]] = {cls.name: cls for cls in (OnnxRuntimeBackend, OpenVinoBackend, TensorRTBackend)}
+REGISTRY: dict[str, type[Backend]] = {
+    cls.name: cls for cls in (OnnxRuntimeBackend, OpenVinoBackend, TensorRTBackend, LiteRtBackend)
+}
 
 
 def get_backend(name: str) -> type[Backend]:

@@ -68,6 +68,15 @@ class Backend(abc.ABC):
         return None
 
     @classmethod
+    def build_unavailable_reason(cls) -> str | None:
+        """Why `build` (and the parity run after it) cannot happen here, checked before any slow work.
+
+        Usually the runtime itself; a backend that builds a portable file without it (TensorRT) can
+        always build, one that needs a converter besides its runtime (LiteRT) adds that.
+        """
+        return None if cls.capabilities.builds_without_runtime else cls.unavailable_reason()
+
+    @classmethod
     @abc.abstractmethod
     def versions(cls) -> dict[str, str]:
         """Library versions recorded in manifests and benchmark results."""

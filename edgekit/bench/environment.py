@@ -11,7 +11,20 @@ from typing import Any
 
 import edgekit
 
-_LIBRARIES = ("numpy", "torch", "torchvision", "onnx", "onnxruntime", "openvino", "nncf", "pillow")
+_LIBRARIES = (
+    "numpy",
+    "torch",
+    "torchvision",
+    "onnx",
+    "onnxruntime",
+    "openvino",
+    "nncf",
+    "pillow",
+    "ai-edge-litert",
+    "litert-torch",
+    "ai-edge-quantizer",
+    "cuda-bindings",
+)
 
 
 def cpu_model() -> str:
