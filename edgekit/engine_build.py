@@ -37,6 +37,7 @@ class EngineBuildConfig:
     options: BuildOptions | None = None  # None: the options recorded at compile time
     cache_dir: Path | None = None  # timing caches; None: $XDG_CACHE_HOME/edgekit/tensorrt
     verbose: bool = False
+    images: Path | None = None  # the engine is checked on these (else synthetic inputs) against ONNX Runtime
 
 
 def default_cache_dir() -> Path:
@@ -138,11 +139,60 @@ def add_engine(
         "built": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "built_with": f"edgekit {edgekit.__version__}",
     }
+    record["parity"] = engine_parity(stage, manifest, name, options, config.images)
+    agreement = record["parity"].get("top1_agreement")
+    if agreement is not None and agreement < 0.98:
+        progress.note(
+            f"warning: the engine agrees with ONNX Runtime on only {agreement:.1%} of "
+            f"{record['parity']['images']} inputs (max abs diff {record['parity']['max_abs_diff']:.2e})"
+        )
     record = json.loads(json.dumps(record))  # as the manifest will hold it (lists, not tuples)
     section = dict(manifest.get("tensorrt") or {})
     engines = [e for e in section.get("engines", []) if e["file"] != name]
     section["engines"] = [*engines, record]
     return {**manifest, "tensorrt": section}
+
+
+PARITY_IMAGES = 32
+
+
+def engine_parity(
+    stage: Path, manifest: dict[str, Any], engine_file: str, options: BuildOptions, images: Path | None
+) -> dict[str, Any]:
+    """The new engine against ONNX Runtime running the ONNX file it was built from, on the same inputs.
+
+    The compile-time figures (accuracy, agreement with FP32) were measured on that ONNX file; this says
+    whether the engine reproduces it. TensorRT may use TF32 or fused kernels, so small differences are
+    expected; the top-1 agreement is what to watch.
+    """
+    import importlib.util
+
+    from edgekit.backends import OnnxRuntimeBackend
+    from edgekit.bench.evaluate import compare, load_images, run_batched, sample, synthetic_inputs
+    from edgekit.data.images import collect_images
+    from edgekit.data.preprocess import PreprocessSpec
+    from edgekit.runtime import Runner
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        return {"checked": False, "why": "onnxruntime is not installed here (pip install onnxruntime)"}
+    spec = PreprocessSpec.from_dict(manifest["preprocessing"])
+    if images is None:
+        inputs, source = synthetic_inputs(PARITY_IMAGES, spec), "synthetic"
+    else:
+        inputs, source = load_images(sample(collect_images([images]), PARITY_IMAGES), spec).inputs, str(images)
+    batch = manifest["input"]["shape"][0]
+    onnx_runner = Runner(OnnxRuntimeBackend, stage / manifest["model_file"], 0, batch, manifest["precision"])
+    engine_runner = Runner(
+        TensorRTBackend, stage / engine_file, 0, batch, manifest["precision"], {"trust_engine_host_code": True}
+    )  # trusted: built by this process a moment ago
+    expected = run_batched(onnx_runner.run, inputs, 8)
+    return {
+        "checked": True,
+        **compare(expected, run_batched(engine_runner.run, inputs, 8)),
+        "against": "onnxruntime (CPU) on the bundle's model.onnx",
+        "inputs": source,
+        "images": len(inputs),
+    }
 
 
 def finish_gpu_bundle(

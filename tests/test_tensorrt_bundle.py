@@ -118,7 +118,12 @@ def fake_trt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         monkeypatch.setattr(device, "probe", lambda ordinal=0: gpu)
         monkeypatch.setattr("edgekit.engine_build.probe", lambda ordinal=0: gpu)
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+        # Running the engine needs a real GPU; the check's verdict is what these tests follow.
+        monkeypatch.setattr("edgekit.engine_build.engine_parity", lambda *args: dict(parity))
         return fake
+
+    parity: dict = {"checked": False, "why": "no GPU in this test"}
+    install.parity = parity  # type: ignore[attr-defined]
 
     return install
 
@@ -178,6 +183,10 @@ def test_dla_build_reports_gpu_fallback(orin_int8: dict, fake_trt, tmp_path: Pat
     assert flags == ["BuilderFlag.GPU_FALLBACK"]
     set_values = {name: args[0] for cls, name, args in fake.calls if name.endswith("=")}
     assert repr(set_values["default_device_type="]) == "DeviceType.DLA" and set_values["DLA_core="] == 1
+    fake_trt.parity.update(checked=True, top1_agreement=0.9, max_abs_diff=0.4, images=32, inputs="synthetic")
+    record = build_bundle_engine(EngineBuildConfig(bundle, options=BuildOptions(dla_core=1)), Progress(enabled=True))
+    assert record["parity"]["top1_agreement"] == 0.9
+    assert "the engine agrees with ONNX Runtime on only 90.0% of 32 inputs" in capsys.readouterr().err
 
 
 def test_build_on_the_wrong_gpu_is_refused(orin_int8: dict, fake_trt, tmp_path: Path) -> None:

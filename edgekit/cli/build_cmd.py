@@ -19,10 +19,18 @@ from edgekit.cli.options import build_options, json_option, print_json, tensorrt
     default=None,
     help="Where TensorRT timing caches live (default: ~/.cache/edgekit/tensorrt).",
 )
+@click.option(
+    "--val",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=None,
+    help="Images to check the engine on against ONNX Runtime (default: synthetic inputs).",
+)
 @click.option("--verbose", is_flag=True, help="TensorRT's INFO log during the build.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @json_option
-def build_command(bundle: Path, cache_dir: Path | None, verbose: bool, quiet: bool, as_json: bool, **opts: Any) -> None:
+def build_command(
+    bundle: Path, cache_dir: Path | None, val: Path | None, verbose: bool, quiet: bool, as_json: bool, **opts: Any
+) -> None:
     """Build BUNDLE's TensorRT engine on this device and add it to the bundle.
 
     Run it on the Jetson or GPU machine itself: engines are specific to the TensorRT version and the
@@ -34,7 +42,11 @@ def build_command(bundle: Path, cache_dir: Path | None, verbose: bool, quiet: bo
 
     given = build_options(opts)
     config = EngineBuildConfig(
-        bundle=bundle, options=None if given == BuildOptions() else given, cache_dir=cache_dir, verbose=verbose
+        bundle=bundle,
+        options=None if given == BuildOptions() else given,
+        cache_dir=cache_dir,
+        verbose=verbose,
+        images=val,
     )
     record = build_bundle_engine(config, Progress(enabled=not quiet))
     if as_json:
@@ -47,5 +59,11 @@ def build_command(bundle: Path, cache_dir: Path | None, verbose: bool, quiet: bo
         f"{record['precision']}, {placement['device']}"
         + (f" core {placement['dla_core']}" if placement["device"] == "DLA" else "")
     )
+    parity = record["parity"]
+    if parity["checked"]:
+        click.echo(
+            f"  vs ONNX Runtime on model.onnx: top-1 agreement {parity['top1_agreement']:.2%}, max abs diff "
+            f"{parity['max_abs_diff']:.2e} ({parity['images']} {parity['inputs']} inputs)"
+        )
     if placement.get("network_layers_on_gpu"):
         click.echo(f"  on the GPU instead of the DLA: {len(placement['network_layers_on_gpu'])} layers")
