@@ -283,7 +283,7 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> dict[st
         reference_out = run_batched(source.reference.run, inputs, 8, progress, source.reference.kind)
 
         def build(keep_fp32: tuple[str, ...]) -> Built:
-            request = BuildRequest(config.precision, calibration, config.method, keep_fp32)
+            request = BuildRequest(config.precision, calibration, config.method, keep_fp32, config.target.int8_io)
             return _build(backend, fp32, stage, request, threads, info.batch, inputs, progress)
 
         built = build(())

@@ -165,15 +165,14 @@ def engine_parity(
     whether the engine reproduces it. TensorRT may use TF32 or fused kernels, so small differences are
     expected; the top-1 agreement is what to watch.
     """
-    import importlib.util
-
     from edgekit.backends import OnnxRuntimeBackend
+    from edgekit.backends.base import module_available
     from edgekit.bench.evaluate import compare, load_images, run_batched, sample, synthetic_inputs
     from edgekit.data.images import collect_images
     from edgekit.data.preprocess import PreprocessSpec
     from edgekit.runtime import Runner
 
-    if importlib.util.find_spec("onnxruntime") is None:
+    if not module_available("onnxruntime"):
         return {"checked": False, "why": "onnxruntime is not installed here (pip install onnxruntime)"}
     spec = PreprocessSpec.from_dict(manifest["preprocessing"])
     if images is None:

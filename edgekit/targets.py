@@ -113,6 +113,9 @@ class Target:
     batch: BatchProfile
     source: str  # file it was loaded from
     gpu: GpuSpec | None = None  # kind "gpu" only
+    # A full-integer INT8 model's interface: float32 (a QUANTIZE op inside; callers pass what FP32 takes)
+    # or int8 (callers quantize with the scale/zero point in the manifest, one op less on the board).
+    int8_io: str = "float32"
 
     @property
     def precisions(self) -> tuple[str, ...]:
@@ -144,7 +147,8 @@ _REQUIRED = {
     "onnx_opset": int,
     "batch": dict,
 }
-_OPTIONAL = {"gpu": dict}
+_OPTIONAL = {"gpu": dict, "int8_io": str}
+INT8_IO = ("float32", "int8")  # what a full-integer model (LiteRT) takes and returns
 _GPU_REQUIRED = {
     "compute_capability": str,
     "dla_cores": int,
@@ -206,6 +210,8 @@ def _parse(data: dict[str, Any], source: str) -> Target:
     _check_keys(data, _REQUIRED, _OPTIONAL, f"target file {source}")
     if data["kind"] not in ("cpu", "gpu"):
         raise EdgekitError(f"target file {source}: kind must be 'cpu' or 'gpu', not {data['kind']!r}")
+    if data.get("int8_io", "float32") not in INT8_IO:
+        raise EdgekitError(f"target file {source}: int8_io must be one of {', '.join(INT8_IO)}")
     if (data["kind"] == "gpu") != ("gpu" in data):
         raise EdgekitError(f"target file {source}: a [gpu] table is required for kind 'gpu' and only allowed there")
     backends = data["backends"]
@@ -233,6 +239,7 @@ def _parse(data: dict[str, Any], source: str) -> Target:
         batch=BatchProfile(**batch),
         source=source,
         gpu=_parse_gpu(data["gpu"], source) if "gpu" in data else None,
+        int8_io=data.get("int8_io", "float32"),
     )
 
 
@@ -287,9 +294,9 @@ def host_arch() -> str | None:
 
 def _host_gpu_target() -> str | None:
     """The GPU target of this machine's GPU, where TensorRT is installed to run it; else None."""
-    import importlib.util
+    from edgekit.backends.base import module_available
 
-    if importlib.util.find_spec("tensorrt") is None:
+    if not module_available("tensorrt"):
         return None
     from edgekit.backends.tensorrt.device import probe
 

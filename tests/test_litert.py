@@ -96,7 +96,8 @@ def test_int8_tflite_agrees_with_pytorch(int8_bundle: Path, torch_model, fashion
     assert manifest["target"]["name"] == "arm-cpu" and manifest["tools"]["ai-edge-litert"]
     quantization = manifest["quantization"]
     assert quantization["calibration_images"] == 256 and quantization["keep_fp32"] == []
-    assert quantization["tflite_input"]["dtype"] == "int8" and quantization["tflite_output"]["dtype"] == "int16"
+    # arm-cpu's int8_io is float32: a drop-in float interface, QUANTIZE/DEQUANTIZE inside the file.
+    assert quantization["tflite_input"]["dtype"] == "float32" and quantization["tflite_output"]["dtype"] == "float32"
     assert quantization["xnnpack"] is True
     accuracy = manifest["accuracy"]
     assert accuracy["images"] == 7 * 150
@@ -142,8 +143,8 @@ def test_fp32_tflite_matches_pytorch(trained: dict, data_dirs: dict, torch_model
 def test_missing_converter_is_one_error_line_with_the_install_command(
     trained: dict, data_dirs: dict, run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_find = litert._find
-    monkeypatch.setattr(litert, "_find", lambda module: module != "litert_torch" and real_find(module))
+    real_find = litert.module_available
+    monkeypatch.setattr(litert, "module_available", lambda module: module != "litert_torch" and real_find(module))
     status, _, stderr = run_cli("compile", trained["path"], "--target", "arm-cpu", "--backend", "litert", "--precision",
                                 "int8", "--calib", data_dirs["val"], "--out", tmp_path / "b")  # fmt: skip
     assert status == 2 and len(stderr.strip().splitlines()) == 1 and stderr.startswith("error: "), stderr
@@ -174,11 +175,11 @@ def test_runtime_falls_back_to_tflite_runtime(monkeypatch: pytest.MonkeyPatch, t
     flatbuffer = _tiny_tflite(tmp_path)
     monkeypatch.setitem(sys.modules, "tflite_runtime", package)
     monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", module)
-    monkeypatch.setattr(litert, "_find", lambda name: name == "tflite_runtime")
+    monkeypatch.setattr(litert, "module_available", lambda name: name == "tflite_runtime")
     assert litert.LiteRtBackend.unavailable_reason() is None
     litert.load_interpreter(flatbuffer, 3)
     assert used == [3]
-    monkeypatch.setattr(litert, "_find", lambda name: False)
+    monkeypatch.setattr(litert, "module_available", lambda name: False)
     assert "pip install ai-edge-litert" in (litert.LiteRtBackend.unavailable_reason() or "")
     with pytest.raises(EdgekitError, match="no LiteRT runtime"):
         litert.load_interpreter(flatbuffer, 1)
@@ -227,3 +228,26 @@ def test_onnx_graph_rebuilt_in_torch_matches_onnxruntime(bundle: Path, data_dirs
         rebuilt = onnx_to_torch(bundle / "model.onnx")(torch.from_numpy(batch)).numpy()
     expected = OnnxRuntimeBackend(bundle / "model.onnx", 1).run(batch)
     assert np.abs(rebuilt - expected).max() < 1e-4
+
+
+def test_int8_interface_as_the_target_file_says(trained: dict, data_dirs: dict, run_cli, tmp_path: Path) -> None:
+    """A target file with `int8_io = "int8"`: the file takes int8 (scale and zero point in the manifest)."""
+    from edgekit.targets import get_target
+
+    board = tmp_path / "my-board.toml"
+    text = Path(get_target("arm-cpu").source).read_text().replace('name = "arm-cpu"', 'name = "my-board"')
+    board.write_text(text.replace('int8_io = "float32"', 'int8_io = "int8"'))
+    out = tmp_path / "int8-io"
+    status, _, stderr = run_cli(
+        "compile", trained["path"], "--target", board, "--precision", "int8", "--calib", data_dirs["train"],
+        "--calib-size", "64", "--val", data_dirs["val"], "--out", out,
+    )  # fmt: skip
+    assert status == 0, stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    interface = manifest["quantization"]["tflite_input"]
+    assert interface["dtype"] == "int8" and interface["scale"] > 0 and -128 <= interface["zero_point"] <= 127
+    assert manifest["quantization"]["tflite_output"]["dtype"] == "int16"
+    assert manifest["accuracy"]["models"]["bundle"]["top1_agreement_with_reference"] >= 0.95  # 140 images
+    board.write_text(text.replace('int8_io = "float32"', 'int8_io = "uint8"'))
+    status, _, stderr = run_cli("compile", trained["path"], "--target", board, "--out", tmp_path / "never")
+    assert status == 2 and "int8_io must be one of float32, int8" in stderr

@@ -14,6 +14,14 @@ import numpy as np
 from edgekit.data.preprocess import PreprocessSpec
 
 
+def module_available(name: str) -> bool:
+    """Whether `import name` would find the module (False also when its parent package is missing)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a missing parent package; a module without a spec
+        return False
+
+
 @dataclasses.dataclass(frozen=True)
 class Capabilities:
     devices: frozenset[str]  # target kinds it runs on: "cpu", "gpu"
@@ -34,6 +42,7 @@ class BuildRequest:
     calibration: np.ndarray | None = None  # preprocessed images, for INT8
     method: str = "minmax"  # INT8 calibration method, where the backend's quantizer offers a choice
     keep_fp32: tuple[str, ...] = ()  # layer groups kept in higher precision (accuracy budget)
+    int8_io: str = "float32"  # a full-integer model's input/output: float32 (quantized inside) or int8
 
 
 class Backend(abc.ABC):
@@ -63,7 +72,7 @@ class Backend(abc.ABC):
     @classmethod
     def unavailable_reason(cls) -> str | None:
         """None when the runtime can be used here, else a sentence saying how to get it."""
-        if importlib.util.find_spec(cls.capabilities.python_module) is None:
+        if not module_available(cls.capabilities.python_module):
             return f"{cls.name} is not installed ({cls.capabilities.install_hint})"
         return None
 

@@ -3,8 +3,9 @@
 Conversion needs no TensorFlow: the FP32 ONNX export every backend builds from is rebuilt as a
 PyTorch module (`edgekit.export.onnx_to_torch`), which litert-torch lowers through torch.export and
 StableHLO to TFLite. INT8 is full integer: ai-edge-quantizer quantizes that FP32 file with the
-calibration images (int8 per-channel symmetric weights, int8 per-tensor asymmetric activations, int8
-input; 16-bit at the classifier layer, see `quantize_int8`), with activation ranges the min/max over
+calibration images (int8 per-channel symmetric weights, int8 per-tensor asymmetric activations; 16-bit
+at the classifier layer, see `quantize_int8`; a float32 or int8 interface as the target's `int8_io`
+says), with activation ranges the min/max over
 all images — its default moving average lets the last few images decide the ranges and clipped the
 logits (95 % top-1 agreement with FP32 instead of 98 % on the test model). Chosen 2026-11-26 over
 onnx2tf + TensorFlow's converter, which reached the same agreement but took 72 s against 20 s for
@@ -34,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.backends.base import Backend, BuildRequest, Capabilities
+from edgekit.backends.base import Backend, BuildRequest, Capabilities, module_available
 from edgekit.errors import EdgekitError
 
 MODEL_FILE = "model.tflite"
@@ -44,16 +45,9 @@ _RUNTIMES = (("ai_edge_litert", "ai_edge_litert.interpreter"), ("tflite_runtime"
 _DISTRIBUTIONS = ("ai-edge-litert", "tflite-runtime", "litert-torch", "litert-converter", "ai-edge-quantizer")
 
 
-def _find(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def converter_missing() -> str | None:
     """Why .tflite files cannot be made here (with the install command), or None."""
-    missing = [m for m in CONVERTER_MODULES if not _find(m)]
+    missing = [m for m in CONVERTER_MODULES if not module_available(m)]
     if not missing:
         return None
     names = " and ".join(m.replace("_", "-") for m in missing)
@@ -92,7 +86,7 @@ def _quiet() -> Iterator[None]:
 def load_interpreter(model: Path | bytes, threads: int) -> Any:
     """An allocated LiteRT interpreter: ai-edge-litert's, else tflite-runtime's; XNNPACK on (their default)."""
     for package, module in _RUNTIMES:
-        if _find(package):
+        if module_available(package):
             interpreter_cls = importlib.import_module(module).Interpreter
             break
     else:
@@ -138,7 +132,7 @@ class LiteRtBackend(Backend):
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        if any(_find(package) for package, _ in _RUNTIMES):
+        if any(module_available(package) for package, _ in _RUNTIMES):
             return None
         return f"{cls.name} is not installed ({cls.capabilities.install_hint})"
 
@@ -180,13 +174,14 @@ class LiteRtBackend(Backend):
             (out_dir / MODEL_FILE).write_bytes(float_model)
             return MODEL_FILE, {"converter": _converter_name(), "convert_s": round(time.perf_counter() - started, 1)}
         assert request.calibration is not None
-        quantized = quantize_int8(float_model, request.calibration)
+        quantized = quantize_int8(float_model, request.calibration, request.int8_io)
         (out_dir / MODEL_FILE).write_bytes(quantized)
         interpreter = load_interpreter(quantized, 1)
         return MODEL_FILE, {
             "quantizer": (
                 f"ai-edge-quantizer {importlib.metadata.version('ai-edge-quantizer')}: full integer, int8 "
-                "per-channel weights, int8 per-tensor activations (16-bit at the classifier layer and output), "
+                "per-channel weights, int8 per-tensor activations (16-bit at the classifier layer), "
+                f"{request.int8_io} input/output, "
                 "min/max over all calibration images"
             ),
             "converter": _converter_name(),
@@ -269,7 +264,7 @@ def convert_fp32(fp32_onnx: Path) -> bytes:
             return path.read_bytes()
 
 
-def quantize_int8(float_model: bytes, calibration: np.ndarray) -> bytes:
+def quantize_int8(float_model: bytes, calibration: np.ndarray, io: str = "float32") -> bytes:
     """Full-integer INT8 of an FP32 .tflite file, calibrated on preprocessed NCHW images.
 
     The classifier layer keeps int8 weights but 16-bit activations, so the output is int16: on the
@@ -282,9 +277,19 @@ def quantize_int8(float_model: bytes, calibration: np.ndarray) -> bytes:
         from ai_edge_quantizer.utils import qsv_utils
 
         manager = recipe_manager.RecipeManager()
-        manager.load_quantization_recipe(recipe.static_wi8_ai8())
-        for op in (qtyping.TFLOperationName.FULLY_CONNECTED, qtyping.TFLOperationName.OUTPUT):
-            manager.add_static_config(".*", op, activation_num_bits=16, weight_num_bits=8)
+        if io == "int8":
+            manager.load_quantization_recipe(recipe.static_wi8_ai8())
+            for op in (qtyping.TFLOperationName.FULLY_CONNECTED, qtyping.TFLOperationName.OUTPUT):
+                manager.add_static_config(".*", op, activation_num_bits=16, weight_num_bits=8)
+        else:
+            # Every op but the graph's INPUT/OUTPUT: the quantizer then inserts QUANTIZE after the float
+            # input and DEQUANTIZE before the float output, the usual TFLite float interface.
+            for op in qtyping.TFLOperationName:
+                if op.name in ("ALL_SUPPORTED", "INPUT", "OUTPUT"):
+                    continue
+                bits = 16 if op == qtyping.TFLOperationName.FULLY_CONNECTED else 8
+                with contextlib.suppress(ValueError):  # an op the int8 policy does not cover stays float
+                    manager.add_static_config(".*", op, activation_num_bits=bits, weight_num_bits=8)
         qt = quantizer.Quantizer(float_model, manager.get_quantization_recipe())
         interpreter = load_interpreter(float_model, 1)
         signature, names = next(iter(interpreter.get_signature_list().items()))

@@ -9,7 +9,6 @@ device by `edgekit build` (`edgekit/engine_build.py`) and recorded in the manife
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
@@ -18,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.backends.base import Backend, BuildRequest, Capabilities
+from edgekit.backends.base import Backend, BuildRequest, Capabilities, module_available
 from edgekit.data.preprocess import PreprocessSpec
 
 MODEL_FILE = "model.onnx"
@@ -55,7 +54,7 @@ class TensorRTBackend(Backend):
     @classmethod
     def unavailable_reason(cls) -> str | None:
         reason = super().unavailable_reason()
-        if reason is None and _find_spec("cuda.bindings") is None:
+        if reason is None and not module_available("cuda.bindings"):
             return "cuda-python is not installed (pip install cuda-python)"
         return reason
 
@@ -138,10 +137,3 @@ class TensorRTBackend(Backend):
     @property
     def engine(self) -> Any:
         return self._runner
-
-
-def _find_spec(name: str) -> Any:
-    try:
-        return importlib.util.find_spec(name)
-    except ModuleNotFoundError:  # the parent package ("cuda") is missing
-        return None
