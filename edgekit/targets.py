@@ -69,6 +69,12 @@ def version_tuple(version: str) -> tuple[int, ...]:
     return tuple(numbers)
 
 
+def sm_number(compute_capability: str) -> int:
+    """87 for "8.7": the number nvcc's `sm_XX` and NVRTC's `-arch` use."""
+    major, minor = compute_capability.split(".")
+    return int(major) * 10 + int(minor)
+
+
 @dataclasses.dataclass(frozen=True)
 class GpuSpec:
     """What a GPU target's TensorRT build needs to know about the device."""
@@ -82,9 +88,7 @@ class GpuSpec:
 
     @property
     def sm(self) -> int:
-        """53 for "5.3": the number nvcc's `sm_XX` and NVRTC's `-arch` use."""
-        major, minor = self.compute_capability.split(".")
-        return int(major) * 10 + int(minor)
+        return sm_number(self.compute_capability)
 
     @property
     def sparse_tensor_cores(self) -> bool:

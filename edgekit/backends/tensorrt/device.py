@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from edgekit.targets import sm_number
+
 
 @dataclasses.dataclass(frozen=True)
 class CudaDevice:
@@ -18,8 +20,7 @@ class CudaDevice:
 
     @property
     def sm(self) -> int:
-        major, minor = self.compute_capability.split(".")
-        return int(major) * 10 + int(minor)
+        return sm_number(self.compute_capability)
 
     @property
     def slug(self) -> str:
