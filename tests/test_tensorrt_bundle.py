@@ -91,7 +91,9 @@ def test_build_without_tensorrt_and_predict_without_engine(orin_int8: dict, data
     assert status == 2 and "tensorrt is not installed" in stderr and "--backend onnxruntime" in stderr
     # The ONNX file TensorRT builds from was checked with ONNX Runtime at compile time, so it runs there too.
     status, stdout, stderr = run_cli("predict", bundle, image, "--backend", "onnxruntime", "--json")
-    assert status == 0, stderr and json.loads(stdout)[0]["label"]
+    assert status == 0, stderr
+    prediction = json.loads(stdout)[0]
+    assert prediction["file"] == str(image) and prediction["label"] in orin_int8["manifest"]["classes"]
 
 
 def test_tensorrt_options_are_checked_before_slow_work(trained: dict, run_cli, tmp_path: Path) -> None:
