@@ -133,7 +133,3 @@ class TensorRTBackend(Backend):
 
     def device_ms(self) -> float | None:
         return self._runner.times.network_ms
-
-    @property
-    def engine(self) -> Any:
-        return self._runner

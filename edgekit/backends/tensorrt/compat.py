@@ -20,6 +20,8 @@ class Feature:
     why: str
 
 
+OLDEST_SUPPORTED = "8.2"  # JetPack 4.6 (Jetson Nano)
+
 FEATURES: dict[str, Feature] = {
     # Networks and precision
     "explicit_batch_flag": Feature(
@@ -54,12 +56,8 @@ def supports(version: str, feature: str) -> bool:
     return FEATURES[feature].versions.admits(version)
 
 
-def oldest_supported() -> str:
-    return "8.2"
-
-
 def check_buildable(version: str) -> str | None:
     """Why edgekit cannot drive this TensorRT version, or None."""
-    if version_tuple(version) < version_tuple(oldest_supported()):
-        return f"TensorRT {version} is older than {oldest_supported()}, the oldest edgekit builds with (JetPack 4.6)"
+    if version_tuple(version) < version_tuple(OLDEST_SUPPORTED):
+        return f"TensorRT {version} is older than {OLDEST_SUPPORTED}, the oldest edgekit builds with (JetPack 4.6)"
     return None

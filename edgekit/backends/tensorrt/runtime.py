@@ -126,7 +126,7 @@ class EngineRunner:
             self._graphs[shape] = cuda_check(cudart.cudaGraphInstantiate(graph, 0))
         cuda_check(cudart.cudaGraphLaunch(self._graphs[shape], stream))
 
-    def prepare(self, shape: tuple[int, ...], input_itemsize: int = 4) -> int:
+    def prepare(self, shape: tuple[int, ...]) -> int:
         """Size the buffers for an input `shape`; returns the input's device pointer (for the kernel)."""
         context = self._context
         batch = shape[0]
@@ -135,7 +135,7 @@ class EngineRunner:
         else:
             context.set_binding_shape(self._engine.get_binding_index(self.input_name), shape)  # trt-api: legacy
         before = (self.input_buffer.pointer, self._output.pointer)
-        self.input_buffer.ensure(int(np.prod(shape)) * input_itemsize)
+        self.input_buffer.ensure(int(np.prod(shape)) * 4)  # float32: the engines keep FP32 inputs
         self._output.ensure(int(np.prod(self._output_shape(batch))) * 4)
         if (self.input_buffer.pointer, self._output.pointer) != before:
             self._graphs.clear()  # captured graphs hold the old addresses
@@ -210,7 +210,3 @@ class EngineRunner:
             self.times, network_ms=self._elapsed(input_ready, 3), download_ms=self._elapsed(3, 4)
         )
         return output
-
-    @property
-    def stream(self) -> Any:
-        return self._stream
