@@ -20,22 +20,23 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.backends import BuildRequest, LiteRtBackend, OnnxRuntimeBackend, OpenVinoBackend
-from edgekit.bench.environment import environment
-from edgekit.bench.evaluate import load_eval_set, run_batched, score
-from edgekit.bench.latency import measure
-from edgekit.compile import compile_bundle
-from edgekit.config import CompileConfig
+from edgekit.backends.qdq import quantize_int8
+from edgekit.backends.registry import BuildRequest, LiteRtBackend, OnnxRuntimeBackend, OpenVinoBackend
+from edgekit.core.progress import Progress
+from edgekit.core.threads import resolve_threads
+from edgekit.data.calibration import calibration_inputs
 from edgekit.data.datasets import FASHION_MNIST
 from edgekit.data.fashion_mnist import write_image_folder
 from edgekit.data.preprocess import PreprocessSpec
+from edgekit.measure.environment import environment
+from edgekit.measure.evaluate import load_eval_set, run_batched, score
+from edgekit.measure.latency import LatencyProtocol, measure
+from edgekit.measure.reference import TorchReference
 from edgekit.model.checkpoint import load_checkpoint
 from edgekit.model.finetune import FinetuneConfig, run_finetune
-from edgekit.optimize.calibration import calibration_inputs
-from edgekit.optimize.quantize import quantize_int8
-from edgekit.progress import Progress
-from edgekit.reference import TorchReference
-from edgekit.runtime import BundleModel, resolve_threads
+from edgekit.pipeline.compile import compile_bundle
+from edgekit.pipeline.compile_config import CompileConfig
+from edgekit.runtime.model import BundleModel
 from edgekit.targets import get_target
 
 
@@ -108,7 +109,7 @@ def main() -> None:
             batch = rng.standard_normal((size, 3, 224, 224)).astype(np.float32)
             iterations = args.iterations if size == 1 else max(10, args.iterations // 4)
             for name, run in candidates.items():
-                stats = measure(run, batch, args.warmup, iterations, progress, f"{name} b{size}")
+                stats = measure(run, batch, LatencyProtocol(args.warmup, iterations), progress, f"{name} b{size}")
                 rows.append({"runtime": name, **stats})
                 progress.note(f"{name:<45} batch {size}: p50 {stats['p50_ms']:.2f} ms")
 

@@ -25,21 +25,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgekit.bench.environment import environment
-from edgekit.bench.evaluate import load_eval_set, run_batched
-from edgekit.bench.latency import measure
-from edgekit.compile import compile_bundle
-from edgekit.config import CompileConfig
+from edgekit.core.progress import Progress
+from edgekit.core.threads import resolve_threads
 from edgekit.data.datasets import folder_dataset, stratified_split
 from edgekit.data.fashion_mnist import write_image_folder
+from edgekit.measure.environment import environment
+from edgekit.measure.evaluate import load_eval_set, run_batched
+from edgekit.measure.latency import LatencyProtocol, measure
+from edgekit.measure.reference import TorchReference
 from edgekit.model.checkpoint import load_checkpoint, save_checkpoint
 from edgekit.model.finetune import FinetuneConfig, run_finetune
 from edgekit.optimize.prune import Meter, run_prune
 from edgekit.optimize.prune_config import PruneConfig, PruneSettings
 from edgekit.optimize.recover import recover
-from edgekit.progress import Progress
-from edgekit.reference import TorchReference
-from edgekit.runtime import BundleModel, resolve_threads
+from edgekit.pipeline.compile import compile_bundle
+from edgekit.pipeline.compile_config import CompileConfig
+from edgekit.runtime.model import BundleModel
 from edgekit.targets import get_target
 
 TARGET = "x86-cpu"
@@ -159,7 +160,7 @@ def main() -> None:
         batch = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
         for round_index in range(args.rounds):
             for key, run in runners.items():
-                stats = measure(run, batch, 10, args.iterations)
+                stats = measure(run, batch, LatencyProtocol(10, args.iterations))
                 rows[key]["latency_samples_ms"].append(stats["p50_ms"])
                 progress.note(f"round {round_index + 1} {key}: p50 {stats['p50_ms']:.2f} ms")
         for row in rows.values():

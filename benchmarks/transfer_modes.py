@@ -17,10 +17,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgekit.bench.environment import environment
+from edgekit.core.progress import Progress
 from edgekit.data.datasets import FASHION_MNIST
+from edgekit.measure.environment import environment
 from edgekit.model.finetune import FinetuneConfig, run_finetune
-from edgekit.progress import Progress
 
 COMMON = {"data": FASHION_MNIST, "resize": 72, "crop": 64, "val_per_class": 200, "batch_size": 32, "seed": 0}
 TARGET_CLASSES = (5, 6, 7, 8, 9)

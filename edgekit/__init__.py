@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from edgekit.core.versions import EDGEKIT_VERSION as __version__
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from edgekit.runtime import BundleModel
+    from edgekit.runtime.model import BundleModel
 
 
 def load(
@@ -28,7 +28,7 @@ def load(
     TensorRT bundles run the engine built for this GPU and TensorRT version; a version-compatible
     engine carries host code and loads only with `trust_engine_host_code=True`.
     """
-    from edgekit.runtime import BundleModel
+    from edgekit.runtime.model import BundleModel
 
     options = {"trust_engine_host_code": trust_engine_host_code, "cuda_graph": cuda_graph}
     return BundleModel.open(bundle, backend=backend, threads=threads, options=options)

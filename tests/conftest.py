@@ -89,8 +89,8 @@ def agreement(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.fixture(scope="session")
 def bundle(trained: dict, data_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A bundle compiled once from the trained checkpoint (read-only for tests: copy before changing)."""
-    from edgekit.compile import compile_bundle
-    from edgekit.config import CompileConfig
+    from edgekit.pipeline.compile import compile_bundle
+    from edgekit.pipeline.compile_config import CompileConfig
     from edgekit.targets import get_target
 
     out = tmp_path_factory.mktemp("bundles") / "fashion-x86"

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import edgekit
-from edgekit.bundle import SCHEMA_VERSION, read_manifest
-from edgekit.errors import BundleError
-from edgekit.files import sha256_file
+from edgekit.core.errors import BundleError
+from edgekit.core.files import sha256_file
+from edgekit.runtime.bundle import SCHEMA_VERSION, read_manifest
 
 
 def test_manifest_records_what_a_deployer_needs(bundle: Path, trained: dict) -> None:

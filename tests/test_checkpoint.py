@@ -9,7 +9,7 @@ import pytest
 import torch
 import torchvision
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.model.checkpoint import load_checkpoint, read_class_file
 
 CLASSES = ["coat", "dress", "pullover", "sandal", "shirt", "trouser", "tshirt_top"]

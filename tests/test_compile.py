@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import edgekit
-from edgekit.bench.evaluate import load_images
+from edgekit.data.batches import load_images
 from edgekit.data.images import collect_images
 from edgekit.data.preprocess import PreprocessSpec
 from tests.conftest import agreement

@@ -14,11 +14,12 @@ import torchvision
 from PIL import Image
 
 import edgekit
+from edgekit.core.errors import EdgekitError
 from edgekit.data.preprocess import PreprocessSpec
-from edgekit.errors import EdgekitError
 from edgekit.model.checkpoint import save_checkpoint
 from edgekit.model.finetune import FinetuneConfig, _loss, run_finetune
-from edgekit.model.freeze import BLOCKS, active_aux_heads, apply_freeze, frozen_blocks
+from edgekit.model.freeze import active_aux_heads, apply_freeze, frozen_blocks
+from edgekit.model.layout import BLOCKS
 from edgekit.model.transfer import starting_point
 
 TINY = {
@@ -115,7 +116,7 @@ def test_checkpoint_compiles_and_bundle_agrees(tmp_path: Path, data_dirs: dict, 
     model = load_checkpoint(out).module
     files = sorted((data_dirs["val"] / "trouser").iterdir())[:10] + sorted((data_dirs["val"] / "coat").iterdir())[:10]
     bundle = edgekit.load(tmp_path / "bundle")
-    from edgekit.bench.evaluate import load_images
+    from edgekit.data.batches import load_images
 
     inputs = load_images(files, bundle.preprocessing).inputs
     with torch.no_grad():

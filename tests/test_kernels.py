@@ -1,4 +1,4 @@
-"""The GPU preprocessing kernel, checked on the CPU: its arithmetic (edgekit.kernels.reference) equals PIL
+"""The GPU preprocessing kernel, checked on the CPU: its arithmetic (backends/tensorrt/kernels/reference.py) equals PIL
 exactly and torchvision to float rounding on real photos; the launcher, run against a fake driver on host
 memory, feeds preprocess.cu itself (compiled as C++ for the CPU) parameters that make it reproduce the
 reference bit for bit; and the source compiles for Jetson Orin (sm_87) and Hopper (sm_90) with nvcc and
@@ -23,11 +23,8 @@ import torch
 import torchvision
 from PIL import Image
 
-from edgekit.data.fashion_mnist import dataset_root, load_split
-from edgekit.data.preprocess import _INTERPOLATIONS, PreprocessSpec, _resized_size
-from edgekit.errors import EdgekitError
-from edgekit.kernels import build, launch
-from edgekit.kernels.reference import (
+from edgekit.backends.tensorrt.kernels import build, launch
+from edgekit.backends.tensorrt.kernels.reference import (
     LAYOUTS,
     PRECISION_BITS,
     build_tables,
@@ -36,6 +33,9 @@ from edgekit.kernels.reference import (
     reference_preprocess,
     resample_crop,
 )
+from edgekit.core.errors import EdgekitError
+from edgekit.data.fashion_mnist import dataset_root, load_split
+from edgekit.data.preprocess import _INTERPOLATIONS, PreprocessSpec, _resized_size
 from tests.photos import sample_photos, torchvision_eval
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -443,8 +443,8 @@ def test_launch_helpers_validate_and_select() -> None:
 def test_setup_cfg_ships_the_kernel_package_and_source() -> None:
     config = configparser.ConfigParser()
     config.read(ROOT / "setup.cfg")
-    assert "edgekit.kernels" in config["options"]["packages"].split()
-    assert "*.cu" in config["options.package_data"]["edgekit.kernels"]
+    assert "edgekit.backends.tensorrt.kernels" in config["options"]["packages"].split()
+    assert "*.cu" in config["options.package_data"]["edgekit.backends.tensorrt.kernels"]
 
 
 # ---- the source compiles -----------------------------------------------------------------------------

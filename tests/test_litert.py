@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import edgekit
-from edgekit.backends import REGISTRY, BuildRequest
-from edgekit.backends import litert_backend as litert
-from edgekit.errors import EdgekitError
+from edgekit.backends.registry import REGISTRY, BuildRequest
+from edgekit.backends.registry import litert_backend as litert
+from edgekit.core.errors import EdgekitError
 from tests.conftest import NUM_CLASSES, agreement
 
 pytest.importorskip("ai_edge_litert", reason="the litert extra is not installed (make setup installs it)")
@@ -43,8 +43,8 @@ def _compile(run_cli, trained: dict, out: Path, val: Path, *extra: str | Path) -
 @pytest.fixture(scope="module")
 def int8_bundle(trained: dict, data_dirs: dict, fashion_test: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`edgekit compile MODEL --target arm-cpu --precision int8 --calib train/ --val test/`, through the API."""
-    from edgekit.compile import compile_bundle
-    from edgekit.config import CompileConfig
+    from edgekit.pipeline.compile import compile_bundle
+    from edgekit.pipeline.compile_config import CompileConfig
     from edgekit.targets import get_target
 
     out = tmp_path_factory.mktemp("arm") / "int8"
@@ -81,7 +81,7 @@ def _interpreter_outputs(model_file: Path, inputs: np.ndarray) -> np.ndarray:
 
 
 def _torch_and_inputs(torch_model: torch.nn.Module, bundle: Path, images: Path) -> tuple[np.ndarray, np.ndarray]:
-    from edgekit.bench.evaluate import load_eval_set
+    from edgekit.measure.evaluate import load_eval_set
 
     model = edgekit.load(bundle)
     evalset = load_eval_set(images, list(model.class_names), model.preprocessing, None)
@@ -151,7 +151,7 @@ def test_missing_converter_is_one_error_line_with_the_install_command(
     assert "litert-torch missing" in stderr and "pip install -c constraints.txt -e '.[litert]'" in stderr
     assert not [p for p in tmp_path.iterdir() if p.name.startswith((".b", "b"))]
     # Without --backend the target's next backend (ONNX Runtime, which runs on ARM too) is chosen instead.
-    from edgekit.config import choose_backend
+    from edgekit.pipeline.compile_config import choose_backend
     from edgekit.targets import get_target
 
     assert choose_backend(get_target("arm-cpu"), "int8", None).name == "onnxruntime"
@@ -220,8 +220,8 @@ def test_unsupported_requests_fail_before_converting(tmp_path: Path) -> None:
 
 def test_onnx_graph_rebuilt_in_torch_matches_onnxruntime(bundle: Path, data_dirs: dict) -> None:
     """The bridge the converter starts from, on the x86 bundle's ONNX file (transform_input included)."""
-    from edgekit.backends import OnnxRuntimeBackend
-    from edgekit.export.onnx_to_torch import onnx_to_torch
+    from edgekit.backends.litert.onnx_to_torch import onnx_to_torch
+    from edgekit.backends.registry import OnnxRuntimeBackend
 
     batch = np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32)
     with torch.no_grad():

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 from torchvision import transforms
 
+from edgekit.core.errors import EdgekitError
 from edgekit.data.images import collect_images, read_image, read_labelled_folder, to_rgb
 from edgekit.data.preprocess import PreprocessSpec, preprocess
-from edgekit.errors import EdgekitError
 from tests.photos import torchvision_eval
 
 

@@ -12,10 +12,10 @@ from onnx import numpy_helper
 from PIL import Image
 
 import edgekit
-from edgekit.backends import OnnxRuntimeBackend
-from edgekit.errors import EdgekitError
+from edgekit.backends.registry import OnnxRuntimeBackend
+from edgekit.backends.tensorrt.qdq_rules import check_file, check_tensorrt_qdq, share_concat_scales
+from edgekit.core.errors import EdgekitError
 from edgekit.optimize.budget import Trial, fit_budget
-from edgekit.optimize.qdq_rules import check_file, check_tensorrt_qdq, share_concat_scales
 
 
 def _compile(run_cli, trained: dict, data_dirs: dict, out: Path, *extra: str | Path) -> dict:
@@ -81,7 +81,7 @@ def test_quantize_command_fp16_typed_graph(bundle: Path, data_dirs: dict, run_cl
 
 @pytest.fixture(scope="module")
 def trt_int8(bundle: Path, data_dirs: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edgekit.optimize.standalone import QuantizeRequest, quantize_file
+    from edgekit.pipeline.quantize_file import QuantizeRequest, quantize_file
 
     out = tmp_path_factory.mktemp("trt") / "int8_trt.onnx"
     quantize_file(QuantizeRequest(bundle / "model.onnx", out, "int8", data_dirs["train"], 32, placement="tensorrt"))

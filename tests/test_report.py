@@ -80,9 +80,9 @@ def bench_results(
     bundle: Path, trained: dict, data_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> list[Path]:
     """bench.json of the FP32 bundle and of an INT8 bundle of the same model."""
-    from edgekit.bench.run import BenchConfig, run_bench
-    from edgekit.compile import compile_bundle
-    from edgekit.config import CompileConfig
+    from edgekit.pipeline.bench import BenchConfig, run_bench
+    from edgekit.pipeline.compile import compile_bundle
+    from edgekit.pipeline.compile_config import CompileConfig
     from edgekit.targets import get_target
 
     root = tmp_path_factory.mktemp("report")

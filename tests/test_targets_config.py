@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit.backends import REGISTRY, OnnxRuntimeBackend, OpenVinoBackend
-from edgekit.compile import compile_bundle
-from edgekit.config import CompileConfig, choose_backend
-from edgekit.errors import EdgekitError, ParityError
+from edgekit.backends.registry import REGISTRY, OnnxRuntimeBackend, OpenVinoBackend
+from edgekit.core.errors import EdgekitError, ParityError
+from edgekit.pipeline.compile import compile_bundle
+from edgekit.pipeline.compile_config import CompileConfig, choose_backend
 from edgekit.targets import get_target, host_target_name, list_targets
 
 X86 = """

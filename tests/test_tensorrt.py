@@ -16,7 +16,7 @@ from edgekit.backends.tensorrt.api_check import check_backend, check_source, pub
 from edgekit.backends.tensorrt.device import CudaDevice
 from edgekit.backends.tensorrt.engines import rebuild_command, select_engine
 from edgekit.backends.tensorrt.recipe import BuildOptions, BuildPlan, plan_build
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.targets import get_target, version_tuple
 
 VERSIONS = tuple(published_api())  # real releases: 8.6.1, 10.3.0, 10.x, 11.x

@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from edgekit.pipeline.engine import EngineBuildConfig, build_bundle_engine
 
 import edgekit
 from edgekit.backends.tensorrt import TensorRTBackend, device
 from edgekit.backends.tensorrt.device import CudaDevice
-from edgekit.bundle import read_manifest
-from edgekit.engine_build import EngineBuildConfig, build_bundle_engine
-from edgekit.errors import EdgekitError
-from edgekit.optimize.qdq_rules import check_file
+from edgekit.backends.tensorrt.qdq_rules import check_file
+from edgekit.core.errors import EdgekitError
+from edgekit.runtime.bundle import read_manifest
 from tests.fake_tensorrt import FakeTensorRT
 
 ORIN = CudaDevice(name="Orin", compute_capability="8.7", driver_version="12.6", memory_mb=15600)
@@ -118,10 +118,10 @@ def fake_trt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         monkeypatch.setitem(__import__("sys").modules, "tensorrt", fake)
         monkeypatch.setattr(TensorRTBackend, "unavailable_reason", classmethod(lambda cls: None))
         monkeypatch.setattr(device, "probe", lambda ordinal=0: gpu)
-        monkeypatch.setattr("edgekit.engine_build.probe", lambda ordinal=0: gpu)
+        monkeypatch.setattr("edgekit.pipeline.engine.probe", lambda ordinal=0: gpu)
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
         # Running the engine needs a real GPU; the check's verdict is what these tests follow.
-        monkeypatch.setattr("edgekit.engine_build.engine_parity", lambda *args: dict(parity))
+        monkeypatch.setattr("edgekit.pipeline.engine.engine_parity", lambda *args: dict(parity))
         return fake
 
     parity: dict = {"checked": False, "why": "no GPU in this test"}
@@ -170,7 +170,7 @@ def test_engine_from_another_tensorrt_is_refused_with_the_rebuild_command(
 
 def test_dla_build_reports_gpu_fallback(orin_int8: dict, fake_trt, tmp_path: Path, capsys) -> None:
     from edgekit.backends.tensorrt.recipe import BuildOptions
-    from edgekit.progress import Progress
+    from edgekit.core.progress import Progress
 
     bundle = tmp_path / "bundle"
     shutil.copytree(orin_int8["path"], bundle)

@@ -29,9 +29,9 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from edgekit.bench.environment import environment
+from edgekit.backends.tensorrt.kernels.launch import CudaPreprocessor, DeviceImage, cuda_check, gpu_unavailable_reason
 from edgekit.data.preprocess import PreprocessSpec
-from edgekit.kernels.launch import CudaPreprocessor, DeviceImage, cuda_check, gpu_unavailable_reason
+from edgekit.measure.environment import environment
 
 FRAME = (1920, 1080)
 

@@ -1,25 +1,32 @@
-"""What every backend is, and the table each declares so a request is checked before slow work."""
+"""What a backend is: a run half (`Backend`, what a device imports) and a convert half (`Converter`, what the
+workstation imports to write the backend's model file), and the hooks generic code calls on them.
+
+The halves are separate classes in separate modules so that running a bundle never imports what
+converting needs (torch, onnx, NNCF, litert-torch): `make lint` checks that. Generic code never compares
+backend names; it asks `registry` (run) or `converters` (convert) and calls the hooks below.
+"""
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-import importlib.util
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from edgekit.core.errors import EdgekitError
+from edgekit.core.versions import module_available
 from edgekit.data.preprocess import PreprocessSpec
 
+if TYPE_CHECKING:
+    from edgekit.core.progress import Progress
+    from edgekit.targets import Target
 
-def module_available(name: str) -> bool:
-    """Whether `import name` would find the module (False also when its parent package is missing)."""
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):  # a missing parent package; a module without a spec
-        return False
+# A device model check: (staging directory, manifest, model file built on the device) → parity figures.
+# Supplied by the pipeline, which owns the reference runtime and the evaluation code.
+DeviceModelCheck = Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,13 +36,14 @@ class Capabilities:
     precisions: frozenset[str]
     python_module: str  # importable name; its absence means "not installed"
     install_hint: str  # what to run when it is missing
-    # `build` needs no runtime: it writes a portable file (TensorRT's ONNX) that the device turns into
-    # its own model later (`edgekit build`), so a bundle can be compiled on a machine without the runtime.
-    builds_without_runtime: bool = False
+    # The bundle's model file is an ONNX file the reference runtime (ONNX Runtime) runs as well: the
+    # backend turns it into its own model on the device later (TensorRT's engine, `edgekit build`), so a
+    # bundle can be converted, and its parity checked, on a machine without the backend's runtime.
+    portable_onnx: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
-class BuildRequest:
+class ConvertRequest:
     """How to turn the FP32 ONNX export into this backend's model for one precision."""
 
     precision: str
@@ -46,11 +54,10 @@ class BuildRequest:
 
 
 class Backend(abc.ABC):
-    """One inference runtime, holding one loaded model.
+    """One inference runtime, holding one loaded model (the run half).
 
-    `build` writes the backend's model file(s) for a precision from the FP32 ONNX export; `run`
-    takes a float32 NCHW batch whose size the model's input accepts (the caller splits batches for a
-    static-batch model) and returns the model's first output unchanged.
+    `run` takes a float32 NCHW batch whose size the model's input accepts (the caller splits batches
+    for a static-batch model) and returns the model's first output unchanged.
     """
 
     name: ClassVar[str]
@@ -77,23 +84,37 @@ class Backend(abc.ABC):
         return None
 
     @classmethod
-    def build_unavailable_reason(cls) -> str | None:
-        """Why `build` (and the parity run after it) cannot happen here, checked before any slow work.
-
-        Usually the runtime itself; a backend that builds a portable file without it (TensorRT) can
-        always build, one that needs a converter besides its runtime (LiteRT) adds that.
-        """
-        return None if cls.capabilities.builds_without_runtime else cls.unavailable_reason()
-
-    @classmethod
     @abc.abstractmethod
     def versions(cls) -> dict[str, str]:
         """Library versions recorded in manifests and benchmark results."""
 
+    # ---- hooks generic code calls; the defaults describe a CPU runtime -----------------------------
+
     @classmethod
-    @abc.abstractmethod
-    def build(cls, fp32_onnx: Path, out_dir: Path, request: BuildRequest) -> tuple[str, dict[str, object]]:
-        """Write the model for `request` into `out_dir`: (model file name, facts for the manifest)."""
+    def host_problem(cls, target: Target) -> str | None:
+        """Why this machine cannot run `target`'s model with this backend, beyond the CPU architecture
+        (`measure/host.py` checks that); None where it can."""
+        return None
+
+    @classmethod
+    def host_target(cls, targets: Sequence[Target]) -> str | None:
+        """The name of the target in `targets` that this machine's accelerator is, or None."""
+        return None
+
+    @classmethod
+    def environment(cls) -> dict[str, Any]:
+        """Facts about the device a number was measured on, beyond the CPU (GPU, clocks, power mode)."""
+        return {}
+
+    @classmethod
+    def device_description(cls) -> str | None:
+        """The accelerator this backend runs on here, in words ("NVIDIA H200 (sm_90)"); None for a CPU."""
+        return None
+
+    @classmethod
+    def trusted_run_options(cls) -> dict[str, Any]:
+        """Run options for a model file this process has just built itself (nothing foreign to distrust)."""
+        return {}
 
     @abc.abstractmethod
     def run(self, batch: np.ndarray) -> np.ndarray: ...
@@ -114,3 +135,80 @@ class Backend(abc.ABC):
     def device_ms(self) -> float | None:
         """Accelerator time of the last `run`, measured on the device (None on a CPU backend)."""
         return None
+
+
+class Converter(abc.ABC):
+    """Writes a backend's model file from the FP32 ONNX export (the convert half)."""
+
+    backend: ClassVar[type[Backend]]
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why converting (and the parity run after it) cannot happen here, checked before any slow work.
+
+        Usually the runtime itself; a portable ONNX needs no runtime (the reference runtime checks it),
+        a backend that needs a converter besides its runtime (LiteRT) adds that.
+        """
+        return None if cls.backend.capabilities.portable_onnx else cls.backend.unavailable_reason()
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        return cls.backend.versions()
+
+    @classmethod
+    @abc.abstractmethod
+    def convert(cls, fp32_onnx: Path, out_dir: Path, request: ConvertRequest) -> tuple[str, dict[str, object]]:
+        """Write the model for `request` into `out_dir`: (model file name, facts for the manifest)."""
+
+    @classmethod
+    def parse_options(cls, values: Mapping[str, Any]) -> Any:
+        """The backend's own compile options (TensorRT's engine options) from the values given; None when
+        none were given. A backend without options refuses any."""
+        given = sorted(name for name, value in values.items() if value is not None)
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise EdgekitError(f"{flags} do not apply to backend {cls.backend.name}")
+        return None
+
+    @classmethod
+    def check_options(cls, target: Target, precision: str, options: Any) -> None:
+        """Refuse, before any slow work, options this target and precision cannot have."""
+        return None
+
+    @classmethod
+    def finish_bundle(
+        cls,
+        stage: Path,
+        manifest: dict[str, Any],
+        target: Target,
+        out: Path,
+        options: Any,
+        check: DeviceModelCheck,
+        progress: Progress,
+    ) -> dict[str, Any]:
+        """After the model file is written and checked: add what the device needs besides it (TensorRT:
+        the preprocessing kernels, the engine options, and the engine itself where this machine is the
+        device). Returns the manifest (not yet written)."""
+        return manifest
+
+    @classmethod
+    def check_build_on_device(cls, manifest: dict[str, Any], bundle: Path) -> None:
+        """Refuse, before anything is copied, a bundle `edgekit build` cannot extend on this machine."""
+        raise EdgekitError(
+            f"{bundle} was compiled for {cls.backend.name}, which needs no build on the device; `edgekit build` "
+            "makes TensorRT engines: compile for a GPU target first (`edgekit compile MODEL --target "
+            "jetson-orin-nano`; `edgekit targets`)"
+        )
+
+    @classmethod
+    def build_on_device(
+        cls,
+        stage: Path,
+        manifest: dict[str, Any],
+        options: Any,
+        settings: Mapping[str, Any],
+        check: DeviceModelCheck,
+        progress: Progress,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """`edgekit build`: add this device's own model to a bundle copy in `stage`: (manifest, record)."""
+        raise NotImplementedError  # check_build_on_device refused first

@@ -66,8 +66,8 @@ def bench(
     Reports p50/p90/p99/mean latency and images/s per batch size, top-1 accuracy and top-1
     agreement with the reference on --val, and the machine it ran on.
     """
-    from edgekit.bench.run import BenchConfig, run_bench
-    from edgekit.progress import Progress
+    from edgekit.core.progress import Progress
+    from edgekit.pipeline.bench import BenchConfig, run_bench
 
     config = BenchConfig(
         bundle=bundle,

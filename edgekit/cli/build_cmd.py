@@ -7,12 +7,12 @@ from typing import Any
 
 import click
 
-from edgekit.cli.options import build_options, json_option, print_json, tensorrt_options
+from edgekit.cli.options import engine_option_values, engine_options, json_option, print_json
 
 
 @click.command("build")
 @click.argument("bundle", type=click.Path(path_type=Path, file_okay=False, exists=True))
-@tensorrt_options
+@engine_options
 @click.option(
     "--cache-dir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -36,19 +36,17 @@ def build_command(
     Run it on the Jetson or GPU machine itself: engines are specific to the TensorRT version and the
     GPU. Without options it uses those recorded by `edgekit compile`; any option given replaces them.
     """
-    from edgekit.backends.tensorrt.recipe import BuildOptions
-    from edgekit.engine_build import EngineBuildConfig, build_bundle_engine
-    from edgekit.progress import Progress
+    from edgekit.core.progress import Progress
+    from edgekit.pipeline.device_build import DeviceBuildConfig, build_on_device
 
-    given = build_options(opts)
-    config = EngineBuildConfig(
+    config = DeviceBuildConfig(
         bundle=bundle,
-        options=None if given == BuildOptions() else given,
+        options=engine_option_values(opts),
         cache_dir=cache_dir,
         verbose=verbose,
         images=val,
     )
-    record = build_bundle_engine(config, Progress(enabled=not quiet))
+    record = build_on_device(config, Progress(enabled=not quiet))
     if as_json:
         print_json(record)
         return

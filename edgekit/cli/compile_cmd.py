@@ -8,11 +8,11 @@ from typing import Any
 import click
 
 from edgekit.cli.options import (
-    build_options,
+    engine_option_values,
+    engine_options,
     json_option,
     print_json,
     pruning_options,
-    tensorrt_options,
     threads_option,
     trust_pickle_option,
 )
@@ -78,7 +78,7 @@ from edgekit.cli.options import (
     help="Top-1 points the quantized model may lose vs FP32 on --val; sensitive layers are kept in FP32.",
 )
 @pruning_options("--prune")
-@tensorrt_options
+@engine_options
 @threads_option
 @trust_pickle_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
@@ -112,18 +112,19 @@ def compile_command(
     parity figures, tool versions). It is only written if the compiled model reproduces the FP32
     reference; an error leaves nothing behind.
     """
-    from edgekit.compile import compile_bundle
-    from edgekit.config import CompileConfig
+    from edgekit.cli.options import prune_settings
+    from edgekit.core.progress import Progress
     from edgekit.model.checkpoint import read_class_file
-    from edgekit.progress import Progress
-    from edgekit.targets import get_target, host_target_name
+    from edgekit.optimize.prune_config import PruneSettings
+    from edgekit.pipeline.compile_config import CompileConfig, resolve
+    from edgekit.pipeline.precision_auto import compile_model
 
     progress = Progress(enabled=not quiet)
-    resolved = get_target(target or host_target_name())
-    config = CompileConfig(
+    settings: PruneSettings = prune_settings(stage_options)
+    config = resolve(CompileConfig(
         model=model,
-        target=resolved,
-        out=out or Path(f"{model.stem}-{resolved.name}-{precision}"),
+        target=target,
+        out=out,
         precision=precision,
         backend=backend,
         force=force,
@@ -140,10 +141,10 @@ def compile_command(
         calib_size=calib_size,
         method=method,
         max_accuracy_drop=max_accuracy_drop,
-        build_options=build_options(stage_options),
-        prune=_prune_settings_if_asked(stage_options),
-    )
-    manifest = compile_bundle(config, progress)
+        backend_options=engine_option_values(stage_options),
+        prune=settings if settings.requested else None,
+    ))  # fmt: skip
+    manifest = compile_model(config, progress)
     if as_json:
         print_json({"bundle": str(config.out), **manifest})
         return
@@ -175,13 +176,3 @@ def compile_command(
         engines = manifest["tensorrt"]["engines"]
         built = f"engine {engines[-1]['file']}" if engines else "no engine yet (`edgekit build` on the device)"
         click.echo(f"  TensorRT: {built}; preprocessing kernels: {manifest['kernels']['summary']}")
-
-
-def _prune_settings_if_asked(options: dict[str, Any]) -> Any:
-    """PruneSettings when any pruning option was given, else None."""
-    from edgekit.cli.options import prune_settings
-    from edgekit.optimize.prune_config import PruneSettings
-
-    settings = prune_settings(dict(options))
-    # Any pruning option means a pruning stage; validation then names what is missing (e.g. --prune R).
-    return None if settings == PruneSettings() else settings

@@ -88,8 +88,8 @@ def finetune(
 
     Works the same under `torchrun --nproc_per_node N` (DistributedDataParallel; rank 0 writes).
     """
+    from edgekit.core.progress import Progress
     from edgekit.model.finetune import FinetuneConfig, run_finetune
-    from edgekit.progress import Progress
 
     subset = parse_int_list(class_subset, "--class-subset", minimum=0) if class_subset else None
     if subset is not None and (len(set(subset)) != len(subset) or max(subset) > 9 or len(subset) < 2):

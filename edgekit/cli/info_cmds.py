@@ -12,7 +12,7 @@ from edgekit.cli.options import json_option, print_json, trust_pickle_option
 
 def _describe(path: Path, trust_pickle: bool) -> dict[str, Any]:
     if path.is_dir():
-        from edgekit.bundle import read_manifest
+        from edgekit.runtime.bundle import read_manifest
 
         manifest = read_manifest(path, verify=True)
         return {"kind": "bundle", "path": str(path), "verified": True, **manifest}
@@ -102,33 +102,19 @@ def inspect_command(path: Path, trust_pickle: bool, as_json: bool) -> None:
         click.echo(f"{key:<{width}}  {value}")
 
 
-def _usable_here(names: tuple[str, ...]) -> list[str]:
-    """Backends that run here; a portable one (TensorRT) compiles here and builds its engine on the device."""
-    from edgekit.backends import REGISTRY
-
-    usable = []
-    for name in names:
-        backend = REGISTRY.get(name)
-        if backend is None:
-            continue
-        if backend.unavailable_reason() is None:
-            usable.append(name)
-        elif backend.capabilities.builds_without_runtime:
-            usable.append(f"{name}+")
-    return usable
-
-
 @click.command("targets")
 @json_option
 def targets_command(as_json: bool) -> None:
     """List the device targets and which of their backends can run on this machine."""
-    from edgekit.targets import host_target_name, list_targets
+    from edgekit.backends.registry import usable_here
+    from edgekit.measure.host import host_target_name
+    from edgekit.targets import list_targets
 
     targets = list_targets()
     host = host_target_name()
     rows = []
     for target in targets:
-        available = {precision: _usable_here(names) for precision, names in target.backends.items()}
+        available = {precision: usable_here(names) for precision, names in target.backends.items()}
         rows.append({**target.to_dict(), "host": target.name == host, "backends_available_here": available})
     if as_json:
         print_json(rows)

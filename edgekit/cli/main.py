@@ -20,7 +20,7 @@ from edgekit.cli.prune_cmd import prune
 from edgekit.cli.quantize_cmd import quantize
 from edgekit.cli.report_cmd import report
 from edgekit.cli.sweep_cmd import sweep
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

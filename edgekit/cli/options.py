@@ -121,15 +121,14 @@ def prune_settings(values: dict[str, Any]) -> Any:
     )
 
 
-def tensorrt_options(command: Callable[..., Any]) -> Callable[..., Any]:
+def engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """TensorRT engine options, shared by `edgekit compile` (recorded in the bundle) and `edgekit build`."""
     options = [
         click.option("--dla-core", type=click.IntRange(min=0), default=None, help="Run on this DLA core."),
         click.option(
             "--gpu-fallback/--no-gpu-fallback",
-            default=True,
-            show_default=True,
-            help="Let layers DLA cannot run fall back to the GPU (always reported).",
+            default=None,
+            help="Let layers DLA cannot run fall back to the GPU (always reported; default: on).",
         ),
         click.option(
             "--opt-level", type=click.IntRange(0, 5), default=None, help="TensorRT builder optimization level (0-5)."
@@ -142,9 +141,8 @@ def tensorrt_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--hardware-compatibility",
             type=click.Choice(["none", "ampere+", "same-cc"]),
-            default="none",
-            show_default=True,
-            help="One engine for several GPUs (desktop/datacenter Ampere or newer).",
+            default=None,
+            help="One engine for several GPUs (desktop/datacenter Ampere or newer; default: none).",
         ),
         click.option(
             "--sparse/--no-sparse",
@@ -157,18 +155,16 @@ def tensorrt_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def build_options(values: dict[str, Any]) -> Any:
-    """BuildOptions from the options above (popped from the command's keyword arguments)."""
-    from edgekit.backends.tensorrt.recipe import BuildOptions
+ENGINE_OPTIONS = ("dla_core", "gpu_fallback", "opt_level", "version_compatible", "hardware_compatibility", "sparse")
 
-    return BuildOptions(
-        dla_core=values.pop("dla_core"),
-        gpu_fallback=values.pop("gpu_fallback"),
-        opt_level=values.pop("opt_level"),
-        version_compatible=values.pop("version_compatible"),
-        hardware_compatibility=values.pop("hardware_compatibility"),
-        sparse=values.pop("sparse"),
-    )
+
+def engine_option_values(values: dict[str, Any]) -> dict[str, Any]:
+    """The engine options given on the command line, by name (popped from the command's keyword arguments);
+    one not given is None, and the backend decides what that means."""
+    given = {name: values.pop(name) for name in ENGINE_OPTIONS}
+    if not given["version_compatible"]:  # a flag: absent means "not given"
+        given["version_compatible"] = None
+    return given
 
 
 trust_engine_option = click.option(

@@ -38,9 +38,9 @@ def predict(
     and does not stop the others.
     """
     import edgekit
+    from edgekit.core.errors import EdgekitError
+    from edgekit.core.progress import Progress
     from edgekit.data.images import collect_images
-    from edgekit.errors import EdgekitError
-    from edgekit.progress import Progress
 
     files = collect_images(images)
     if not files:

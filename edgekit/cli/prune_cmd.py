@@ -47,16 +47,15 @@ def prune(
     pruned checkpoint stores its channel counts, so `edgekit compile` loads it like any other.
     """
     from edgekit.cli.options import prune_settings
+    from edgekit.core.progress import Progress
     from edgekit.optimize.prune import run_prune
     from edgekit.optimize.prune_config import PruneConfig
-    from edgekit.progress import Progress
-    from edgekit.targets import get_target, host_target_name
 
     config = PruneConfig(
         model=model,
         out=out,
         settings=prune_settings(options),
-        target=get_target(target or host_target_name()),
+        target=target,
         val=val,
         max_accuracy_drop=max_accuracy_drop,
         threads=threads,

@@ -48,8 +48,8 @@ def quantize(
     8.6–11.x without precision flags. tensorrt-placement files are checked against TensorRT's
     Q/DQ rules before they are written.
     """
-    from edgekit.optimize.standalone import QuantizeRequest, quantize_file
-    from edgekit.progress import Progress
+    from edgekit.core.progress import Progress
+    from edgekit.pipeline.quantize_file import QuantizeRequest, quantize_file
 
     request = QuantizeRequest(model, out, precision, calib, calib_size, method, placement, resize, crop, force)
     result = quantize_file(request, Progress(enabled=not as_json))

@@ -20,7 +20,7 @@ def report(results: tuple[Path, ...], out: Path, budget: float, title: str | Non
 
     RESULTS are bench.json files (or the directories holding them) of variants of one model.
     """
-    from edgekit.report.build import write_report
+    from edgekit.report.write import write_report
 
     written = write_report(list(results), out, budget, title)
     if as_json:

@@ -61,13 +61,12 @@ def sweep(
 
     Builds are cached in OUT by content hash: re-running after adding a variant builds only that one.
     """
-    from edgekit.progress import Progress
-    from edgekit.sweep import SweepConfig, run_sweep
-    from edgekit.targets import get_target, host_target_name
+    from edgekit.core.progress import Progress
+    from edgekit.pipeline.sweep import SweepConfig, run_sweep
 
     config = SweepConfig(
         model=model,
-        target=get_target(target or host_target_name()),
+        target=target,
         val=val,
         out=out,
         precisions=tuple(p.strip() for p in precisions.split(",") if p.strip()),

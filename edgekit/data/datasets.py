@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from edgekit.core.errors import EdgekitError
+from edgekit.core.progress import QUIET, Progress
 from edgekit.data import fashion_mnist
 from edgekit.data.images import read_image, read_labelled_folder
-from edgekit.errors import EdgekitError
-from edgekit.progress import QUIET, Progress
 
 FASHION_MNIST = "fashion-mnist"
 Sample = tuple[Any, int]  # (Path, or a uint8 greyscale array, class index)

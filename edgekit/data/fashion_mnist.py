@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
 ROOT_ENV = "EDGEKIT_FASHION_MNIST"

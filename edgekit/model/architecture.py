@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 CHANNEL_PLAN_KEY = "channel_plan"
 PLAN_FORMAT = 1

@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
+from edgekit.core.errors import EdgekitError
+from edgekit.core.files import atomic_path, sha256_file
 from edgekit.data.preprocess import PreprocessSpec
-from edgekit.errors import EdgekitError
-from edgekit.files import atomic_path, sha256_file
 from edgekit.model.architecture import CHANNEL_PLAN_KEY, apply_channel_plan
 from edgekit.model.googlenet import AUX_PREFIXES, build_googlenet, deployable
 

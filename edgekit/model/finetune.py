@@ -19,16 +19,16 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-import edgekit
+from edgekit.core.errors import EdgekitError
+from edgekit.core.files import writable_directory_problem
+from edgekit.core.progress import QUIET, Progress
+from edgekit.core.threads import resolve_threads
+from edgekit.core.versions import EDGEKIT_VERSION
 from edgekit.data.datasets import FASHION_MNIST, LabelledImages, fashion_mnist_dataset, folder_dataset, stratified_split
 from edgekit.data.preprocess import PreprocessSpec
-from edgekit.errors import EdgekitError
-from edgekit.files import writable_directory_problem
 from edgekit.model.checkpoint import save_checkpoint
 from edgekit.model.freeze import active_aux_heads, apply_freeze, frozen_blocks, parameter_groups, set_train_mode
 from edgekit.model.transfer import starting_point
-from edgekit.progress import QUIET, Progress
-from edgekit.runtime import resolve_threads
 
 AUX_LOSS_WEIGHT = 0.3  # GoogLeNet paper: each auxiliary loss is added with weight 0.3
 
@@ -225,7 +225,7 @@ def run_finetune(config: FinetuneConfig, progress: Progress = QUIET) -> dict[str
         "freeze_until": config.freeze_until,
         "recipe": config.recipe(),
         "weights_sha256": start.sha256,
-        "edgekit_version": edgekit.__version__,
+        "edgekit_version": EDGEKIT_VERSION,
     }
     started = time.perf_counter()
     for epoch in range(first_epoch, config.epochs):

@@ -11,26 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
+from edgekit.model.layout import BLOCKS
 
-BLOCKS = (
-    "conv1",
-    "maxpool1",
-    "conv2",
-    "conv3",
-    "maxpool2",
-    "inception3a",
-    "inception3b",
-    "maxpool3",
-    "inception4a",
-    "inception4b",
-    "inception4c",
-    "inception4d",
-    "inception4e",
-    "maxpool4",
-    "inception5a",
-    "inception5b",
-)
 AUX_SOURCE = {"aux1": "inception4a", "aux2": "inception4d"}
 MODES = ("feature-extract", "finetune", "hybrid")
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
+from edgekit.core.errors import EdgekitError
+from edgekit.core.files import sha256_file
 from edgekit.data.preprocess import PreprocessSpec
-from edgekit.errors import EdgekitError
-from edgekit.files import sha256_file
 from edgekit.model.architecture import CHANNEL_PLAN_KEY
 from edgekit.model.checkpoint import check_architecture, class_names_from, read_weights
 from edgekit.model.googlenet import build_googlenet, ensure_weights_initialised

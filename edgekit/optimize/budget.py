@@ -11,8 +11,9 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from edgekit.errors import EdgekitError
-from edgekit.progress import QUIET, Progress
+from edgekit.core.errors import EdgekitError
+from edgekit.core.progress import QUIET, Progress
+from edgekit.measure.decide import top1_drop_pts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +23,7 @@ class Trial:
     agreement: float
 
     def drop_pts(self, reference_top1: float) -> float:
-        return (reference_top1 - self.top1) * 100.0
+        return top1_drop_pts(reference_top1, self.top1)
 
 
 def fit_budget(
@@ -61,5 +62,5 @@ def fit_budget(
     raise EdgekitError(
         f"cannot meet --max-accuracy-drop {max_drop_pts:g}: plain INT8 drops {plain.drop_pts(reference_top1):.2f} pts "
         f"and even with all {len(groups)} layer groups in FP32 the best drop was "
-        f"{(reference_top1 - best['top1']) * 100:.2f} pts; raise the budget or use --precision fp32"
+        f"{top1_drop_pts(reference_top1, best['top1']):.2f} pts; raise the budget or use --precision fp32"
     )

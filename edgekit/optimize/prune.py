@@ -12,29 +12,23 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import datetime
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-import edgekit
+from edgekit.core.errors import EdgekitError
+from edgekit.core.progress import QUIET, Progress
 from edgekit.data.datasets import LabelledImages, folder_dataset, stratified_split
 from edgekit.data.preprocess import PreprocessSpec
-from edgekit.errors import EdgekitError
-from edgekit.model.architecture import CHANNEL_PLAN_KEY, channel_counts, channel_plan
-from edgekit.model.checkpoint import load_checkpoint, save_checkpoint
+from edgekit.measure.decide import top1_drop_pts
+from edgekit.model.architecture import channel_counts
 from edgekit.optimize import sparsity
-from edgekit.optimize.prune_config import PruneConfig, PruneSettings, validate
-from edgekit.progress import QUIET, Progress
-from edgekit.runtime import resolve_threads
-from edgekit.targets import Target
+from edgekit.optimize.prune_config import PruneSettings
 
 STEP = 0.05  # ratio added per step when searching for a MACs or latency target
-LATENCY_WARMUP, LATENCY_ITERATIONS = 5, 40
 TAYLOR_BATCHES = 4
 VAL_SHARE = 0.1  # of --recover-data, held out when no --val is given
 
@@ -52,22 +46,22 @@ class PruneOutcome:
     report: dict[str, Any]
 
 
+@dataclasses.dataclass(frozen=True)
+class LatencyProbe:
+    """How the pipeline times a candidate: module → (FP32 batch-1 p50 ms, or None where this host is not the
+    device; FP32 ONNX bytes). Pruning never imports a backend: the pipeline supplies this."""
+
+    measure: Callable[[nn.Module], tuple[float | None, int]]
+    how: str  # in words, for the report
+
+
 class Meter:
-    """MACs, parameters, FP32 ONNX size and (CPU targets) latency of a module, measured the same way
-    before and after, so the two columns of the report are comparable."""
+    """MACs, parameters, FP32 ONNX size and latency of a module, measured the same way before and after,
+    so the two columns of the report are comparable."""
 
-    def __init__(self, target: Target, crop: int, threads: int, work: Path) -> None:
-        self.target, self.crop, self.threads, self.work = target, crop, threads, work
-        self.latency_note = (
-            f"FP32 batch 1 p50 on {self._backend().name}, measured on this host"
-            if target.kind == "cpu"
-            else f"not measured: {target.name} latency needs the device; MACs are the proxy"
-        )
-
-    def _backend(self) -> Any:
-        from edgekit.config import choose_backend
-
-        return choose_backend(self.target, "fp32", None)
+    def __init__(self, crop: int, latency: LatencyProbe) -> None:
+        self.crop, self.latency = crop, latency
+        self.latency_note = latency.how
 
     def macs(self, module: nn.Module) -> tuple[int, int]:
         import torch_pruning as tp
@@ -77,24 +71,7 @@ class Meter:
 
     def latency_ms(self, module: nn.Module) -> tuple[float | None, int]:
         """(p50 ms or None, FP32 ONNX bytes)."""
-        from edgekit.backends import BuildRequest
-        from edgekit.bench.latency import measure
-        from edgekit.export.onnx_export import export_onnx
-        from edgekit.runtime import Runner
-
-        with tempfile.TemporaryDirectory(dir=self.work) as scratch:
-            onnx_path = Path(scratch) / "candidate.onnx"
-            export_onnx(module, onnx_path, self.crop, self.target.onnx_opset)
-            size = onnx_path.stat().st_size
-            if self.target.kind != "cpu":
-                return None, size
-            backend = self._backend()
-            built = Path(scratch) / "built"
-            built.mkdir()
-            model_file, _ = backend.build(onnx_path, built, BuildRequest("fp32"))
-            runner = Runner(backend, built / model_file, self.threads, None)
-            batch = np.zeros((1, 3, self.crop, self.crop), np.float32)
-            return measure(runner.run, batch, LATENCY_WARMUP, LATENCY_ITERATIONS)["p50_ms"], size
+        return self.latency.measure(module)
 
     def all(self, module: nn.Module) -> dict[str, Any]:
         macs, params = self.macs(module)
@@ -230,17 +207,15 @@ def _describe_step(record: dict[str, Any], before: dict[str, Any]) -> str:
 def prune_module(
     module: nn.Module,
     settings: PruneSettings,
-    target: Target,
     spec: PreprocessSpec,
     data: PruneData,
-    threads: int,
-    work: Path,
+    latency: LatencyProbe,
     progress: Progress = QUIET,
 ) -> PruneOutcome:
     """Prune a deployable GoogLeNet (modified in place and returned) and measure what it gained and lost."""
     torch.manual_seed(settings.seed)
     teacher = copy.deepcopy(module).eval() if settings.distill else None  # the unpruned model, to distil from
-    meter = Meter(target, spec.crop, threads, work)
+    meter = Meter(spec.crop, latency)
     channels_before = channel_counts(module)
     progress.note("measuring the unpruned model")
     before = meter.all(module)
@@ -360,7 +335,7 @@ def final_top1(report: dict[str, Any]) -> float | None:
 def accuracy_drop_pts(report: dict[str, Any]) -> float | None:
     """Top-1 points pruning cost on the validation images (None when there were none)."""
     before, final = report["top1"]["before"], final_top1(report)
-    return None if before is None or final is None else (before - final) * 100
+    return None if before is None or final is None else top1_drop_pts(before, final)
 
 
 def check_accuracy_drop(report: dict[str, Any], max_drop: float | None) -> None:
@@ -371,38 +346,3 @@ def check_accuracy_drop(report: dict[str, Any], max_drop: float | None) -> None:
             f"{report['val_images']} images), more than --max-accuracy-drop {max_drop:g}; prune less or recover "
             "longer (--recover-epochs, --distill). Nothing was written"
         )
-
-
-def run_prune(config: PruneConfig, progress: Progress = QUIET) -> dict[str, Any]:
-    """`edgekit prune`: prune a checkpoint and write the pruned one (architecture stored as data)."""
-    validate(config)
-    loaded = load_checkpoint(config.model, trust_pickle=config.trust_pickle)
-    spec = loaded.preprocessing or PreprocessSpec()
-    data = load_prune_data(config.settings, config.val, loaded.class_names, loaded.class_names_source, progress)
-    threads = resolve_threads(config.threads if config.threads is not None else config.target.threads)
-    torch.set_num_threads(threads)
-    with tempfile.TemporaryDirectory(prefix=f".{config.out.name}.work-", dir=config.out.parent) as work:
-        outcome = prune_module(loaded.module, config.settings, config.target, spec, data, threads, Path(work), progress)
-    check_accuracy_drop(outcome.report, config.max_accuracy_drop)
-    report = {
-        **outcome.report,
-        # Pruning a pruned checkpoint keeps the original as the source: reports group variants by it.
-        "source": (loaded.pruning or {}).get("source")
-        or {"path": str(config.model.resolve()), "sha256": loaded.sha256},
-        "target": config.target.name,
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "edgekit_version": edgekit.__version__,
-    }
-    save_checkpoint(
-        {
-            "model_state_dict": outcome.module.state_dict(),
-            "classes": list(loaded.class_names),
-            "transform_input": loaded.transform_input,
-            "preprocessing": spec.to_dict(),
-            CHANNEL_PLAN_KEY: channel_plan(outcome.module),
-            "pruning": report,
-            "edgekit_version": edgekit.__version__,
-        },
-        config.out,
-    )
-    return {"checkpoint": str(config.out), **report}

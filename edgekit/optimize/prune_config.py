@@ -9,9 +9,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from edgekit.backends.base import Backend
+from edgekit.core.errors import EdgekitError
+from edgekit.core.files import writable_directory_problem
 from edgekit.data.images import has_class_folders
-from edgekit.errors import EdgekitError
-from edgekit.files import writable_directory_problem
+from edgekit.measure.host import host_problem
 from edgekit.targets import Target
 
 IMPORTANCES = ("l1", "l2", "taylor")
@@ -51,6 +53,12 @@ class PruneSettings:
             return self.recover_epochs
         return DEFAULT_RECOVER_EPOCHS if self.recover_data is not None else 0
 
+    @property
+    def requested(self) -> bool:
+        """Whether any pruning option was given: any one means a pruning stage (validation names what is
+        missing, e.g. a ratio)."""
+        return self != PruneSettings()
+
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
 
@@ -88,12 +96,13 @@ def validate_settings(settings: PruneSettings, has_val: bool, flag: str = "--rat
         raise EdgekitError("--recover-lr must be positive and the batch size at least 1")
 
 
-def check_latency_target(settings: PruneSettings, target: Target) -> None:
-    """Latency targets are measured with the target's backend on this host, which only a CPU target allows."""
-    if settings.target_latency_ms is not None and target.kind != "cpu":
+def check_latency_target(settings: PruneSettings, target: Target, backend: type[Backend]) -> None:
+    """Latency targets are measured with the target's FP32 backend on this host: only where this host is the device."""
+    problem = host_problem(target, backend) if settings.target_latency_ms is not None else None
+    if problem:
         raise EdgekitError(
-            f"--target-latency for {target.name} needs latency measured on the device, which this host is not; "
-            "use --target-macs (MACs are the proxy here), or prune on the device"
+            f"--target-latency for {target.name} needs latency measured on the device, which this host is not "
+            f"({problem}); use --target-macs (MACs are the proxy here), or prune on the device"
         )
 
 
@@ -102,7 +111,7 @@ class PruneConfig:
     model: Path
     out: Path
     settings: PruneSettings
-    target: Target
+    target: Target | str | None = None  # a Target, name or TOML path; None: this host's (resolved by run_prune)
     val: Path | None = None  # labelled images for before/after accuracy (else part of --recover-data)
     max_accuracy_drop: float | None = None  # top-1 points the pruned model may lose on the validation images
     threads: int | None = None
@@ -110,7 +119,8 @@ class PruneConfig:
     force: bool = False
 
 
-def validate(config: PruneConfig) -> None:
+def validate(config: PruneConfig, fp32_backend: type[Backend]) -> None:
+    """`fp32_backend`: the target's FP32 backend, which measures latency targets."""
     if not config.model.is_file():
         raise EdgekitError(f"{config.model} does not exist or is not a file")
     if config.model.suffix.lower() == ".onnx":
@@ -118,7 +128,7 @@ def validate(config: PruneConfig) -> None:
     if config.val is not None and not config.val.is_dir():
         raise EdgekitError(f"--val {config.val} is not a directory")
     validate_settings(config.settings, has_class_folders(config.val))
-    check_latency_target(config.settings, config.target)
+    check_latency_target(config.settings, config.target, fp32_backend)
     if config.max_accuracy_drop is not None and config.val is None and config.settings.recover_data is None:
         raise EdgekitError("--max-accuracy-drop needs labelled images: pass --val DIR or --recover-data DIR")
     if config.out.is_dir():

@@ -11,10 +11,10 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from edgekit.core.progress import QUIET, Progress
 from edgekit.data.datasets import LabelledImages
 from edgekit.data.preprocess import PreprocessSpec
 from edgekit.model.finetune import evaluate_top1, train_eval_transforms
-from edgekit.progress import QUIET, Progress
 
 DISTILL_TEMPERATURE = 4.0
 DISTILL_WEIGHT = 0.7  # share of the distillation term; the rest is cross-entropy on the labels

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+from edgekit.measure.decide import fastest_within_budget, top1_drop_pts
 from edgekit.report.results import Variant
 
 
@@ -29,7 +30,7 @@ def drop_pts(variant: Variant, reference: Reference) -> float | None:
     """Top-1 points lost against the FP32 reference (negative: the variant scored higher)."""
     if variant.top1 is None or reference.top1 is None:
         return None
-    return (reference.top1 - variant.top1) * 100.0
+    return top1_drop_pts(reference.top1, variant.top1)
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -59,16 +60,11 @@ class Headline:
 
 def headline(variants: Sequence[Variant], reference: Reference, budget_pts: float) -> Headline:
     """The fastest variant whose top-1 drop fits the budget; without accuracy, the fastest, said so."""
-    measured = [v for v in variants if drop_pts(v, reference) is not None]
-    eligible = [v for v in measured if (drop_pts(v, reference) or 0.0) <= budget_pts]
-    if eligible:
-        chosen = min(eligible, key=lambda v: v.p50_ms)
-        reason = f"fastest of {len(eligible)} variant(s) within the {budget_pts:g}-point budget"
-    elif measured:
-        chosen = min(measured, key=lambda v: drop_pts(v, reference) or 0.0)
-        reason = f"no variant is within the {budget_pts:g}-point budget; this one loses least"
-    else:
-        chosen = min(variants, key=lambda v: v.p50_ms)
+    choice = fastest_within_budget(
+        variants, lambda v: v.p50_ms, lambda v: drop_pts(v, reference), budget_pts, noun="variant"
+    )
+    chosen, reason = choice.chosen, choice.reason
+    if all(drop_pts(v, reference) is None for v in variants):
         reason = (
             "fastest variant; accuracy was not measured (bench with --val DIR to rank by the budget)"
             if all(v.top1 is None for v in variants)

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgekit.bench.run import RESULTS_SCHEMA
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
+from edgekit.pipeline.bench import RESULTS_SCHEMA
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edgekit.backends.tensorrt.kernels import build
+from edgekit.backends.tensorrt.kernels.launch import CudaPreprocessor, gpu_unavailable_reason
+from edgekit.backends.tensorrt.kernels.reference import reference_preprocess
 from edgekit.data.preprocess import PreprocessSpec
-from edgekit.kernels import build
-from edgekit.kernels.launch import CudaPreprocessor, gpu_unavailable_reason
-from edgekit.kernels.reference import reference_preprocess
 from tests.photos import sample_photos, torchvision_eval
 
 _REASON = gpu_unavailable_reason()

@@ -15,7 +15,7 @@ from typing import Any
 
 from edgekit.backends.tensorrt.compat import supports
 from edgekit.backends.tensorrt.recipe import BuildPlan
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 
 @dataclasses.dataclass

@@ -8,7 +8,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from edgekit.targets import sm_number
+from edgekit.backends.tensorrt import cuda
+from edgekit.core.errors import EdgekitError
+from edgekit.core.versions import sm_number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,34 +33,25 @@ class CudaDevice:
         return dataclasses.asdict(self)
 
 
-def _checked(result: tuple[Any, ...]) -> Any:
-    from cuda.bindings import driver
-
-    error, *values = result
-    if error != driver.CUresult.CUDA_SUCCESS:
-        raise RuntimeError(f"CUDA driver call failed: {error}")
-    return values[0] if len(values) == 1 else tuple(values)
-
-
 @functools.cache
 def probe(ordinal: int = 0) -> CudaDevice | None:
     """Device `ordinal`, or None where there is no driver, no GPU, or no cuda-python."""
     try:
-        from cuda.bindings import driver
-    except ImportError:
+        driver = cuda.driver()
+    except EdgekitError:  # no cuda-python
         return None
     try:
-        _checked(driver.cuInit(0))
-        if _checked(driver.cuDeviceGetCount()) <= ordinal:
+        cuda.value(driver.cuInit(0))
+        if cuda.value(driver.cuDeviceGetCount()) <= ordinal:
             return None
-        device = _checked(driver.cuDeviceGet(ordinal))
+        device = cuda.value(driver.cuDeviceGet(ordinal))
         attribute = driver.CUdevice_attribute
-        major = _checked(driver.cuDeviceGetAttribute(attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device))
-        minor = _checked(driver.cuDeviceGetAttribute(attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device))
-        name = _checked(driver.cuDeviceGetName(256, device))
-        total = _checked(driver.cuDeviceTotalMem(device))
-        version = _checked(driver.cuDriverGetVersion())
-    except (RuntimeError, OSError):  # no driver library, or no usable device
+        major = cuda.value(driver.cuDeviceGetAttribute(attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device))
+        minor = cuda.value(driver.cuDeviceGetAttribute(attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device))
+        name = cuda.value(driver.cuDeviceGetName(256, device))
+        total = cuda.value(driver.cuDeviceTotalMem(device))
+        version = cuda.value(driver.cuDriverGetVersion())
+    except (cuda.CudaError, RuntimeError, OSError):  # no driver library, or no usable device
         return None
     return CudaDevice(
         name=name.split(b"\0", 1)[0].decode(errors="replace").strip(),

@@ -16,7 +16,7 @@ from typing import Any
 
 from edgekit.backends.tensorrt.device import CudaDevice, describe
 from edgekit.backends.tensorrt.recipe import BuildOptions
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.targets import version_tuple
 
 ENGINE_DIR = "engines"

@@ -12,7 +12,7 @@ import dataclasses
 from typing import Any
 
 from edgekit.backends.tensorrt.compat import check_buildable, supports
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.targets import Target
 
 OPT_LEVELS = range(6)  # IBuilderConfig.builder_optimization_level: 0 (fast build) … 5 (slowest, best kernels)

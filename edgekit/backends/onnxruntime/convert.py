@@ -1,0 +1,38 @@
+"""ONNX Runtime's convert half: FP32 ships the export as is; INT8 is ONNX Runtime's static Q/DQ quantizer
+with its own (CPU) placement."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sys
+from pathlib import Path
+
+from edgekit.backends.base import Converter, ConvertRequest
+from edgekit.backends.onnxruntime.run import OnnxRuntimeBackend
+
+MODEL_FILE = "model.onnx"
+
+
+class OnnxRuntimeConverter(Converter):
+    backend = OnnxRuntimeBackend
+
+    @classmethod
+    def convert(cls, fp32_onnx: Path, out_dir: Path, request: ConvertRequest) -> tuple[str, dict[str, object]]:
+        if request.precision == "fp32":
+            shutil.copyfile(fp32_onnx, out_dir / MODEL_FILE)
+            return MODEL_FILE, {}
+        from edgekit.backends.qdq import quantize_int8
+
+        if request.calibration is None:
+            raise ValueError("INT8 needs calibration inputs")
+        # The quantizer reports progress on stdout, which belongs to --json output.
+        with contextlib.redirect_stdout(sys.stderr):
+            quantize_int8(
+                fp32_onnx, out_dir / MODEL_FILE, request.calibration, "cpu", request.method, request.keep_fp32
+            )
+        return MODEL_FILE, {
+            "quantizer": "onnxruntime.quantization.quantize_static (QDQ, cpu placement)",
+            "method": request.method,
+            "calibration_images": len(request.calibration),
+        }

@@ -1,0 +1,72 @@
+"""OpenVINO on x86/ARM CPUs.
+
+FP32 runs the bundle's ONNX file directly. INT8 is quantized by OpenVINO's own NNCF and shipped as
+OpenVINO IR (model.xml + model.bin): OpenVINO runs NNCF's placement faster than an ONNX Runtime Q/DQ
+file (several times on VNNI CPUs per shared/DESIGN.md; 1.1× at batch 8 on the AMD EPYC of
+benchmarks/results/cpu_backends.md). FP16 is OpenVINO's inference-precision hint on the FP32
+model, which the CPU plugin honours only where the CPU has FP16/BF16 arithmetic; the precision it
+really computes in is read back and recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.backends.base import Backend, Capabilities
+
+_HINTS = {"fp32": "f32", "int8": "f32", "fp16": "f16"}
+
+
+class OpenVinoBackend(Backend):
+    name = "openvino"
+    capabilities = Capabilities(
+        devices=frozenset({"cpu"}),
+        arches=frozenset({"x86_64", "aarch64"}),
+        precisions=frozenset({"fp32", "fp16", "int8"}),
+        python_module="openvino",
+        install_hint="pip install openvino nncf",
+    )
+
+    def __init__(
+        self, model_path: Path, threads: int, precision: str = "fp32", options: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__(model_path, threads, precision, options)
+        import openvino as ov
+
+        core = ov.Core()
+        config = {
+            "PERFORMANCE_HINT": "LATENCY",
+            # Without an explicit hint OpenVINO silently runs bf16 on CPUs that have it (AMX /
+            # AVX512-BF16): an fp32 or int8 bundle must keep its float parts in fp32.
+            "INFERENCE_PRECISION_HINT": _HINTS[precision],
+        }
+        if threads > 0:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self._compiled = core.compile_model(core.read_model(str(model_path)), "CPU", config)
+        self._request = self._compiled.create_infer_request()
+        self._output = self._compiled.output(0)
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        import openvino as ov
+
+        versions = {"openvino": ov.get_version()}
+        with contextlib.suppress(ImportError):
+            import nncf
+
+            versions["nncf"] = nncf.__version__
+        return versions
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        result = self._request.infer({0: batch})
+        return np.array(result[self._output], copy=True)
+
+    def execution_precision(self) -> str:
+        if self.precision == "int8":
+            return "int8 (float parts f32)"
+        return self._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()

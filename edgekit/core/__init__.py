@@ -1,0 +1,1 @@
+"""What every layer uses: errors, files, progress, versions, threads. Imports nothing of edgekit."""

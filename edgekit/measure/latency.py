@@ -1,0 +1,108 @@
+"""The one latency protocol: warm up, then time each call; report percentiles, not a single mean.
+
+Every latency edgekit decides on (compile's budget timings, precision auto, pruning to a latency,
+bench, sweep) is measured by `measure` under `PROTOCOL` unless the user sets other counts (bench's
+--warmup/--iterations), and decisions use its batch-1 p50 (`p50_ms`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from edgekit.core.progress import QUIET, Progress
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyProtocol:
+    warmup: int = 5  # calls not counted: first-call allocation, lazy initialisation, cache warm-up
+    iterations: int = 50  # timed calls; the statistic is their median (p50), with p90/p99 beside it
+    batch: int = 1  # what decisions are made on: one image, the edge device's usual case
+
+
+PROTOCOL = LatencyProtocol()
+
+
+def p50_ms(run: Callable[[np.ndarray], object], crop: int, protocol: LatencyProtocol = PROTOCOL) -> float:
+    """The statistic decisions use: batch-`protocol.batch` p50 of `run` on a `crop`×`crop` input."""
+    batch = np.zeros((protocol.batch, 3, crop, crop), np.float32)  # values do not change the work done
+    return float(measure(run, batch, protocol)["p50_ms"])
+
+
+def measure(
+    run: Callable[[np.ndarray], object],
+    batch: np.ndarray,
+    protocol: LatencyProtocol = PROTOCOL,
+    progress: Progress = QUIET,
+    desc: str = "timing",
+    device_time: Callable[[], float | None] | None = None,
+) -> dict[str, Any]:
+    """Wall-clock per call (ms) of `run(batch)`; the first `protocol.warmup` calls are not counted.
+
+    With `device_time` (a GPU backend's CUDA-event time of the call just made), the accelerator's
+    own compute time is reported beside the end-to-end time, which also holds copies and Python.
+    """
+    warmup, iterations = protocol.warmup, protocol.iterations
+    for _ in range(warmup):
+        run(batch)
+    times, device = [], []
+    for _ in progress.bar(range(iterations), desc=desc, total=iterations, unit="run"):
+        start = time.perf_counter()
+        run(batch)
+        times.append((time.perf_counter() - start) * 1000.0)
+        measured = device_time() if device_time is not None else None
+        if measured is not None:
+            device.append(measured)
+    samples = np.asarray(times)
+    p50 = float(np.percentile(samples, 50))
+    extra: dict[str, Any] = {}
+    if device:
+        extra["device_compute_ms"] = {
+            "p50": float(np.percentile(device, 50)),
+            "p99": float(np.percentile(device, 99)),
+            "what": "GPU time of the network alone (CUDA events), without copies or host overhead",
+        }
+    return {
+        "batch": len(batch),
+        "iterations": iterations,
+        "p50_ms": p50,
+        "p90_ms": float(np.percentile(samples, 90)),
+        "p99_ms": float(np.percentile(samples, 99)),
+        "mean_ms": float(samples.mean()),
+        "min_ms": float(samples.min()),
+        "images_per_s": len(batch) * 1000.0 / p50,
+        "samples_ms": [round(t, 4) for t in times],  # for distributions in reports
+        **extra,
+    }
+
+
+def stage_times(
+    preprocess: Callable[[Any], np.ndarray],
+    network: Callable[[np.ndarray], np.ndarray],
+    postprocess: Callable[[np.ndarray], object],
+    images: Sequence[Any],
+    warmup: int = 3,
+) -> dict[str, float]:
+    """p50 ms of each stage of one image's trip (decoded image → input → outputs → top-k), batch 1.
+
+    Where the time goes decides what to optimise next: on a CPU the resize can rival a pruned network.
+    """
+    timings: dict[str, list[float]] = {"preprocess": [], "network": [], "postprocess": []}
+    for index, image in enumerate([*images[:warmup], *images]):
+        start = time.perf_counter()
+        batch = preprocess(image)[None]
+        mid = time.perf_counter()
+        outputs = network(batch)
+        end = time.perf_counter()
+        postprocess(outputs)
+        done = time.perf_counter()
+        if index >= min(warmup, len(images)):
+            timings["preprocess"].append((mid - start) * 1000.0)
+            timings["network"].append((end - mid) * 1000.0)
+            timings["postprocess"].append((done - end) * 1000.0)
+    medians = {f"{stage}_ms": float(np.median(values)) for stage, values in timings.items()}
+    return {**medians, "images": len(images)}

@@ -1,0 +1,47 @@
+"""The FP32 model a bundle is compared with: the PyTorch module, or the user's own ONNX file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+class TorchReference:
+    """PyTorch eager FP32, in eval mode, aux heads gone: what the user trained."""
+
+    kind = "pytorch"
+    output_kind = "logits"
+
+    def __init__(self, module: object, threads: int, channels_last: bool = False) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self._torch = torch
+        self._module = module
+        self._channels_last = channels_last
+        if channels_last:
+            self._module = module.to(memory_format=torch.channels_last)  # type: ignore[attr-defined]
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        tensor = self._torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        if self._channels_last:
+            tensor = tensor.contiguous(memory_format=self._torch.channels_last)
+        with self._torch.inference_mode():
+            return self._module(tensor).numpy()  # type: ignore[operator]
+
+
+class OnnxReference:
+    """A user's ONNX file run as-is in ONNX Runtime."""
+
+    kind = "onnxruntime"  # the reference runtime (backends/registry.py)
+
+    def __init__(self, path: Path, threads: int, output_kind: str, static_batch: int | None) -> None:
+        from edgekit.backends.registry import reference_backend
+        from edgekit.runtime.model import Runner
+
+        self.output_kind = output_kind
+        self._runner = Runner(reference_backend(), path, threads, static_batch)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self._runner.run(batch)

@@ -1,0 +1,286 @@
+"""`edgekit bench`: a bundle against its FP32 PyTorch reference, timed in the same run.
+
+Latency is measured on the same synthetic batch for both (values do not change the work done);
+accuracy and top-1 agreement on the user's labelled images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.backends.registry import get_backend
+from edgekit.core.errors import EdgekitError
+from edgekit.core.files import sha256_file, writable_directory_problem, write_text_atomic
+from edgekit.core.progress import QUIET, Progress
+from edgekit.core.threads import resolve_threads
+from edgekit.data.batches import sample, synthetic_images
+from edgekit.data.preprocess import PreprocessSpec, preprocess
+from edgekit.measure.environment import environment
+from edgekit.measure.evaluate import load_eval_set, run_batched, score
+from edgekit.measure.host import measured_on
+from edgekit.measure.latency import PROTOCOL, LatencyProtocol, measure, stage_times
+from edgekit.pipeline.references import load_reference
+from edgekit.runtime.model import BundleModel, to_probabilities
+from edgekit.targets import target_from_record
+
+RESULTS_SCHEMA = 2  # 2: model_id, stages, confusion matrices, quantization/pruning facts
+STAGE_IMAGES = 30
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    bundle: Path
+    reference: Path | None = None  # None: the bundle's source model, if it is still where it was
+    val: Path | None = None
+    batch_sizes: tuple[int, ...] = (1, 8)
+    warmup: int = PROTOCOL.warmup
+    iterations: int = PROTOCOL.iterations
+    threads: int | None = None
+    max_images: int | None = None
+    trust_pickle: bool = False
+    out: Path | None = None  # None: <bundle>.bench beside the bundle
+    time_reference: bool = True  # `edgekit sweep` times the shared reference once, not once per variant
+    run_options: dict[str, Any] | None = None  # the backend's (TensorRT: trust_engine_host_code, cuda_graph)
+
+    def results_dir(self) -> Path:
+        return self.out or self.bundle.with_name(self.bundle.name + ".bench")
+
+
+def _validate(config: BenchConfig) -> None:
+    if not config.batch_sizes or min(config.batch_sizes) < 1:
+        raise EdgekitError("--batch-sizes must be positive integers, e.g. 1,8")
+    if config.iterations < 1 or config.warmup < 0:
+        raise EdgekitError("--iterations must be at least 1 and --warmup at least 0")
+    if config.reference is not None and not config.reference.is_file():
+        raise EdgekitError(f"--reference {config.reference} does not exist")
+    if config.val is not None and not config.val.is_dir():
+        raise EdgekitError(f"--val {config.val} is not a directory")
+    out = config.results_dir()
+    problem = writable_directory_problem(out)
+    if problem:
+        raise EdgekitError(f"cannot write results to {out}: {problem}")
+
+
+def _find_reference(config: BenchConfig, manifest: dict[str, Any], notes: list[str]) -> Path | None:
+    if config.reference is not None:
+        return config.reference
+    # A bundle of a pruned checkpoint is compared with the model it was pruned from: the FP32 original.
+    candidates = [(manifest["source"], "the bundle's source model")]
+    original = (manifest.get("pruning") or {}).get("source")
+    if original:
+        candidates.insert(0, (original, "the original model it was pruned from"))
+    for candidate, what in candidates:
+        source = Path(candidate["path"])
+        if source.is_file() and sha256_file(source) == candidate["sha256"]:
+            notes.append(f"reference: {what} {source}")
+            return source
+    notes.append("no FP32 reference: pass --reference CHECKPOINT to time and compare against it")
+    return None
+
+
+def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]:
+    _validate(config)
+    model = BundleModel.open(config.bundle, threads=config.threads, options=config.run_options)
+    manifest = model.manifest
+    threads = resolve_threads(config.threads if config.threads is not None else manifest["target"]["threads"])
+    notes: list[str] = []
+    reference_path = _find_reference(config, manifest, notes)
+    reference = None
+    if reference_path is not None:
+        reference = load_reference(
+            reference_path, threads, manifest["model"].get("transform_input"), trust_pickle=config.trust_pickle
+        )
+    if manifest["input"]["shape"][0] == 1 and max(config.batch_sizes) > 1:
+        notes.append("the model has a fixed batch of 1: larger batches run as one call per image")
+
+    spec = model.preprocessing
+    protocol = LatencyProtocol(warmup=config.warmup, iterations=config.iterations)
+    rng = np.random.default_rng(0)
+    latency: dict[str, list[dict[str, float]]] = {"bundle": [], "reference": []}
+    for size in config.batch_sizes:
+        batch = rng.standard_normal((size, 3, spec.crop, spec.crop)).astype(np.float32)
+        latency["bundle"].append(
+            measure(
+                model.runner.run,
+                batch,
+                protocol,
+                progress,
+                f"bundle b{size}",
+                device_time=model.runner.device_ms,
+            )
+        )
+        if reference is not None and config.time_reference:
+            latency["reference"].append(measure(reference.run, batch, protocol, progress, f"reference b{size}"))
+
+    accuracy = None
+    if config.val is not None:
+        evalset = load_eval_set(config.val, model.class_names, spec, config.max_images, progress)
+        if evalset.labels is None:
+            raise EdgekitError(f"--val {config.val} has no class sub-directories, so accuracy cannot be measured")
+        predictions = {"bundle": run_batched(model.runner.run, evalset.batch.inputs, 8, progress, "bundle").argmax(1)}
+        if reference is not None:
+            outputs = run_batched(reference.run, evalset.batch.inputs, 8, progress, "reference")
+            predictions = {"reference": outputs.argmax(1), **predictions}
+        accuracy = score(predictions, evalset.labels, model.class_names, reference=next(iter(predictions)))
+        accuracy["unreadable"] = evalset.batch.errors
+
+    stage_images = _stage_images(config.val, spec)
+    stages = stage_times(
+        lambda image: preprocess(image, spec),
+        model.runner.run,
+        lambda outputs: np.argsort(-to_probabilities(outputs, model.output_kind), axis=1)[:, :5],
+        stage_images,
+    )
+    gpu_stages = _gpu_stage_times(model, stage_images)
+    if gpu_stages:
+        stages = {**stages, "gpu": gpu_stages}
+    first = latency["bundle"][0]
+    speedups = {
+        str(b["batch"]): r["p50_ms"] / b["p50_ms"]
+        for b, r in zip(latency["bundle"], latency["reference"], strict=False)
+    }
+    results = {
+        "schema_version": RESULTS_SCHEMA,
+        "kind": "edgekit-bench",
+        "p50_ms": first["p50_ms"] if first["batch"] == 1 else None,
+        "model_id": model_identity(manifest),
+        "classes": list(model.class_names),
+        "bundle": {
+            "path": str(config.bundle.resolve()),
+            "model_sha256": manifest["files"][manifest["model_file"]],
+            "source_sha256": manifest["source"]["sha256"],
+            "source_file": manifest["source"]["file_name"],
+            "target": manifest["target"]["name"],
+            "target_kind": manifest["target"]["kind"],
+            "backend": model.backend,
+            "precision": manifest["precision"],
+            "execution_precision": manifest.get("execution_precision"),
+            "input": manifest["input"],
+            "model_bytes": sum((config.bundle / name).stat().st_size for name in manifest["files"]),
+            "keep_fp32": (manifest.get("quantization") or {}).get("keep_fp32"),
+            "pruning": _pruning_summary(manifest.get("pruning")),
+            "sparsity": manifest.get("sparsity"),
+        },
+        "measured_on": measured_on(target_from_record(manifest["target"]), get_backend(model.backend)),
+        "stages": stages,
+        "reference": (
+            {"path": str(reference_path), "kind": reference.kind, "sha256": sha256_file(reference_path)}
+            if reference and reference_path
+            else None
+        ),
+        "latency": latency,
+        "speedup_p50_vs_reference": speedups,
+        "accuracy": accuracy,
+        "environment": {**environment(threads), **get_backend(model.backend).environment()},
+        "notes": notes,
+    }
+    write_results(results, config.results_dir())
+    return results
+
+
+def _gpu_stage_times(model: BundleModel, images: list[Any]) -> dict[str, float] | None:
+    """Median CUDA-event time of each stage, one image at a time through the GPU preprocessing kernel."""
+    if model.runner.run_images(images[:1], model.preprocessing) is None:
+        return None
+    samples: dict[str, list[float]] = {}
+    for image in [*images[:3], *images]:  # the first three warm up (table upload, lazy init)
+        model.runner.run_images([image], model.preprocessing)
+        for stage, value in model.runner.stage_ms().items():
+            samples.setdefault(stage, []).append(value)
+    return {stage: float(np.median(values[3:])) for stage, values in samples.items()}
+
+
+def model_identity(manifest: dict[str, Any]) -> str:
+    """The sha256 of the user's original model: the same for every variant pruned or quantized from it."""
+    pruning_source = (manifest.get("pruning") or {}).get("source") or {}
+    return str(pruning_source.get("sha256") or manifest["source"]["sha256"])
+
+
+def _pruning_summary(pruning: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not pruning:
+        return None
+    keep = ("mode", "ratio", "macs_removed", "before", "after", "channels", "top1")
+    return {key: pruning.get(key) for key in keep}
+
+
+def _stage_images(val: Path | None, spec: PreprocessSpec) -> list[Any]:
+    """Decoded images for per-stage timing: the user's own when given (their size drives the resize cost)."""
+    from edgekit.data.images import collect_images, read_image
+
+    if val is not None:
+        images = []
+        for file in sample(collect_images([val]), STAGE_IMAGES):
+            try:
+                images.append(read_image(file))
+            except ValueError:
+                continue
+        if images:
+            return images
+    return synthetic_images(STAGE_IMAGES, spec.resize * 4 // 3, spec.resize)  # a 4:3 frame, like a camera's
+
+
+def write_results(results: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "bench.json", json.dumps(results, indent=2) + "\n")
+    write_text_atomic(out / "bench.md", summary_markdown(results))
+
+
+def summary_markdown(results: dict[str, Any]) -> str:
+    bundle, env = results["bundle"], results["environment"]
+    lines = [
+        f"# edgekit bench: {Path(bundle['path']).name}",
+        "",
+        f"Target `{bundle['target']}`, backend `{bundle['backend']}`, precision `{bundle['precision']}`. "
+        f"Measured {env['date']} on {env['cpu']} ({env['threads']} threads).",
+        "",
+        "| model | batch | p50 ms | p90 ms | p99 ms | mean ms | images/s | speed-up (p50) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in ("reference", "bundle"):
+        for row in results["latency"][name]:
+            speedup = results["speedup_p50_vs_reference"].get(str(row["batch"])) if name == "bundle" else None
+            lines.append(
+                f"| {name} | {row['batch']} | {row['p50_ms']:.2f} | {row['p90_ms']:.2f} | {row['p99_ms']:.2f} | "
+                f"{row['mean_ms']:.2f} | {row['images_per_s']:.1f} | {f'{speedup:.2f}×' if speedup else '—'} |"
+            )
+    for row in results["latency"]["bundle"]:
+        if "device_compute_ms" in row:
+            device = row["device_compute_ms"]
+            lines.append(
+                f"\nBatch {row['batch']}: GPU compute {device['p50']:.2f} ms p50 / {device['p99']:.2f} ms p99 "
+                f"(network alone, CUDA events) of {row['p50_ms']:.2f} ms end to end."
+            )
+    stages = results.get("stages")
+    if stages and "gpu" in stages:
+        gpu = stages["gpu"]
+        lines.append(
+            f"\nOn the GPU, per image (CUDA events): upload {gpu['upload_ms']:.3f} ms, preprocessing kernel "
+            f"{gpu['preprocess_ms']:.3f} ms, network {gpu['network_ms']:.3f} ms, download {gpu['download_ms']:.3f} ms."
+        )
+    if stages:
+        lines += [
+            "",
+            f"Per image, batch 1 (median of {stages['images']} images): preprocess {stages['preprocess_ms']:.2f} ms, "
+            f"network {stages['network_ms']:.2f} ms, postprocess {stages['postprocess_ms']:.3f} ms.",
+        ]
+    accuracy = results.get("accuracy")
+    if accuracy:
+        lines += [
+            "",
+            f"Accuracy on {accuracy['images']} labelled images:",
+            "",
+            "| model | top-1 | agreement with reference |",
+        ]
+        lines.append("|---|---:|---:|")
+        for name, row in accuracy["models"].items():
+            agreement = row.get("top1_agreement_with_reference")
+            lines.append(f"| {name} | {row['top1']:.2%} | {'—' if agreement is None else f'{agreement:.2%}'} |")
+    lines += ["", f"Measured on {results['measured_on']}."]
+    if results["notes"]:
+        lines += ["", *[f"- {note}" for note in results["notes"]]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,445 @@
+"""`edgekit compile`: checkpoint or ONNX file → verified, self-describing bundle.
+
+    validate ─► load model + images ─► export ONNX ─► parity vs the FP32 reference on the chosen backend ─► bundle
+
+Data flows one way. Everything a user can get wrong is checked before the first progress line, so a
+mistake is a single `error:` line; the bundle is staged and renamed into place only after parity holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import platform
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.backends.base import Converter, ConvertRequest
+from edgekit.backends.registry import reference_backend
+from edgekit.core.errors import EdgekitError, ParityError
+from edgekit.core.files import sha256_file
+from edgekit.core.progress import QUIET, Progress
+from edgekit.core.threads import resolve_threads
+from edgekit.core.versions import EDGEKIT_VERSION
+from edgekit.data.batches import synthetic_inputs
+from edgekit.data.calibration import calibration_inputs
+from edgekit.data.images import has_class_folders
+from edgekit.data.preprocess import PreprocessSpec
+from edgekit.export.onnx_file import inspect_onnx
+from edgekit.measure.evaluate import EvalSet, compare, load_eval_set, run_batched, score
+from edgekit.measure.host import host_problem
+from edgekit.measure.latency import p50_ms
+from edgekit.measure.reference import OnnxReference, TorchReference
+from edgekit.model.layout import LAYER_GROUPS
+from edgekit.optimize.budget import Trial, fit_budget
+from edgekit.pipeline.compile_config import CompileConfig, resolve, validate
+from edgekit.pipeline.device_build import check_device_model
+from edgekit.runtime.bundle import staged_directory, write_manifest
+from edgekit.runtime.model import Runner
+
+MIN_TOP1_AGREEMENT = 0.995
+SYNTHETIC_PARITY_INPUTS = 16
+
+
+@dataclasses.dataclass
+class LoadedSource:
+    """What loading the user's model produced: manifest facts, the FP32 reference, and how to
+    write the bundle's ONNX file."""
+
+    manifest: dict[str, Any]  # source / model / classes sections
+    reference: TorchReference | OnnxReference
+    spec: PreprocessSpec
+    description: str
+    write_onnx: Callable[[Path], None]
+    module: Any = None  # the PyTorch model, for a checkpoint source (what pruning works on)
+    pruned: bool = False
+    opset: int | None = None  # the opset the export writes (None: the user's ONNX ships as is)
+
+    def describe(self) -> str:
+        pruned = ", pruned" if self.pruned else ""
+        export = f"; exporting ONNX opset {self.opset}" if self.opset is not None else ""
+        return f"{self.description}{pruned}{export}"
+
+
+def parity_tolerance(reference: np.ndarray) -> float:
+    """FP32 runtimes reorder sums, so outputs differ by rounding: allow 1e-3 relative to their scale."""
+    return 1e-3 * max(1.0, float(np.max(np.abs(reference))))
+
+
+def _load_checkpoint(config: CompileConfig, threads: int) -> LoadedSource:
+    from edgekit.export.onnx_export import export_onnx
+    from edgekit.model.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(
+        config.model,
+        trust_pickle=config.trust_pickle,
+        transform_input=config.transform_input,
+        class_names=list(config.class_names) if config.class_names else None,
+    )
+    spec = (loaded.preprocessing or PreprocessSpec()).with_overrides(resize=config.resize, crop=config.crop)
+    opset = config.target.onnx_opset
+    pruning = loaded.pruning  # a checkpoint written by `edgekit prune` carries its record
+    return LoadedSource(
+        manifest={
+            "source": {
+                "format": "pytorch-checkpoint",
+                "checkpoint_form": loaded.checkpoint_form,
+                "dropped_aux_keys": loaded.dropped_aux_keys,
+            },
+            "model": {
+                "architecture": "torchvision.models.googlenet",
+                "num_classes": loaded.num_classes,
+                "transform_input": loaded.transform_input,
+                "transform_input_source": loaded.transform_input_source,
+            },
+            "classes": list(loaded.class_names),
+            "classes_source": loaded.class_names_source,
+            **({"pruning": pruning} if pruning is not None else {}),
+        },
+        reference=TorchReference(loaded.module, threads),
+        spec=spec,
+        description=(
+            f"GoogLeNet ({loaded.checkpoint_form}), {loaded.num_classes} classes ({loaded.class_names_source} names), "
+            f"transform_input={loaded.transform_input} ({loaded.transform_input_source})"
+        ),
+        pruned=pruning is not None,
+        opset=opset,
+        write_onnx=lambda path: export_onnx(loaded.module, path, spec.crop, opset),
+        module=loaded.module,
+    )
+
+
+def _prune_stage(
+    config: CompileConfig, source: LoadedSource, data: Any, threads: int, progress: Progress
+) -> LoadedSource:
+    """`compile --prune`: the pruning of `edgekit prune`, in memory; parity is then against the pruned model."""
+    from edgekit.export.onnx_export import export_onnx
+    from edgekit.optimize.prune import check_accuracy_drop, prune_module
+    from edgekit.pipeline.prune import fp32_latency_meter
+
+    if config.prune is None or source.module is None:
+        raise RuntimeError("pruning stage without settings or a PyTorch model")
+    with tempfile.TemporaryDirectory(prefix=f".{config.out.name}.prune-", dir=config.out.parent) as work:
+        latency = fp32_latency_meter(config.target, source.spec.crop, threads, Path(work))
+        outcome = prune_module(source.module, config.prune, config.target, source.spec, data, latency, progress)
+    check_accuracy_drop(outcome.report, config.max_accuracy_drop)
+    module, opset, crop = outcome.module, config.target.onnx_opset, source.spec.crop
+    reference = TorchReference(module, threads)
+    reference.kind = "pytorch (pruned)"  # parity holds the bundle to the pruned model; bench to the original
+    return dataclasses.replace(
+        source,
+        manifest={**source.manifest, "pruning": {**outcome.report, "stage": "edgekit compile --prune"}},
+        reference=reference,
+        pruned=True,
+        write_onnx=lambda path: export_onnx(module, path, crop, opset),
+        module=module,
+    )
+
+
+def _load_onnx(config: CompileConfig, threads: int) -> LoadedSource:
+    info = inspect_onnx(config.model)
+    if info.height is not None and info.height != info.width:
+        raise EdgekitError(f"{config.model}: input is {info.height}×{info.width}; edgekit expects a square input")
+    default = PreprocessSpec()
+    if info.height is not None and info.height != default.crop and config.crop is None:
+        # Keep the ImageNet resize/crop ratio (256/224) for a differently sized fixed input.
+        default = PreprocessSpec(resize=round(info.height * 256 / 224), crop=info.height)
+    spec = default.with_overrides(resize=config.resize, crop=config.crop)
+    if info.height is not None and spec.crop != info.height:
+        raise EdgekitError(f"{config.model} takes {info.height}×{info.width} images; --crop {spec.crop} does not fit")
+    reference = OnnxReference(config.model, threads, info.output_kind, info.batch)
+    num_classes = info.num_classes or reference.run(np.zeros((1, 3, spec.crop, spec.crop), np.float32)).shape[-1]
+    if config.class_names and len(config.class_names) != num_classes:
+        raise EdgekitError(f"--classes lists {len(config.class_names)} names but the model has {num_classes} outputs")
+    return LoadedSource(
+        manifest={
+            "source": {"format": "onnx"},
+            "model": {"architecture": "onnx (external)", "num_classes": num_classes, "transform_input": None},
+            "classes": list(config.class_names or (f"class_{i}" for i in range(num_classes))),
+            "classes_source": "--classes" if config.class_names else "generated",
+        },
+        reference=reference,
+        spec=spec,
+        description=(
+            f"ONNX opset {info.opset}, input {info.input_name!r} with batch {info.batch or 'dynamic'}, "
+            f"output {info.output_kind}, {num_classes} classes; the file ships unchanged"
+        ),
+        # Byte for byte: the user's graph is what ships.
+        write_onnx=lambda path: shutil.copyfile(config.model, path),
+    )
+
+
+def _tool_versions(converter: type[Converter]) -> dict[str, str]:
+    import onnx
+
+    versions = {"python": platform.python_version(), "numpy": np.__version__, "onnx": onnx.__version__}
+    if "torch" in sys.modules:
+        versions["torch"] = sys.modules["torch"].__version__
+    versions.update(reference_backend().versions())
+    versions.update(converter.versions())
+    return versions
+
+
+def _parity(reference: np.ndarray, candidate: np.ndarray, source: str, unreadable: int) -> dict[str, Any]:
+    parity: dict[str, Any] = compare(reference, candidate)
+    parity.update(
+        inputs=source,
+        images=len(reference),
+        unreadable=unreadable,
+        max_abs_diff_allowed=parity_tolerance(reference),
+        min_top1_agreement=MIN_TOP1_AGREEMENT,
+    )
+    return parity
+
+
+@dataclasses.dataclass
+class Built:
+    """One build of the backend's model file, run on the parity/evaluation inputs."""
+
+    model_file: str
+    facts: dict[str, Any]
+    runner: Runner
+    outputs: np.ndarray
+
+
+def _convert(
+    converter: type[Converter],
+    fp32: Path,
+    stage: Path,
+    request: ConvertRequest,
+    threads: int,
+    batch: int | None,
+    inputs: np.ndarray,
+    progress: Progress,
+) -> Built:
+    model_file, facts = converter.convert(fp32, stage, request)
+    # A portable file (TensorRT's ONNX) is checked where it can run here: the reference runtime on the CPU.
+    backend = converter.backend
+    run_with = reference_backend() if backend.capabilities.portable_onnx else backend
+    runner = Runner(run_with, stage / model_file, threads, batch, request.precision)
+    return Built(model_file, facts, runner, run_batched(runner.run, inputs, 8, progress, backend.name))
+
+
+def _load_calibration(config: CompileConfig, spec: PreprocessSpec) -> tuple[np.ndarray | None, list[str]]:
+    if config.precision != "int8":
+        return None, []
+    folder = config.calib or config.val
+    if folder is None:  # validate() rules this out
+        raise RuntimeError("int8 without calibration images")
+    inputs, warnings = calibration_inputs(folder, spec, config.calib_size)
+    if config.calib is None:
+        warnings.append("calibrating on the --val images (no --calib given): accuracy may look better than it is")
+    return inputs, warnings
+
+
+def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> dict[str, Any]:
+    """Build the bundle described by `config` at one precision (`precision_auto` for "auto"); returns its manifest."""
+    config = resolve(config)
+    converter, backend_options = validate(config)
+    backend = converter.backend
+    threads = resolve_threads(config.threads if config.threads is not None else config.target.threads)
+    source = (_load_onnx if config.is_onnx else _load_checkpoint)(config, threads)
+    prune_data = None
+    if config.prune is not None:
+        from edgekit.optimize.prune import load_prune_data
+
+        classes = tuple(source.manifest["classes"])
+        labelled_val = config.val if has_class_folders(config.val) else None  # a flat --val only serves parity
+        prune_data = load_prune_data(config.prune, labelled_val, classes, source.manifest["classes_source"])
+    evalset: EvalSet | None = None
+    if config.val is not None:
+        evalset = load_eval_set(config.val, source.manifest["classes"], source.spec, config.parity_images)
+    calibration, warnings = _load_calibration(config, source.spec)
+
+    host = " (this host; no --target given)" if config.target_from_host else ""
+    progress.note(f"target {config.target.name}{host}, backend {backend.name}, precision {config.precision}")
+    budget = config.max_accuracy_drop
+    if prune_data is not None:
+        from edgekit.optimize.prune import accuracy_drop_pts
+
+        source = _prune_stage(config, source, prune_data, threads, progress)
+        spent = accuracy_drop_pts(source.manifest["pruning"])
+        if budget is not None and spent is not None and config.precision != "fp32":
+            # One budget for the whole pipeline: quantization may only lose what pruning left over.
+            budget = max(0.0, budget - max(spent, 0.0))
+            progress.note(f"pruning used {max(spent, 0.0):.2f} top-1 points; quantization may lose {budget:.2f}")
+    progress.note(source.describe())
+    if evalset is None:
+        inputs, inputs_source, unreadable = synthetic_inputs(SYNTHETIC_PARITY_INPUTS, source.spec), "synthetic", {}
+        progress.note("parity is checked on synthetic inputs; pass --val DIR to check on your own images")
+    else:
+        inputs, inputs_source, unreadable = evalset.batch.inputs, evalset.source, evalset.batch.errors
+    for file, reason in unreadable.items():
+        progress.note(f"warning: skipped {file}: {reason}")
+    for warning in warnings:
+        progress.note(f"warning: {warning}")
+
+    # The FP32 export is scratch work for the backend's build; it lives beside, not inside, the bundle.
+    scratch = tempfile.TemporaryDirectory(prefix=f".{config.out.name}.work-", dir=config.out.parent)
+    with scratch as work, staged_directory(config.out, config.force) as stage:
+        fp32 = Path(work) / "fp32.onnx"
+        source.write_onnx(fp32)
+        info = inspect_onnx(fp32)
+        sparsity = _sparsity_record(source.manifest.get("pruning"), fp32)
+        reference_out = run_batched(source.reference.run, inputs, 8, progress, source.reference.kind)
+
+        def build(keep_fp32: tuple[str, ...]) -> Built:
+            request = ConvertRequest(config.precision, calibration, config.method, keep_fp32, config.target.int8_io)
+            return _convert(converter, fp32, stage, request, threads, info.batch, inputs, progress)
+
+        built = build(())
+        parity = {
+            "reference": source.reference.kind,
+            **_parity(reference_out, built.outputs, inputs_source, len(unreadable)),
+        }
+        quantization: dict[str, Any] | None = None
+        if config.precision == "fp32":
+            _enforce_parity(parity, backend.name, source.reference.kind)
+        else:
+            quantization = {**built.facts, "keep_fp32": []}
+            if config.max_accuracy_drop is not None and evalset is not None and evalset.labels is not None:
+                timing = host_problem(config.target, backend)
+                built, quantization = _fit_budget(
+                    budget or 0.0, build, built, reference_out, evalset.labels, quantization, source.spec.crop, timing,
+                    progress,
+                )  # fmt: skip
+                parity = {
+                    "reference": source.reference.kind,
+                    **_parity(reference_out, built.outputs, inputs_source, len(unreadable)),
+                }
+            for key in ("max_abs_diff_allowed", "min_top1_agreement"):  # FP32 parity rules do not apply
+                parity.pop(key)
+            if parity["top1_agreement"] < 0.98:
+                progress.note(
+                    f"warning: {config.precision} agrees with FP32 on only {parity['top1_agreement']:.1%} of inputs"
+                )
+        progress.note(
+            f"{'parity' if config.precision == 'fp32' else 'vs FP32'}: max abs diff {parity['max_abs_diff']:.2e}, "
+            f"top-1 agreement {parity['top1_agreement']:.2%} on {len(inputs)} "
+            f"{'synthetic inputs' if evalset is None else 'images'}"
+        )
+        manifest: dict[str, Any] = {
+            "edgekit_version": EDGEKIT_VERSION,
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            **source.manifest,
+            "source": {
+                "path": str(config.model.resolve()),
+                "file_name": config.model.name,
+                "sha256": sha256_file(config.model),
+                **source.manifest["source"],
+            },
+            "model": {**source.manifest["model"], "output_kind": info.output_kind},
+            "preprocessing": source.spec.to_dict(),
+            "model_file": built.model_file,
+            "input": {
+                "name": info.input_name,
+                "shape": [info.batch, 3, source.spec.crop, source.spec.crop],
+                "dtype": "float32",
+                "layout": "NCHW",
+            },
+            "output": {"name": info.output_name, "kind": info.output_kind},
+            "onnx_opset": _shipped_opset(stage / built.model_file),
+            "precision": config.precision,
+            "execution_precision": built.runner.execution_precision(),
+            "backend": backend.name,
+            "target": config.target.to_dict(),
+            "parity": parity,
+            "tools": _tool_versions(converter),
+        }
+        if quantization is not None:
+            manifest["quantization"] = quantization
+        if sparsity is not None:
+            manifest["sparsity"] = sparsity
+        manifest = converter.finish_bundle(
+            stage, manifest, config.target, config.out, backend_options, check_device_model, progress
+        )
+        if evalset is not None and evalset.labels is not None:
+            predictions = {"reference": reference_out.argmax(1), "bundle": built.outputs.argmax(1)}
+            manifest["accuracy"] = score(predictions, evalset.labels, manifest["classes"], reference="reference")
+        if manifest["execution_precision"] not in (config.precision, "int8 (float parts f32)"):
+            progress.note(
+                f"note: {backend.name} computes in {manifest['execution_precision']} on this CPU "
+                f"(it lacks {config.precision} arithmetic); the bundle runs reduced precision where the CPU has it"
+            )
+        return write_manifest(stage, manifest)
+
+
+def _sparsity_record(pruning: dict[str, Any] | None, fp32: Path) -> dict[str, Any] | None:
+    """2:4 weights, re-checked in the exported ONNX: TensorRT targets on Ampere+ build with sparse weights."""
+    if not pruning or not pruning.get("sparsity"):
+        return None
+    from edgekit.optimize.sparsity import PATTERN, onnx_sparse_weights
+
+    sparse, eligible = onnx_sparse_weights(str(fp32))
+    if sparse < len(pruning["sparsity"]["layers"]):
+        raise EdgekitError(
+            f"the model was recorded as {PATTERN} sparse in {len(pruning['sparsity']['layers'])} convolutions but "
+            f"only {sparse} of its exported weights follow the pattern; re-create it with `edgekit prune --sparsity`"
+        )
+    return {
+        "pattern": PATTERN,
+        "onnx_conv_weights": {"sparse": sparse, "eligible": eligible},
+        # TensorRT builds with BuilderFlag.SPARSE_WEIGHTS on Ampere+ (Orin, RTX 30+); see tensorrt/recipe.py.
+        "tensorrt_sparse_weights": "on for Ampere-or-newer GPU targets (sm_80+); dense elsewhere",
+        "cpu": "no speed-up: CPU backends compute the zeros like any other weight",
+    }
+
+
+def _shipped_opset(model_file: Path) -> int | None:
+    """The opset of the file the bundle ships (quantization may upgrade it); None for OpenVINO IR."""
+    if model_file.suffix != ".onnx":
+        return None
+    import onnx
+
+    model = onnx.load(str(model_file), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def _enforce_parity(parity: dict[str, Any], backend: str, reference: str) -> None:
+    if parity["max_abs_diff"] > parity["max_abs_diff_allowed"] or parity["top1_agreement"] < MIN_TOP1_AGREEMENT:
+        raise ParityError(
+            f"{backend} does not reproduce the {reference} model: max abs diff "
+            f"{parity['max_abs_diff']:.2e} (allowed {parity['max_abs_diff_allowed']:.2e}), top-1 agreement "
+            f"{parity['top1_agreement']:.2%} on {parity['images']} inputs; no bundle was written"
+        )
+
+
+def _fit_budget(
+    budget: float,
+    build: Callable[[tuple[str, ...]], Built],
+    plain: Built,
+    reference_out: np.ndarray,
+    labels: np.ndarray,
+    quantization: dict[str, Any],
+    crop: int,
+    timing_problem: str | None,
+    progress: Progress,
+) -> tuple[Built, dict[str, Any]]:
+    """Rebuild with the most sensitive layer groups in FP32 until the top-1 drop fits the budget."""
+    reference_top1 = float(np.mean(reference_out.argmax(1) == labels))
+    builds = {(): plain}
+    on_disk = [()]  # the stage holds the files of the latest build only
+
+    def trial(keep: tuple[str, ...]) -> Trial:
+        if keep not in builds:
+            builds[keep] = build(keep)
+            on_disk[0] = keep
+        predicted = builds[keep].outputs.argmax(1)
+        return Trial(keep, float(np.mean(predicted == labels)), float(np.mean(predicted == reference_out.argmax(1))))
+
+    chosen, record = fit_budget(trial, LAYER_GROUPS, reference_top1, budget, progress)
+    final = builds[chosen.keep_fp32] if on_disk[0] == chosen.keep_fp32 else build(chosen.keep_fp32)
+    if timing_problem is None:
+        latency: dict[str, Any] = {
+            "plain_int8_p50_ms": p50_ms(plain.runner.run, crop),
+            "final_p50_ms": p50_ms(final.runner.run, crop),
+        }
+    else:
+        latency = {"not_measured": timing_problem}
+    return final, {**quantization, "keep_fp32": list(chosen.keep_fp32), "budget": {**record, "latency_b1": latency}}

@@ -1,0 +1,113 @@
+"""`--precision auto`: compile every precision the target runs, keep the fastest within the budget.
+
+Speed is measured on this host with each precision's own backend where this host is the target's device
+(`measure/host.py`); where it is not, the target file's precision order (fastest first) ranks them.
+Accuracy is measured on the user's labelled images; FP32 is always a candidate, so there is always an
+answer. This module calls `compile_bundle`; compile never calls back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edgekit.backends.registry import get_backend
+from edgekit.core.errors import EdgekitError
+from edgekit.core.progress import QUIET, Progress
+from edgekit.data.images import has_class_folders
+from edgekit.measure.decide import fastest_within_budget, top1_drop_pts
+from edgekit.measure.host import host_problem
+from edgekit.measure.latency import p50_ms
+from edgekit.pipeline.compile import compile_bundle
+from edgekit.pipeline.compile_config import CompileConfig, resolve, validate
+from edgekit.runtime.bundle import publish, read_manifest, write_manifest
+from edgekit.runtime.model import BundleModel
+from edgekit.targets import Target
+
+DEFAULT_BUDGET_PTS = 1.0
+
+
+def compile_model(config: CompileConfig, progress: Progress = QUIET) -> dict[str, Any]:
+    """`edgekit compile`: one precision, or "auto"; returns the bundle's manifest."""
+    if config.precision == "auto":
+        return compile_auto(config, progress)
+    return compile_bundle(config, progress)
+
+
+def compile_auto(config: CompileConfig, progress: Progress = QUIET) -> dict[str, Any]:
+    config = resolve(config)
+    target, out = config.target, config.out
+    assert isinstance(target, Target) and out is not None  # resolved
+    if not has_class_folders(config.val):
+        raise EdgekitError("--precision auto needs --val DIR with one sub-directory of images per class")
+    validate(dataclasses.replace(config, precision="fp32"))
+    budget = DEFAULT_BUDGET_PTS if config.max_accuracy_drop is None else config.max_accuracy_drop
+    if config.max_accuracy_drop is None:
+        progress.note(f"--precision auto: no --max-accuracy-drop given, using {budget:g} top-1 points")
+    candidates: list[dict[str, Any]] = []
+    untimed: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.auto-", dir=out.parent) as work:
+        for precision in target.precisions:
+            trial_out = Path(work) / precision
+            trial = dataclasses.replace(
+                config,
+                precision=precision,
+                out=trial_out,
+                force=False,
+                max_accuracy_drop=None if precision == "fp32" else budget,
+            )
+            progress.note(f"--precision auto: building {precision}")
+            try:
+                manifest = compile_bundle(trial, progress)
+            except EdgekitError as exc:
+                candidates.append({"precision": precision, "rejected": str(exc)})
+                continue
+            problem = host_problem(target, get_backend(manifest["backend"]))
+            p50 = None
+            if problem is None:
+                model = BundleModel(trial_out, manifest, None, config.threads)
+                p50 = p50_ms(model.runner.run, model.preprocessing.crop)
+            else:
+                untimed[precision] = problem
+            models = manifest["accuracy"]["models"]
+            drop = top1_drop_pts(models["reference"]["top1"], models["bundle"]["top1"])
+            candidates.append(
+                {"precision": precision, "p50_ms": p50, "drop_pts": drop, "within_budget": drop <= budget}
+            )
+            speed = f"not timed here ({problem})" if p50 is None else f"p50 {p50:.2f} ms"
+            progress.note(f"  {precision}: {speed}, top-1 drop {drop:.2f} pts")
+        built = [c for c in candidates if "rejected" not in c]
+        if not built:
+            raise EdgekitError("--precision auto: no precision could be compiled: " + "; ".join(
+                f"{c['precision']}: {c['rejected']}" for c in candidates
+            ))  # fmt: skip
+        # FP32 is the reference itself: it always fits (its drop on the same images is rounding only).
+        choice = fastest_within_budget(
+            built,
+            lambda c: c["p50_ms"],
+            lambda c: 0.0 if c["precision"] == "fp32" else c["drop_pts"],
+            budget,
+            noun="precision",
+        )
+        chosen = choice.chosen
+        progress.note(f"--precision auto chose {chosen['precision']} ({choice.reason})")
+        source = Path(work) / chosen["precision"]
+        record: dict[str, Any] = {
+            "budget_pts": budget,
+            "chosen": chosen["precision"],
+            "reason": choice.reason,
+            "candidates": candidates,
+        }
+        if untimed:
+            record["ranked_by"] = f"target file order where not timed ({'; '.join(sorted(set(untimed.values())))})"
+        manifest = _manifest_of(source)
+        final = write_manifest(source, {**manifest, "precision_auto": record})
+        publish(source, out, config.force)  # the chosen bundle is renamed into place, not copied
+        return final
+
+
+def _manifest_of(bundle: Path) -> dict[str, Any]:
+    manifest = read_manifest(bundle, verify=True)
+    return {k: v for k, v in manifest.items() if k not in ("files", "schema_version")}

@@ -1,0 +1,94 @@
+"""`edgekit prune`: load, prune (optimize/prune.py), write the pruned checkpoint; and the latency probe pruning
+to a latency uses: the target's FP32 backend, timed by the one protocol, only where this host is the device."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgekit.backends.base import ConvertRequest
+from edgekit.backends.converters import choose_converter
+from edgekit.core.progress import QUIET, Progress
+from edgekit.core.threads import resolve_threads
+from edgekit.core.versions import EDGEKIT_VERSION
+from edgekit.data.preprocess import PreprocessSpec
+from edgekit.export.onnx_export import export_onnx
+from edgekit.measure.host import host_problem, resolve_target
+from edgekit.measure.latency import p50_ms
+from edgekit.model.architecture import CHANNEL_PLAN_KEY, channel_plan
+from edgekit.model.checkpoint import load_checkpoint, save_checkpoint
+from edgekit.optimize.prune import LatencyProbe, check_accuracy_drop, load_prune_data, prune_module
+from edgekit.optimize.prune_config import PruneConfig, validate
+from edgekit.runtime.model import Runner
+from edgekit.targets import Target
+
+
+def fp32_latency_meter(target: Target, crop: int, threads: int, work: Path) -> LatencyProbe:
+    """FP32 batch-1 p50 of the target's own FP32 backend, where this host is the target's device; else only
+    the ONNX size (MACs are the proxy)."""
+    converter = choose_converter(target, "fp32", None)
+    problem = host_problem(target, converter.backend)
+
+    def measure(module: nn.Module) -> tuple[float | None, int]:
+        with tempfile.TemporaryDirectory(dir=work) as scratch:
+            onnx_path = Path(scratch) / "candidate.onnx"
+            export_onnx(module, onnx_path, crop, target.onnx_opset)
+            size = onnx_path.stat().st_size
+            if problem is not None:
+                return None, size
+            converted = Path(scratch) / "converted"
+            converted.mkdir()
+            model_file, _ = converter.convert(onnx_path, converted, ConvertRequest("fp32"))
+            runner = Runner(converter.backend, converted / model_file, threads, None)
+            return p50_ms(runner.run, crop), size
+
+    how = (
+        f"FP32 batch 1 p50 on {converter.backend.name}, measured on this host"
+        if problem is None
+        else f"not measured: {target.name} latency needs the device ({problem}); MACs are the proxy"
+    )
+    return LatencyProbe(measure, how)
+
+
+def run_prune(config: PruneConfig, progress: Progress = QUIET) -> dict[str, Any]:
+    """`edgekit prune`: prune a checkpoint and write the pruned one (architecture stored as data)."""
+    config = dataclasses.replace(config, target=resolve_target(config.target))
+    assert isinstance(config.target, Target)
+    validate(config, choose_converter(config.target, "fp32", None).backend)
+    loaded = load_checkpoint(config.model, trust_pickle=config.trust_pickle)
+    spec = loaded.preprocessing or PreprocessSpec()
+    data = load_prune_data(config.settings, config.val, loaded.class_names, loaded.class_names_source, progress)
+    threads = resolve_threads(config.threads if config.threads is not None else config.target.threads)
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix=f".{config.out.name}.work-", dir=config.out.parent) as work:
+        latency = fp32_latency_meter(config.target, spec.crop, threads, Path(work))
+        outcome = prune_module(loaded.module, config.settings, spec, data, latency, progress)
+    check_accuracy_drop(outcome.report, config.max_accuracy_drop)
+    report = {
+        **outcome.report,
+        # Pruning a pruned checkpoint keeps the original as the source: reports group variants by it.
+        "source": (loaded.pruning or {}).get("source")
+        or {"path": str(config.model.resolve()), "sha256": loaded.sha256},
+        "target": config.target.name,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "edgekit_version": EDGEKIT_VERSION,
+    }
+    save_checkpoint(
+        {
+            "model_state_dict": outcome.module.state_dict(),
+            "classes": list(loaded.class_names),
+            "transform_input": loaded.transform_input,
+            "preprocessing": spec.to_dict(),
+            CHANNEL_PLAN_KEY: channel_plan(outcome.module),
+            "pruning": report,
+            "edgekit_version": EDGEKIT_VERSION,
+        },
+        config.out,
+    )
+    return {"checkpoint": str(config.out), **report}

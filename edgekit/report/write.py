@@ -1,0 +1,47 @@
+"""`edgekit report`: results files → report.html (self-contained) and report.md in one directory."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edgekit.core.errors import EdgekitError
+from edgekit.core.files import writable_directory_problem, write_text_atomic
+from edgekit.report.analysis import reference_of
+from edgekit.report.render import build_sections, headline_text, to_html, to_markdown
+from edgekit.report.results import load_variants
+
+DEFAULT_BUDGET_PTS = 1.0
+
+
+def write_report(
+    results: Sequence[Path], out: Path, budget_pts: float = DEFAULT_BUDGET_PTS, title: str | None = None
+) -> dict[str, Any]:
+    if budget_pts < 0:
+        raise EdgekitError("--budget is in top-1 points and must be >= 0")
+    problem = writable_directory_problem(out)
+    if problem or (out.exists() and not out.is_dir()):
+        raise EdgekitError(f"cannot write the report to {out}: {problem or 'it is a file, not a directory'}")
+    variants = load_variants(results)
+    chosen, sections = build_sections(variants, budget_pts)
+    reference = reference_of(variants)
+    first = variants[0].results
+    title = title or f"edgekit report: {first['bundle'].get('source_file', 'model')} on {first['bundle']['target']}"
+    headline = headline_text(chosen, reference, variants)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "report.html", to_html(title, headline, sections))
+    write_text_atomic(out / "report.md", to_markdown(title, headline, sections))
+    return {
+        "html": str(out / "report.html"),
+        "markdown": str(out / "report.md"),
+        "variants": [v.name for v in variants],
+        "headline": {
+            "variant": chosen.variant.name,
+            "speedup": chosen.speedup,
+            "drop_pts": chosen.drop_pts,
+            "within_budget": chosen.within_budget,
+            "reason": chosen.reason,
+        },
+        "budget_pts": budget_pts,
+    }

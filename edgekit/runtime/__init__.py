@@ -1,0 +1,1 @@
+"""Running a bundle: the bundle on disk, its manifest, and BundleModel. Never imports torch."""

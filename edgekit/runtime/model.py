@@ -1,0 +1,206 @@
+"""Running a bundle: `edgekit.load(bundle).predict(images)`.
+
+Needs only NumPy, PIL and the bundle's runtime (ONNX Runtime / OpenVINO), never torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from edgekit.backends.base import Backend
+from edgekit.backends.registry import RUNTIMES, get_backend, reference_backend
+from edgekit.core.errors import BundleError, EdgekitError
+from edgekit.core.threads import resolve_threads
+from edgekit.data.images import read_image, to_rgb
+from edgekit.data.preprocess import PreprocessSpec, preprocess_batch
+from edgekit.runtime.bundle import read_manifest
+
+
+def to_probabilities(outputs: np.ndarray, output_kind: str) -> np.ndarray:
+    outputs = outputs.astype(np.float64, copy=False).reshape(outputs.shape[0], -1)
+    if output_kind == "probabilities":
+        return outputs
+    if output_kind == "log-probabilities":
+        return np.exp(outputs)
+    shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+class Runner:
+    """A loaded backend plus the model's interface: splits batches for static-batch models."""
+
+    def __init__(
+        self,
+        backend: type[Backend],
+        model_path: Path,
+        threads: int,
+        static_batch: int | None,
+        precision: str = "fp32",
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.backend_name = backend.name
+        self.static_batch = static_batch
+        self._backend = backend(model_path, resolve_threads(threads), precision, options)
+
+    def execution_precision(self) -> str:
+        return self._backend.execution_precision()
+
+    def device_ms(self) -> float | None:
+        """Accelerator time of the last batch (GPU backends), else None."""
+        return self._backend.device_ms()
+
+    def stage_ms(self) -> dict[str, float]:
+        return self._backend.stage_ms()
+
+    def run_images(self, images: Sequence[Image.Image], spec: PreprocessSpec) -> np.ndarray | None:
+        """Outputs for decoded RGB images, preprocessed on the accelerator; None where the backend cannot."""
+        arrays = [np.asarray(image, dtype=np.uint8) for image in images]
+        if self.static_batch not in (None, len(arrays)):
+            if self.static_batch != 1:
+                return None
+            outputs = [self._backend.run_images(arrays[i : i + 1], spec) for i in range(len(arrays))]
+            return None if any(o is None for o in outputs) else np.concatenate(outputs)  # type: ignore[arg-type]
+        return self._backend.run_images(arrays, spec)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Raw first output for a float32 NCHW batch of any size."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.static_batch is None or len(batch) == self.static_batch:
+            return self._backend.run(batch)
+        if self.static_batch != 1:
+            raise EdgekitError(f"the model has a fixed batch of {self.static_batch}; pass batches of that size")
+        return np.concatenate([self._backend.run(batch[i : i + 1]) for i in range(len(batch))])
+
+
+def _portable(manifest: dict[str, Any]) -> bool:
+    """A portable bundle's ONNX file (TensorRT's) was checked with the reference runtime at compile time, so it
+    may run there too."""
+    backend = RUNTIMES.get(manifest.get("backend", ""))
+    return backend is not None and backend.capabilities.portable_onnx and manifest["model_file"].endswith(".onnx")
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    file: str | None
+    index: int | None = None
+    label: str | None = None
+    prob: float | None = None
+    top_k: tuple[tuple[int, str, float], ...] = ()
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"file": self.file, "error": self.error}
+        return {
+            "file": self.file,
+            "index": self.index,
+            "label": self.label,
+            "prob": self.prob,
+            "top_k": [{"index": i, "label": label, "prob": p} for i, label, p in self.top_k],
+        }
+
+
+class BundleModel:
+    """A verified bundle, loaded into its backend (or another one that supports its precision)."""
+
+    def __init__(
+        self,
+        path: Path,
+        manifest: dict[str, Any],
+        backend: str | None,
+        threads: int | None,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.class_names: tuple[str, ...] = tuple(manifest["classes"])
+        self.preprocessing = PreprocessSpec.from_dict(manifest["preprocessing"])
+        self.output_kind: str = manifest["output"]["kind"]
+        backend_cls = get_backend(backend or manifest["backend"])
+        reason = backend_cls.unavailable_reason()
+        if reason:
+            hint = (
+                f" (or pass --backend {reference_backend().name} to run its ONNX file on the CPU)"
+                if _portable(manifest)
+                else ""
+            )
+            raise EdgekitError(f"cannot run {path}: {reason}{hint}")
+        if backend_cls.name != manifest["backend"] and not manifest["model_file"].endswith(".onnx"):
+            raise BundleError(f"{manifest['model_file']} runs with {manifest['backend']} only, not {backend_cls.name}")
+        if backend_cls.name != manifest["backend"] and manifest["precision"] != "fp32" and not _portable(manifest):
+            # An fp32 ONNX file runs anywhere; quantized files are made for their backend.
+            raise BundleError(
+                f"this {manifest['precision']} bundle was built for {manifest['backend']}, not {backend_cls.name}"
+            )
+        options = dict(options or {})
+        model_file = backend_cls.model_file(path, manifest, options)
+        threads = manifest["target"]["threads"] if threads is None else threads
+        self.runner = Runner(
+            backend_cls, model_file, threads, manifest["input"]["shape"][0], manifest["precision"], options
+        )
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        backend: str | None = None,
+        threads: int | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> BundleModel:
+        """`options` are the backend's run options, e.g. TensorRT's `trust_engine_host_code`, `cuda_graph`."""
+        path = Path(path)
+        return cls(path, read_manifest(path, verify=True), backend, threads, options)
+
+    @property
+    def backend(self) -> str:
+        return self.runner.backend_name
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Class probabilities [N, classes] for a preprocessed float32 NCHW batch."""
+        return to_probabilities(self.runner.run(batch), self.output_kind)
+
+    def _image_probabilities(self, images: list[Image.Image]) -> np.ndarray:
+        """On the accelerator's own preprocessing where the backend has it (TensorRT), else PIL + NumPy."""
+        outputs = self.runner.run_images(images, self.preprocessing)
+        if outputs is None:
+            return self.probabilities(preprocess_batch(images, self.preprocessing))
+        return to_probabilities(outputs, self.output_kind)
+
+    def predict(
+        self, images: Sequence[str | os.PathLike[str] | Image.Image], top_k: int = 1, batch_size: int = 8
+    ) -> list[Prediction]:
+        """Top-k classes per image. Paths that cannot be read give a Prediction with `error` set."""
+        return list(self.iter_predict(images, top_k=top_k, batch_size=batch_size))
+
+    def iter_predict(
+        self, images: Sequence[str | os.PathLike[str] | Image.Image], top_k: int = 1, batch_size: int = 8
+    ) -> Iterator[Prediction]:
+        top_k = max(1, min(top_k, len(self.class_names)))
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            loaded: list[tuple[str | None, Image.Image | None, str | None]] = []
+            for item in chunk:
+                if isinstance(item, Image.Image):
+                    loaded.append((None, to_rgb(item), None))
+                    continue
+                try:
+                    loaded.append((str(item), read_image(item), None))
+                except ValueError as exc:
+                    loaded.append((str(item), None, str(exc)))
+            good = [image for _, image, _ in loaded if image is not None]
+            probs = iter(self._image_probabilities(good) if good else [])
+            for name, image, error in loaded:
+                if image is None:
+                    yield Prediction(file=name, error=error)
+                    continue
+                row = next(probs)
+                order = np.argsort(-row)[:top_k]
+                ranked = tuple((int(i), self.class_names[int(i)], float(row[i])) for i in order)
+                yield Prediction(file=name, index=ranked[0][0], label=ranked[0][1], prob=ranked[0][2], top_k=ranked)
