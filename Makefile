@@ -23,6 +23,8 @@ data:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_architecture.py -k "not run_side"
 
 test: $(STAMP) data lint
 	$(BIN)/python -m pytest -q

@@ -23,7 +23,8 @@ import torch
 import torchvision
 from PIL import Image
 
-from edgekit.backends.tensorrt.kernels import build, launch
+from edgekit.backends.tensorrt.kernels import compile as build
+from edgekit.backends.tensorrt.kernels import launch
 from edgekit.backends.tensorrt.kernels.reference import (
     LAYOUTS,
     PRECISION_BITS,

@@ -13,8 +13,10 @@ import pytest
 import torch
 
 import edgekit
-from edgekit.backends.registry import REGISTRY, BuildRequest
-from edgekit.backends.registry import litert_backend as litert
+from edgekit.backends.base import ConvertRequest
+from edgekit.backends.converters import CONVERTERS
+from edgekit.backends.litert import convert as litert_convert
+from edgekit.backends.litert import run as litert
 from edgekit.core.errors import EdgekitError
 from tests.conftest import NUM_CLASSES, agreement
 
@@ -143,18 +145,20 @@ def test_fp32_tflite_matches_pytorch(trained: dict, data_dirs: dict, torch_model
 def test_missing_converter_is_one_error_line_with_the_install_command(
     trained: dict, data_dirs: dict, run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_find = litert.module_available
-    monkeypatch.setattr(litert, "module_available", lambda module: module != "litert_torch" and real_find(module))
+    real_find = litert_convert.module_available
+    monkeypatch.setattr(
+        litert_convert, "module_available", lambda module: module != "litert_torch" and real_find(module)
+    )
     status, _, stderr = run_cli("compile", trained["path"], "--target", "arm-cpu", "--backend", "litert", "--precision",
                                 "int8", "--calib", data_dirs["val"], "--out", tmp_path / "b")  # fmt: skip
     assert status == 2 and len(stderr.strip().splitlines()) == 1 and stderr.startswith("error: "), stderr
     assert "litert-torch missing" in stderr and "pip install -c constraints.txt -e '.[litert]'" in stderr
     assert not [p for p in tmp_path.iterdir() if p.name.startswith((".b", "b"))]
     # Without --backend the target's next backend (ONNX Runtime, which runs on ARM too) is chosen instead.
-    from edgekit.pipeline.compile_config import choose_backend
+    from edgekit.backends.converters import choose_converter
     from edgekit.targets import get_target
 
-    assert choose_backend(get_target("arm-cpu"), "int8", None).name == "onnxruntime"
+    assert choose_converter(get_target("arm-cpu"), "int8", None).backend.name == "onnxruntime"
 
 
 def test_runtime_falls_back_to_tflite_runtime(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -198,7 +202,7 @@ def _tiny_tflite(work: Path) -> bytes:
     )
     path = work / "tiny.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
-    return litert.convert_fp32(path)
+    return litert_convert.convert_fp32(path)
 
 
 def test_litert_refuses_an_onnx_bundle(bundle: Path) -> None:
@@ -207,21 +211,21 @@ def test_litert_refuses_an_onnx_bundle(bundle: Path) -> None:
 
 
 def test_unsupported_requests_fail_before_converting(tmp_path: Path) -> None:
-    backend = REGISTRY["litert"]
+    backend = CONVERTERS["litert"]
     calibration = np.zeros((2, 3, 8, 8), np.float32)
     for request, message in [
-        (BuildRequest("int8", calibration, keep_fp32=("inception4a",)), "cannot keep layer groups"),
-        (BuildRequest("int8", calibration, method="entropy"), "min/max only"),
-        (BuildRequest("fp16"), "fp32 and int8"),
+        (ConvertRequest("int8", calibration, keep_fp32=("inception4a",)), "cannot keep layer groups"),
+        (ConvertRequest("int8", calibration, method="entropy"), "min/max only"),
+        (ConvertRequest("fp16"), "fp32 and int8"),
     ]:
         with pytest.raises(EdgekitError, match=message):
-            backend.build(tmp_path / "never-read.onnx", tmp_path, request)
+            backend.convert(tmp_path / "never-read.onnx", tmp_path, request)
 
 
 def test_onnx_graph_rebuilt_in_torch_matches_onnxruntime(bundle: Path, data_dirs: dict) -> None:
     """The bridge the converter starts from, on the x86 bundle's ONNX file (transform_input included)."""
     from edgekit.backends.litert.onnx_to_torch import onnx_to_torch
-    from edgekit.backends.registry import OnnxRuntimeBackend
+    from edgekit.backends.onnxruntime.run import OnnxRuntimeBackend
 
     batch = np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32)
     with torch.no_grad():

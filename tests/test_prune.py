@@ -21,8 +21,8 @@ from tests.test_bad_input import _assert_clean_failure
 @pytest.fixture(scope="module")
 def pruned(trained: dict, data_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
     """`edgekit prune` with a ratio, 2:4 sparsity and a distilled one-epoch recovery, run once."""
-    from edgekit.optimize.prune import run_prune
     from edgekit.optimize.prune_config import PruneConfig, PruneSettings
+    from edgekit.pipeline.prune import run_prune
     from edgekit.targets import get_target
 
     out = tmp_path_factory.mktemp("pruned") / "pruned.pt"
@@ -177,6 +177,7 @@ def test_taylor_importance_uses_data_and_differs_from_magnitude(trained: dict, d
     from edgekit.data.preprocess import PreprocessSpec
     from edgekit.optimize.prune import PruneData, prune_module
     from edgekit.optimize.prune_config import PruneSettings
+    from edgekit.pipeline.prune import fp32_latency_meter
     from edgekit.targets import get_target
 
     spec = PreprocessSpec(resize=72, crop=64)
@@ -185,7 +186,8 @@ def test_taylor_importance_uses_data_and_differs_from_magnitude(trained: dict, d
     for importance in ("l2", "taylor"):
         model = load_checkpoint(trained["path"]).module
         settings = PruneSettings(ratio=0.5, importance=importance)
-        outcome = prune_module(model, settings, get_target("x86-cpu"), spec, data, 1, Path(data_dirs["val"]).parent)
+        latency = fp32_latency_meter(get_target("x86-cpu"), spec.crop, 1, Path(data_dirs["val"]).parent)
+        outcome = prune_module(model, settings, spec, data, latency)
         kept[importance] = outcome.module.inception4a.branch1.conv.weight.detach().clone()
     assert kept["l2"].shape == kept["taylor"].shape  # same ratio, same channel counts
     assert not torch.allclose(kept["l2"], kept["taylor"])  # but other channels kept

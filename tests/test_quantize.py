@@ -12,8 +12,8 @@ from onnx import numpy_helper
 from PIL import Image
 
 import edgekit
-from edgekit.backends.registry import OnnxRuntimeBackend
-from edgekit.backends.tensorrt.qdq_rules import check_file, check_tensorrt_qdq, share_concat_scales
+from edgekit.backends.onnxruntime.run import OnnxRuntimeBackend
+from edgekit.backends.qdq_rules import check_file, check_tensorrt_qdq, share_concat_scales
 from edgekit.core.errors import EdgekitError
 from edgekit.optimize.budget import Trial, fit_budget
 

@@ -7,11 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit.backends.registry import REGISTRY, OnnxRuntimeBackend, OpenVinoBackend
+from edgekit.backends.converters import choose_converter
+from edgekit.backends.onnxruntime.run import OnnxRuntimeBackend
+from edgekit.backends.openvino.run import OpenVinoBackend
+from edgekit.backends.registry import RUNTIMES
 from edgekit.core.errors import EdgekitError, ParityError
+from edgekit.measure.host import host_target_name
 from edgekit.pipeline.compile import compile_bundle
-from edgekit.pipeline.compile_config import CompileConfig, choose_backend
-from edgekit.targets import get_target, host_target_name, list_targets
+from edgekit.pipeline.compile_config import CompileConfig
+from edgekit.targets import get_target, list_targets
 
 X86 = """
 name = "{name}"
@@ -52,22 +56,22 @@ def test_user_target_file_and_unknown_keys(tmp_path: Path) -> None:
 
 def test_backend_choice_follows_target_and_availability(monkeypatch: pytest.MonkeyPatch) -> None:
     x86 = get_target("x86-cpu")
-    assert choose_backend(x86, "fp32", None) is OnnxRuntimeBackend
-    assert choose_backend(x86, "fp32", "openvino") is OpenVinoBackend
+    assert choose_converter(x86, "fp32", None).backend is OnnxRuntimeBackend
+    assert choose_converter(x86, "fp32", "openvino").backend is OpenVinoBackend
     monkeypatch.setattr(
         OnnxRuntimeBackend, "unavailable_reason", classmethod(lambda cls: "onnxruntime is not installed")
     )
-    assert choose_backend(x86, "fp32", None) is OpenVinoBackend
+    assert choose_converter(x86, "fp32", None).backend is OpenVinoBackend
     with pytest.raises(EdgekitError, match="onnxruntime is not installed"):
-        choose_backend(x86, "fp32", "onnxruntime")
+        choose_converter(x86, "fp32", "onnxruntime")
     with pytest.raises(EdgekitError, match="tensorrt does not run on cpu targets"):
-        choose_backend(x86, "fp32", "tensorrt")
+        choose_converter(x86, "fp32", "tensorrt")
     with pytest.raises(EdgekitError, match="unknown backend 'tensorrtt'"):
-        choose_backend(x86, "fp32", "tensorrtt")
-    assert choose_backend(x86, "int8", None) is OpenVinoBackend
+        choose_converter(x86, "fp32", "tensorrtt")
+    assert choose_converter(x86, "int8", None).backend is OpenVinoBackend
     with pytest.raises(EdgekitError, match="supports fp32, int8"):
-        choose_backend(get_target("arm-cpu"), "fp16", None)
-    assert set(REGISTRY) == {"onnxruntime", "openvino", "tensorrt", "litert"}
+        choose_converter(get_target("arm-cpu"), "fp16", None)
+    assert set(RUNTIMES) == {"onnxruntime", "openvino", "tensorrt", "litert"}
 
 
 def test_parity_failure_writes_nothing(trained: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from edgekit.pipeline.engine import EngineBuildConfig, build_bundle_engine
 
 import edgekit
-from edgekit.backends.tensorrt import TensorRTBackend, device
+from edgekit.backends.qdq_rules import check_file
+from edgekit.backends.tensorrt import device
 from edgekit.backends.tensorrt.device import CudaDevice
-from edgekit.backends.tensorrt.qdq_rules import check_file
+from edgekit.backends.tensorrt.run import TensorRTBackend
 from edgekit.core.errors import EdgekitError
+from edgekit.pipeline.device_build import DeviceBuildConfig, build_on_device
 from edgekit.runtime.bundle import read_manifest
 from tests.fake_tensorrt import FakeTensorRT
 
@@ -118,10 +119,10 @@ def fake_trt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         monkeypatch.setitem(__import__("sys").modules, "tensorrt", fake)
         monkeypatch.setattr(TensorRTBackend, "unavailable_reason", classmethod(lambda cls: None))
         monkeypatch.setattr(device, "probe", lambda ordinal=0: gpu)
-        monkeypatch.setattr("edgekit.pipeline.engine.probe", lambda ordinal=0: gpu)
+        monkeypatch.setattr("edgekit.backends.tensorrt.engine.probe", lambda ordinal=0: gpu)
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
         # Running the engine needs a real GPU; the check's verdict is what these tests follow.
-        monkeypatch.setattr("edgekit.pipeline.engine.engine_parity", lambda *args: dict(parity))
+        monkeypatch.setattr("edgekit.pipeline.device_build.check_device_model", lambda *args: dict(parity))
         return fake
 
     parity: dict = {"checked": False, "why": "no GPU in this test"}
@@ -134,7 +135,7 @@ def test_build_adds_a_recorded_engine_and_reuses_the_timing_cache(orin_int8: dic
     bundle = tmp_path / "bundle"
     shutil.copytree(orin_int8["path"], bundle)
     fake = fake_trt("10.3.0")
-    record = build_bundle_engine(EngineBuildConfig(bundle))
+    record = build_on_device(DeviceBuildConfig(bundle))
     manifest = read_manifest(bundle, verify=True)  # the engine is hashed like every other file
     assert manifest["tensorrt"]["engines"] == [record]
     assert (bundle / record["file"]).read_bytes() == b"fake-plan-10.3.0"
@@ -146,7 +147,7 @@ def test_build_adds_a_recorded_engine_and_reuses_the_timing_cache(orin_int8: dic
     cache_files = list((tmp_path / "cache" / "edgekit" / "tensorrt").iterdir())
     assert [f.read_bytes() for f in cache_files] == [b"timing-cache"] and "sm87" in cache_files[0].name
     fake.calls.clear()
-    build_bundle_engine(EngineBuildConfig(bundle))  # same options: replaces its engine, reads the cache
+    build_on_device(DeviceBuildConfig(bundle))  # same options: replaces its engine, reads the cache
     created = [args for cls, name, args in fake.calls if name == "create_timing_cache"]
     assert created == [(b"timing-cache",)]
     assert len(read_manifest(bundle)["tensorrt"]["engines"]) == 1
@@ -158,25 +159,24 @@ def test_engine_from_another_tensorrt_is_refused_with_the_rebuild_command(
     bundle = tmp_path / "bundle"
     shutil.copytree(orin_int8["path"], bundle)
     fake_trt("10.3.0")
-    build_bundle_engine(EngineBuildConfig(bundle))
+    build_on_device(DeviceBuildConfig(bundle))
     fake_trt("11.1.0")  # JetPack 7 on the same Orin
     with pytest.raises(
         EdgekitError, match=rf"built for TensorRT 10.3.0, this machine has 11.1.0.*`edgekit build {bundle}`"
     ):
         edgekit.load(bundle)
-    record = build_bundle_engine(EngineBuildConfig(bundle))
+    record = build_on_device(DeviceBuildConfig(bundle))
     assert record["plan"]["network_flags"] == [] and len(read_manifest(bundle)["tensorrt"]["engines"]) == 2
 
 
 def test_dla_build_reports_gpu_fallback(orin_int8: dict, fake_trt, tmp_path: Path, capsys) -> None:
-    from edgekit.backends.tensorrt.recipe import BuildOptions
     from edgekit.core.progress import Progress
 
     bundle = tmp_path / "bundle"
     shutil.copytree(orin_int8["path"], bundle)
     fake = fake_trt("10.3.0")
     fake.behaviour[("IBuilderConfig", "can_run_on_DLA")] = lambda layer: False  # e.g. an op DLA lacks
-    record = build_bundle_engine(EngineBuildConfig(bundle, options=BuildOptions(dla_core=1)), Progress(enabled=True))
+    record = build_on_device(DeviceBuildConfig(bundle, options={"dla_core": 1}), Progress(enabled=True))
     placement = record["placement"]
     assert placement["device"] == "DLA" and placement["dla_core"] == 1 and placement["gpu_fallback"]
     assert placement["network_layers_on_gpu"] == ["conv1", "conv1"] and placement["dla_subgraphs"] == 1
@@ -186,7 +186,7 @@ def test_dla_build_reports_gpu_fallback(orin_int8: dict, fake_trt, tmp_path: Pat
     set_values = {name: args[0] for cls, name, args in fake.calls if name.endswith("=")}
     assert repr(set_values["default_device_type="]) == "DeviceType.DLA" and set_values["DLA_core="] == 1
     fake_trt.parity.update(checked=True, top1_agreement=0.9, max_abs_diff=0.4, images=32, inputs="synthetic")
-    record = build_bundle_engine(EngineBuildConfig(bundle, options=BuildOptions(dla_core=1)), Progress(enabled=True))
+    record = build_on_device(DeviceBuildConfig(bundle, options={"dla_core": 1}), Progress(enabled=True))
     assert record["parity"]["top1_agreement"] == 0.9
     assert "the engine agrees with ONNX Runtime on only 90.0% of 32 inputs" in capsys.readouterr().err
 
@@ -194,7 +194,7 @@ def test_dla_build_reports_gpu_fallback(orin_int8: dict, fake_trt, tmp_path: Pat
 def test_build_on_the_wrong_gpu_is_refused(orin_int8: dict, fake_trt, tmp_path: Path) -> None:
     fake_trt("10.3.0", CudaDevice("NVIDIA H200", "9.0", "13.0", 143000))
     with pytest.raises(EdgekitError, match=r"this GPU is NVIDIA H200 \(sm_90\), the target jetson-orin-nx is sm_87"):
-        build_bundle_engine(EngineBuildConfig(orin_int8["path"]))
+        build_on_device(DeviceBuildConfig(orin_int8["path"]))
     assert np.array_equal(read_manifest(orin_int8["path"])["tensorrt"]["engines"], [])  # bundle untouched
 
 

@@ -27,6 +27,7 @@ from edgekit.core.layer_groups import group_of
 
 METHODS = ("minmax", "entropy", "percentile")
 PLACEMENTS = ("cpu", "tensorrt")
+RULE_CHECKED_PLACEMENTS = ("tensorrt",)  # placements whose files must meet qdq_rules.py (TensorRT's parser)
 
 
 def nodes_in_groups(model_path: Path, groups: Iterable[str]) -> list[str]:
@@ -108,7 +109,7 @@ def quantize_int8(
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
             **common,
         )
-    from edgekit.backends.tensorrt.qdq_rules import share_concat_scales
+    from edgekit.backends.qdq_rules import share_concat_scales
 
     share_concat_scales(out)
 

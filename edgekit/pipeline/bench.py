@@ -7,7 +7,6 @@ accuracy and top-1 agreement on the user's labelled images.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +14,21 @@ import numpy as np
 
 from edgekit.backends.registry import get_backend
 from edgekit.core.errors import EdgekitError
-from edgekit.core.files import sha256_file, writable_directory_problem, write_text_atomic
+from edgekit.core.files import sha256_file, writable_directory_problem
 from edgekit.core.progress import QUIET, Progress
 from edgekit.core.threads import resolve_threads
+from edgekit.core.versions import module_available
 from edgekit.data.batches import sample, synthetic_images
 from edgekit.data.preprocess import PreprocessSpec, preprocess
 from edgekit.measure.environment import environment
 from edgekit.measure.evaluate import load_eval_set, run_batched, score
 from edgekit.measure.host import measured_on
 from edgekit.measure.latency import PROTOCOL, LatencyProtocol, measure, stage_times
+from edgekit.measure.results import RESULTS_SCHEMA, write_results
 from edgekit.pipeline.references import load_reference
 from edgekit.runtime.model import BundleModel, to_probabilities
 from edgekit.targets import target_from_record
 
-RESULTS_SCHEMA = 2  # 2: model_id, stages, confusion matrices, quantization/pruning facts
 STAGE_IMAGES = 30
 
 
@@ -76,6 +76,9 @@ def _find_reference(config: BenchConfig, manifest: dict[str, Any], notes: list[s
         candidates.insert(0, (original, "the original model it was pruned from"))
     for candidate, what in candidates:
         source = Path(candidate["path"])
+        if source.suffix.lower() != ".onnx" and not module_available("torch"):
+            notes.append(f"no FP32 reference: {what} is a PyTorch checkpoint and torch is not installed here")
+            return None
         if source.is_file() and sha256_file(source) == candidate["sha256"]:
             notes.append(f"reference: {what} {source}")
             return source
@@ -222,65 +225,3 @@ def _stage_images(val: Path | None, spec: PreprocessSpec) -> list[Any]:
         if images:
             return images
     return synthetic_images(STAGE_IMAGES, spec.resize * 4 // 3, spec.resize)  # a 4:3 frame, like a camera's
-
-
-def write_results(results: dict[str, Any], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "bench.json", json.dumps(results, indent=2) + "\n")
-    write_text_atomic(out / "bench.md", summary_markdown(results))
-
-
-def summary_markdown(results: dict[str, Any]) -> str:
-    bundle, env = results["bundle"], results["environment"]
-    lines = [
-        f"# edgekit bench: {Path(bundle['path']).name}",
-        "",
-        f"Target `{bundle['target']}`, backend `{bundle['backend']}`, precision `{bundle['precision']}`. "
-        f"Measured {env['date']} on {env['cpu']} ({env['threads']} threads).",
-        "",
-        "| model | batch | p50 ms | p90 ms | p99 ms | mean ms | images/s | speed-up (p50) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name in ("reference", "bundle"):
-        for row in results["latency"][name]:
-            speedup = results["speedup_p50_vs_reference"].get(str(row["batch"])) if name == "bundle" else None
-            lines.append(
-                f"| {name} | {row['batch']} | {row['p50_ms']:.2f} | {row['p90_ms']:.2f} | {row['p99_ms']:.2f} | "
-                f"{row['mean_ms']:.2f} | {row['images_per_s']:.1f} | {f'{speedup:.2f}×' if speedup else '—'} |"
-            )
-    for row in results["latency"]["bundle"]:
-        if "device_compute_ms" in row:
-            device = row["device_compute_ms"]
-            lines.append(
-                f"\nBatch {row['batch']}: GPU compute {device['p50']:.2f} ms p50 / {device['p99']:.2f} ms p99 "
-                f"(network alone, CUDA events) of {row['p50_ms']:.2f} ms end to end."
-            )
-    stages = results.get("stages")
-    if stages and "gpu" in stages:
-        gpu = stages["gpu"]
-        lines.append(
-            f"\nOn the GPU, per image (CUDA events): upload {gpu['upload_ms']:.3f} ms, preprocessing kernel "
-            f"{gpu['preprocess_ms']:.3f} ms, network {gpu['network_ms']:.3f} ms, download {gpu['download_ms']:.3f} ms."
-        )
-    if stages:
-        lines += [
-            "",
-            f"Per image, batch 1 (median of {stages['images']} images): preprocess {stages['preprocess_ms']:.2f} ms, "
-            f"network {stages['network_ms']:.2f} ms, postprocess {stages['postprocess_ms']:.3f} ms.",
-        ]
-    accuracy = results.get("accuracy")
-    if accuracy:
-        lines += [
-            "",
-            f"Accuracy on {accuracy['images']} labelled images:",
-            "",
-            "| model | top-1 | agreement with reference |",
-        ]
-        lines.append("|---|---:|---:|")
-        for name, row in accuracy["models"].items():
-            agreement = row.get("top1_agreement_with_reference")
-            lines.append(f"| {name} | {row['top1']:.2%} | {'—' if agreement is None else f'{agreement:.2%}'} |")
-    lines += ["", f"Measured on {results['measured_on']}."]
-    if results["notes"]:
-        lines += ["", *[f"- {note}" for note in results["notes"]]]
-    return "\n".join(lines) + "\n"

@@ -31,8 +31,8 @@ def quantize_file(request: QuantizeRequest, progress: Progress = QUIET) -> dict[
     import contextlib
     import sys
 
-    from edgekit.backends.qdq import quantize_int8, to_fp16
-    from edgekit.backends.tensorrt.qdq_rules import check_file
+    from edgekit.backends.qdq import RULE_CHECKED_PLACEMENTS, quantize_int8, to_fp16
+    from edgekit.backends.qdq_rules import check_file
     from edgekit.data.calibration import calibration_inputs
 
     info = inspect_onnx(request.model)
@@ -57,7 +57,7 @@ def quantize_file(request: QuantizeRequest, progress: Progress = QUIET) -> dict[
             with contextlib.redirect_stdout(sys.stderr):
                 quantize_int8(request.model, tmp, calibration, request.placement, request.method)
             result.update(placement=request.placement, method=request.method, calibration_images=len(calibration))
-            if request.placement == "tensorrt":
+            if request.placement in RULE_CHECKED_PLACEMENTS:
                 violations = check_file(tmp)
                 if violations:  # our quantizer broke a rule: a bug, keep the traceback
                     raise RuntimeError(

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.core.errors import EdgekitError
-from edgekit.pipeline.bench import RESULTS_SCHEMA
+from edgekit.measure.results import RESULTS_SCHEMA
 
 
 @dataclasses.dataclass(frozen=True)

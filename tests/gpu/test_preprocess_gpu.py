@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgekit.backends.tensorrt.kernels import build
+from edgekit.backends.tensorrt.kernels import compile as build
 from edgekit.backends.tensorrt.kernels.launch import CudaPreprocessor, gpu_unavailable_reason
 from edgekit.backends.tensorrt.kernels.reference import reference_preprocess
 from edgekit.data.preprocess import PreprocessSpec

@@ -16,6 +16,15 @@ class OpenVinoConverter(Converter):
     backend = OpenVinoBackend
 
     @classmethod
+    def versions(cls) -> dict[str, str]:
+        versions = cls.backend.versions()
+        with contextlib.suppress(ImportError):
+            import nncf
+
+            versions["nncf"] = nncf.__version__
+        return versions
+
+    @classmethod
     def convert(cls, fp32_onnx: Path, out_dir: Path, request: ConvertRequest) -> tuple[str, dict[str, object]]:
         if request.precision != "int8":
             shutil.copyfile(fp32_onnx, out_dir / "model.onnx")

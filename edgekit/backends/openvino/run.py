@@ -10,7 +10,6 @@ really computes in is read back and recorded.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -56,10 +55,6 @@ class OpenVinoBackend(Backend):
         import openvino as ov
 
         versions = {"openvino": ov.get_version()}
-        with contextlib.suppress(ImportError):
-            import nncf
-
-            versions["nncf"] = nncf.__version__
         return versions
 
     def run(self, batch: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ class TensorRTConverter(Converter):
             shutil.copyfile(fp32_onnx, target)
             return MODEL_FILE, {}
         from edgekit.backends.qdq import quantize_int8, to_fp16
-        from edgekit.backends.tensorrt.qdq_rules import check_file
+        from edgekit.backends.qdq_rules import check_file
 
         if request.precision == "fp16":
             to_fp16(fp32_onnx, target)
@@ -50,7 +50,7 @@ class TensorRTConverter(Converter):
             "quantizer": "onnxruntime.quantization.quantize_static (QDQ, tensorrt placement)",
             "method": request.method,
             "calibration_images": len(request.calibration),
-            "tensorrt_qdq_rules": "all met (edgekit/backends/tensorrt/qdq_rules.py)",
+            "tensorrt_qdq_rules": "all met (edgekit/backends/qdq_rules.py)",
         }
 
     @classmethod

@@ -1,0 +1,73 @@
+"""The bench results schema (bench.json) and its Markdown summary: what `edgekit report` reads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from edgekit.core.files import write_text_atomic
+
+RESULTS_SCHEMA = 2  # 2: model_id, stages, confusion matrices, quantization/pruning facts
+
+
+def write_results(results: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "bench.json", json.dumps(results, indent=2) + "\n")
+    write_text_atomic(out / "bench.md", summary_markdown(results))
+
+
+def summary_markdown(results: dict[str, Any]) -> str:
+    bundle, env = results["bundle"], results["environment"]
+    lines = [
+        f"# edgekit bench: {Path(bundle['path']).name}",
+        "",
+        f"Target `{bundle['target']}`, backend `{bundle['backend']}`, precision `{bundle['precision']}`. "
+        f"Measured {env['date']} on {env['cpu']} ({env['threads']} threads).",
+        "",
+        "| model | batch | p50 ms | p90 ms | p99 ms | mean ms | images/s | speed-up (p50) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in ("reference", "bundle"):
+        for row in results["latency"][name]:
+            speedup = results["speedup_p50_vs_reference"].get(str(row["batch"])) if name == "bundle" else None
+            lines.append(
+                f"| {name} | {row['batch']} | {row['p50_ms']:.2f} | {row['p90_ms']:.2f} | {row['p99_ms']:.2f} | "
+                f"{row['mean_ms']:.2f} | {row['images_per_s']:.1f} | {f'{speedup:.2f}×' if speedup else '—'} |"
+            )
+    for row in results["latency"]["bundle"]:
+        if "device_compute_ms" in row:
+            device = row["device_compute_ms"]
+            lines.append(
+                f"\nBatch {row['batch']}: GPU compute {device['p50']:.2f} ms p50 / {device['p99']:.2f} ms p99 "
+                f"(network alone, CUDA events) of {row['p50_ms']:.2f} ms end to end."
+            )
+    stages = results.get("stages")
+    if stages and "gpu" in stages:
+        gpu = stages["gpu"]
+        lines.append(
+            f"\nOn the GPU, per image (CUDA events): upload {gpu['upload_ms']:.3f} ms, preprocessing kernel "
+            f"{gpu['preprocess_ms']:.3f} ms, network {gpu['network_ms']:.3f} ms, download {gpu['download_ms']:.3f} ms."
+        )
+    if stages:
+        lines += [
+            "",
+            f"Per image, batch 1 (median of {stages['images']} images): preprocess {stages['preprocess_ms']:.2f} ms, "
+            f"network {stages['network_ms']:.2f} ms, postprocess {stages['postprocess_ms']:.3f} ms.",
+        ]
+    accuracy = results.get("accuracy")
+    if accuracy:
+        lines += [
+            "",
+            f"Accuracy on {accuracy['images']} labelled images:",
+            "",
+            "| model | top-1 | agreement with reference |",
+        ]
+        lines.append("|---|---:|---:|")
+        for name, row in accuracy["models"].items():
+            agreement = row.get("top1_agreement_with_reference")
+            lines.append(f"| {name} | {row['top1']:.2%} | {'—' if agreement is None else f'{agreement:.2%}'} |")
+    lines += ["", f"Measured on {results['measured_on']}."]
+    if results["notes"]:
+        lines += ["", *[f"- {note}" for note in results["notes"]]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,176 @@
+"""The layout's rules (ARCHITECTURE.md), checked on every `import` in the AST, including those inside
+functions: imports flow one way, TensorRT and CUDA stay in their folder, generic code never names a
+backend, and the run side works with the workstation's libraries blocked."""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "edgekit"
+BACKEND_NAMES = ("onnxruntime", "openvino", "litert", "tensorrt")
+
+
+def _modules() -> dict[str, Path]:
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+    return modules
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """Every module `path` imports, absolute, wherever the statement is (top level or inside a function)."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join([*base, node.module] if node.module else base)
+            else:
+                module = node.module or ""
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _layers() -> list[set[str]]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    contract = next(c for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "layers")
+    return [{part.strip() for part in layer.split("|")} for layer in contract["layers"]]
+
+
+def _package_of(module: str) -> str | None:
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "edgekit" and len(parts) > 1 else None
+
+
+def test_packages_import_only_lower_layers_and_form_no_cycle() -> None:
+    rank = {package: index for index, layer in enumerate(_layers()) for package in layer}
+    edges: dict[str, set[str]] = {}
+    upward = []
+    for name, path in _modules().items():
+        source = _package_of(name)
+        for imported in _imports(name, path):
+            target = _package_of(imported)
+            if source is None or target is None or target == source or target not in rank:
+                continue
+            edges.setdefault(source, set()).add(target)
+            if rank[target] <= rank[source]:  # the same layer (independent siblings) or a higher one
+                upward.append(f"{name} imports {imported}")
+    assert not upward, upward
+    assert set(rank) >= {_package_of(n) for n in _modules() if _package_of(n)}, "a package missing from the layers"
+
+    def visit(node: str, trail: tuple[str, ...]) -> None:
+        assert node not in trail, f"import cycle: {' → '.join((*trail, node))}"
+        for nxt in edges.get(node, ()):
+            visit(nxt, (*trail, node))
+
+    for package in edges:
+        visit(package, ())
+
+
+def test_tensorrt_and_cuda_are_imported_only_in_their_folder() -> None:
+    misplaced = []
+    for name, path in _modules().items():
+        for imported in _imports(name, path):
+            top = imported.split(".")[0]
+            if top == "tensorrt" and not name.startswith("edgekit.backends.tensorrt"):
+                misplaced.append(f"{name} imports {imported}")
+            if top == "cuda" and name != "edgekit.backends.tensorrt.cuda":
+                misplaced.append(f"{name} imports {imported} (only backends/tensorrt/cuda.py wraps CUDA)")
+    assert not misplaced, misplaced
+
+
+def test_generic_code_never_compares_backend_names() -> None:
+    found = []
+    for name, path in _modules().items():
+        if name.startswith("edgekit.backends."):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Compare) and all(isinstance(op, (ast.Eq, ast.NotEq)) for op in node.ops):
+                for operand in [node.left, *node.comparators]:
+                    if isinstance(operand, ast.Constant) and operand.value in BACKEND_NAMES:
+                        found.append(f"{name}:{node.lineno} compares with {operand.value!r}")
+    assert not found, found
+
+
+def test_import_linter_rejects_an_upward_import(tmp_path: Path) -> None:
+    """The contracts in `make lint` fail on a violation: core importing the CLI, inside a function."""
+    shutil.copytree(PACKAGE, tmp_path / "edgekit", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    errors = tmp_path / "edgekit" / "core" / "errors.py"
+    errors.write_text(errors.read_text() + "\n\ndef _sneaky() -> None:\n    from edgekit.cli import main  # noqa\n")
+    linter = Path(sys.executable).with_name("lint-imports")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run(
+        [str(linter), "--no-cache"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode != 0
+    assert "edgekit.core is not allowed to import edgekit.cli" in result.stdout
+    clean = subprocess.run([str(linter), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert clean.returncode == 0, clean.stdout
+
+
+BLOCKER = textwrap.dedent(
+    """
+    import sys
+    BLOCKED = {"torch", "torchvision", "torch_pruning", "nncf", "onnx", "matplotlib"}
+
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ModuleNotFoundError(f"blocked: {name}")
+            return None
+
+    sys.meta_path.insert(0, Block())
+    """
+)
+
+
+@pytest.mark.usefixtures("bundle")
+def test_run_side_needs_none_of_the_workstation_libraries(
+    bundle: Path, data_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Load, predict and bench an ONNX Runtime bundle with torch, torchvision, torch_pruning, NNCF, onnx and
+    matplotlib unimportable: the device side must not need them (bench skips the PyTorch reference)."""
+    image = next(p for p in (data_dirs["val"]).rglob("*.png"))
+    script = BLOCKER + textwrap.dedent(
+        f"""
+        import json
+        from pathlib import Path
+        import edgekit
+        from edgekit.cli.main import main
+
+        model = edgekit.load({str(bundle)!r})
+        prediction = model.predict([{str(image)!r}])[0]
+        assert prediction.label in model.class_names, prediction
+        try:
+            main(["bench", {str(bundle)!r}, "--iterations", "3", "--batch-sizes", "1",
+                  "--out", {str(tmp_path / "bench")!r}, "--json", "-q"])
+        except SystemExit as exit:
+            assert exit.code in (0, None), exit.code
+        results = json.loads(Path({str(tmp_path / "bench" / "bench.json")!r}).read_text())
+        assert results["reference"] is None
+        assert any("torch is not installed" in note for note in results["notes"]), results["notes"]
+        leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+        assert not leaked, leaked
+        print("OK", prediction.label)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1].startswith("OK ")
