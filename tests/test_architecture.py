@@ -160,7 +160,7 @@ def test_run_side_needs_none_of_the_workstation_libraries(
         assert prediction.label in model.class_names, prediction
         try:
             main(["bench", {str(bundle)!r}, "--iterations", "3", "--batch-sizes", "1",
-                  "--out", {str(tmp_path / "bench")!r}, "--json", "-q"])
+                  "--out", {str(tmp_path / "bench")!r}, "--json"])
         except SystemExit as exit:
             assert exit.code in (0, None), exit.code
         results = json.loads(Path({str(tmp_path / "bench" / "bench.json")!r}).read_text())

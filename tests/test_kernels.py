@@ -356,7 +356,7 @@ def test_launcher_drives_the_kernel_arithmetic(dtype: str, monkeypatch: pytest.M
     """CudaPreprocessor end to end on a fake driver: module loading, table upload, parameter packing, grid,
     batch splitting and the output download, with the kernel transliterated into Python."""
     fake = _FakeDriver()
-    monkeypatch.setattr(launch, "_driver", lambda: fake)
+    monkeypatch.setattr(launch.cuda, "driver", lambda: fake)
     spec = PreprocessSpec(resize=10, crop=8, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
     images, layouts, expected = [], [], []
     for k in range(34):  # more than one launch holds: 32 + 2
@@ -385,7 +385,7 @@ def test_kernel_source_runs_on_the_cpu_and_equals_the_reference(monkeypatch: pyt
     if isinstance(_host_kernel(), str):
         pytest.skip(_host_kernel())
     fake = _FakeDriver()
-    monkeypatch.setattr(launch, "_driver", lambda: fake)
+    monkeypatch.setattr(launch.cuda, "driver", lambda: fake)
     photos = [*sample_photos().values(), _textured(1920, 1080, seed=1), _textured(5, 9, seed=2)]
     images, layouts = [], []
     for k in range(35):
@@ -410,7 +410,7 @@ def test_kernel_source_runs_on_the_cpu_and_equals_the_reference(monkeypatch: pyt
 
 def test_launcher_picks_a_bundled_binary_or_falls_back_to_nvrtc(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = _FakeDriver()
-    monkeypatch.setattr(launch, "_driver", lambda: fake)
+    monkeypatch.setattr(launch.cuda, "driver", lambda: fake)
     with launch.CudaPreprocessor(binaries={86: b"\x7fELF-86", 90: b"\x7fELF-90"}) as pre:
         assert pre.kernel_origin == "bundled cubin sm_86"  # runs on 8.7
     with launch.CudaPreprocessor(binaries=b"not for this GPU") as pre:

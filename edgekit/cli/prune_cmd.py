@@ -48,8 +48,8 @@ def prune(
     """
     from edgekit.cli.options import prune_settings
     from edgekit.core.progress import Progress
-    from edgekit.optimize.prune import run_prune
     from edgekit.optimize.prune_config import PruneConfig
+    from edgekit.pipeline.prune import run_prune
 
     config = PruneConfig(
         model=model,

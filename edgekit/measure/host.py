@@ -20,10 +20,10 @@ def host_problem(target: Target, backend: type[Backend]) -> str | None:
     if target.kind not in backend.capabilities.devices:
         devices = "/".join(sorted(backend.capabilities.devices))
         return f"{backend.name} runs on the {devices}, the target on the {target.kind}"
-    arch = host_arch()
-    if target.arch != arch:
-        return f"this host is {platform.machine().lower()}, the {target.name} device is {target.arch}"
-    return backend.host_problem(target)
+    problem = backend.host_problem(target)  # the accelerator's own check says most (TensorRT missing, wrong GPU)
+    if problem is None and target.arch != host_arch():
+        problem = f"this host is {platform.machine().lower()}, the {target.name} device is {target.arch}"
+    return problem
 
 
 def measured_on(target: Target, backend: type[Backend]) -> str:

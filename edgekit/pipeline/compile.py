@@ -127,7 +127,7 @@ def _prune_stage(
         raise RuntimeError("pruning stage without settings or a PyTorch model")
     with tempfile.TemporaryDirectory(prefix=f".{config.out.name}.prune-", dir=config.out.parent) as work:
         latency = fp32_latency_meter(config.target, source.spec.crop, threads, Path(work))
-        outcome = prune_module(source.module, config.prune, config.target, source.spec, data, latency, progress)
+        outcome = prune_module(source.module, config.prune, source.spec, data, latency, progress)
     check_accuracy_drop(outcome.report, config.max_accuracy_drop)
     module, opset, crop = outcome.module, config.target.onnx_opset, source.spec.crop
     reference = TorchReference(module, threads)

@@ -101,7 +101,7 @@ def compile_auto(config: CompileConfig, progress: Progress = QUIET) -> dict[str,
             "candidates": candidates,
         }
         if untimed:
-            record["ranked_by"] = f"target file order where not timed ({'; '.join(sorted(set(untimed.values())))})"
+            record["ranked_by"] = f"target file order ({'; '.join(sorted(set(untimed.values())))})"
         manifest = _manifest_of(source)
         final = write_manifest(source, {**manifest, "precision_auto": record})
         publish(source, out, config.force)  # the chosen bundle is renamed into place, not copied

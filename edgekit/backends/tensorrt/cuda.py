@@ -52,7 +52,7 @@ def check(result: Any, what: str = "CUDA call") -> tuple[Any, ...]:
     Success is 0 for all three APIs (CUDA_SUCCESS, cudaSuccess, NVRTC_SUCCESS).
     """
     status, *values = result if isinstance(result, tuple) else (result,)
-    if int(status) != 0:
+    if getattr(status, "value", status) != 0:
         raise CudaError(f"{what} failed: {getattr(status, 'name', status)}")
     return tuple(values)
 
