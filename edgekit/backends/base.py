@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 # A device model check: (staging directory, manifest, model file built on the device) → parity figures.
 # Supplied by the pipeline, which owns the reference runtime and the evaluation code.
-DeviceModelCheck = Any
+DeviceModelCheck = Callable[[Path, dict[str, Any], str], dict[str, Any]]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -121,7 +121,8 @@ def compile_command(
 
     progress = Progress(enabled=not quiet)
     settings: PruneSettings = prune_settings(stage_options)
-    config = resolve(CompileConfig(
+    # Resolved here only so that the output path chosen by the library can be printed.
+    request = CompileConfig(
         model=model,
         target=target,
         out=out,
@@ -143,7 +144,8 @@ def compile_command(
         max_accuracy_drop=max_accuracy_drop,
         backend_options=engine_option_values(stage_options),
         prune=settings if settings.requested else None,
-    ))  # fmt: skip
+    )
+    config = resolve(request)
     manifest = compile_model(config, progress)
     if as_json:
         print_json({"bundle": str(config.out), **manifest})

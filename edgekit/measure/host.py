@@ -8,7 +8,7 @@ import platform
 from edgekit.backends.base import Backend
 from edgekit.backends.registry import RUNTIMES
 from edgekit.core.errors import EdgekitError
-from edgekit.targets import Target, host_arch, list_targets
+from edgekit.targets import Target, get_target, host_arch, list_targets
 
 
 def host_problem(target: Target, backend: type[Backend]) -> str | None:
@@ -61,6 +61,4 @@ def resolve_target(target: Target | str | None) -> Target:
     """A Target as given, by name or TOML path, or this host's when None: the library's one default."""
     if isinstance(target, Target):
         return target
-    from edgekit.targets import get_target
-
     return get_target(target or host_target_name())

@@ -305,10 +305,10 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> dict[st
             quantization = {**built.facts, "keep_fp32": []}
             if config.max_accuracy_drop is not None and evalset is not None and evalset.labels is not None:
                 timing = host_problem(config.target, backend)
+                labels, crop = evalset.labels, source.spec.crop
                 built, quantization = _fit_budget(
-                    budget or 0.0, build, built, reference_out, evalset.labels, quantization, source.spec.crop, timing,
-                    progress,
-                )  # fmt: skip
+                    budget or 0.0, build, built, reference_out, labels, quantization, crop, timing, progress
+                )
                 parity = {
                     "reference": source.reference.kind,
                     **_parity(reference_out, built.outputs, inputs_source, len(unreadable)),

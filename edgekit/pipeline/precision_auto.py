@@ -80,9 +80,8 @@ def compile_auto(config: CompileConfig, progress: Progress = QUIET) -> dict[str,
             progress.note(f"  {precision}: {speed}, top-1 drop {drop:.2f} pts")
         built = [c for c in candidates if "rejected" not in c]
         if not built:
-            raise EdgekitError("--precision auto: no precision could be compiled: " + "; ".join(
-                f"{c['precision']}: {c['rejected']}" for c in candidates
-            ))  # fmt: skip
+            reasons = "; ".join(f"{c['precision']}: {c['rejected']}" for c in candidates)
+            raise EdgekitError(f"--precision auto: no precision could be compiled: {reasons}")
         # FP32 is the reference itself: it always fits (its drop on the same images is rounding only).
         choice = fastest_within_budget(
             built,
@@ -102,12 +101,7 @@ def compile_auto(config: CompileConfig, progress: Progress = QUIET) -> dict[str,
         }
         if untimed:
             record["ranked_by"] = f"target file order ({'; '.join(sorted(set(untimed.values())))})"
-        manifest = _manifest_of(source)
-        final = write_manifest(source, {**manifest, "precision_auto": record})
+        # write_manifest re-hashes the files and replaces the old "files" and "schema_version".
+        final = write_manifest(source, {**read_manifest(source, verify=True), "precision_auto": record})
         publish(source, out, config.force)  # the chosen bundle is renamed into place, not copied
         return final
-
-
-def _manifest_of(bundle: Path) -> dict[str, Any]:
-    manifest = read_manifest(bundle, verify=True)
-    return {k: v for k, v in manifest.items() if k not in ("files", "schema_version")}

@@ -56,12 +56,8 @@ def device_problem(target: Target) -> str | None:
 
 
 def check_device(manifest: dict[str, Any], bundle: Path) -> tuple[str, CudaDevice, Target]:
-    """TensorRT, cuda-python and a GPU of the bundle's target: what building here needs, or why it cannot."""
-    if manifest.get("backend") != TensorRTBackend.name:
-        raise EdgekitError(
-            f"{bundle} was compiled for {manifest.get('backend')} on {manifest['target']['name']}; "
-            "compile it for a GPU target first (`edgekit compile MODEL --target jetson-orin-nano`; `edgekit targets`)"
-        )
+    """TensorRT, cuda-python and a GPU of the bundle's target: what building here needs, or why it cannot.
+    (A bundle of another backend never gets here: its converter's `check_build_on_device` refuses it.)"""
     target = target_from_record(manifest["target"])
     problem = device_problem(target)
     if problem:
@@ -96,8 +92,7 @@ def add_engine(
     `check(stage, manifest, engine_file)` compares the new engine with the reference runtime on the ONNX it
     was built from (the pipeline owns both).
     """
-    config = settings
-    version, device, target = check_device(manifest, config.bundle)
+    version, device, target = check_device(manifest, settings.bundle)
     onnx_path = stage / manifest["model_file"]
     plan = plan_build(
         target,
@@ -110,13 +105,13 @@ def add_engine(
     )
     for note in plan.notes:
         progress.note(f"note: {note}")
-    cache_path = timing_cache_path(config.cache_dir or default_cache_dir(), version, device)
+    cache_path = timing_cache_path(settings.cache_dir or default_cache_dir(), version, device)
     cache_bytes = cache_path.read_bytes() if cache_path.is_file() else None
     progress.note(
         f"building a {manifest['precision']} TensorRT {version} engine for {describe(device)}"
         f"{' (timing cache reused)' if cache_bytes else ''}; this takes minutes"
     )
-    built = build_engine(onnx_path, plan, cache_bytes, verbose=config.verbose)
+    built = build_engine(onnx_path, plan, cache_bytes, verbose=settings.verbose)
     if built.timing_cache:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache_path) as tmp:
