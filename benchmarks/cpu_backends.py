@@ -20,8 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.backends.base import ConvertRequest
+from edgekit.backends.litert.convert import LiteRtConverter
+from edgekit.backends.litert.run import LiteRtBackend
+from edgekit.backends.onnxruntime.run import OnnxRuntimeBackend
+from edgekit.backends.openvino.run import OpenVinoBackend
 from edgekit.backends.qdq import quantize_int8
-from edgekit.backends.registry import BuildRequest, LiteRtBackend, OnnxRuntimeBackend, OpenVinoBackend
 from edgekit.core.progress import Progress
 from edgekit.core.threads import resolve_threads
 from edgekit.data.calibration import calibration_inputs
@@ -88,8 +92,8 @@ def main() -> None:
         for precision in ("fp32", "int8"):
             # The arm-cpu bundle's files, built from the same ONNX export and calibration images.
             (work / f"litert_{precision}").mkdir()
-            request = BuildRequest(precision, calibration if precision == "int8" else None)
-            name, _ = LiteRtBackend.build(onnx_file, work / f"litert_{precision}", request)
+            request = ConvertRequest(precision, calibration if precision == "int8" else None)
+            name, _ = LiteRtConverter.convert(onnx_file, work / f"litert_{precision}", request)
             litert[precision] = LiteRtBackend(work / f"litert_{precision}" / name, threads, precision)
         candidates: dict[str, Any] = {
             "PyTorch eager FP32": TorchReference(module, threads).run,

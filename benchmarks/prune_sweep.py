@@ -35,11 +35,12 @@ from edgekit.measure.latency import LatencyProtocol, measure
 from edgekit.measure.reference import TorchReference
 from edgekit.model.checkpoint import load_checkpoint, save_checkpoint
 from edgekit.model.finetune import FinetuneConfig, run_finetune
-from edgekit.optimize.prune import Meter, run_prune
+from edgekit.optimize.prune import Meter
 from edgekit.optimize.prune_config import PruneConfig, PruneSettings
 from edgekit.optimize.recover import recover
 from edgekit.pipeline.compile import compile_bundle
 from edgekit.pipeline.compile_config import CompileConfig
+from edgekit.pipeline.prune import fp32_latency_meter, run_prune
 from edgekit.runtime.model import BundleModel
 from edgekit.targets import get_target
 
@@ -132,7 +133,7 @@ def main() -> None:
         for name, checkpoint in checkpoints.items():
             bundles = _bundles(checkpoint, work, f"v{len(rows)}", threads, progress)
             module = load_checkpoint(checkpoint).module
-            macs224 = Meter(get_target(TARGET), 224, threads, work).macs(module)
+            macs224 = Meter(224, fp32_latency_meter(get_target(TARGET), 224, threads, work)).macs(module)
             if evalset is None:
                 native = BundleModel.open(bundles["fp32-native"], threads=threads)
                 evalset = load_eval_set(test, native.class_names, native.preprocessing, None, progress)

@@ -174,3 +174,12 @@ def test_run_side_needs_none_of_the_workstation_libraries(
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1].startswith("OK ")
+
+
+@pytest.mark.parametrize("script", sorted(p.relative_to(ROOT) for p in (ROOT / "benchmarks").rglob("*.py")), ids=str)
+def test_benchmark_scripts_import_against_this_layout(script: Path) -> None:
+    """Benchmarks are run by hand, rarely: a name they import that moved must fail here, not on the day a
+    GPU is lent. Importing runs nothing (each script's work is under `if __name__ == "__main__"`)."""
+    code = f"import runpy; runpy.run_path({str(ROOT / script)!r}, run_name='imported')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -29,7 +29,8 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from edgekit.backends.tensorrt.kernels.launch import CudaPreprocessor, DeviceImage, cuda_check, gpu_unavailable_reason
+from edgekit.backends.tensorrt import cuda
+from edgekit.backends.tensorrt.kernels.launch import CudaPreprocessor, DeviceImage, gpu_unavailable_reason
 from edgekit.data.preprocess import PreprocessSpec
 from edgekit.measure.environment import environment
 
@@ -89,34 +90,34 @@ def time_torchvision(
 
 
 def _event_ms(drv: Any, start: Any, stop: Any) -> float:
-    cuda_check(drv.cuEventSynchronize(stop), "cuEventSynchronize")
-    return float(cuda_check(drv.cuEventElapsedTime(start, stop), "cuEventElapsedTime")[0])
+    cuda.check(drv.cuEventSynchronize(stop), "cuEventSynchronize")
+    return float(cuda.check(drv.cuEventElapsedTime(start, stop), "cuEventElapsedTime")[0])
 
 
 def time_kernel(pre: CudaPreprocessor, frame: np.ndarray, iterations: int, warmup: int) -> dict[str, Any]:
     """Kernel time per dtype (CUDA events), host wall time of one call + sync, and upload times."""
-    from cuda.bindings import driver as drv
+    drv = cuda.driver()
 
     height, width = frame.shape[:2]
     out_bytes = 3 * pre.spec.crop**2 * 4
     result: dict[str, Any] = {}
     with pre.current():
-        (stream,) = cuda_check(drv.cuStreamCreate(0), "cuStreamCreate")
-        start, stop = (cuda_check(drv.cuEventCreate(0), "cuEventCreate")[0] for _ in range(2))
-        (src,) = cuda_check(drv.cuMemAlloc(frame.nbytes), "cuMemAlloc")
-        (out,) = cuda_check(drv.cuMemAlloc(out_bytes), "cuMemAlloc")
-        (pinned,) = cuda_check(drv.cuMemHostAlloc(frame.nbytes, 0), "cuMemHostAlloc")
+        (stream,) = cuda.check(drv.cuStreamCreate(0), "cuStreamCreate")
+        start, stop = (cuda.check(drv.cuEventCreate(0), "cuEventCreate")[0] for _ in range(2))
+        (src,) = cuda.check(drv.cuMemAlloc(frame.nbytes), "cuMemAlloc")
+        (out,) = cuda.check(drv.cuMemAlloc(out_bytes), "cuMemAlloc")
+        (pinned,) = cuda.check(drv.cuMemHostAlloc(frame.nbytes, 0), "cuMemHostAlloc")
         try:
             ctypes.memmove(pinned, frame.ctypes.data, frame.nbytes)
             images = [DeviceImage(int(src), width, height, width * 3, "RGB")]
             pinned_ms, pageable_ms = [], []
             for i in range(warmup + iterations):
-                cuda_check(drv.cuEventRecord(start, stream), "cuEventRecord")
-                cuda_check(drv.cuMemcpyHtoDAsync(src, pinned, frame.nbytes, stream), "cuMemcpyHtoDAsync")
-                cuda_check(drv.cuEventRecord(stop, stream), "cuEventRecord")
+                cuda.check(drv.cuEventRecord(start, stream), "cuEventRecord")
+                cuda.check(drv.cuMemcpyHtoDAsync(src, pinned, frame.nbytes, stream), "cuMemcpyHtoDAsync")
+                cuda.check(drv.cuEventRecord(stop, stream), "cuEventRecord")
                 elapsed = _event_ms(drv, start, stop)
                 began = time.perf_counter()  # pageable: a synchronous copy through a staging buffer
-                cuda_check(drv.cuMemcpyHtoD(src, frame.ctypes.data, frame.nbytes), "cuMemcpyHtoD")
+                cuda.check(drv.cuMemcpyHtoD(src, frame.ctypes.data, frame.nbytes), "cuMemcpyHtoD")
                 if i >= warmup:
                     pinned_ms.append(elapsed)
                     pageable_ms.append((time.perf_counter() - began) * 1e3)
@@ -125,9 +126,9 @@ def time_kernel(pre: CudaPreprocessor, frame: np.ndarray, iterations: int, warmu
                 times, wall = [], []
                 for i in range(warmup + iterations):
                     began = time.perf_counter()
-                    cuda_check(drv.cuEventRecord(start, stream), "cuEventRecord")
+                    cuda.check(drv.cuEventRecord(start, stream), "cuEventRecord")
                     pre(images, int(out), stream, dtype)
-                    cuda_check(drv.cuEventRecord(stop, stream), "cuEventRecord")
+                    cuda.check(drv.cuEventRecord(stop, stream), "cuEventRecord")
                     elapsed = _event_ms(drv, start, stop)
                     if i >= warmup:
                         times.append(elapsed)
@@ -154,14 +155,14 @@ def parity(pre: CudaPreprocessor, frame: np.ndarray) -> dict[str, float]:
 
 
 def run(iterations: int = 300, warmup: int = 30, cpu_iterations: int = 50) -> dict[str, Any]:
-    from cuda.bindings import driver as drv
+    drv = cuda.driver()
 
     spec = PreprocessSpec()
     frame = full_hd_frame()
     with CudaPreprocessor(spec) as pre:
         kernel = time_kernel(pre, frame, iterations, warmup)
         check = parity(pre, frame)
-        (driver_version,) = cuda_check(drv.cuDriverGetVersion(), "cuDriverGetVersion")
+        (driver_version,) = cuda.check(drv.cuDriverGetVersion(), "cuDriverGetVersion")
         gpu = {"name": pre.device_name, "sm": pre.sm, "driver": driver_version, "kernel": pre.kernel_origin}
     # ToTensor/Normalize on a 224×224 image are slower with a torch thread pool than without one (and
     # much slower on a busy machine), so the baseline is the faster of 1 thread and all threads.
