@@ -18,7 +18,7 @@ from edgekit.runtime.bundle import SCHEMA_VERSION, read_manifest
 
 
 def test_manifest_records_what_a_deployer_needs(bundle: Path, trained: dict) -> None:
-    manifest = read_manifest(bundle)
+    manifest = read_manifest(bundle).to_dict()
     assert manifest["schema_version"] == SCHEMA_VERSION and manifest["edgekit_version"] == edgekit.__version__
     assert manifest["source"]["sha256"] == sha256_file(trained["path"])
     assert manifest["files"] == {"model.onnx": sha256_file(bundle / "model.onnx")}

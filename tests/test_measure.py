@@ -91,7 +91,7 @@ def test_pruning_to_an_arm_latency_on_x86_is_refused(trained: dict, tmp_path: Pa
 
 
 def test_build_on_a_cpu_bundle_says_what_to_do_and_leaves_it_alone(bundle: Path) -> None:
-    before = read_manifest(bundle, verify=True)
+    before = read_manifest(bundle, verify=True).to_dict()
     result = subprocess.run(
         [sys.executable, "-m", "edgekit.cli.main", "build", str(bundle)], capture_output=True, text=True, timeout=300
     )
@@ -99,5 +99,5 @@ def test_build_on_a_cpu_bundle_says_what_to_do_and_leaves_it_alone(bundle: Path)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr
     assert "compiled for onnxruntime" in lines[0] and "compile for a GPU target first" in lines[0]
-    assert read_manifest(bundle, verify=True) == before
+    assert read_manifest(bundle, verify=True).to_dict() == before
     assert not [p for p in bundle.parent.iterdir() if p.name.startswith(f".{bundle.name}.")]

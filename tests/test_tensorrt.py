@@ -152,22 +152,22 @@ def test_rebuild_command_and_engine_selection(tmp_path: Path) -> None:
         "hardware_compatibility": "NONE",
     }
     manifest = {"tensorrt": {"engines": [record]}}
-    assert select_engine(tmp_path, manifest, "10.3.0.26", ORIN, None) is record
+    assert select_engine(tmp_path, manifest["tensorrt"], "10.3.0.26", ORIN, None) is record
     with pytest.raises(EdgekitError) as wrong_version:
-        select_engine(tmp_path, manifest, "11.4.1", ORIN, None)
+        select_engine(tmp_path, manifest["tensorrt"], "11.4.1", ORIN, None)
     message = str(wrong_version.value)
     assert "TensorRT 10.3.0, this machine has 11.4.1" in message
     assert f"edgekit build {tmp_path} --dla-core 1 --opt-level 4" in message
     with pytest.raises(EdgekitError, match=r"Orin \(sm_87\), this GPU is NVIDIA H200 \(sm_90\)"):
-        select_engine(tmp_path, manifest, "10.3.0", H200, None)
+        select_engine(tmp_path, manifest["tensorrt"], "10.3.0", H200, None)
     with pytest.raises(EdgekitError, match="no CUDA GPU"):
-        select_engine(tmp_path, manifest, "10.3.0", None, None)
+        select_engine(tmp_path, manifest["tensorrt"], "10.3.0", None, None)
     with pytest.raises(EdgekitError, match="carries no TensorRT engine"):
-        select_engine(tmp_path, {"tensorrt": {"engines": []}}, "10.3.0", ORIN, None)
+        select_engine(tmp_path, {"engines": []}, "10.3.0", ORIN, None)
     portable = {**record, "version_compatible": True}
-    assert select_engine(tmp_path, {"tensorrt": {"engines": [portable]}}, "10.16.0", ORIN, None) is portable
+    assert select_engine(tmp_path, {"engines": [portable]}, "10.16.0", ORIN, None) is portable
     with pytest.raises(EdgekitError, match=r"version-compatible within 10\.x"):
-        select_engine(tmp_path, {"tensorrt": {"engines": [portable]}}, "11.1.0", ORIN, None)
+        select_engine(tmp_path, {"engines": [portable]}, "11.1.0", ORIN, None)
     assert (
         rebuild_command(Path("my bundle"), {"version_compatible": True})
         == "edgekit build 'my bundle' --version-compatible"

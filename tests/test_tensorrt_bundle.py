@@ -136,7 +136,7 @@ def test_build_adds_a_recorded_engine_and_reuses_the_timing_cache(orin_int8: dic
     shutil.copytree(orin_int8["path"], bundle)
     fake = fake_trt("10.3.0")
     record = build_on_device(DeviceBuildConfig(bundle))
-    manifest = read_manifest(bundle, verify=True)  # the engine is hashed like every other file
+    manifest = read_manifest(bundle, verify=True).to_dict()  # the engine is hashed like every other file
     assert manifest["tensorrt"]["engines"] == [record]
     assert (bundle / record["file"]).read_bytes() == b"fake-plan-10.3.0"
     assert record["tensorrt_version"] == "10.3.0" and record["device"]["name"] == "Orin"
@@ -150,7 +150,7 @@ def test_build_adds_a_recorded_engine_and_reuses_the_timing_cache(orin_int8: dic
     build_on_device(DeviceBuildConfig(bundle))  # same options: replaces its engine, reads the cache
     created = [args for cls, name, args in fake.calls if name == "create_timing_cache"]
     assert created == [(b"timing-cache",)]
-    assert len(read_manifest(bundle)["tensorrt"]["engines"]) == 1
+    assert len(read_manifest(bundle).section("tensorrt")["engines"]) == 1
 
 
 def test_engine_from_another_tensorrt_is_refused_with_the_rebuild_command(
@@ -166,7 +166,7 @@ def test_engine_from_another_tensorrt_is_refused_with_the_rebuild_command(
     ):
         edgekit.load(bundle)
     record = build_on_device(DeviceBuildConfig(bundle))
-    assert record["plan"]["network_flags"] == [] and len(read_manifest(bundle)["tensorrt"]["engines"]) == 2
+    assert record["plan"]["network_flags"] == [] and len(read_manifest(bundle).section("tensorrt")["engines"]) == 2
 
 
 def test_dla_build_reports_gpu_fallback(orin_int8: dict, fake_trt, tmp_path: Path, capsys) -> None:
@@ -195,7 +195,7 @@ def test_build_on_the_wrong_gpu_is_refused(orin_int8: dict, fake_trt, tmp_path: 
     fake_trt("10.3.0", CudaDevice("NVIDIA H200", "9.0", "13.0", 143000))
     with pytest.raises(EdgekitError, match=r"this GPU is NVIDIA H200 \(sm_90\), the target jetson-orin-nx is sm_87"):
         build_on_device(DeviceBuildConfig(orin_int8["path"]))
-    assert np.array_equal(read_manifest(orin_int8["path"])["tensorrt"]["engines"], [])  # bundle untouched
+    assert np.array_equal(read_manifest(orin_int8["path"]).section("tensorrt")["engines"], [])  # bundle untouched
 
 
 def test_precision_auto_for_a_gpu_not_here_ranks_by_the_target_file(
@@ -207,7 +207,7 @@ def test_precision_auto_for_a_gpu_not_here_ranks_by_the_target_file(
         "--calib", data_dirs["train"], "--calib-size", "32", "--val", data_dirs["val"], "--out", out,
     )  # fmt: skip
     assert status == 0, stderr
-    manifest = read_manifest(out, verify=True)  # kernels/ came along with the chosen variant
+    manifest = read_manifest(out, verify=True).to_dict()  # kernels/ came along with the chosen variant
     record = manifest["precision_auto"]
     assert record["ranked_by"].startswith("target file order (TensorRT is not installed")
     assert [c["precision"] for c in record["candidates"]] == ["int8", "fp16", "fp32"]

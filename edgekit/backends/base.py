@@ -12,11 +12,11 @@ import abc
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
-from edgekit.core.errors import EdgekitError
+from edgekit.core.errors import BundleError, EdgekitError
 from edgekit.core.versions import module_available
 from edgekit.data.preprocess import PreprocessSpec
 
@@ -27,6 +27,45 @@ if TYPE_CHECKING:
 # A device model check: (staging directory, manifest, model file built on the device) → parity figures.
 # Supplied by the pipeline, which owns the reference runtime and the evaluation code.
 DeviceModelCheck = Callable[[Path, dict[str, Any], str], dict[str, Any]]
+
+
+class ManifestView(Protocol):
+    """What a backend reads of a bundle's manifest (runtime.manifest.Manifest provides it)."""
+
+    model_file: str
+    files: Mapping[str, str]
+
+    def section(self, name: str) -> Any: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFiles:
+    """The bytes a backend loads, by bundle-relative name: verified against a bundle's manifest by the
+    runtime, or just written by this process. Backends load from these bytes, never by path, so nothing
+    unverified can be swapped in between the check and the load."""
+
+    main: str
+    contents: Mapping[str, bytes]
+
+    @property
+    def data(self) -> bytes:
+        return self.contents[self.main]
+
+    @classmethod
+    def from_directory(cls, directory: Path, main: str, backend: type[Backend]) -> ModelFiles:
+        """Files this process wrote itself (a staging directory during compile): nothing foreign to verify."""
+        names = (main, *backend.companion_files(main))
+        return cls(main, {name: (directory / name).read_bytes() for name in names})
+
+
+def unloadable(model: ModelFiles, runtime: str, exc: BaseException) -> BundleError:
+    """The error for a model file the runtime refuses although its hash matched: written broken or by
+    a version of the converter this runtime does not read."""
+    detail = " ".join(str(exc).split())[:300]
+    return BundleError(
+        f"{runtime} cannot load {model.main} ({detail}); the file is not what a working edgekit writes: "
+        "recompile the bundle"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,17 +103,23 @@ class Backend(abc.ABC):
     capabilities: ClassVar[Capabilities]
 
     def __init__(
-        self, model_path: Path, threads: int, precision: str = "fp32", options: Mapping[str, Any] | None = None
+        self, model: ModelFiles, threads: int, precision: str = "fp32", options: Mapping[str, Any] | None = None
     ) -> None:
-        self.model_path = model_path
+        self.model = model
         self.threads = threads
         self.precision = precision
         self.options = dict(options or {})  # backend-specific run options (e.g. TensorRT's trust flag)
 
     @classmethod
-    def model_file(cls, bundle: Path, manifest: dict[str, Any], options: Mapping[str, Any]) -> Path:
-        """The file of `bundle` this backend loads; a backend with per-device models picks one here."""
-        return bundle / manifest["model_file"]
+    def companion_files(cls, main: str) -> tuple[str, ...]:
+        """Files loaded together with the model file `main` (OpenVINO IR's weights)."""
+        return ()
+
+    @classmethod
+    def files_to_load(cls, bundle: Path, manifest: ManifestView, options: Mapping[str, Any]) -> tuple[str, ...]:
+        """The bundle's files this backend loads, the model first; a backend with per-device models picks
+        one here. The runtime reads each one verified; none may be missing from the manifest."""
+        return (manifest.model_file, *cls.companion_files(manifest.model_file))
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -110,6 +155,11 @@ class Backend(abc.ABC):
     def device_description(cls) -> str | None:
         """The accelerator this backend runs on here, in words ("NVIDIA H200 (sm_90)"); None for a CPU."""
         return None
+
+    @classmethod
+    def describe(cls, bundle: Path, manifest: ManifestView) -> dict[str, str]:
+        """Rows `edgekit inspect` and `edgekit compile` print about this backend's parts of a bundle."""
+        return {}
 
     @classmethod
     def trusted_run_options(cls) -> dict[str, Any]:

@@ -112,12 +112,14 @@ def compile_command(
     parity figures, tool versions). It is only written if the compiled model reproduces the FP32
     reference; an error leaves nothing behind.
     """
+    from edgekit.backends.registry import get_backend
     from edgekit.cli.options import prune_settings
     from edgekit.core.progress import Progress
     from edgekit.model.checkpoint import read_class_file
     from edgekit.optimize.prune_config import PruneSettings
     from edgekit.pipeline.compile_config import CompileConfig, resolve
     from edgekit.pipeline.precision_auto import compile_model
+    from edgekit.runtime.describe import parity_line
 
     progress = Progress(enabled=not quiet)
     settings: PruneSettings = prune_settings(stage_options)
@@ -148,33 +150,27 @@ def compile_command(
     config = resolve(request)
     manifest = compile_model(config, progress)
     if as_json:
-        print_json({"bundle": str(config.out), **manifest})
+        print_json({"bundle": str(config.out), **manifest.to_dict()})
         return
-    parity = manifest["parity"]
     click.echo(f"bundle: {config.out}")
-    if "precision_auto" in manifest:
-        budget = manifest["precision_auto"]["budget_pts"]
-        click.echo(f"  --precision auto chose {manifest['precision']} (budget {budget:g} pts)")
+    if manifest.has("precision_auto"):
+        budget = manifest.section("precision_auto")["budget_pts"]
+        click.echo(f"  --precision auto chose {manifest.precision} (budget {budget:g} pts)")
     click.echo(
-        f"  {manifest['target']['name']} / {manifest['backend']} / {manifest['precision']}, "
-        f"{len(manifest['classes'])} classes, input {manifest['input']['shape']}"
+        f"  {manifest.target_name} / {manifest.backend} / {manifest.precision}, "
+        f"{len(manifest.classes)} classes, input {manifest.input.shape}"
     )
-    click.echo(
-        f"  vs FP32 {parity['reference']}: top-1 agreement {parity['top1_agreement']:.2%}, "
-        f"max abs diff {parity['max_abs_diff']:.2e} ({parity['images']} {parity['inputs']})"
-    )
-    for name, row in (manifest.get("accuracy") or {}).get("models", {}).items():
+    click.echo(f"  vs FP32 {parity_line(manifest)}")
+    for name, row in manifest.section("accuracy").get("models", {}).items():
         click.echo(f"  top-1 {name}: {row['top1']:.2%}")
-    if "pruning" in manifest:
+    if manifest.has("pruning"):
         from edgekit.cli.prune_cmd import summary_lines
 
         click.echo("  pruning:")
-        for line in summary_lines(manifest["pruning"]):
+        for line in summary_lines(manifest.section("pruning")):
             click.echo(f"    {line}")
-    kept = (manifest.get("quantization") or {}).get("keep_fp32")
+    kept = manifest.section("quantization").get("keep_fp32")
     if kept:
         click.echo(f"  kept in FP32 to meet the budget: {', '.join(kept)}")
-    if "tensorrt" in manifest:
-        engines = manifest["tensorrt"]["engines"]
-        built = f"engine {engines[-1]['file']}" if engines else "no engine yet (`edgekit build` on the device)"
-        click.echo(f"  TensorRT: {built}; preprocessing kernels: {manifest['kernels']['summary']}")
+    for key, value in get_backend(manifest.backend).describe(config.out, manifest).items():
+        click.echo(f"  {key}: {value}")

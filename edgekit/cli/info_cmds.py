@@ -10,20 +10,24 @@ import click
 from edgekit.cli.options import json_option, print_json, trust_pickle_option
 
 
-def _describe(path: Path, trust_pickle: bool) -> dict[str, Any]:
+def _describe(path: Path, trust_pickle: bool) -> tuple[dict[str, Any], dict[str, str] | None]:
+    """(what --json prints, the rows printed otherwise; None: print the JSON's keys)."""
     if path.is_dir():
         from edgekit.runtime.bundle import read_manifest
+        from edgekit.runtime.describe import describe_bundle
 
         manifest = read_manifest(path, verify=True)
-        return {"kind": "bundle", "path": str(path), "verified": True, **manifest}
+        info = {"kind": "bundle", "path": str(path), "verified": True, **manifest.to_dict()}
+        return info, describe_bundle(path, manifest)
     if path.suffix.lower() == ".onnx":
         from edgekit.export.onnx_file import inspect_onnx
 
-        return {"kind": "onnx", "path": str(path), **inspect_onnx(path).to_dict()}
+        return {"kind": "onnx", "path": str(path), **inspect_onnx(path).to_dict()}, None
     from edgekit.model.checkpoint import load_checkpoint
+    from edgekit.runtime.describe import pruning_line
 
     loaded = load_checkpoint(path, trust_pickle=trust_pickle)
-    return {
+    info = {
         "kind": "checkpoint",
         "path": str(path),
         "sha256": loaded.sha256,
@@ -36,32 +40,9 @@ def _describe(path: Path, trust_pickle: bool) -> dict[str, Any]:
         "dropped_aux_keys": loaded.dropped_aux_keys,
         "preprocessing": loaded.preprocessing.to_dict() if loaded.preprocessing else None,
         "parameters": sum(p.numel() for p in loaded.module.parameters()),
-        "pruning": _pruning_line(loaded.pruning),
+        "pruning": pruning_line(loaded.pruning or {}),
     }
-
-
-def _tensorrt_rows(info: dict[str, Any]) -> dict[str, str]:
-    if "tensorrt" not in info:
-        return {}
-    engines = info["tensorrt"]["engines"]
-    rows = {"preprocessing kernel": info["kernels"]["summary"]}
-    if not engines:
-        rows["TensorRT engines"] = f"none yet: run `edgekit build {info['path']}` on the device"
-    for index, engine in enumerate(engines):
-        placement = engine["placement"]
-        where = placement["device"] + (f" core {placement['dla_core']}" if placement["device"] == "DLA" else "")
-        rows[f"engine {index + 1}"] = (
-            f"{engine['file']}: TensorRT {engine['tensorrt_version']}, {engine['device']['name']} "
-            f"(sm_{engine['device']['sm']}), {engine['precision']}, {where}, built {engine['built']}"
-        )
-    return rows
-
-
-def _pruning_line(pruning: dict[str, Any] | None) -> str | None:
-    if not pruning:
-        return None
-    sparse = ", 2:4 sparse" if pruning.get("sparsity") else ""
-    return f"{pruning['mode']} {pruning['ratio']:.0%} of channels, {pruning['macs_removed']:.0%} fewer MACs{sparse}"
+    return info, None
 
 
 @click.command("inspect")
@@ -70,33 +51,12 @@ def _pruning_line(pruning: dict[str, Any] | None) -> str | None:
 @json_option
 def inspect_command(path: Path, trust_pickle: bool, as_json: bool) -> None:
     """Describe a bundle (and verify its hashes), a checkpoint or an ONNX file."""
-    info = _describe(path, trust_pickle)
+    info, rows = _describe(path, trust_pickle)
     if as_json:
         print_json(info)
         return
-    if info["kind"] == "bundle":
-        model, source, classes = info["model"], info["source"], info["classes"]
-        rows = {
-            "bundle": info["path"],
-            "files": "verified (sha256 matches manifest)",
-            "source": f"{source['file_name']} ({source['format']}, sha256 {source['sha256'][:12]}…)",
-            "target": info["target"]["name"],
-            "backend": info["backend"],
-            "precision": info["precision"],
-            "classes": f"{len(classes)}: {', '.join(classes[:8])}{' …' if len(classes) > 8 else ''}",
-            "transform_input": f"{model.get('transform_input')} ({model.get('transform_input_source', 'n/a')})",
-            "input": f"{info['input']['name']} {info['input']['shape']}",
-            "output": f"{info['output']['name']} ({info['output']['kind']})",
-            "preprocessing": ", ".join(f"{k}={v}" for k, v in info["preprocessing"].items()),
-            "parity": f"top-1 agreement {info['parity']['top1_agreement']:.2%}, max abs diff "
-            f"{info['parity']['max_abs_diff']:.2e} vs {info['parity']['reference']} on {info['parity']['inputs']}",
-            "pruning": _pruning_line(info.get("pruning")) or "none",
-            "2:4 sparsity": "yes (pattern recorded for TensorRT on Ampere+)" if info.get("sparsity") else "no",
-            **_tensorrt_rows(info),
-            "edgekit": info["edgekit_version"],
-        }
-    else:
-        rows = {k: v for k, v in info.items() if k not in ("classes",)}
+    if rows is None:
+        rows = {k: str(v) for k, v in info.items() if k not in ("classes",)}
     width = max(len(k) for k in rows)
     for key, value in rows.items():
         click.echo(f"{key:<{width}}  {value}")

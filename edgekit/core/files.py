@@ -23,7 +23,7 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
     """A temp path beside `path`, renamed over it if the block finishes and deleted if it does not."""
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(handle)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should get the usual permissions
+    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; the result should get the usual permissions
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -32,7 +32,7 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
         raise
 
 
-def _umask() -> int:
+def current_umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current

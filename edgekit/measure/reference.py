@@ -37,11 +37,15 @@ class OnnxReference:
     kind = "onnxruntime"  # the reference runtime (backends/registry.py)
 
     def __init__(self, path: Path, threads: int, output_kind: str, static_batch: int | None) -> None:
+        from edgekit.backends.base import ModelFiles
         from edgekit.backends.registry import reference_backend
         from edgekit.runtime.model import Runner
 
         self.output_kind = output_kind
-        self._runner = Runner(reference_backend(), path, threads, static_batch)
+        backend = reference_backend()
+        self._runner = Runner(
+            backend, ModelFiles.from_directory(path.parent, path.name, backend), threads, static_batch
+        )
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self._runner.run(batch)

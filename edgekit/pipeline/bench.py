@@ -26,6 +26,7 @@ from edgekit.measure.host import measured_on
 from edgekit.measure.latency import PROTOCOL, LatencyProtocol, measure, stage_times
 from edgekit.measure.results import RESULTS_SCHEMA, write_results
 from edgekit.pipeline.references import load_reference
+from edgekit.runtime.manifest import Manifest
 from edgekit.runtime.model import BundleModel, to_probabilities
 from edgekit.targets import target_from_record
 
@@ -66,20 +67,19 @@ def _validate(config: BenchConfig) -> None:
         raise EdgekitError(f"cannot write results to {out}: {problem}")
 
 
-def _find_reference(config: BenchConfig, manifest: dict[str, Any], notes: list[str]) -> Path | None:
+def _find_reference(config: BenchConfig, manifest: Manifest, notes: list[str]) -> Path | None:
     if config.reference is not None:
         return config.reference
     # A bundle of a pruned checkpoint is compared with the model it was pruned from: the FP32 original.
-    candidates = [(manifest["source"], "the bundle's source model")]
-    original = (manifest.get("pruning") or {}).get("source")
-    if original:
-        candidates.insert(0, (original, "the original model it was pruned from"))
+    candidates = [(manifest.source, "the bundle's source model")]
+    if manifest.original is not None:
+        candidates.insert(0, (manifest.original, "the original model it was pruned from"))
     for candidate, what in candidates:
-        source = Path(candidate["path"])
+        source = Path(candidate.path)
         if source.suffix.lower() != ".onnx" and not module_available("torch"):
             notes.append(f"no FP32 reference: {what} is a PyTorch checkpoint and torch is not installed here")
             return None
-        if source.is_file() and sha256_file(source) == candidate["sha256"]:
+        if source.is_file() and sha256_file(source) == candidate.sha256:
             notes.append(f"reference: {what} {source}")
             return source
     notes.append("no FP32 reference: pass --reference CHECKPOINT to time and compare against it")
@@ -90,15 +90,13 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
     _validate(config)
     model = BundleModel.open(config.bundle, threads=config.threads, options=config.run_options)
     manifest = model.manifest
-    threads = resolve_threads(config.threads if config.threads is not None else manifest["target"]["threads"])
+    threads = resolve_threads(config.threads if config.threads is not None else manifest.threads)
     notes: list[str] = []
     reference_path = _find_reference(config, manifest, notes)
     reference = None
     if reference_path is not None:
-        reference = load_reference(
-            reference_path, threads, manifest["model"].get("transform_input"), trust_pickle=config.trust_pickle
-        )
-    if manifest["input"]["shape"][0] == 1 and max(config.batch_sizes) > 1:
+        reference = load_reference(reference_path, threads, manifest.transform_input, trust_pickle=config.trust_pickle)
+    if manifest.input.batch == 1 and max(config.batch_sizes) > 1:
         notes.append("the model has a fixed batch of 1: larger batches run as one call per image")
 
     spec = model.preprocessing
@@ -155,21 +153,21 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
         "classes": list(model.class_names),
         "bundle": {
             "path": str(config.bundle.resolve()),
-            "model_sha256": manifest["files"][manifest["model_file"]],
-            "source_sha256": manifest["source"]["sha256"],
-            "source_file": manifest["source"]["file_name"],
-            "target": manifest["target"]["name"],
-            "target_kind": manifest["target"]["kind"],
+            "model_sha256": manifest.files[manifest.model_file],
+            "source_sha256": manifest.source.sha256,
+            "source_file": manifest.source.file_name,
+            "target": manifest.target_name,
+            "target_kind": manifest.target_kind,
             "backend": model.backend,
-            "precision": manifest["precision"],
-            "execution_precision": manifest.get("execution_precision"),
-            "input": manifest["input"],
-            "model_bytes": sum((config.bundle / name).stat().st_size for name in manifest["files"]),
-            "keep_fp32": (manifest.get("quantization") or {}).get("keep_fp32"),
-            "pruning": _pruning_summary(manifest.get("pruning")),
-            "sparsity": manifest.get("sparsity"),
+            "precision": manifest.precision,
+            "execution_precision": manifest.execution_precision,
+            "input": manifest.section("input"),
+            "model_bytes": sum((config.bundle / name).stat().st_size for name in manifest.files),
+            "keep_fp32": manifest.section("quantization").get("keep_fp32"),
+            "pruning": _pruning_summary(manifest.section("pruning")),
+            "sparsity": manifest.section("sparsity") or None,
         },
-        "measured_on": measured_on(target_from_record(manifest["target"]), get_backend(model.backend)),
+        "measured_on": measured_on(target_from_record(manifest.section("target")), get_backend(model.backend)),
         "stages": stages,
         "reference": (
             {"path": str(reference_path), "kind": reference.kind, "sha256": sha256_file(reference_path)}
@@ -198,10 +196,9 @@ def _gpu_stage_times(model: BundleModel, images: list[Any]) -> dict[str, float] 
     return {stage: float(np.median(values[3:])) for stage, values in samples.items()}
 
 
-def model_identity(manifest: dict[str, Any]) -> str:
+def model_identity(manifest: Manifest) -> str:
     """The sha256 of the user's original model: the same for every variant pruned or quantized from it."""
-    pruning_source = (manifest.get("pruning") or {}).get("source") or {}
-    return str(pruning_source.get("sha256") or manifest["source"]["sha256"])
+    return (manifest.original or manifest.source).sha256
 
 
 def _pruning_summary(pruning: dict[str, Any] | None) -> dict[str, Any] | None:

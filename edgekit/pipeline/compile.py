@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.backends.base import Converter, ConvertRequest
+from edgekit.backends.base import Converter, ConvertRequest, ModelFiles
 from edgekit.backends.registry import reference_backend
 from edgekit.core.errors import EdgekitError, ParityError
 from edgekit.core.files import sha256_file
@@ -41,6 +41,7 @@ from edgekit.optimize.budget import Trial, fit_budget
 from edgekit.pipeline.compile_config import CompileConfig, resolve, validate
 from edgekit.pipeline.device_build import check_device_model
 from edgekit.runtime.bundle import staged_directory, write_manifest
+from edgekit.runtime.manifest import Manifest
 from edgekit.runtime.model import Runner
 
 MIN_TOP1_AGREEMENT = 0.995
@@ -222,7 +223,7 @@ def _convert(
     # A portable file (TensorRT's ONNX) is checked where it can run here: the reference runtime on the CPU.
     backend = converter.backend
     run_with = reference_backend() if backend.capabilities.portable_onnx else backend
-    runner = Runner(run_with, stage / model_file, threads, batch, request.precision)
+    runner = Runner(run_with, ModelFiles.from_directory(stage, model_file, run_with), threads, batch, request.precision)
     return Built(model_file, facts, runner, run_batched(runner.run, inputs, 8, progress, backend.name))
 
 
@@ -238,7 +239,7 @@ def _load_calibration(config: CompileConfig, spec: PreprocessSpec) -> tuple[np.n
     return inputs, warnings
 
 
-def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> dict[str, Any]:
+def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> Manifest:
     """Build the bundle described by `config` at one precision (`precision_auto` for "auto"); returns its manifest."""
     config = resolve(config)
     converter, backend_options = validate(config)

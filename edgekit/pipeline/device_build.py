@@ -9,11 +9,11 @@ leaves the bundle as it was.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from edgekit.backends.base import ModelFiles
 from edgekit.backends.converters import get_converter
 from edgekit.backends.registry import get_backend, reference_backend
 from edgekit.core.progress import QUIET, Progress
@@ -21,7 +21,7 @@ from edgekit.data.batches import load_images, sample, synthetic_inputs
 from edgekit.data.images import collect_images
 from edgekit.data.preprocess import PreprocessSpec
 from edgekit.measure.evaluate import compare, run_batched
-from edgekit.runtime.bundle import read_manifest, staged_directory, write_manifest
+from edgekit.runtime.bundle import read_manifest, read_verified, staged_directory, write_manifest
 from edgekit.runtime.model import Runner
 
 PARITY_IMAGES = 32
@@ -56,9 +56,11 @@ def check_device_model(
         inputs, source = load_images(sample(collect_images([images]), PARITY_IMAGES), spec).inputs, str(images)
     batch = manifest["input"]["shape"][0]
     backend = get_backend(manifest["backend"])
-    onnx_runner = Runner(reference, stage / manifest["model_file"], 0, batch, manifest["precision"])
+    onnx = ModelFiles.from_directory(stage, manifest["model_file"], reference)
+    onnx_runner = Runner(reference, onnx, 0, batch, manifest["precision"])
     # Trusted: built by this process a moment ago.
-    device_runner = Runner(backend, stage / model_file, 0, batch, manifest["precision"], backend.trusted_run_options())
+    built = ModelFiles.from_directory(stage, model_file, backend)
+    device_runner = Runner(backend, built, 0, batch, manifest["precision"], backend.trusted_run_options())
     expected = run_batched(onnx_runner.run, inputs, 8)
     return {
         "checked": True,
@@ -72,8 +74,8 @@ def check_device_model(
 def build_on_device(config: DeviceBuildConfig, progress: Progress = QUIET) -> dict[str, Any]:
     """Add a model for this device to the bundle; returns the new model's record."""
     manifest = read_manifest(config.bundle, verify=True)
-    converter = get_converter(manifest["backend"])
-    converter.check_build_on_device(manifest, config.bundle)  # fail before copying anything
+    converter = get_converter(manifest.backend)
+    converter.check_build_on_device(manifest.to_dict(), config.bundle)  # fail before copying anything
     options = converter.parse_options(config.options)
     settings = {"bundle": config.bundle, "cache_dir": config.cache_dir, "verbose": config.verbose}
 
@@ -81,9 +83,11 @@ def build_on_device(config: DeviceBuildConfig, progress: Progress = QUIET) -> di
         return check_device_model(stage, manifest, model_file, config.images)
 
     with staged_directory(config.bundle, force=True) as stage:
-        for item in config.bundle.iterdir():
-            copy = shutil.copytree if item.is_dir() else shutil.copy2
-            copy(item, stage / item.name)
-        updated, record = converter.build_on_device(stage, manifest, options, settings, check, progress)
-        write_manifest(stage, {k: v for k, v in updated.items() if k not in ("files", "schema_version")})
+        # Only what the manifest lists, as the bytes just verified: an unlisted file never becomes "verified".
+        for name in manifest.files:
+            (stage / name).parent.mkdir(parents=True, exist_ok=True)
+            (stage / name).write_bytes(read_verified(config.bundle, manifest, name))
+        draft = manifest.to_dict()
+        updated, record = converter.build_on_device(stage, draft, options, settings, check, progress)
+        write_manifest(stage, updated)
     return record

@@ -22,21 +22,22 @@ from edgekit.measure.host import host_problem
 from edgekit.measure.latency import p50_ms
 from edgekit.pipeline.compile import compile_bundle
 from edgekit.pipeline.compile_config import CompileConfig, resolve, validate
-from edgekit.runtime.bundle import publish, read_manifest, write_manifest
+from edgekit.runtime.bundle import publish, write_manifest
+from edgekit.runtime.manifest import Manifest
 from edgekit.runtime.model import BundleModel
 from edgekit.targets import Target
 
 DEFAULT_BUDGET_PTS = 1.0
 
 
-def compile_model(config: CompileConfig, progress: Progress = QUIET) -> dict[str, Any]:
+def compile_model(config: CompileConfig, progress: Progress = QUIET) -> Manifest:
     """`edgekit compile`: one precision, or "auto"; returns the bundle's manifest."""
     if config.precision == "auto":
         return compile_auto(config, progress)
     return compile_bundle(config, progress)
 
 
-def compile_auto(config: CompileConfig, progress: Progress = QUIET) -> dict[str, Any]:
+def compile_auto(config: CompileConfig, progress: Progress = QUIET) -> Manifest:
     config = resolve(config)
     target, out = config.target, config.out
     assert isinstance(target, Target) and out is not None  # resolved
@@ -48,6 +49,7 @@ def compile_auto(config: CompileConfig, progress: Progress = QUIET) -> dict[str,
         progress.note(f"--precision auto: no --max-accuracy-drop given, using {budget:g} top-1 points")
     candidates: list[dict[str, Any]] = []
     untimed: dict[str, str] = {}
+    manifests: dict[str, Manifest] = {}
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.auto-", dir=out.parent) as work:
         for precision in target.precisions:
             trial_out = Path(work) / precision
@@ -64,14 +66,15 @@ def compile_auto(config: CompileConfig, progress: Progress = QUIET) -> dict[str,
             except EdgekitError as exc:
                 candidates.append({"precision": precision, "rejected": str(exc)})
                 continue
-            problem = host_problem(target, get_backend(manifest["backend"]))
+            manifests[precision] = manifest
+            problem = host_problem(target, get_backend(manifest.backend))
             p50 = None
             if problem is None:
                 model = BundleModel(trial_out, manifest, None, config.threads)
                 p50 = p50_ms(model.runner.run, model.preprocessing.crop)
             else:
                 untimed[precision] = problem
-            models = manifest["accuracy"]["models"]
+            models = manifest.section("accuracy")["models"]
             drop = top1_drop_pts(models["reference"]["top1"], models["bundle"]["top1"])
             candidates.append(
                 {"precision": precision, "p50_ms": p50, "drop_pts": drop, "within_budget": drop <= budget}
@@ -101,7 +104,6 @@ def compile_auto(config: CompileConfig, progress: Progress = QUIET) -> dict[str,
         }
         if untimed:
             record["ranked_by"] = f"target file order ({'; '.join(sorted(set(untimed.values())))})"
-        # write_manifest re-hashes the files and replaces the old "files" and "schema_version".
-        final = write_manifest(source, {**read_manifest(source, verify=True), "precision_auto": record})
+        final = write_manifest(source, manifests[chosen["precision"]].replace(precision_auto=record))
         publish(source, out, config.force)  # the chosen bundle is renamed into place, not copied
         return final

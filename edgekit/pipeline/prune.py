@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgekit.backends.base import ConvertRequest
+from edgekit.backends.base import ConvertRequest, ModelFiles
 from edgekit.backends.converters import choose_converter
 from edgekit.core.progress import QUIET, Progress
 from edgekit.core.threads import resolve_threads
@@ -45,7 +45,8 @@ def fp32_latency_meter(target: Target, crop: int, threads: int, work: Path) -> L
             converted = Path(scratch) / "converted"
             converted.mkdir()
             model_file, _ = converter.convert(onnx_path, converted, ConvertRequest("fp32"))
-            runner = Runner(converter.backend, converted / model_file, threads, None)
+            files = ModelFiles.from_directory(converted, model_file, converter.backend)
+            runner = Runner(converter.backend, files, threads, None)
             return p50_ms(runner.run, crop), size
 
     how = (

@@ -14,13 +14,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from edgekit.backends.base import Backend
+from edgekit.backends.base import Backend, ModelFiles
 from edgekit.backends.registry import RUNTIMES, get_backend, reference_backend
 from edgekit.core.errors import BundleError, EdgekitError
 from edgekit.core.threads import resolve_threads
 from edgekit.data.images import read_image, to_rgb
 from edgekit.data.preprocess import PreprocessSpec, preprocess_batch
-from edgekit.runtime.bundle import read_manifest
+from edgekit.runtime.bundle import read_manifest, read_verified
+from edgekit.runtime.manifest import Manifest
 
 
 def to_probabilities(outputs: np.ndarray, output_kind: str) -> np.ndarray:
@@ -34,12 +35,13 @@ def to_probabilities(outputs: np.ndarray, output_kind: str) -> np.ndarray:
 
 
 class Runner:
-    """A loaded backend plus the model's interface: splits batches for static-batch models."""
+    """A loaded backend plus the model's interface: splits batches for static-batch models. Safe to call
+    from several threads at once (every backend guarantees that for `run` and `run_images`)."""
 
     def __init__(
         self,
         backend: type[Backend],
-        model_path: Path,
+        model: ModelFiles,
         threads: int,
         static_batch: int | None,
         precision: str = "fp32",
@@ -47,7 +49,7 @@ class Runner:
     ) -> None:
         self.backend_name = backend.name
         self.static_batch = static_batch
-        self._backend = backend(model_path, resolve_threads(threads), precision, options)
+        self._backend = backend(model, resolve_threads(threads), precision, options)
 
     def execution_precision(self) -> str:
         return self._backend.execution_precision()
@@ -79,11 +81,11 @@ class Runner:
         return np.concatenate([self._backend.run(batch[i : i + 1]) for i in range(len(batch))])
 
 
-def _portable(manifest: dict[str, Any]) -> bool:
+def _portable(manifest: Manifest) -> bool:
     """A portable bundle's ONNX file (TensorRT's) was checked with the reference runtime at compile time, so it
     may run there too."""
-    backend = RUNTIMES.get(manifest.get("backend", ""))
-    return backend is not None and backend.capabilities.portable_onnx and manifest["model_file"].endswith(".onnx")
+    backend = RUNTIMES.get(manifest.backend)
+    return backend is not None and backend.capabilities.portable_onnx and manifest.model_file.endswith(".onnx")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,17 +115,17 @@ class BundleModel:
     def __init__(
         self,
         path: Path,
-        manifest: dict[str, Any],
+        manifest: Manifest,
         backend: str | None,
         threads: int | None,
         options: Mapping[str, Any] | None = None,
     ) -> None:
         self.path = path
         self.manifest = manifest
-        self.class_names: tuple[str, ...] = tuple(manifest["classes"])
-        self.preprocessing = PreprocessSpec.from_dict(manifest["preprocessing"])
-        self.output_kind: str = manifest["output"]["kind"]
-        backend_cls = get_backend(backend or manifest["backend"])
+        self.class_names: tuple[str, ...] = manifest.classes
+        self.preprocessing = manifest.preprocessing
+        self.output_kind = manifest.output_kind
+        backend_cls = get_backend(backend or manifest.backend)
         reason = backend_cls.unavailable_reason()
         if reason:
             hint = (
@@ -132,19 +134,30 @@ class BundleModel:
                 else ""
             )
             raise EdgekitError(f"cannot run {path}: {reason}{hint}")
-        if backend_cls.name != manifest["backend"] and not manifest["model_file"].endswith(".onnx"):
-            raise BundleError(f"{manifest['model_file']} runs with {manifest['backend']} only, not {backend_cls.name}")
-        if backend_cls.name != manifest["backend"] and manifest["precision"] != "fp32" and not _portable(manifest):
+        if backend_cls.name != manifest.backend and not manifest.model_file.endswith(".onnx"):
+            raise BundleError(f"{manifest.model_file} runs with {manifest.backend} only, not {backend_cls.name}")
+        if backend_cls.name != manifest.backend and manifest.precision != "fp32" and not _portable(manifest):
             # An fp32 ONNX file runs anywhere; quantized files are made for their backend.
             raise BundleError(
-                f"this {manifest['precision']} bundle was built for {manifest['backend']}, not {backend_cls.name}"
+                f"this {manifest.precision} bundle was built for {manifest.backend}, not {backend_cls.name}"
             )
         options = dict(options or {})
-        model_file = backend_cls.model_file(path, manifest, options)
-        threads = manifest["target"]["threads"] if threads is None else threads
-        self.runner = Runner(
-            backend_cls, model_file, threads, manifest["input"]["shape"][0], manifest["precision"], options
-        )
+        names = backend_cls.files_to_load(path, manifest, options)
+        model = ModelFiles(names[0], {name: read_verified(path, manifest, name) for name in names})
+        threads = manifest.threads if threads is None else threads
+        self.runner = Runner(backend_cls, model, threads, manifest.input.batch, manifest.precision, options)
+        self._check_outputs()
+
+    def _check_outputs(self) -> None:
+        """One output per class: a manifest whose class list does not fit the model is refused at load."""
+        crop = self.preprocessing.crop
+        probe = np.zeros((1, 3, crop, crop), np.float32)
+        width = int(np.prod(self.runner.run(probe).shape[1:]))
+        if width != len(self.class_names):
+            raise BundleError(
+                f"{self.path}/manifest.json names {len(self.class_names)} classes but the model has {width} "
+                "outputs; recompile the bundle"
+            )
 
     @classmethod
     def open(

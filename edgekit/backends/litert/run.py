@@ -33,8 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.backends.base import Backend, Capabilities
+from edgekit.backends.base import Backend, Capabilities, ModelFiles, unloadable
 from edgekit.core.errors import EdgekitError
+from edgekit.core.pool import Pool
 from edgekit.core.versions import module_available
 
 MODEL_FILE = "model.tflite"
@@ -106,18 +107,26 @@ class LiteRtBackend(Backend):
     )
 
     def __init__(
-        self, model_path: Path, threads: int, precision: str = "fp32", options: Mapping[str, Any] | None = None
+        self, model: ModelFiles, threads: int, precision: str = "fp32", options: Mapping[str, Any] | None = None
     ) -> None:
-        super().__init__(model_path, threads, precision, options)
-        if model_path.suffix != ".tflite":
+        super().__init__(model, threads, precision, options)
+        if not model.main.endswith(".tflite"):
             raise EdgekitError(
-                f"{model_path.name} is not a .tflite file: the litert backend runs bundles compiled for it "
+                f"{model.main} is not a .tflite file: the litert backend runs bundles compiled for it "
                 "(--target arm-cpu or --backend litert)"
             )
-        self._interpreter = load_interpreter(model_path, threads)
-        self._input = self._interpreter.get_input_details()[0]
-        self._output = self._interpreter.get_output_details()[0]
-        self.xnnpack = uses_delegate(self._interpreter)
+        # An interpreter is not thread-safe (its tensors are shared state): each call takes one of its own.
+        self._interpreters = Pool(self._load, limit=min(8, os.cpu_count() or 1))
+        with self._interpreters.take() as interpreter:
+            self._input = interpreter.get_input_details()[0]
+            self._output = interpreter.get_output_details()[0]
+            self.xnnpack = uses_delegate(interpreter)
+
+    def _load(self) -> Any:
+        try:
+            return load_interpreter(self.model.data, self.threads)
+        except (ValueError, RuntimeError) as exc:  # what the interpreter raises for a file it cannot read
+            raise unloadable(self.model, "litert", exc) from None
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -137,11 +146,11 @@ class LiteRtBackend(Backend):
         """The dequantized first output for a float32 NCHW batch, one image per invoke (batch fixed at 1)."""
         detail, out = self._input, self._output
         results = []
-        for image in batch:
-            tensor = _quantize(image[None], detail)
-            self._interpreter.set_tensor(detail["index"], tensor)
-            self._interpreter.invoke()
-            results.append(_dequantize(self._interpreter.get_tensor(out["index"]), out))
+        with self._interpreters.take() as interpreter:
+            for image in batch:
+                interpreter.set_tensor(detail["index"], _quantize(image[None], detail))
+                interpreter.invoke()
+                results.append(_dequantize(interpreter.get_tensor(out["index"]), out))
         return np.concatenate(results) if results else np.zeros((0, *out["shape"][1:]), np.float32)
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgekit.backends.base import Backend, Capabilities
+from edgekit.backends.base import Backend, Capabilities, ModelFiles, unloadable
 
 
 class OnnxRuntimeBackend(Backend):
@@ -22,17 +21,24 @@ class OnnxRuntimeBackend(Backend):
     )
 
     def __init__(
-        self, model_path: Path, threads: int, precision: str = "fp32", options: Mapping[str, Any] | None = None
+        self, model: ModelFiles, threads: int, precision: str = "fp32", options: Mapping[str, Any] | None = None
     ) -> None:
-        super().__init__(model_path, threads, precision, options)
+        super().__init__(model, threads, precision, options)
         import onnxruntime as ort
+        from onnxruntime.capi import onnxruntime_pybind11_state as state
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        # From the verified bytes: ONNX Runtime then also refuses external-data files, which nothing verified.
+        # InferenceSession.run is thread-safe, so one session serves every thread.
+        refused = (state.Fail, state.InvalidProtobuf, state.InvalidGraph, state.InvalidArgument, state.NoSuchFile)
+        try:
+            self._session = ort.InferenceSession(model.data, options, providers=["CPUExecutionProvider"])
+        except refused as exc:
+            raise unloadable(model, "onnxruntime", exc) from None
         self._input = self._session.get_inputs()[0].name
 
     @classmethod

@@ -10,13 +10,14 @@ really computes in is read back and recorded.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgekit.backends.base import Backend, Capabilities
+from edgekit.backends.base import Backend, Capabilities, ModelFiles, unloadable
+from edgekit.core.pool import Pool
 
 _HINTS = {"fp32": "f32", "int8": "f32", "fp16": "f16"}
 
@@ -32,9 +33,9 @@ class OpenVinoBackend(Backend):
     )
 
     def __init__(
-        self, model_path: Path, threads: int, precision: str = "fp32", options: Mapping[str, Any] | None = None
+        self, model: ModelFiles, threads: int, precision: str = "fp32", options: Mapping[str, Any] | None = None
     ) -> None:
-        super().__init__(model_path, threads, precision, options)
+        super().__init__(model, threads, precision, options)
         import openvino as ov
 
         core = ov.Core()
@@ -46,9 +47,23 @@ class OpenVinoBackend(Backend):
         }
         if threads > 0:
             config["INFERENCE_NUM_THREADS"] = threads
-        self._compiled = core.compile_model(core.read_model(str(model_path)), "CPU", config)
-        self._request = self._compiled.create_infer_request()
+        weights = [model.contents[name] for name in self.companion_files(model.main)]
+        try:
+            if weights:  # OpenVINO IR: the weights as a tensor over the verified bytes
+                graph = core.read_model(model.data, ov.Tensor(np.frombuffer(weights[0], np.uint8)))
+            else:
+                graph = core.read_model(model.data)
+            self._compiled = core.compile_model(graph, "CPU", config)
+        except RuntimeError as exc:  # OpenVINO reports every unreadable model as RuntimeError
+            raise unloadable(model, "openvino", exc) from None
+        # An infer request holds its inputs and outputs, so two threads sharing one would read each
+        # other's results: each call takes a request of its own from a pool.
+        self._requests = Pool(self._compiled.create_infer_request, limit=os.cpu_count() or 1)
         self._output = self._compiled.output(0)
+
+    @classmethod
+    def companion_files(cls, main: str) -> tuple[str, ...]:
+        return (main[: -len(".xml")] + ".bin",) if main.endswith(".xml") else ()
 
     @classmethod
     def versions(cls) -> dict[str, str]:
@@ -58,8 +73,9 @@ class OpenVinoBackend(Backend):
         return versions
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        result = self._request.infer({0: batch})
-        return np.array(result[self._output], copy=True)
+        with self._requests.take() as request:
+            result = request.infer({0: batch})
+            return np.array(result[self._output], copy=True)
 
     def execution_precision(self) -> str:
         if self.precision == "int8":

@@ -9,7 +9,6 @@ TensorRT 8.5+ run through the name-based tensor API; 8.2–8.4 (Jetson Nano) thr
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,7 +46,7 @@ class StageTimes:
 class EngineRunner:
     """One deserialized engine with its execution context, buffers and stream."""
 
-    def __init__(self, plan_path: Path, trust_host_code: bool = False, cuda_graph: bool = False) -> None:
+    def __init__(self, plan: bytes, plan_name: str, trust_host_code: bool = False, cuda_graph: bool = False) -> None:
         import tensorrt as trt
 
         cudart = cuda.runtime()
@@ -57,11 +56,11 @@ class EngineRunner:
         self._runtime = runtime = trt.Runtime(self._logger)
         if trust_host_code and supports(self._version, "host_code_flag"):
             runtime.engine_host_code_allowed = True
-        engine = runtime.deserialize_cuda_engine(plan_path.read_bytes())
+        engine = runtime.deserialize_cuda_engine(plan)
         if engine is None:
             hint = "" if trust_host_code else " (a version-compatible plan needs --trust-engine-host-code)"
             raise EdgekitError(
-                f"TensorRT {self._version} could not load {plan_path.name}{hint}; rebuild it with `edgekit build`"
+                f"TensorRT {self._version} could not load {plan_name}{hint}; rebuild it with `edgekit build`"
             )
         self._engine = engine
         self._context = engine.create_execution_context()

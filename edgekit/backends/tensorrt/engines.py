@@ -16,7 +16,7 @@ from typing import Any
 
 from edgekit.backends.tensorrt.device import CudaDevice, describe
 from edgekit.backends.tensorrt.recipe import BuildOptions
-from edgekit.core.errors import EdgekitError
+from edgekit.core.errors import BundleError, EdgekitError
 from edgekit.targets import version_tuple
 
 ENGINE_DIR = "engines"
@@ -70,11 +70,27 @@ def rebuild_command(bundle: Path, options: dict[str, Any] | None = None) -> str:
     return shlex.join(words)
 
 
+def engine_records(section: Any) -> list[dict[str, Any]]:
+    """The engine records of a manifest's `tensorrt` section, checked for what loading reads."""
+    engines = (section or {}).get("engines") if isinstance(section, (dict, type(None))) else None
+    if engines is None:
+        return []
+    shapes = {"file": str, "tensorrt_version": str, "device": dict, "options": dict}
+    for record in engines if isinstance(engines, list) else [None]:
+        if not isinstance(record, dict) or any(not isinstance(record.get(k), t) for k, t in shapes.items()):
+            raise BundleError("manifest.json: tensorrt.engines has a malformed record; rebuild with `edgekit build`")
+        built_on = record["device"]
+        if not isinstance(built_on.get("compute_capability"), str) or not isinstance(built_on.get("name"), str):
+            raise BundleError("manifest.json: tensorrt.engines[].device is malformed; rebuild with `edgekit build`")
+    return engines
+
+
 def select_engine(
-    bundle: Path, manifest: dict[str, Any], tensorrt_version: str, device: CudaDevice | None, dla_core: int | None
+    bundle: Path, section: Any, tensorrt_version: str, device: CudaDevice | None, dla_core: int | None
 ) -> dict[str, Any]:
-    """The record of the engine to run here; EdgekitError saying what to run when there is none."""
-    engines = (manifest.get("tensorrt") or {}).get("engines") or []
+    """The record of the engine (from the manifest's `tensorrt` section) to run here; EdgekitError saying
+    what to run when there is none."""
+    engines = engine_records(section)
     if device is None:
         raise EdgekitError(f"cannot run {bundle}: no CUDA GPU is visible to this process (TensorRT needs one)")
     if not engines:

@@ -8,13 +8,14 @@ device by `edgekit build` (`engine.py`; convert.py writes the ONNX) and recorded
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.backends.base import Backend, Capabilities
+from edgekit.backends.base import Backend, Capabilities, ManifestView, ModelFiles
 from edgekit.core.versions import module_available
 from edgekit.data.preprocess import PreprocessSpec
 
@@ -39,13 +40,16 @@ class TensorRTBackend(Backend):
     )
 
     def __init__(
-        self, model_path: Path, threads: int, precision: str = "fp32", options: Mapping[str, Any] | None = None
+        self, model: ModelFiles, threads: int, precision: str = "fp32", options: Mapping[str, Any] | None = None
     ) -> None:
-        super().__init__(model_path, threads, precision, options)
+        super().__init__(model, threads, precision, options)
         from edgekit.backends.tensorrt.engine_runner import EngineRunner
 
+        # One execution context, stream and set of device buffers: calls from several threads take turns.
+        self._lock = threading.Lock()
         self._runner = EngineRunner(
-            model_path,
+            model.data,
+            model.main,
             trust_host_code=bool(self.options.get("trust_engine_host_code")),
             cuda_graph=bool(self.options.get("cuda_graph")),
         )
@@ -109,17 +113,40 @@ class TensorRTBackend(Backend):
         return describe(probe())
 
     @classmethod
+    def describe(cls, bundle: Path, manifest: ManifestView) -> dict[str, str]:
+        from edgekit.backends.tensorrt.engines import engine_records
+
+        engines = engine_records(manifest.section("tensorrt"))
+        rows = {"preprocessing kernel": str(manifest.section("kernels").get("summary", "?"))}
+        if not engines:
+            rows["TensorRT engines"] = f"none yet: run `edgekit build {bundle}` on the device"
+        for index, engine in enumerate(engines):
+            placement = engine.get("placement") if isinstance(engine.get("placement"), dict) else {}
+            where = str(placement.get("device", "?"))
+            if where == "DLA":
+                where += f" core {placement.get('dla_core')}"
+            rows[f"engine {index + 1}"] = (
+                f"{engine['file']}: TensorRT {engine['tensorrt_version']}, {engine['device']['name']} "
+                f"(sm_{engine['device'].get('sm', '?')}), {engine.get('precision', '?')}, {where}, "
+                f"built {engine.get('built', '?')}"
+            )
+        return rows
+
+    @classmethod
     def trusted_run_options(cls) -> dict[str, Any]:
         return {"trust_engine_host_code": True}
 
     @classmethod
-    def model_file(cls, bundle: Path, manifest: dict[str, Any], options: Mapping[str, Any]) -> Path:
-        """The engine built for this TensorRT and this GPU; refuses (with the rebuild command) otherwise."""
+    def files_to_load(cls, bundle: Path, manifest: ManifestView, options: Mapping[str, Any]) -> tuple[str, ...]:
+        """The engine built for this TensorRT and this GPU (refused, with the rebuild command, where there is
+        none), then the bundle's preprocessing cubins (NVRTC compiles the kernel where none fits)."""
         from edgekit.backends.tensorrt import device
         from edgekit.backends.tensorrt.builder import tensorrt_version
         from edgekit.backends.tensorrt.engines import select_engine
+        from edgekit.backends.tensorrt.kernels.bundle import cubin_names
 
-        record = select_engine(bundle, manifest, tensorrt_version() or "", device.probe(), options.get("dla_core"))
+        section = manifest.section("tensorrt")
+        record = select_engine(bundle, section, tensorrt_version() or "", device.probe(), options.get("dla_core"))
         if record.get("version_compatible") and not options.get("trust_engine_host_code"):
             from edgekit.core.errors import EdgekitError
 
@@ -127,21 +154,21 @@ class TensorRTBackend(Backend):
                 f"{record['file']} is a version-compatible plan, which runs host code stored in the plan; "
                 "load it only if you trust its origin, with --trust-engine-host-code"
             )
-        return bundle / record["file"]
+        return (record["file"], *cubin_names(manifest.files))
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        return self._runner.run(batch)
+        with self._lock:
+            return self._runner.run(batch)
 
     def run_images(self, images: Sequence[np.ndarray], spec: PreprocessSpec) -> np.ndarray | None:
         """Decoded RGB images, preprocessed on the GPU by the bundle's fused kernel, then the network."""
-        if self._preprocessor is None or self._preprocessor.spec != spec:
-            from edgekit.backends.tensorrt.kernels.bundle import load_cubins
-            from edgekit.backends.tensorrt.kernels.launch import CudaPreprocessor
+        with self._lock:
+            if self._preprocessor is None or self._preprocessor.spec != spec:
+                from edgekit.backends.tensorrt.kernels.bundle import cubins_by_sm
+                from edgekit.backends.tensorrt.kernels.launch import CudaPreprocessor
 
-            # Engines live in <bundle>/engines/: the bundle's kernels are beside them.
-            bundle = self.model_path.parent.parent
-            self._preprocessor = CudaPreprocessor(spec, binaries=load_cubins(bundle) or None)
-        return self._runner.run_frames(list(images), self._preprocessor)
+                self._preprocessor = CudaPreprocessor(spec, binaries=cubins_by_sm(self.model.contents) or None)
+            return self._runner.run_frames(list(images), self._preprocessor)
 
     def stage_ms(self) -> dict[str, float]:
         times = self._runner.times

@@ -7,7 +7,9 @@ NVRTC when the bundle is loaded.
 
 from __future__ import annotations
 
+import re
 import shutil
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from edgekit.core.progress import Progress
 from edgekit.targets import Target
 
 KERNEL_DIR = "kernels"
+_CUBIN = re.compile(KERNEL_DIR + r"/preprocess-sm_(\d{2,3})\.cubin")
 
 
 def cubin_name(sm: int) -> str:
@@ -44,9 +47,12 @@ def add_kernels(stage: Path, target: Target, progress: Progress) -> dict[str, An
     return record
 
 
-def load_cubins(bundle: Path) -> dict[int, bytes]:
-    """The cubins a bundle carries, by SM (for CudaPreprocessor; NVRTC covers the rest)."""
-    cubins = {}
-    for path in (bundle / KERNEL_DIR).glob("preprocess-sm_*.cubin"):
-        cubins[int(path.stem.rsplit("sm_", 1)[1])] = path.read_bytes()
-    return cubins
+def cubin_names(files: Iterable[str]) -> tuple[str, ...]:
+    """The preprocessing cubins among a bundle's listed files (only listed files are ever loaded)."""
+    return tuple(sorted(name for name in files if _CUBIN.fullmatch(name)))
+
+
+def cubins_by_sm(contents: Mapping[str, bytes]) -> dict[int, bytes]:
+    """The verified cubins, by SM (for CudaPreprocessor; NVRTC covers the rest)."""
+    found = (_CUBIN.fullmatch(name) for name in contents)
+    return {int(match.group(1)): contents[match.group(0)] for match in found if match}
