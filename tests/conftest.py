@@ -6,8 +6,11 @@ models are trained on real images and predict with real confidence, which is wha
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -96,3 +99,54 @@ def bundle(trained: dict, data_dirs: dict[str, Path], tmp_path_factory: pytest.T
     out = tmp_path_factory.mktemp("bundles") / "fashion-x86"
     compile_bundle(CompileConfig(model=trained["path"], target=get_target("x86-cpu"), out=out, val=data_dirs["val"]))
     return out
+
+
+@pytest.fixture(scope="session")
+def image(data_dirs: dict[str, Path]) -> Path:
+    """One real labelled image file."""
+    return sorted((data_dirs["val"] / "coat").iterdir())[0]
+
+
+@pytest.fixture(scope="session")
+def edgekit_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run `edgekit ARGS...` as a user does, in its own process: what a claim about stderr, exit codes and
+    tracebacks must be tested with (the in-process `run_cli` never prints a traceback)."""
+
+    def run(*args: str | Path, timeout: float = 300, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "edgekit.cli.main", *map(str, args)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+    return run
+
+
+def assert_thread_safe(model: Any, images: list[Path], threads: int = 8, calls: int = 120) -> None:
+    """`predict` and `probabilities` from `threads` threads at once give exactly the sequential results.
+
+    The images must give different outputs (asserted), or a runtime that hands one thread another's
+    result would pass.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edgekit.data.images import read_image
+    from edgekit.data.preprocess import preprocess
+
+    inputs = [preprocess(read_image(path), model.preprocessing)[None] for path in images]
+    expected = [model.probabilities(x) for x in inputs]
+    expected_predictions = [model.predict([path], top_k=3)[0] for path in images]
+    assert len({e.tobytes() for e in expected}) == len(images), "the test images must give different outputs"
+
+    def probabilities(call: int) -> bool:
+        return bool(np.array_equal(model.probabilities(inputs[call % len(inputs)]), expected[call % len(inputs)]))
+
+    def predict(call: int) -> bool:
+        return model.predict([images[call % len(images)]], top_k=3)[0] == expected_predictions[call % len(images)]
+
+    with ThreadPoolExecutor(threads) as pool:
+        same = list(pool.map(probabilities, range(calls))) + list(pool.map(predict, range(calls)))
+    assert all(same), f"{same.count(False)} of {2 * calls} calls from {threads} threads differ from sequential ones"
+
+
+@pytest.fixture(scope="session")
+def distinct_images(data_dirs: dict[str, Path]) -> list[Path]:
+    """Two images of each class: outputs that differ from image to image."""
+    return [path for folder in sorted(data_dirs["val"].iterdir()) for path in sorted(folder.iterdir())[:2]]

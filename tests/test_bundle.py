@@ -15,6 +15,7 @@ import edgekit
 from edgekit.core.errors import BundleError
 from edgekit.core.files import sha256_file
 from edgekit.runtime.bundle import SCHEMA_VERSION, read_manifest
+from tests.conftest import assert_thread_safe
 
 
 def test_manifest_records_what_a_deployer_needs(bundle: Path, trained: dict) -> None:
@@ -95,3 +96,8 @@ def test_running_a_bundle_needs_no_torch(bundle: Path, data_dirs: dict) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     label, torch_loaded = result.stdout.split()
     assert label in edgekit.load(bundle).class_names and torch_loaded == "False"
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_predict_from_eight_threads_matches_sequential(bundle: Path, backend: str, distinct_images: list[Path]) -> None:
+    assert_thread_safe(edgekit.load(bundle, backend=backend), distinct_images)

@@ -13,12 +13,12 @@ import pytest
 import torch
 
 import edgekit
-from edgekit.backends.base import ConvertRequest
+from edgekit.backends.base import ConvertRequest, ModelFiles
 from edgekit.backends.converters import CONVERTERS
 from edgekit.backends.litert import convert as litert_convert
 from edgekit.backends.litert import run as litert
 from edgekit.core.errors import EdgekitError
-from tests.conftest import NUM_CLASSES, agreement
+from tests.conftest import NUM_CLASSES, agreement, assert_thread_safe
 
 pytest.importorskip("ai_edge_litert", reason="the litert extra is not installed (make setup installs it)")
 
@@ -111,6 +111,10 @@ def test_int8_tflite_agrees_with_pytorch(int8_bundle: Path, torch_model, fashion
     outputs = _interpreter_outputs(int8_bundle / "model.tflite", inputs)
     assert agreement(outputs.argmax(1), reference.argmax(1)) >= 0.98
     assert np.abs(outputs - reference).max() < 0.2 * np.abs(reference).max()
+
+
+def test_int8_bundle_predicts_from_eight_threads_like_sequentially(int8_bundle: Path, distinct_images: list) -> None:
+    assert_thread_safe(edgekit.load(int8_bundle), distinct_images)
 
 
 def test_int8_bundle_predicts_and_benches_against_fp32(int8_bundle: Path, data_dirs: dict, run_cli, tmp_path) -> None:
@@ -230,7 +234,7 @@ def test_onnx_graph_rebuilt_in_torch_matches_onnxruntime(bundle: Path, data_dirs
     batch = np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32)
     with torch.no_grad():
         rebuilt = onnx_to_torch(bundle / "model.onnx")(torch.from_numpy(batch)).numpy()
-    expected = OnnxRuntimeBackend(bundle / "model.onnx", 1).run(batch)
+    expected = OnnxRuntimeBackend(ModelFiles.from_file(bundle / "model.onnx", OnnxRuntimeBackend), 1).run(batch)
     assert np.abs(rebuilt - expected).max() < 1e-4
 
 

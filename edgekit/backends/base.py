@@ -57,6 +57,10 @@ class ModelFiles:
         names = (main, *backend.companion_files(main))
         return cls(main, {name: (directory / name).read_bytes() for name in names})
 
+    @classmethod
+    def from_file(cls, path: Path, backend: type[Backend]) -> ModelFiles:
+        return cls.from_directory(path.parent, path.name, backend)
+
 
 def unloadable(model: ModelFiles, runtime: str, exc: BaseException) -> BundleError:
     """The error for a model file the runtime refuses although its hash matched: written broken or by
@@ -101,6 +105,7 @@ class Backend(abc.ABC):
 
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities]
+    preprocesses_on_device: ClassVar[bool] = False  # `run_images` is implemented (decoded frames in)
 
     def __init__(
         self, model: ModelFiles, threads: int, precision: str = "fp32", options: Mapping[str, Any] | None = None

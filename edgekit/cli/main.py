@@ -5,7 +5,9 @@ Commands import their heavy dependencies inside the function, so `edgekit --help
 
 from __future__ import annotations
 
+import signal
 import sys
+from types import FrameType
 
 import click
 
@@ -20,7 +22,7 @@ from edgekit.cli.prune_cmd import prune
 from edgekit.cli.quantize_cmd import quantize
 from edgekit.cli.report_cmd import report
 from edgekit.cli.sweep_cmd import sweep
-from edgekit.core.errors import EdgekitError
+from edgekit.core.errors import EdgekitError, environment_problem
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -52,8 +54,23 @@ def _fail(message: str, status: int) -> None:
     sys.exit(status)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: unwinds like Ctrl-C, so staging directories and partial files are removed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: a user's mistake is one `error:` line and exit 2; a bug keeps its traceback."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is signal.SIG_DFL:  # not when the parent chose to ignore it (nohup)
+            signal.signal(signum, _terminate)
     try:
         status = cli.main(args=argv, prog_name="edgekit", standalone_mode=False)
     except EdgekitError as exc:
@@ -63,11 +80,18 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"{exc.format_message()} (see `edgekit{command} --help`)", 2)
     except click.ClickException as exc:
         _fail(exc.format_message(), exc.exit_code)
+    except Terminated as exc:
+        _fail(f"stopped by {signal.Signals(exc.signum).name}; nothing was written", 128 + exc.signum)
     except (click.Abort, KeyboardInterrupt):
         _fail("interrupted; nothing was written", 130)
     except BrokenPipeError:
         sys.stderr.close()  # the reader went away (e.g. `| head`): not an error
         sys.exit(0)
+    except OSError as exc:
+        problem = environment_problem(exc)
+        if problem is None:
+            raise
+        _fail(f"{problem}; nothing was written", 2)
     sys.exit(status if isinstance(status, int) else 0)
 
 

@@ -11,7 +11,10 @@ import click
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 threads_option = click.option(
-    "--threads", type=click.IntRange(min=0), default=None, help="CPU threads (0 = all cores; default: the target's)."
+    "--threads",
+    type=click.IntRange(min=0, max=4096),
+    default=None,
+    help="CPU threads (0 = all cores; default: the target's).",
 )
 trust_pickle_option = click.option(
     "--trust-pickle",

@@ -1,11 +1,21 @@
-"""Reading users' images: any mode becomes RGB, and one broken file never stops the others."""
+"""Reading users' images: any mode becomes RGB, and one broken file never stops the others.
+
+Images come from anywhere, so reading is bounded: the pixel count in the header is checked before
+anything is decoded (a 164 KB PNG can hold 13,000 × 13,000 pixels, 500 MB decoded), only regular
+files are opened, and a file's own problems (not an image, truncated, too large) are a ValueError for
+that file, while the machine's (too many open files, an I/O error) stop the run with an EdgekitError.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
+import stat
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from struct import error as struct_error
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -13,6 +23,27 @@ from PIL import Image, UnidentifiedImageError
 from edgekit.core.errors import EdgekitError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+MAX_PIXELS_ENV = "EDGEKIT_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 120_000_000  # a 100-megapixel camera's photo fits; 360 MB as RGB at most
+# The machine's problems, not the file's: they would hit every other image too.
+_SYSTEM_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.EIO, errno.ENOMEM, errno.ENOBUFS})
+# PIL warns (on stderr) from 89 M pixels; edgekit enforces its own cap before decoding instead.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+# PIL's decoders warn about oddities they skip (TIFF tags past the end of the file): the image either
+# decodes or is reported per file, and a warning would break predict's one-line-per-problem output.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+
+
+def max_image_pixels() -> int:
+    """The pixel cap: $EDGEKIT_MAX_IMAGE_PIXELS, else DEFAULT_MAX_PIXELS."""
+    raw = os.environ.get(MAX_PIXELS_ENV)
+    if raw is None:
+        return DEFAULT_MAX_PIXELS
+    if not raw.strip().isdigit() or not 1 <= int(raw) <= 10**10:
+        raise EdgekitError(
+            f"${MAX_PIXELS_ENV} must be a whole number of pixels within 1..10000000000 (got {raw[:30]!r})"
+        )
+    return int(raw)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -37,15 +68,55 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def read_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Open and fully decode an image as RGB; a ValueError says why a file is not a usable image."""
+def _system_error(path: str | os.PathLike[str], exc: OSError) -> EdgekitError:
+    return EdgekitError(f"cannot read {path}: {exc.strerror or exc} (a problem of this machine, not of the image)")
+
+
+def read_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> Image.Image:
+    """Open and fully decode an image as RGB; a ValueError says why a file is not a usable image.
+
+    Refuses, before decoding, anything that is not a regular file and images of more than `max_pixels`
+    (default: `max_image_pixels()`).
+    """
+    limit = max_image_pixels() if max_pixels is None else max_pixels
     try:
-        with Image.open(path) as image:
-            image.load()
-            return to_rgb(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        reason = "not an image PIL can read" if isinstance(exc, UnidentifiedImageError) else str(exc)
-        raise ValueError(reason) from None
+        # O_NONBLOCK: a FIFO must not hang the run; it is refused below, like any non-regular file.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno in _SYSTEM_ERRNOS:
+            raise _system_error(path, exc) from None
+        if exc.errno == errno.ENOENT:
+            raise ValueError("does not exist") from None
+        raise ValueError(exc.strerror or str(exc)) from None
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ValueError("is a directory, not an image")
+        if not stat.S_ISREG(mode):
+            raise ValueError("is not a regular file (a device, FIFO or socket), not an image")
+        try:
+            with Image.open(handle) as image:
+                width, height = image.size
+                if width * height > limit:
+                    raise ValueError(_too_large(width, height, limit))
+                image.load()
+                return to_rgb(image)
+        except Image.DecompressionBombError:
+            raise ValueError(_too_large(0, 0, limit)) from None
+        except UnidentifiedImageError:
+            raise ValueError("not an image PIL can read") from None
+        except OSError as exc:
+            if exc.errno in _SYSTEM_ERRNOS:
+                raise _system_error(path, exc) from None
+            raise ValueError(str(exc) or "unreadable image data") from None
+        except (SyntaxError, ValueError, EOFError, IndexError, struct_error) as exc:
+            # What PIL's decoders raise for malformed data (IndexError/struct.error: short tables in a header).
+            raise ValueError(str(exc) or type(exc).__name__) from None
+
+
+def _too_large(width: int, height: int, limit: int) -> str:
+    size = f"{width}×{height} pixels" if width else "its header declares so many pixels that it"
+    return f"{size} is more than the {limit:,} edgekit decodes (set ${MAX_PIXELS_ENV} to allow more, or downscale it)"
 
 
 def is_image_file(path: Path) -> bool:
@@ -63,7 +134,7 @@ def collect_images(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
         path = Path(raw)
         if path.is_dir():
             found.extend(sorted(p for p in path.rglob("*") if is_image_file(p)))
-        elif path.is_file():
+        elif path.exists():  # a file, or a FIFO/device named explicitly: read_image says what is wrong with it
             found.append(path)
         else:
             raise EdgekitError(f"{path} does not exist")

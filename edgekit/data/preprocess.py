@@ -8,6 +8,7 @@ only, so a deployed bundle needs no torch; tests check it against torchvision's 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,8 +37,10 @@ class PreprocessSpec:
     def __post_init__(self) -> None:
         if self.interpolation not in _INTERPOLATIONS:
             raise EdgekitError(f"interpolation must be one of {', '.join(_INTERPOLATIONS)}")
-        if not (isinstance(self.resize, int) and isinstance(self.crop, int) and 8 <= self.crop <= self.resize):
-            raise EdgekitError(f"preprocessing needs integers 8 <= crop <= resize (got {self.crop}, {self.resize})")
+        if not (isinstance(self.resize, int) and isinstance(self.crop, int) and 8 <= self.crop <= self.resize <= 8192):
+            raise EdgekitError(
+                f"preprocessing needs integers 8 <= crop <= resize <= 8192 (got {self.crop!r}, {self.resize!r})"
+            )
         for name in ("mean", "std"):
             value = getattr(self, name)
             if len(value) != 3:
@@ -54,9 +57,16 @@ class PreprocessSpec:
         if unknown:
             raise EdgekitError(f"unknown preprocessing key(s): {', '.join(sorted(unknown))}")
         values = dict(data)
-        for name in ("mean", "std"):
-            if name in values:
-                values[name] = tuple(float(v) for v in values[name])
+        try:
+            for name in ("mean", "std"):
+                if name in values:
+                    values[name] = tuple(float(v) for v in values[name])
+                    if not all(math.isfinite(v) for v in values[name]):
+                        raise ValueError(f"{name} must be finite numbers")
+            if not isinstance(values.get("interpolation", "bilinear"), str):
+                raise ValueError("interpolation must be a name")
+        except (TypeError, ValueError) as exc:
+            raise EdgekitError(f"preprocessing is malformed ({exc})") from None
         return cls(**values)
 
     def with_overrides(self, **overrides: Any) -> PreprocessSpec:

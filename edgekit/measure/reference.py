@@ -43,9 +43,7 @@ class OnnxReference:
 
         self.output_kind = output_kind
         backend = reference_backend()
-        self._runner = Runner(
-            backend, ModelFiles.from_directory(path.parent, path.name, backend), threads, static_batch
-        )
+        self._runner = Runner(backend, ModelFiles.from_file(path, backend), threads, static_batch)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self._runner.run(batch)

@@ -157,19 +157,36 @@ def check_architecture(
 
 
 def class_names_from(meta: Mapping[str, Any], num_classes: int) -> list[str] | None:
+    """Class names stored beside the weights, in output order; None where there are none. Metadata that
+    is there but cannot be read as names is refused: guessing an order would mislabel every prediction."""
     for key in CLASS_NAME_KEYS:
         value = meta.get(key)
         if value is None:
             continue
-        if key == "class_to_idx" and isinstance(value, Mapping):
-            names = [name for name, _ in sorted(value.items(), key=lambda item: int(item[1]))]
-        elif isinstance(value, Mapping):
-            names = [value[k] for k in sorted(value, key=int)]
-        else:
-            names = list(value)
-        if len(names) == num_classes and all(isinstance(n, str) for n in names):
+        try:
+            if key == "class_to_idx" and isinstance(value, Mapping):
+                names = [name for name, _ in sorted(value.items(), key=lambda item: _index(item[1]))]
+            elif isinstance(value, Mapping):
+                names = [value[k] for k in sorted(value, key=_index)]
+            elif isinstance(value, (list, tuple)):
+                names = list(value)
+            else:
+                raise ValueError(f"a {type(value).__name__}")
+        except (ValueError, TypeError) as exc:
+            raise EdgekitError(
+                f"the checkpoint's {key!r} cannot be read as class names ({exc}); pass --classes FILE "
+                "(one name per line, in the model's output order)"
+            ) from None
+        if len(names) == num_classes and all(isinstance(n, str) for n in names) and len(set(names)) == len(names):
             return names
     return None
+
+
+def _index(value: Any) -> int:
+    """An output index as metadata stores it: an int, or a string of one."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
+        raise ValueError(f"{str(value)[:40]!r} is not an output index")
+    return int(value)
 
 
 def read_class_file(path: str | os.PathLike[str]) -> list[str]:
@@ -184,6 +201,8 @@ def read_class_file(path: str | os.PathLike[str]) -> list[str]:
             names = json.loads(text)
         except json.JSONDecodeError as exc:
             raise EdgekitError(f"{path} is not a valid JSON list of class names: {exc}") from None
+        except RecursionError:
+            raise EdgekitError(f"{path} nests too deeply to be a JSON list of class names") from None
     else:
         names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names or not all(isinstance(n, str) for n in names):
@@ -237,7 +256,7 @@ def load_checkpoint(
     check_architecture(model, without_aux, path)
     model.load_state_dict(without_aux, strict=False)
 
-    from_checkpoint = class_names_from(meta, num_classes)
+    from_checkpoint = None if class_names is not None else class_names_from(meta, num_classes)
     if class_names is not None:
         if len(class_names) != num_classes:
             raise EdgekitError(f"--classes lists {len(class_names)} names but the model has {num_classes} classes")

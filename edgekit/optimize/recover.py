@@ -38,7 +38,11 @@ def recover(
     seed: int,
     progress: Progress = QUIET,
 ) -> list[dict[str, Any]]:
-    """Fine-tune `student` in place for `epochs`; returns per-epoch loss and validation top-1."""
+    """Fine-tune `student` in place for `epochs`; returns per-epoch loss and validation top-1.
+
+    With validation images, the weights kept are those of the best epoch on them, where epoch 0 is the
+    model as it came in: recovery that makes things worse on those images is undone. Its record is
+    marked `kept`."""
     torch.manual_seed(seed)
     train_tf, eval_tf = train_eval_transforms(spec, augment=True)
     loader = torch.utils.data.DataLoader(
@@ -56,7 +60,11 @@ def recover(
     if teacher is not None:
         teacher.eval()
     history: list[dict[str, Any]] = []
-    best_top1, best_state = -1.0, None
+    best_top1, best_state, best_record = -1.0, None, None
+    if val_loader is not None:
+        best_top1, best_state = evaluate_top1(student, val_loader), copy.deepcopy(student.state_dict())
+        best_record = {"epoch": 0, "val_top1": best_top1}
+        history.append(best_record)
     for epoch in range(epochs):
         student.train()
         bar = progress.counter(len(loader), f"recovery {epoch + 1}/{epochs}", "batch")
@@ -81,11 +89,14 @@ def recover(
         if val_loader is not None:
             record["val_top1"] = evaluate_top1(student, val_loader)
             if record["val_top1"] > best_top1:
-                best_top1, best_state = record["val_top1"], copy.deepcopy(student.state_dict())
+                best_top1, best_state, best_record = record["val_top1"], copy.deepcopy(student.state_dict()), record
         history.append(record)
         val = f", val top-1 {record['val_top1']:.1%}" if "val_top1" in record else ""
         progress.note(f"recovery epoch {epoch + 1}/{epochs}: loss {record['train_loss']:.3f}{val}")
-    if best_state is not None:
+    if best_state is not None and best_record is not None:
         student.load_state_dict(best_state)
+        best_record["kept"] = True
+        if best_record["epoch"] == 0:
+            progress.note("recovery did not improve top-1 on the selection images: kept the weights before it")
     student.eval()
     return history

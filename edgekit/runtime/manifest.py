@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
+from edgekit.backends.registry import RUNTIMES
 from edgekit.core.errors import BundleError, EdgekitError
 from edgekit.data.preprocess import PreprocessSpec
 
@@ -228,6 +229,10 @@ class Manifest:
         if not (height == width == preprocessing.crop and height <= MAX_INPUT_SIDE):
             raise _fail("input.shape", f"must be {preprocessing.crop}×{preprocessing.crop}, the preprocessing crop")
         target = _get(data, "target", dict)
+        backend = _get(data, "backend", str)
+        if backend not in RUNTIMES:
+            known = ", ".join(RUNTIMES)
+            raise _fail("backend", f"{backend[:40]!r} is not one this edgekit runs ({known})")
         pruning = data.get("pruning")
         original = pruning.get("source") if isinstance(pruning, dict) else None
         model_section = model if isinstance(model, dict) else {}
@@ -237,7 +242,7 @@ class Manifest:
         return cls(
             schema_version=version,
             edgekit_version=_get(data, "edgekit_version", str)[:100],
-            backend=_get(data, "backend", str),
+            backend=backend,
             precision=_choice(data, "precision", PRECISIONS),
             execution_precision=_get(data, "execution_precision", str),
             model_file=model_file,

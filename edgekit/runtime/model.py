@@ -19,7 +19,7 @@ from edgekit.backends.registry import RUNTIMES, get_backend, reference_backend
 from edgekit.core.errors import BundleError, EdgekitError
 from edgekit.core.threads import resolve_threads
 from edgekit.data.images import read_image, to_rgb
-from edgekit.data.preprocess import PreprocessSpec, preprocess_batch
+from edgekit.data.preprocess import PreprocessSpec, preprocess, preprocess_batch
 from edgekit.runtime.bundle import read_manifest, read_verified
 from edgekit.runtime.manifest import Manifest
 
@@ -53,6 +53,11 @@ class Runner:
 
     def execution_precision(self) -> str:
         return self._backend.execution_precision()
+
+    @property
+    def preprocesses_on_device(self) -> bool:
+        """Whether `run_images` preprocesses on the accelerator (else callers preprocess on the CPU)."""
+        return self._backend.preprocesses_on_device
 
     def device_ms(self) -> float | None:
         """Accelerator time of the last batch (GPU backends), else None."""
@@ -195,25 +200,36 @@ class BundleModel:
     def iter_predict(
         self, images: Sequence[str | os.PathLike[str] | Image.Image], top_k: int = 1, batch_size: int = 8
     ) -> Iterator[Prediction]:
+        """Predictions in the order of `images`, `batch_size` at a time. On a CPU backend each image is
+        preprocessed as soon as it is decoded, so memory holds one decoded photo, not a batch of them."""
         top_k = max(1, min(top_k, len(self.class_names)))
+        on_device = self.runner.preprocesses_on_device
         for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
-            loaded: list[tuple[str | None, Image.Image | None, str | None]] = []
-            for item in chunk:
-                if isinstance(item, Image.Image):
-                    loaded.append((None, to_rgb(item), None))
-                    continue
+            names: list[str | None] = []
+            errors: list[str | None] = []
+            decoded: list[Any] = []  # PIL images for the accelerator's preprocessing, else CHW arrays
+            for item in images[start : start + batch_size]:
+                name = None if isinstance(item, Image.Image) else str(item)
                 try:
-                    loaded.append((str(item), read_image(item), None))
+                    image = to_rgb(item) if isinstance(item, Image.Image) else read_image(item)
                 except ValueError as exc:
-                    loaded.append((str(item), None, str(exc)))
-            good = [image for _, image, _ in loaded if image is not None]
-            probs = iter(self._image_probabilities(good) if good else [])
-            for name, image, error in loaded:
-                if image is None:
+                    names.append(name)
+                    errors.append(str(exc))
+                    continue
+                decoded.append(image if on_device else preprocess(image, self.preprocessing))
+                names.append(name)
+                errors.append(None)
+            probs = iter(self._decoded_probabilities(decoded, on_device) if decoded else [])
+            for name, error in zip(names, errors, strict=True):
+                if error is not None:
                     yield Prediction(file=name, error=error)
                     continue
                 row = next(probs)
                 order = np.argsort(-row)[:top_k]
                 ranked = tuple((int(i), self.class_names[int(i)], float(row[i])) for i in order)
                 yield Prediction(file=name, index=ranked[0][0], label=ranked[0][1], prob=ranked[0][2], top_k=ranked)
+
+    def _decoded_probabilities(self, decoded: list[Any], on_device: bool) -> np.ndarray:
+        if on_device:
+            return self._image_probabilities(decoded)
+        return self.probabilities(np.stack(decoded))

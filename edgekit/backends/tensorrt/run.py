@@ -38,6 +38,7 @@ class TensorRTBackend(Backend):
         install_hint=INSTALL_HINT,
         portable_onnx=True,
     )
+    preprocesses_on_device = True
 
     def __init__(
         self, model: ModelFiles, threads: int, precision: str = "fp32", options: Mapping[str, Any] | None = None
