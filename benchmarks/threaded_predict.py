@@ -93,7 +93,7 @@ def main() -> None:
                     backend=backend,
                     calib=calib,
                     calib_size=20,
-                ),  # fmt: skip
+                ),
                 progress,
             )
             model = BundleModel.open(out, backend=run_with)
