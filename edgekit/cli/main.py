@@ -80,9 +80,11 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"{exc.format_message()} (see `edgekit{command} --help`)", 2)
     except click.ClickException as exc:
         _fail(exc.format_message(), exc.exit_code)
-    except Terminated as exc:
-        _fail(f"stopped by {signal.Signals(exc.signum).name}; nothing was written", 128 + exc.signum)
-    except (click.Abort, KeyboardInterrupt):
+    except (click.Abort, KeyboardInterrupt) as exc:
+        # click turns KeyboardInterrupt (and so Terminated) into Abort, keeping it as the cause.
+        stop = exc if isinstance(exc, Terminated) else exc.__cause__
+        if isinstance(stop, Terminated):
+            _fail(f"stopped by {signal.Signals(stop.signum).name}; nothing was written", 128 + stop.signum)
         _fail("interrupted; nothing was written", 130)
     except BrokenPipeError:
         sys.stderr.close()  # the reader went away (e.g. `| head`): not an error
