@@ -7,6 +7,7 @@ never kills an epoch halfway through, and a class left with no images is an erro
 from __future__ import annotations
 
 import dataclasses
+import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from edgekit.core.errors import EdgekitError
+from edgekit.core.errors import EdgekitError, environment_problem
 from edgekit.core.progress import QUIET, Progress
 from edgekit.data import fashion_mnist
 from edgekit.data.images import read_image, read_labelled_folder
@@ -48,11 +49,17 @@ class LabelledImages:
 
 
 def _readable(path: Path) -> str | None:
+    """None for a file PIL can verify, else why not. A full decode happens later, through `read_image`."""
     try:
         with Image.open(path) as image:
             image.verify()
         return None
-    except Exception as exc:  # PIL raises many types for a bad file; all mean "unreadable"
+    except OSError as exc:  # a damaged file, or the machine's problem (EMFILE, EIO) that stops the run
+        if environment_problem(exc):
+            raise
+        return str(exc) or type(exc).__name__
+    except (SyntaxError, ValueError, EOFError, IndexError, struct.error, Image.DecompressionBombError) as exc:
+        # What PIL's header parsers raise for malformed data (UnidentifiedImageError is an OSError).
         return str(exc) or type(exc).__name__
 
 

@@ -14,13 +14,14 @@ import json
 import os
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from edgekit.core.errors import EdgekitError
+from edgekit.core.errors import EdgekitError, environment_problem
 from edgekit.core.files import atomic_path, sha256_file
 from edgekit.data.preprocess import PreprocessSpec
 from edgekit.model.architecture import CHANNEL_PLAN_KEY, apply_channel_plan
@@ -71,7 +72,12 @@ def _torch_load(path: Path, trust_pickle: bool) -> Any:
                 f"trust this file, pass {TRUST_FLAG}"
             ) from None
         raise EdgekitError(f"{path} is not a PyTorch checkpoint ({_first_line(message)})") from None
-    except Exception as exc:  # unpickling garbage can raise anything; the file is at fault, not edgekit
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError, TypeError, zipfile.BadZipFile) as exc:
+        # What torch.load raises for a file that is not (or no longer) a checkpoint: a bad zip or pickle
+        # stream, a truncated record, a storage of the wrong size. Anything else is a bug and keeps its
+        # traceback. (OSError covers zlib/CRC errors from a damaged archive.)
+        if isinstance(exc, OSError) and environment_problem(exc):
+            raise  # the machine's problem (EMFILE, EIO): the CLI says so
         reason = _first_line(str(exc)) or type(exc).__name__
         if "central directory" in reason or isinstance(exc, EOFError) or "unexpected EOF" in reason:
             reason = f"truncated or corrupt: {reason}"

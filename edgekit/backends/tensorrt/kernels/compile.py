@@ -140,7 +140,7 @@ def nvrtc_version() -> str | None:
     try:
         nvrtc = cuda.nvrtc()
         major, minor = cuda.check(nvrtc.nvrtcVersion(), "NVRTC version")
-    except Exception:  # the library is loaded lazily: a missing libnvrtc surfaces as RuntimeError here
+    except (RuntimeError, OSError):  # loaded lazily: a missing libnvrtc is cuda.pathfinder's RuntimeError here
         return None
     return f"{major}.{minor}"
 

@@ -154,7 +154,7 @@ def gpu_unavailable_reason(device: int = 0) -> str | None:
         (count,) = cuda.check(drv.cuDeviceGetCount(), "cuDeviceGetCount")
     except (cuda.CudaError, EdgekitError) as exc:  # a failing call; no cuda-python
         return f"no CUDA GPU: {exc}"
-    except Exception as exc:  # cuda-bindings raises its own error when libcuda (the driver) is absent
+    except (RuntimeError, OSError) as exc:  # cuda.pathfinder's DynamicLibNotFoundError (a RuntimeError): no libcuda
         return f"no CUDA GPU: the NVIDIA driver library could not be loaded ({type(exc).__name__}: {exc})"
     if count <= device:
         return f"no CUDA GPU: the driver sees {count} device(s), device {device} requested"
