@@ -13,7 +13,7 @@ setup: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev,litert]"
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e ".[workstation,dev,litert]"
 	touch $(STAMP)
 
 # Real labelled images (Debian's dataset-fashion-mnist), installed when missing.
@@ -24,6 +24,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	@# The device side (scripts/device_modules.py: what predict/bench/inspect/doctor/build import) runs on
+	@# Python 3.8 (JetPack 5); the workstation side on 3.10+.
+	$(BIN)/vermin -q -t=3.8- --violations --no-tips $$($(BIN)/python scripts/device_modules.py)
+	$(BIN)/ruff check -q --select FA100,FA102 $$($(BIN)/python scripts/device_modules.py)
+	$(BIN)/vermin -q -t=3.10- --violations --no-tips edgekit
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_architecture.py -k "not run_side"
 
 test: $(STAMP) data lint

@@ -73,6 +73,19 @@ def unloadable(model: ModelFiles, runtime: str, exc: BaseException) -> BundleErr
 
 
 @dataclasses.dataclass(frozen=True)
+class Finding:
+    """One line of `edgekit doctor`: a topic, its status and, where something is missing, the fix."""
+
+    topic: str
+    status: str  # "ok", "missing" (not installed; fine unless a bundle needs it), "problem", "info"
+    detail: str
+    fix: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
 class Capabilities:
     devices: frozenset[str]  # target kinds it runs on: "cpu", "gpu"
     arches: frozenset[str]  # machine architectures it has builds for
@@ -160,6 +173,20 @@ class Backend(abc.ABC):
     def device_description(cls) -> str | None:
         """The accelerator this backend runs on here, in words ("NVIDIA H200 (sm_90)"); None for a CPU."""
         return None
+
+    @classmethod
+    def diagnose(cls) -> list[Finding]:
+        """What `edgekit doctor` says about this backend here: installed or not (with the install command),
+        its version and where it is imported from."""
+        import importlib.util
+
+        reason = cls.unavailable_reason()
+        if reason:
+            return [Finding(cls.name, "missing", reason, cls.capabilities.install_hint.split(";")[0])]
+        spec = importlib.util.find_spec(cls.capabilities.python_module)
+        where = f" from {Path(spec.origin).parent}" if spec and spec.origin else ""
+        versions = ", ".join(f"{k} {v}" for k, v in cls.versions().items())
+        return [Finding(cls.name, "ok", f"{versions}{where}")]
 
     @classmethod
     def describe(cls, bundle: Path, manifest: ManifestView) -> dict[str, str]:

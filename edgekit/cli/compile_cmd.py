@@ -112,6 +112,9 @@ def compile_command(
     parity figures, tool versions). It is only written if the compiled model reproduces the FP32
     reference; an error leaves nothing behind.
     """
+    from edgekit.core.install import require_workstation
+
+    require_workstation("compile")
     from edgekit.backends.registry import get_backend
     from edgekit.cli.options import prune_settings
     from edgekit.core.progress import Progress

@@ -88,6 +88,9 @@ def finetune(
 
     Works the same under `torchrun --nproc_per_node N` (DistributedDataParallel; rank 0 writes).
     """
+    from edgekit.core.install import require_workstation
+
+    require_workstation("finetune")
     from edgekit.core.progress import Progress
     from edgekit.model.finetune import FinetuneConfig, run_finetune
 

@@ -19,10 +19,14 @@ def _describe(path: Path, trust_pickle: bool) -> tuple[dict[str, Any], dict[str,
         manifest = read_manifest(path, verify=True)
         info = {"kind": "bundle", "path": str(path), "verified": True, **manifest.to_dict()}
         return info, describe_bundle(path, manifest)
+    from edgekit.core.install import require_workstation
+
     if path.suffix.lower() == ".onnx":
+        require_workstation("inspect MODEL.onnx", ("onnx",))
         from edgekit.export.onnx_file import inspect_onnx
 
         return {"kind": "onnx", "path": str(path), **inspect_onnx(path).to_dict()}, None
+    require_workstation("inspect CHECKPOINT", ("torch", "torchvision"))
     from edgekit.model.checkpoint import load_checkpoint
     from edgekit.runtime.describe import pruning_line
 

@@ -15,6 +15,7 @@ from edgekit import __version__
 from edgekit.cli.bench_cmd import bench
 from edgekit.cli.build_cmd import build_command
 from edgekit.cli.compile_cmd import compile_command
+from edgekit.cli.doctor_cmd import doctor
 from edgekit.cli.finetune_cmd import finetune
 from edgekit.cli.info_cmds import inspect_command, targets_command
 from edgekit.cli.predict_cmd import predict
@@ -46,6 +47,7 @@ cli.add_command(report)
 cli.add_command(sweep)
 cli.add_command(inspect_command)
 cli.add_command(targets_command)
+cli.add_command(doctor)
 
 
 def _fail(message: str, status: int) -> None:

@@ -46,6 +46,9 @@ def prune(
     Give a --ratio, or a --target-macs / --target-latency to prune in steps until it is met. The
     pruned checkpoint stores its channel counts, so `edgekit compile` loads it like any other.
     """
+    from edgekit.core.install import require_workstation
+
+    require_workstation("prune")
     from edgekit.cli.options import prune_settings
     from edgekit.core.progress import Progress
     from edgekit.optimize.prune_config import PruneConfig

@@ -48,6 +48,9 @@ def quantize(
     8.6–11.x without precision flags. tensorrt-placement files are checked against TensorRT's
     Q/DQ rules before they are written.
     """
+    from edgekit.core.install import require_workstation
+
+    require_workstation("quantize")
     from edgekit.core.progress import Progress
     from edgekit.pipeline.quantize_file import QuantizeRequest, quantize_file
 

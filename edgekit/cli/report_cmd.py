@@ -20,6 +20,9 @@ def report(results: tuple[Path, ...], out: Path, budget: float, title: str | Non
 
     RESULTS are bench.json files (or the directories holding them) of variants of one model.
     """
+    from edgekit.core.install import require_workstation
+
+    require_workstation("report")
     from edgekit.report.write import write_report
 
     written = write_report(list(results), out, budget, title)

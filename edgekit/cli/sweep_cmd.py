@@ -61,6 +61,9 @@ def sweep(
 
     Builds are cached in OUT by content hash: re-running after adding a variant builds only that one.
     """
+    from edgekit.core.install import require_workstation
+
+    require_workstation("sweep")
     from edgekit.core.progress import Progress
     from edgekit.pipeline.sweep import SweepConfig, run_sweep
 

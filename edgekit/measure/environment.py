@@ -46,7 +46,7 @@ def environment(threads: int) -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "edgekit": EDGEKIT_VERSION,
         "cpu": cpu_model(),
         "machine": platform.machine(),

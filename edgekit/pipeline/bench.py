@@ -141,10 +141,7 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
     if gpu_stages:
         stages = {**stages, "gpu": gpu_stages}
     first = latency["bundle"][0]
-    speedups = {
-        str(b["batch"]): r["p50_ms"] / b["p50_ms"]
-        for b, r in zip(latency["bundle"], latency["reference"], strict=False)
-    }
+    speedups = {str(b["batch"]): r["p50_ms"] / b["p50_ms"] for b, r in zip(latency["bundle"], latency["reference"])}
     results = {
         "schema_version": RESULTS_SCHEMA,
         "kind": "edgekit-bench",

@@ -327,7 +327,7 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> Manifes
         )
         manifest: dict[str, Any] = {
             "edgekit_version": EDGEKIT_VERSION,
-            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             **source.manifest,
             "source": {
                 "path": str(config.model.resolve()),

@@ -77,7 +77,7 @@ def run_prune(config: PruneConfig, progress: Progress = QUIET) -> dict[str, Any]
         "source": (loaded.pruning or {}).get("source")
         or {"path": str(config.model.resolve()), "sha256": loaded.sha256},
         "target": config.target.name,
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "edgekit_version": EDGEKIT_VERSION,
     }
     save_checkpoint(

@@ -220,7 +220,7 @@ class BundleModel:
                 names.append(name)
                 errors.append(None)
             probs = iter(self._decoded_probabilities(decoded, on_device) if decoded else [])
-            for name, error in zip(names, errors, strict=True):
+            for name, error in zip(names, errors):
                 if error is not None:
                     yield Prediction(file=name, error=error)
                     continue

@@ -15,7 +15,6 @@ import difflib
 import os
 import platform
 import re
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,8 @@ from edgekit.core.errors import EdgekitError
 from edgekit.core.versions import sm_number, version_tuple
 
 try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
+    import tomllib  # novermin (guarded: tomli below on Python < 3.11)
+except ModuleNotFoundError:  # Python 3.8 - 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -149,7 +148,9 @@ def _targets_dir() -> Path:
     override = os.environ.get(TARGETS_DIR_ENV)
     if override:
         return Path(override)
-    return Path(str(resources.files("edgekit._targets")))
+    import edgekit._targets as shipped  # a regular package; importlib.resources.files is 3.9+
+
+    return Path(shipped.__file__).parent
 
 
 def _check_keys(data: dict[str, Any], required: dict[str, type], optional: dict[str, type], where: str) -> None:

@@ -29,7 +29,7 @@ class OpenVinoBackend(Backend):
         arches=frozenset({"x86_64", "aarch64"}),
         precisions=frozenset({"fp32", "fp16", "int8"}),
         python_module="openvino",
-        install_hint="pip install openvino nncf",
+        install_hint="pip install openvino",
     )
 
     def __init__(

@@ -33,7 +33,7 @@ class CudaDevice:
         return dataclasses.asdict(self)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=None)  # not functools.cache (3.9+): the device side runs Python 3.8
 def probe(ordinal: int = 0) -> CudaDevice | None:
     """Device `ordinal`, or None where there is no driver, no GPU, or no cuda-python."""
     try:
@@ -86,7 +86,7 @@ def clocks_and_power() -> dict[str, str]:
                 capture_output=True, text=True, timeout=10, check=True,
             ).stdout.splitlines()  # fmt: skip
             if out:
-                facts.update(zip(query.split(","), (v.strip() for v in out[0].split(",")), strict=False))
+                facts.update(zip(query.split(","), (v.strip() for v in out[0].split(","))))
         except (OSError, subprocess.SubprocessError):
             pass
     if shutil.which("nvpmodel"):

@@ -139,7 +139,7 @@ def add_engine(
         "version_compatible": options.version_compatible,
         "hardware_compatibility": plan.hardware_compatibility,
         "onnx_sha256": onnx_sha,
-        "built": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "built": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "built_with": f"edgekit {EDGEKIT_VERSION}",
     }
     record["parity"] = check(stage, manifest, name)

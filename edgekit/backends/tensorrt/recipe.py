@@ -156,7 +156,7 @@ def plan_build(
         network_flags=tuple(network_flags),
         builder_flags=tuple(builder_flags),
         workspace_bytes=gpu.workspace_mb << 20,
-        profile={name: (b, *dims) for name, b in zip(("min", "opt", "max"), profile_batches, strict=True)},
+        profile={name: (b, *dims) for name, b in zip(("min", "opt", "max"), profile_batches)},
         input_name=input_name,
         device_type=device_type,
         dla_core=options.dla_core,

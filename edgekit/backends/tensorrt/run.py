@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.backends.base import Backend, Capabilities, ManifestView, ModelFiles
+from edgekit.backends.base import Backend, Capabilities, Finding, ManifestView, ModelFiles
 from edgekit.core.versions import module_available
 from edgekit.data.preprocess import PreprocessSpec
 
@@ -59,7 +59,15 @@ class TensorRTBackend(Backend):
     @classmethod
     def unavailable_reason(cls) -> str | None:
         reason = super().unavailable_reason()
-        if reason is None and not module_available("cuda.bindings"):
+        if reason is not None:
+            from edgekit.backends.tensorrt.doctor import SYSTEM_SITE, jetson_release
+
+            if jetson_release() is not None:  # JetPack installs TensorRT for the system Python only
+                return (
+                    "TensorRT's Python module is not importable here: on a Jetson it comes with JetPack for the "
+                    f"system Python only (sudo apt install python3-libnvinfer); use {SYSTEM_SITE}"
+                )
+        if reason is None and not (module_available("cuda.bindings") or module_available("cuda.cudart")):
             return "cuda-python is not installed (pip install cuda-python)"
         return reason
 
@@ -112,6 +120,12 @@ class TensorRTBackend(Backend):
         from edgekit.backends.tensorrt.device import describe, probe
 
         return describe(probe())
+
+    @classmethod
+    def diagnose(cls) -> list[Finding]:
+        from edgekit.backends.tensorrt.doctor import diagnose
+
+        return diagnose()
 
     @classmethod
     def describe(cls, bundle: Path, manifest: ManifestView) -> dict[str, str]:

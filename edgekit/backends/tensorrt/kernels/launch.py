@@ -120,7 +120,7 @@ def pack_params(
     if not 1 <= len(images) <= MAX_IMAGES_PER_LAUNCH or len(tables) != len(images):
         raise EdgekitError(f"one launch takes 1..{MAX_IMAGES_PER_LAUNCH} images with one table each")
     params = LaunchParams()
-    for index, (image, (table_ptr, table)) in enumerate(zip(images, tables, strict=True)):
+    for index, (image, (table_ptr, table)) in enumerate(zip(images, tables)):
         desc, fmt = params.images[index], layout(image.layout)
         if (table.width, table.height, table.crop) != (image.width, image.height, crop):
             raise EdgekitError(f"tables for {table.width}×{table.height} used for {image.width}×{image.height}")
@@ -309,7 +309,7 @@ class CudaPreprocessor:
         with self.current():
             try:
                 descriptors = []
-                for image, name in zip(images, layouts, strict=True):
+                for image, name in zip(images, layouts):
                     width, height = image_layout_check(image, name)
                     host = pad_rows(image, width * layout(name).stride + pitch_padding)
                     (ptr,) = cuda.check(drv.cuMemAlloc(host.nbytes), "cuMemAlloc (image)")
