@@ -12,7 +12,7 @@ import abc
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, Protocol, Tuple
 
 import numpy as np
 
@@ -26,7 +26,10 @@ if TYPE_CHECKING:
 
 # A device model check: (staging directory, manifest, model file built on the device) → parity figures.
 # Supplied by the pipeline, which owns the reference runtime and the evaluation code.
-DeviceModelCheck = Callable[[Path, dict[str, Any], str], dict[str, Any]]
+# (typing.Dict/Tuple: these aliases are evaluated at import, and the device side runs Python 3.8.)
+DeviceModelCheck = Callable[[Path, Dict[str, Any], str], Dict[str, Any]]
+# Reference samples of the shipped model file: (inputs NCHW float32, the reference runtime's outputs).
+Samples = Tuple[np.ndarray, np.ndarray]
 
 
 class ManifestView(Protocol):
@@ -267,11 +270,21 @@ class Converter(abc.ABC):
         options: Any,
         check: DeviceModelCheck,
         progress: Progress,
+        samples: Samples | None = None,
     ) -> dict[str, Any]:
         """After the model file is written and checked: add what the device needs besides it (TensorRT:
         the preprocessing kernels, the engine options, and the engine itself where this machine is the
-        device). Returns the manifest (not yet written)."""
+        device; TensorRT on a JetPack edgekit cannot run on: the trtexec kit, checked against `samples`).
+        Returns the manifest (not yet written)."""
         return manifest
+
+    @classmethod
+    def native_build_command(cls, manifest: dict[str, Any], bundle: Path, options: Any, version: str | None) -> str:
+        """The vendor tool's command that builds the device model (`edgekit build --print-trtexec`)."""
+        raise EdgekitError(
+            f"{bundle} was compiled for {cls.backend.name}, which has no device build; --print-trtexec is for "
+            "TensorRT bundles (compile for a GPU target)"
+        )
 
     @classmethod
     def check_build_on_device(cls, manifest: dict[str, Any], bundle: Path) -> None:

@@ -25,19 +25,39 @@ from edgekit.cli.options import engine_option_values, engine_options, json_optio
     default=None,
     help="Images to check the engine on against ONNX Runtime (default: synthetic inputs).",
 )
+@click.option(
+    "--print-trtexec",
+    is_flag=True,
+    help="Print the trtexec command that builds the engine with NVIDIA's own tool (JetPack 4.6); build nothing.",
+)
+@click.option(
+    "--tensorrt-version",
+    default=None,
+    metavar="VERSION",
+    help="With --print-trtexec: the TensorRT version to write it for (default: the oldest the target admits).",
+)
 @click.option("--verbose", is_flag=True, help="TensorRT's INFO log during the build.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @json_option
 def build_command(
-    bundle: Path, cache_dir: Path | None, val: Path | None, verbose: bool, quiet: bool, as_json: bool, **opts: Any
+    bundle: Path,
+    cache_dir: Path | None,
+    val: Path | None,
+    print_trtexec: bool,
+    tensorrt_version: str | None,
+    verbose: bool,
+    quiet: bool,
+    as_json: bool,
+    **opts: Any,
 ) -> None:
     """Build BUNDLE's TensorRT engine on this device and add it to the bundle.
 
     Run it on the Jetson or GPU machine itself: engines are specific to the TensorRT version and the
     GPU. Without options it uses those recorded by `edgekit compile`; any option given replaces them.
     """
+    from edgekit.core.errors import EdgekitError
     from edgekit.core.progress import Progress
-    from edgekit.pipeline.device_build import DeviceBuildConfig, build_on_device
+    from edgekit.pipeline.device_build import DeviceBuildConfig, build_on_device, native_build_command
 
     config = DeviceBuildConfig(
         bundle=bundle,
@@ -46,6 +66,15 @@ def build_command(
         verbose=verbose,
         images=val,
     )
+    if tensorrt_version is not None and not print_trtexec:
+        raise EdgekitError("--tensorrt-version goes with --print-trtexec (a build uses this machine's TensorRT)")
+    if print_trtexec:
+        command = native_build_command(config, tensorrt_version)
+        if as_json:
+            print_json({"command": command})
+        else:
+            click.echo(command)
+        return
     record = build_on_device(config, Progress(enabled=not quiet))
     if as_json:
         print_json(record)

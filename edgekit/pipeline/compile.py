@@ -357,8 +357,9 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> Manifes
             manifest["quantization"] = quantization
         if sparsity is not None:
             manifest["sparsity"] = sparsity
+        samples = (inputs[:16], built.outputs[:16])
         manifest = converter.finish_bundle(
-            stage, manifest, config.target, config.out, backend_options, check_device_model, progress
+            stage, manifest, config.target, config.out, backend_options, check_device_model, progress, samples
         )
         if evalset is not None and evalset.labels is not None:
             predictions = {"reference": reference_out.argmax(1), "bundle": built.outputs.argmax(1)}

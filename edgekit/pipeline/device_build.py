@@ -71,6 +71,14 @@ def check_device_model(
     }
 
 
+def native_build_command(config: DeviceBuildConfig, tensorrt_version: str | None = None) -> str:
+    """`edgekit build --print-trtexec`: the vendor tool's command for this bundle, built nothing."""
+    manifest = read_manifest(config.bundle, verify=True)
+    converter = get_converter(manifest.backend)
+    options = converter.parse_options(config.options)
+    return converter.native_build_command(manifest.to_dict(), config.bundle, options, tensorrt_version)
+
+
 def build_on_device(config: DeviceBuildConfig, progress: Progress = QUIET) -> dict[str, Any]:
     """Add a model for this device to the bundle; returns the new model's record."""
     manifest = read_manifest(config.bundle, verify=True)

@@ -148,9 +148,13 @@ def _targets_dir() -> Path:
     override = os.environ.get(TARGETS_DIR_ENV)
     if override:
         return Path(override)
-    import edgekit._targets as shipped  # a regular package; importlib.resources.files is 3.9+
+    import importlib.util
 
-    return Path(shipped.__file__).parent
+    # The shipped target files are the package edgekit._targets (importlib.resources.files is 3.9+).
+    spec = importlib.util.find_spec("edgekit._targets")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("edgekit is installed without its target files (edgekit._targets)")
+    return Path(spec.origin).parent
 
 
 def _check_keys(data: dict[str, Any], required: dict[str, type], optional: dict[str, type], where: str) -> None:

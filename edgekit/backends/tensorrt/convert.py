@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from edgekit.backends.base import Converter, ConvertRequest, DeviceModelCheck
+from edgekit.backends.base import Converter, ConvertRequest, DeviceModelCheck, Samples
 from edgekit.backends.tensorrt.recipe import BuildOptions, check_for_target
 from edgekit.backends.tensorrt.run import TensorRTBackend
+from edgekit.core.errors import EdgekitError
 from edgekit.core.progress import Progress
 from edgekit.targets import Target
 
@@ -74,10 +75,11 @@ class TensorRTConverter(Converter):
         options: BuildOptions | None,
         check: DeviceModelCheck,
         progress: Progress,
+        samples: Samples | None = None,
     ) -> dict[str, Any]:
         from edgekit.backends.tensorrt.engine import finish_gpu_bundle
 
-        return finish_gpu_bundle(stage, manifest, target, out, options, check, progress)
+        return finish_gpu_bundle(stage, manifest, target, out, options, check, progress, samples)
 
     @classmethod
     def build_on_device(
@@ -96,6 +98,25 @@ class TensorRTConverter(Converter):
             options = BuildOptions.from_dict((manifest.get("tensorrt") or {}).get("options") or {})
         updated = add_engine(stage, manifest, options, EngineSettings(**settings), check, progress)
         return updated, updated["tensorrt"]["engines"][-1]
+
+    @classmethod
+    def native_build_command(
+        cls, manifest: dict[str, Any], bundle: Path, options: BuildOptions | None, version: str | None
+    ) -> str:
+        """The trtexec command for TensorRT `version` (default: the oldest the target's device can have)."""
+        from edgekit.backends.tensorrt.engine import trtexec_build
+        from edgekit.backends.tensorrt.trtexec import shell_line
+        from edgekit.targets import target_from_record
+
+        target = target_from_record(manifest["target"])
+        assert target.gpu is not None  # a TensorRT bundle's target is a GPU target
+        if version is not None and not target.gpu.tensorrt.admits(version):
+            raise EdgekitError(f"{target.name}'s device has TensorRT {target.gpu.tensorrt}, not {version}")
+        if options is None:
+            options = BuildOptions.from_dict((manifest.get("tensorrt") or {}).get("options") or {})
+        return f"cd {shell_line([str(bundle)])} && " + shell_line(
+            trtexec_build(manifest, target, options, version or target.gpu.tensorrt.min)
+        )
 
     @classmethod
     def check_build_on_device(cls, manifest: dict[str, Any], bundle: Path) -> None:

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edgekit.backends.base import DeviceModelCheck
+from edgekit.backends.base import DeviceModelCheck, Samples
 from edgekit.backends.tensorrt.builder import build_engine, tensorrt_version
 from edgekit.backends.tensorrt.device import CudaDevice, describe, probe
 from edgekit.backends.tensorrt.engines import engine_file_name, engine_key
@@ -156,6 +156,42 @@ def add_engine(
     return {**manifest, "tensorrt": section}
 
 
+def trtexec_build(manifest: dict[str, Any], target: Target, options: BuildOptions, version: str) -> list[str]:
+    """The trtexec argv that builds this bundle's engine on TensorRT `version`, from the same plan as
+    `edgekit build` (refused, like it, for options the target or that version cannot have)."""
+    from edgekit.backends.tensorrt.trtexec import KIT_DIR, trtexec_command
+
+    shape = manifest["input"]["shape"]
+    plan = plan_build(
+        target,
+        manifest["precision"],
+        options,
+        version,
+        manifest["input"]["name"],
+        shape,
+        bool(manifest.get("sparsity")),
+    )
+    engine = f"{KIT_DIR}/{target.name}-trt{version}.plan"
+    return trtexec_command(plan, manifest["model_file"], engine, shape[0] is not None, f"{KIT_DIR}/timing.cache")
+
+
+def _add_trtexec_kit(
+    stage: Path, manifest: dict[str, Any], target: Target, options: BuildOptions, samples: Samples | None
+) -> dict[str, Any]:
+    from edgekit.backends.tensorrt.trtexec import write_kit
+
+    assert target.gpu is not None
+    version = target.gpu.tensorrt.min
+    build = trtexec_build(manifest, target, options, version)
+    static = manifest["input"]["shape"][0]
+    size = static or target.batch.max
+    inputs, outputs = samples if samples is not None else (None, None)
+    batches = [] if inputs is None else [(inputs[i : i + size], outputs[i : i + size]) for i in range(0, 16, size)]
+    batches = [(x, y) for x, y in batches if len(x) == size]
+    name = manifest["input"]["name"]
+    return write_kit(stage, build, name, static is not None, batches, target.name, version)
+
+
 def finish_gpu_bundle(
     stage: Path,
     manifest: dict[str, Any],
@@ -164,6 +200,7 @@ def finish_gpu_bundle(
     options: BuildOptions | None,
     check: DeviceModelCheck,
     progress: Progress,
+    samples: Samples | None = None,
 ) -> dict[str, Any]:
     """`edgekit compile` for a GPU target: kernels and build options into the bundle, and the engine
     too where this machine is the device; otherwise one line saying where the engine will be built."""
@@ -173,6 +210,15 @@ def finish_gpu_bundle(
     manifest["parity"]["runtime"] = "onnxruntime (CPU) on model.onnx, the file TensorRT builds its engine from"
     manifest["tensorrt"] = {"options": options.to_dict(), "engines": []}
     manifest["kernels"] = add_kernels(stage, target, progress)
+    from edgekit.backends.tensorrt.trtexec import edgekit_runs_on
+
+    if target.gpu is not None and not edgekit_runs_on(target.gpu.tensorrt.max):
+        manifest["trtexec"] = _add_trtexec_kit(stage, manifest, target, options, samples)
+        progress.note(
+            f"note: edgekit does not run on {target.name}'s JetPack; the bundle carries trtexec/build_engine.sh, "
+            "which builds and checks the engine there with NVIDIA's trtexec"
+        )
+        return manifest
     problem = device_problem(target)
     if problem:
         progress.note(

@@ -133,7 +133,12 @@ class TensorRTBackend(Backend):
 
         engines = engine_records(manifest.section("tensorrt"))
         rows = {"preprocessing kernel": str(manifest.section("kernels").get("summary", "?"))}
-        if not engines:
+        kit = manifest.section("trtexec")
+        if kit and not engines:
+            rows["TensorRT engines"] = (
+                f"built on the device with NVIDIA's trtexec: sh {bundle}/{kit.get('dir')}/build_engine.sh"
+            )
+        elif not engines:
             rows["TensorRT engines"] = f"none yet: run `edgekit build {bundle}` on the device"
         for index, engine in enumerate(engines):
             placement = engine.get("placement") if isinstance(engine.get("placement"), dict) else {}
