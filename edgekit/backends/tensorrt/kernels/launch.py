@@ -206,7 +206,7 @@ class CudaPreprocessor:
         drv = cuda.driver()
         tried: list[str] = []
         candidates: list[tuple[str, bytes]] = []
-        if isinstance(binaries, bytes | bytearray | memoryview):
+        if isinstance(binaries, (bytes, bytearray, memoryview)):  # not `bytes | …`: Python 3.8 on the device
             candidates.append(("bundled binary", bytes(binaries)))
         elif binaries:
             chosen = select_cubin(binaries, self.sm)
