@@ -82,7 +82,8 @@ def test_device_install_runs_the_device_commands(device_venv: Path, bundle: Path
 
 @pytest.mark.parametrize("command", ["compile", "finetune"])
 def test_workstation_commands_name_the_install_command(device_venv: Path, command: str, trained: dict) -> None:
-    args = [trained["path"]] if command == "compile" else ["fashion-mnist", "--out", device_venv.parent / "x.pt"]
+    finetune = ["--data", "fashion-mnist", "--weights", "none", "--out", device_venv.parent / "x.pt"]
+    args = [trained["path"]] if command == "compile" else finetune
     result = _edgekit(device_venv, command, *args)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr

@@ -178,6 +178,11 @@ class Backend(abc.ABC):
         return None
 
     @classmethod
+    def target_note(cls, target: Target) -> str | None:
+        """What `edgekit targets` should say about running this backend's bundles on `target`'s device."""
+        return None
+
+    @classmethod
     def diagnose(cls) -> list[Finding]:
         """What `edgekit doctor` says about this backend here: installed or not (with the install command),
         its version and where it is imported from."""

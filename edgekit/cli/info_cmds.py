@@ -70,7 +70,7 @@ def inspect_command(path: Path, trust_pickle: bool, as_json: bool) -> None:
 @json_option
 def targets_command(as_json: bool) -> None:
     """List the device targets and which of their backends can run on this machine."""
-    from edgekit.backends.registry import usable_here
+    from edgekit.backends.registry import RUNTIMES, usable_here
     from edgekit.measure.host import host_target_name
     from edgekit.targets import list_targets
 
@@ -79,7 +79,10 @@ def targets_command(as_json: bool) -> None:
     rows = []
     for target in targets:
         available = {precision: usable_here(names) for precision, names in target.backends.items()}
-        rows.append({**target.to_dict(), "host": target.name == host, "backends_available_here": available})
+        backends = {name for names in target.backends.values() for name in names}
+        notes = [n for n in (RUNTIMES[b].target_note(target) for b in sorted(backends) if b in RUNTIMES) if n]
+        row = {**target.to_dict(), "host": target.name == host, "backends_available_here": available}
+        rows.append({**row, "device_side": "; ".join(notes) or None})
     if as_json:
         print_json(rows)
         return
@@ -88,4 +91,6 @@ def targets_command(as_json: bool) -> None:
         marker = "*" if row["host"] else " "
         here = "; ".join(f"{p}: {', '.join(names) or 'none'}" for p, names in row["backends_available_here"].items())
         click.echo(f"{marker} {row['name']:<{width}}  {row['description']}  [available here: {here}]")
+        if row["device_side"]:
+            click.echo(f"  {'':<{width}}  on the device: {row['device_side']}")
     click.echo("* = this host's default target; + = compiles here, the engine is built on the device (`edgekit build`)")

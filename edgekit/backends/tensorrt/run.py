@@ -122,6 +122,16 @@ class TensorRTBackend(Backend):
         return describe(probe())
 
     @classmethod
+    def target_note(cls, target: Target) -> str | None:
+        from edgekit.backends.tensorrt.trtexec import edgekit_runs_on
+
+        if target.gpu is None:
+            return None
+        if edgekit_runs_on(target.gpu.tensorrt.max):
+            return "edgekit build, predict and bench run there (pip install edgekit)"
+        return "edgekit cannot run on its JetPack (Python 3.6): the bundle carries trtexec/build_engine.sh"
+
+    @classmethod
     def diagnose(cls) -> list[Finding]:
         from edgekit.backends.tensorrt.doctor import diagnose
 
