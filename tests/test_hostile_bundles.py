@@ -130,6 +130,23 @@ def _corrupt_with_matching_hash(bundle: Path, outside: Path) -> None:
     _edit(bundle, lambda m: m["files"].update({"model.onnx": _sha(bundle / "model.onnx")}))
 
 
+def _model_for_another_input(bundle: Path, outside: Path) -> None:
+    """A valid ONNX model that takes 32×32 images, with its hash written into the manifest."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]), helper.make_node("Flatten", ["pooled"], ["y"])],
+        "other",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, bundle / "model.onnx")
+    _edit(bundle, lambda m: m["files"].update({"model.onnx": _sha(bundle / "model.onnx")}))
+
+
 def _wrong_class_count(bundle: Path, outside: Path) -> None:
     # Consistent with model.num_classes, so only the model's real output width can catch it.
     _edit(bundle, lambda m: (m.update(classes=[*m["classes"], "extra"]), m["model"].update(num_classes=8)))
@@ -207,12 +224,13 @@ CASES: list[tuple[str, Callable[[Path, Path], Any], str]] = [
     ("model_is_a_fifo", _fifo_model, "not a regular file"),
     ("model_is_a_directory", _directory_model, "not a regular file"),
     ("corrupt_model_hash_matches", _corrupt_with_matching_hash, "onnxruntime cannot load model.onnx"),
+    ("model_for_another_input", _model_for_another_input, "does not take the input its manifest describes"),
     ("backend_unknown", _set("backend", "tvm"), "backend 'tvm' is not one this edgekit runs"),
 ]
 
 
 # What only loading the model can find (inspect reads the manifest and checks hashes; it loads no runtime).
-FOUND_BY_LOADING = {"classes_vs_model_outputs", "corrupt_model_hash_matches"}
+FOUND_BY_LOADING = {"classes_vs_model_outputs", "corrupt_model_hash_matches", "model_for_another_input"}
 
 
 def _snapshot(directory: Path) -> dict[str, tuple[int, str]]:

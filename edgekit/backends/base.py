@@ -209,6 +209,11 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def run(self, batch: np.ndarray) -> np.ndarray: ...
 
+    @classmethod
+    def input_errors(cls) -> tuple[type[BaseException], ...]:
+        """What the runtime raises when a model does not take the input it is given (shape, type)."""
+        return ()
+
     def execution_precision(self) -> str:
         """What the runtime actually computes in (it may differ from what was asked)."""
         return self.precision

@@ -55,6 +55,10 @@ class Runner:
         return self._backend.execution_precision()
 
     @property
+    def input_errors(self) -> tuple[type[BaseException], ...]:
+        return self._backend.input_errors()
+
+    @property
     def preprocesses_on_device(self) -> bool:
         """Whether `run_images` preprocesses on the accelerator (else callers preprocess on the CPU)."""
         return self._backend.preprocesses_on_device
@@ -154,10 +158,18 @@ class BundleModel:
         self._check_outputs()
 
     def _check_outputs(self) -> None:
-        """One output per class: a manifest whose class list does not fit the model is refused at load."""
+        """The model takes the manifest's input and gives one output per class: a manifest that does not
+        fit its (hash-matching) model file is refused at load, not at the first prediction."""
         crop = self.preprocessing.crop
-        probe = np.zeros((1, 3, crop, crop), np.float32)
-        width = int(np.prod(self.runner.run(probe).shape[1:]))
+        probe = np.zeros((self.manifest.input.batch or 1, 3, crop, crop), np.float32)
+        try:
+            width = int(np.prod(self.runner.run(probe).shape[1:]))
+        except self.runner.input_errors as exc:
+            detail = " ".join(str(exc).split())[:200]
+            raise BundleError(
+                f"the model in {self.path} does not take the input its manifest describes ({detail}); "
+                "recompile the bundle"
+            ) from None
         if width != len(self.class_names):
             raise BundleError(
                 f"{self.path}/manifest.json names {len(self.class_names)} classes but the model has {width} "

@@ -142,6 +142,10 @@ class LiteRtBackend(Backend):
                 versions[name] = importlib.metadata.version(name)
         return versions
 
+    @classmethod
+    def input_errors(cls) -> tuple[type[BaseException], ...]:
+        return (ValueError,)  # set_tensor: "Cannot set tensor: Dimension mismatch"
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         """The dequantized first output for a float32 NCHW batch, one image per invoke (batch fixed at 1)."""
         detail, out = self._input, self._output

@@ -47,5 +47,11 @@ class OnnxRuntimeBackend(Backend):
 
         return {"onnxruntime": ort.__version__}
 
+    @classmethod
+    def input_errors(cls) -> tuple[type[BaseException], ...]:
+        from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+        return (state.InvalidArgument, state.Fail, state.RuntimeException)
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self._session.run(None, {self._input: batch})[0]

@@ -72,6 +72,10 @@ class OpenVinoBackend(Backend):
         versions = {"openvino": ov.get_version()}
         return versions
 
+    @classmethod
+    def input_errors(cls) -> tuple[type[BaseException], ...]:
+        return (RuntimeError,)  # OpenVINO reports a shape mismatch as RuntimeError
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         with self._requests.take() as request:
             result = request.infer({0: batch})
