@@ -72,5 +72,5 @@ def diagnose() -> dict[str, Any]:
         "machine": host_arch(),
         "host_target": host,
         "findings": [finding.to_dict() for finding in findings],
-        "problems": sum(finding.status in ("missing", "problem") for finding in findings),
+        "problems": sum(finding.status == "problem" for finding in findings),
     }

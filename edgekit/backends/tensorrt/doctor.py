@@ -86,7 +86,9 @@ def diagnose() -> list[Finding]:
     from edgekit.backends.tensorrt.device import clocks_and_power, describe, probe
 
     device = probe() if binding is not None else None
-    if device is None:
+    if binding is None:
+        findings.append(Finding("gpu", "info", "no GPU probed: without a CUDA binding edgekit cannot look for one"))
+    elif device is None:
         findings.append(Finding("gpu", "info", "no GPU: no CUDA device is visible to this process"))
     else:
         findings.append(
