@@ -91,6 +91,15 @@ def test_workstation_commands_name_the_install_command(device_venv: Path, comman
     assert "Traceback" not in result.stderr
 
 
+def test_a_runtime_the_device_lacks_is_named_with_its_install_command(
+    device_venv: Path, bundle: Path, image: Path
+) -> None:
+    result = _edgekit(device_venv, "predict", bundle, image, "--backend", "openvino")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "openvino is not installed (pip install openvino)" in lines[0]
+
+
 def test_reference_checkpoint_without_torch_is_a_user_error(device_venv: Path, bundle: Path, trained: dict) -> None:
     result = _edgekit(device_venv, "bench", bundle, "--reference", trained["path"], "--iterations", "1")
     lines = result.stderr.strip().splitlines()

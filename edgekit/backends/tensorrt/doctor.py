@@ -44,6 +44,17 @@ def _version(distribution: str) -> str | None:
         return None
 
 
+def _cuda_runtime() -> str:
+    """The CUDA runtime version cuda-python's runtime module reports ('12.6'), or why not."""
+    from edgekit.backends.tensorrt import cuda
+
+    try:
+        (version,) = cuda.check(cuda.runtime().cudaRuntimeGetVersion(), "cudaRuntimeGetVersion")
+    except (cuda.CudaError, RuntimeError, OSError) as exc:  # no libcudart: cuda.pathfinder's RuntimeError
+        return f"unknown ({type(exc).__name__})"
+    return f"{version // 1000}.{version % 1000 // 10}"
+
+
 def diagnose() -> list[Finding]:
     findings: list[Finding] = []
     release = jetson_release()
@@ -81,7 +92,7 @@ def diagnose() -> list[Finding]:
             )
         )
     else:
-        findings.append(Finding("cuda binding", "ok", f"cuda-python {binding}"))
+        findings.append(Finding("cuda binding", "ok", f"cuda-python {binding}, CUDA runtime {_cuda_runtime()}"))
 
     from edgekit.backends.tensorrt.device import clocks_and_power, describe, probe
 
