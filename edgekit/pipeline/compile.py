@@ -27,9 +27,9 @@ from edgekit.core.files import sha256_file
 from edgekit.core.progress import QUIET, Progress
 from edgekit.core.threads import resolve_threads
 from edgekit.core.versions import EDGEKIT_VERSION
-from edgekit.data.batches import synthetic_inputs
+from edgekit.data.batches import load_images, sample, synthetic_inputs
 from edgekit.data.calibration import calibration_inputs
-from edgekit.data.images import has_class_folders
+from edgekit.data.images import collect_images, has_class_folders
 from edgekit.data.preprocess import PreprocessSpec
 from edgekit.export.onnx_file import inspect_onnx
 from edgekit.measure.evaluate import EvalSet, compare, load_eval_set, run_batched, score
@@ -63,9 +63,13 @@ class LoadedSource:
     opset: int | None = None  # the opset the export writes (None: the user's ONNX ships as is)
 
     def describe(self) -> str:
+        model = self.manifest["model"]
+        transform = ""
+        if model.get("transform_input") is not None:
+            transform = f", transform_input={model['transform_input']} ({model['transform_input_source']})"
         pruned = ", pruned" if self.pruned else ""
         export = f"; exporting ONNX opset {self.opset}" if self.opset is not None else ""
-        return f"{self.description}{pruned}{export}"
+        return f"{self.description}{transform}{pruned}{export}"
 
 
 def parity_tolerance(reference: np.ndarray) -> float:
@@ -106,14 +110,64 @@ def _load_checkpoint(config: CompileConfig, threads: int) -> LoadedSource:
         reference=TorchReference(loaded.module, threads),
         spec=spec,
         description=(
-            f"GoogLeNet ({loaded.checkpoint_form}), {loaded.num_classes} classes ({loaded.class_names_source} names), "
-            f"transform_input={loaded.transform_input} ({loaded.transform_input_source})"
+            f"GoogLeNet ({loaded.checkpoint_form}), {loaded.num_classes} classes ({loaded.class_names_source} names)"
         ),
         pruned=pruning is not None,
         opset=opset,
         write_onnx=lambda path: export_onnx(loaded.module, path, spec.crop, opset),
         module=loaded.module,
     )
+
+
+EVIDENCE_IMAGES = 64
+
+
+def _check_transform_input(config: CompileConfig, source: LoadedSource, progress: Progress) -> LoadedSource:
+    """Decide (when the checkpoint does not record it) or check (when it does, or a flag sets it) the
+    model's transform_input from the user's images; see `model/evidence.py`. Sets it on the module that
+    the reference and the export share, and records the evidence in the manifest."""
+    from edgekit.model.evidence import transform_input_evidence
+
+    model = dict(source.manifest["model"])
+    current, how = model["transform_input"], model["transform_input_source"]
+    folder = config.calib or config.val
+    if folder is None:
+        if how == "default":
+            progress.note(
+                "note: the checkpoint does not record transform_input; assumed on (torchvision's ImageNet setting): "
+                "pass --calib or --val to decide it from your images, or --transform-input / --no-transform-input"
+            )
+        return source
+    files = sample(collect_images([folder]), EVIDENCE_IMAGES)
+    evidence = transform_input_evidence(source.module, load_images(files, source.spec).inputs)
+    if evidence is None:
+        return source
+    model["transform_input_evidence"] = {**evidence.to_dict(), "folder": str(folder)}
+    figures = (
+        f"mismatch {evidence.mismatch[True]:.2f} on / {evidence.mismatch[False]:.2f} off, {evidence.images} images"
+    )
+    if how == "default" and evidence.strong:
+        current, how = evidence.best, "images"
+        source.module.transform_input = current
+        progress.note(f"transform_input={current}, decided from your images ({figures})")
+    elif how == "default":
+        progress.note(
+            f"warning: transform_input is not recorded and your images do not tell ({figures}); assumed on: "
+            "pass --transform-input or --no-transform-input if you know how the model was trained"
+        )
+    elif evidence.strong and evidence.best != current:
+        flag = "--transform-input" if evidence.best else "--no-transform-input"
+        progress.note(
+            f"warning: transform_input={current} ({how}) but the first layer's statistics on your images say "
+            f"{evidence.best} ({figures}); if predictions look wrong, compile with {flag}"
+        )
+    if not evidence.preprocessing_fits:
+        progress.note(
+            f"warning: the first layer's statistics fit neither transform_input setting ({figures}): the "
+            "preprocessing (mean/std, resize) may not be the one the model was trained with"
+        )
+    model.update(transform_input=current, transform_input_source=how)
+    return dataclasses.replace(source, manifest={**source.manifest, "model": model})
 
 
 def _prune_stage(
@@ -246,6 +300,8 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> Manifes
     backend = converter.backend
     threads = resolve_threads(config.threads if config.threads is not None else config.target.threads)
     source = (_load_onnx if config.is_onnx else _load_checkpoint)(config, threads)
+    if source.module is not None:
+        source = _check_transform_input(config, source, progress)
     prune_data = None
     if config.prune is not None:
         from edgekit.optimize.prune import load_prune_data

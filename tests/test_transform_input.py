@@ -1,0 +1,111 @@
+"""transform_input decided from the user's images when a checkpoint does not record it (issue 17).
+
+Two real models: the suite's (trained with transform_input on) and one trained here with it off. Saved as
+plain state_dicts, neither says how it was trained; compile must find out from the calibration images,
+so that the bundle agrees with the model as trained, and say so. A flag that contradicts strong
+evidence is obeyed with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import edgekit
+from edgekit.data.images import read_image
+from edgekit.data.preprocess import PreprocessSpec, preprocess
+from edgekit.model.evidence import transform_input_evidence
+from edgekit.model.finetune import FinetuneConfig, run_finetune
+from edgekit.model.googlenet import build_googlenet, deployable
+from tests.conftest import NUM_CLASSES
+
+
+@pytest.fixture(scope="module")
+def trained_off(data_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A GoogLeNet trained from scratch, which torchvision builds with transform_input off."""
+    out = tmp_path_factory.mktemp("off") / "googlenet-off.pt"
+    config = FinetuneConfig(
+        data=str(data_dirs["train"]), val=data_dirs["val"], out=out, weights="none", epochs=2, lr=0.02,
+        resize=72, crop=64, augment=False,
+    )  # fmt: skip
+    run_finetune(config)
+    checkpoint = torch.load(out, weights_only=True)
+    assert checkpoint["transform_input"] is False
+    return {"path": out, "checkpoint": checkpoint}
+
+
+def _plain_state_dict(checkpoint: dict, path: Path) -> Path:
+    """What many users save: weights only, nothing about how the model was trained."""
+    torch.save(checkpoint["model_state_dict"], path)
+    return path
+
+
+def _true_predictions(checkpoint: dict, files: list[Path]) -> np.ndarray:
+    """The model as it was trained (its recorded setting), in PyTorch."""
+    model = build_googlenet(NUM_CLASSES, checkpoint["transform_input"], aux_logits=True)
+    model.load_state_dict(checkpoint["model_state_dict"])
+    model = deployable(model)
+    spec = PreprocessSpec(resize=72, crop=64)
+    batch = np.stack([preprocess(read_image(f), spec) for f in files])
+    with torch.inference_mode():
+        return model(torch.from_numpy(batch)).numpy().argmax(1)
+
+
+@pytest.mark.parametrize("setting", ["on", "off"])
+def test_unrecorded_transform_input_is_decided_from_images(
+    setting: str, trained: dict, trained_off: dict, data_dirs: dict, run_cli, tmp_path: Path
+) -> None:
+    checkpoint = trained["checkpoint"] if setting == "on" else trained_off["checkpoint"]
+    model = _plain_state_dict(checkpoint, tmp_path / "weights.pth")
+    out = tmp_path / "bundle"
+    status, _, stderr = run_cli(
+        "compile", model, "--resize", "72", "--crop", "64", "--calib", data_dirs["train"], "--out", out
+    )
+    assert status == 0, stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["transform_input"] is (setting == "on")
+    assert manifest["model"]["transform_input_source"] == "images"
+    evidence = manifest["model"]["transform_input_evidence"]
+    assert evidence["strong"] and evidence["images"] == 64
+    assert f"transform_input={setting == 'on'}, decided from your images" in stderr
+    files = [p for folder in sorted(data_dirs["val"].iterdir()) for p in sorted(folder.iterdir())[:6]]
+    bundle = np.array([p.index for p in edgekit.load(out).predict(files)])
+    assert np.mean(bundle == _true_predictions(checkpoint, files)) >= 0.95  # the model as trained, not chance
+
+
+def test_a_flag_against_strong_evidence_is_obeyed_with_a_warning(
+    trained_off: dict, data_dirs: dict, run_cli, tmp_path: Path
+) -> None:
+    model = _plain_state_dict(trained_off["checkpoint"], tmp_path / "weights.pth")
+    out = tmp_path / "bundle"
+    status, _, stderr = run_cli(
+        "compile", model, "--resize", "72", "--crop", "64", "--transform-input", "--calib", data_dirs["train"],
+        "--out", out,
+    )  # fmt: skip
+    assert status == 0, stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["transform_input"] is True and manifest["model"]["transform_input_source"] == "flag"
+    assert "warning: transform_input=True (flag) but the first layer's statistics on your images say False" in stderr
+
+
+def test_without_images_the_default_is_stated(trained_off: dict, run_cli, tmp_path: Path) -> None:
+    model = _plain_state_dict(trained_off["checkpoint"], tmp_path / "weights.pth")
+    status, _, stderr = run_cli("compile", model, "--resize", "72", "--crop", "64", "--out", tmp_path / "b")
+    assert status == 0, stderr
+    assert "does not record transform_input; assumed on" in stderr and "--no-transform-input" in stderr
+
+
+def test_evidence_flags_preprocessing_that_fits_neither_setting(trained: dict, data_dirs: dict) -> None:
+    model = build_googlenet(NUM_CLASSES, True, aux_logits=True)
+    model.load_state_dict(trained["checkpoint"]["model_state_dict"])
+    model = deployable(model)
+    files = [p for folder in sorted(data_dirs["val"].iterdir()) for p in sorted(folder.iterdir())[:4]]
+    right = np.stack([preprocess(read_image(f), PreprocessSpec(resize=72, crop=64)) for f in files])
+    assert transform_input_evidence(model, right).preprocessing_fits
+    wrong = right * 4.0  # e.g. pixels in 0..255 scaled by a mean/std meant for 0..1 (too bright, too spread)
+    evidence = transform_input_evidence(model, wrong)
+    assert evidence is not None and not evidence.preprocessing_fits
