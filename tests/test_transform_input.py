@@ -109,3 +109,44 @@ def test_evidence_flags_preprocessing_that_fits_neither_setting(trained: dict, d
     wrong = right * 4.0  # e.g. pixels in 0..255 scaled by a mean/std meant for 0..1 (too bright, too spread)
     evidence = transform_input_evidence(model, wrong)
     assert evidence is not None and not evidence.preprocessing_fits
+
+
+def _renamed_copy(val: Path, out: Path, order: str) -> Path:
+    """The labelled folder with sub-directories renamed so that their sorted order is the model's output order
+    ("same") or its reverse ("reversed")."""
+    import shutil
+
+    names = sorted(p.name for p in val.iterdir())
+    for i, name in enumerate(names):
+        rank = i if order == "same" else len(names) - 1 - i
+        shutil.copytree(val / name, out / f"{rank}_{name}")
+    return out
+
+
+@pytest.mark.parametrize("order", ["same", "reversed"])
+def test_generated_class_names_say_the_mapping_and_warn_at_chance(
+    order: str, trained: dict, data_dirs: dict, run_cli, tmp_path: Path
+) -> None:
+    model = _plain_state_dict(trained["checkpoint"], tmp_path / "weights.pth")
+    val = _renamed_copy(data_dirs["val"], tmp_path / "val", order)
+    out = tmp_path / "bundle"
+    args = ["compile", model, "--resize", "72", "--crop", "64", "--transform-input", "--val", val, "--out", out]
+    status, _, stderr = run_cli(*args)
+    assert status == 0, stderr
+    first = sorted(p.name for p in val.iterdir())[0]
+    assert f"maps by sorted sub-directory (ImageFolder's order): {first}→output 0" in stderr
+    reference = json.loads((out / "manifest.json").read_text())["accuracy"]["models"]["reference"]
+    low, high = reference["top1_ci95"]
+    assert low <= reference["top1"] <= high
+    warned = "the folder's class order probably differs" in stderr or "no better than guessing" in stderr
+    assert warned == (order == "reversed"), (reference["top1"], stderr)
+
+
+def test_wilson_interval_matches_published_values() -> None:
+    from edgekit.measure.stats import indistinguishable_from_chance, wilson
+
+    low, high = wilson(8, 10)  # Newcombe (1998), Table I: 0.4902 – 0.9433
+    assert abs(low - 0.4902) < 1e-4 and abs(high - 0.9433) < 1e-4
+    low, high = wilson(0, 10)  # 0 – 0.2775
+    assert low == 0.0 and abs(high - 0.2775) < 1e-4
+    assert indistinguishable_from_chance(20, 140, 7) and not indistinguishable_from_chance(100, 140, 7)

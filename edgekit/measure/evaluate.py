@@ -14,6 +14,7 @@ from edgekit.core.progress import QUIET, Progress
 from edgekit.data.batches import ImageBatch, load_images, sample
 from edgekit.data.images import LabelledFolder, collect_images, has_class_folders, read_labelled_folder
 from edgekit.data.preprocess import PreprocessSpec
+from edgekit.measure.stats import indistinguishable_from_chance, wilson
 
 RunFn = Callable[[np.ndarray], np.ndarray]
 MAX_CONFUSION_CLASSES = 100
@@ -61,6 +62,63 @@ class EvalSet:
     batch: ImageBatch
     labels: np.ndarray | None
     source: str
+    mapping: str | None = None  # how sub-directories were mapped to outputs, when the model has no class names
+
+
+def mapping_note(folder: LabelledFolder, class_names: Sequence[str]) -> str | None:
+    """For a model without class names: which sub-directory stands for which output, in words."""
+    if not all(name == f"class_{i}" for i, name in enumerate(class_names)):
+        return None
+    pairs = ", ".join(f"{name}→output {i}" for i, name in enumerate(folder.class_names[:8]))
+    more = " …" if len(folder.class_names) > 8 else ""
+    return (
+        f"the model has no class names: {folder.root.name}/ maps by sorted sub-directory (ImageFolder's order): "
+        f"{pairs}{more}; pass --classes FILE if its outputs are in another order"
+    )
+
+
+def _best_matching(confusion: np.ndarray) -> np.ndarray:
+    """For each true class, the output that best explains it, one output per class (greedy on the confusion
+    matrix's largest cells; exact enough to see a shuffled label order)."""
+    matrix = confusion.astype(float).copy()
+    match = np.full(len(matrix), -1)
+    for _ in range(len(matrix)):
+        row, col = np.unravel_index(np.argmax(matrix), matrix.shape)
+        if matrix[row, col] < 0:
+            break
+        match[row] = col
+        matrix[row, :] = -1
+        matrix[:, col] = -1
+    return match
+
+
+def labels_warning(labels: np.ndarray, predicted: np.ndarray, classes: int, what: str) -> str | None:
+    """A warning when the folder's labels do not look like the model's outputs: top-1 no better than
+    guessing, or another assignment of sub-directories to outputs explaining the predictions far better
+    (a one-sided sign test on the images it fixes against those it breaks, 99 %)."""
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
+    n, correct = len(labels), int(np.sum(predicted == labels))
+    low, high = wilson(correct, n)
+    figure = f"{what} top-1 is {correct / n:.1%} (95 % interval {low:.1%}–{high:.1%}, {n} images)"
+    if indistinguishable_from_chance(correct, n, classes):
+        return (
+            f"warning: {figure}, no better than guessing among {classes} classes: the folder's labels probably do "
+            "not match the model's outputs (check the class names and their order, or pass --classes)"
+        )
+    confusion = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    match = _best_matching(confusion)
+    remapped = match[labels]
+    fixed = int(np.sum((predicted == remapped) & (predicted != labels)))
+    broken = int(np.sum((predicted != remapped) & (predicted == labels)))
+    if fixed + broken and fixed - broken > 2.326 * np.sqrt(fixed + broken) and fixed >= 0.1 * n:
+        moved = [f"{c}→output {match[c]}" for c in range(classes) if match[c] != c][:6]
+        return (
+            f"warning: {figure}, but {(correct + fixed - broken) / n:.1%} if the labels were assigned as "
+            f"{', '.join(moved)} (label index→output): the folder's class order probably differs from the "
+            "model's; pass --classes with the model's output order"
+        )
+    return None
 
 
 def load_eval_set(
@@ -80,7 +138,7 @@ def load_eval_set(
         batch = load_images([file for file, _ in chosen], spec, progress)
         label_of = {file: mapping[label] for file, label in chosen}
         labels = np.array([label_of[file] for file in batch.files])
-        return EvalSet(batch, labels, f"labelled images from {folder}")
+        return EvalSet(batch, labels, f"labelled images from {folder}", mapping_note(labelled, class_names))
     files = collect_images([folder])
     if not files:
         raise EdgekitError(f"{folder} holds no image files")
@@ -94,11 +152,18 @@ def score(
     models = {}
     for name, predicted in predictions.items():
         per_class = {class_names[c]: float(np.mean(predicted[labels == c] == c)) for c in sorted(set(labels.tolist()))}
-        models[name] = {"top1": float(np.mean(predicted == labels)), "per_class_top1": per_class}
+        correct = int(np.sum(predicted == labels))
+        models[name] = {
+            "top1": correct / len(labels),
+            "top1_ci95": list(wilson(correct, len(labels))),
+            "per_class_top1": per_class,
+        }
         if len(class_names) <= MAX_CONFUSION_CLASSES:  # 1,000 ImageNet classes would be a million numbers
             confusion = np.zeros((len(class_names), len(class_names)), dtype=np.int64)  # [true class][predicted]
             np.add.at(confusion, (labels, predicted), 1)
             models[name]["confusion"] = confusion.tolist()
         if name != reference:
-            models[name]["top1_agreement_with_reference"] = float(np.mean(predicted == predictions[reference]))
+            agree = int(np.sum(predicted == predictions[reference]))
+            models[name]["top1_agreement_with_reference"] = agree / len(labels)
+            models[name]["top1_agreement_ci95"] = list(wilson(agree, len(labels)))
     return {"images": len(labels), "reference": reference, "models": models}

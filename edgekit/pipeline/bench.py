@@ -21,7 +21,7 @@ from edgekit.core.versions import module_available
 from edgekit.data.batches import sample, synthetic_images
 from edgekit.data.preprocess import PreprocessSpec, preprocess
 from edgekit.measure.environment import environment
-from edgekit.measure.evaluate import load_eval_set, run_batched, score
+from edgekit.measure.evaluate import labels_warning, load_eval_set, run_batched, score
 from edgekit.measure.host import measured_on
 from edgekit.measure.latency import PROTOCOL, LatencyProtocol, measure, stage_times
 from edgekit.measure.results import RESULTS_SCHEMA, write_results
@@ -127,7 +127,14 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
         if reference is not None:
             outputs = run_batched(reference.run, evalset.batch.inputs, 8, progress, "reference")
             predictions = {"reference": outputs.argmax(1), **predictions}
+        if evalset.mapping:
+            notes.append(evalset.mapping)
         accuracy = score(predictions, evalset.labels, model.class_names, reference=next(iter(predictions)))
+        first = predictions[accuracy["reference"]]
+        warning = labels_warning(evalset.labels, first, len(model.class_names), f"the {accuracy['reference']}'s")
+        if warning:
+            notes.append(warning)
+            progress.note(warning)
         accuracy["unreadable"] = evalset.batch.errors
 
     stage_images = _stage_images(config.val, spec)

@@ -32,7 +32,7 @@ from edgekit.data.calibration import calibration_inputs
 from edgekit.data.images import collect_images, has_class_folders
 from edgekit.data.preprocess import PreprocessSpec
 from edgekit.export.onnx_file import inspect_onnx
-from edgekit.measure.evaluate import EvalSet, compare, load_eval_set, run_batched, score
+from edgekit.measure.evaluate import EvalSet, compare, labels_warning, load_eval_set, run_batched, score
 from edgekit.measure.host import host_problem
 from edgekit.measure.latency import p50_ms
 from edgekit.measure.reference import OnnxReference, TorchReference
@@ -312,6 +312,8 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> Manifes
     evalset: EvalSet | None = None
     if config.val is not None:
         evalset = load_eval_set(config.val, source.manifest["classes"], source.spec, config.parity_images)
+        if evalset.mapping:
+            progress.note(f"note: {evalset.mapping}")
     calibration, warnings = _load_calibration(config, source.spec)
 
     host = " (this host; no --target given)" if config.target_from_host else ""
@@ -345,6 +347,11 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> Manifes
         info = inspect_onnx(fp32)
         sparsity = _sparsity_record(source.manifest.get("pruning"), fp32)
         reference_out = run_batched(source.reference.run, inputs, 8, progress, source.reference.kind)
+        if evalset is not None and evalset.labels is not None:
+            classes = len(source.manifest["classes"])
+            warning = labels_warning(evalset.labels, reference_out.argmax(1), classes, "the FP32 model's")
+            if warning:
+                progress.note(warning)
 
         def build(keep_fp32: tuple[str, ...]) -> Built:
             request = ConvertRequest(config.precision, calibration, config.method, keep_fp32, config.target.int8_io)
