@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -206,10 +207,17 @@ def test_target_macs_and_target_latency_are_met(trained: dict, run_cli, tmp_path
     assert report["after"]["macs"] <= 60e6 < report["before"]["macs"]
     assert report["mode"] == "target-macs" and len(report["steps"]) >= 2
     # Half the measured unpruned latency: reached by pruning, checked with the target's backend.
+    # Latency is measured afresh by each run; on a loaded machine the first figure can be far slower than the
+    # next run's, which then finds the unpruned model already fast enough. Then aim below its own figure.
     before = report["before"]["latency_ms"]
-    status, stdout, err = run_cli(
-        "prune", trained["path"], "--target-latency", f"{before * 0.6:.3f}", "--out", tmp_path / "l.pt", "--json"
-    )
+    for _ in range(3):
+        status, stdout, err = run_cli(
+            "prune", trained["path"], "--target-latency", f"{before * 0.6:.3f}", "--out", tmp_path / "l.pt", "--json"
+        )
+        measured = re.search(r"already meets the target \(\S+ MACs, ([\d.]+) ms\)", err)
+        if status != 2 or measured is None:
+            break
+        before = float(measured.group(1))
     assert status == 0, err
     report = json.loads(stdout)
     assert report["steps"][-1]["latency_ms"] <= before * 0.6

@@ -31,6 +31,8 @@ class ImageBatch:
 
 
 def load_images(files: Sequence[Path], spec: PreprocessSpec, progress: Progress = QUIET) -> ImageBatch:
+    if not files:
+        raise EdgekitError("no image files to read")
     arrays, kept, errors = [], [], {}
     for file in progress.bar(files, desc="reading images", total=len(files), unit="img"):
         try:

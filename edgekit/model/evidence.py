@@ -86,4 +86,6 @@ def transform_input_evidence(module: torch.nn.Module, inputs: np.ndarray) -> Tra
                 mismatch[setting] = float(ratio.log().abs().mean())
     finally:
         module.transform_input = original
+    if not all(np.isfinite(list(mismatch.values()))):  # images without variance (all one colour) tell nothing
+        return None
     return TransformEvidence(mismatch, len(inputs))

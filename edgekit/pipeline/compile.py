@@ -139,7 +139,11 @@ def _check_transform_input(config: CompileConfig, source: LoadedSource, progress
             )
         return source
     files = sample(collect_images([folder]), EVIDENCE_IMAGES)
-    evidence = transform_input_evidence(source.module, load_images(files, source.spec).inputs)
+    try:
+        images = load_images(files, source.spec).inputs
+    except EdgekitError:  # no readable image: the calibration or evaluation step says so, with its context
+        return source
+    evidence = transform_input_evidence(source.module, images)
     if evidence is None:
         return source
     model["transform_input_evidence"] = {**evidence.to_dict(), "folder": str(folder)}
@@ -487,7 +491,7 @@ def _fit_budget(
     progress: Progress,
 ) -> tuple[Built, dict[str, Any]]:
     """Rebuild with the most sensitive layer groups in FP32 until the top-1 drop fits the budget."""
-    reference_top1 = float(np.mean(reference_out.argmax(1) == labels))
+    reference_correct = tuple((reference_out.argmax(1) == labels).tolist())
     builds = {(): plain}
     on_disk = [()]  # the stage holds the files of the latest build only
 
@@ -496,9 +500,9 @@ def _fit_budget(
             builds[keep] = build(keep)
             on_disk[0] = keep
         predicted = builds[keep].outputs.argmax(1)
-        return Trial(keep, float(np.mean(predicted == labels)), float(np.mean(predicted == reference_out.argmax(1))))
+        return Trial(keep, tuple((predicted == labels).tolist()), float(np.mean(predicted == reference_out.argmax(1))))
 
-    chosen, record = fit_budget(trial, LAYER_GROUPS, reference_top1, budget, progress)
+    chosen, record = fit_budget(trial, LAYER_GROUPS, reference_correct, budget, progress)
     final = builds[chosen.keep_fp32] if on_disk[0] == chosen.keep_fp32 else build(chosen.keep_fp32)
     if timing_problem is None:
         latency: dict[str, Any] = {
