@@ -20,7 +20,7 @@ from edgekit.backends.base import DeviceModelCheck, Samples
 from edgekit.backends.tensorrt.builder import build_engine, tensorrt_version
 from edgekit.backends.tensorrt.device import CudaDevice, describe, probe
 from edgekit.backends.tensorrt.engines import engine_file_name, engine_key
-from edgekit.backends.tensorrt.recipe import BuildOptions, plan_build
+from edgekit.backends.tensorrt.recipe import BuildOptions, BuildPlan, plan_build
 from edgekit.backends.tensorrt.run import TensorRTBackend
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import atomic_path, sha256_file
@@ -94,15 +94,7 @@ def add_engine(
     """
     version, device, target = check_device(manifest, settings.bundle)
     onnx_path = stage / manifest["model_file"]
-    plan = plan_build(
-        target,
-        manifest["precision"],
-        options,
-        version,
-        manifest["input"]["name"],
-        manifest["input"]["shape"],
-        sparse_bundle=bool(manifest.get("sparsity")),
-    )
+    plan = bundle_plan(manifest, target, options, version)
     for note in plan.notes:
         progress.note(f"note: {note}")
     cache_path = timing_cache_path(settings.cache_dir or default_cache_dir(), version, device)
@@ -156,21 +148,22 @@ def add_engine(
     return {**manifest, "tensorrt": section}
 
 
+def bundle_plan(manifest: dict[str, Any], target: Target, options: BuildOptions, version: str) -> BuildPlan:
+    """The build plan of this bundle's engine for TensorRT `version` (edgekit build and trtexec alike)."""
+    model_input = manifest["input"]
+    sparse = bool(manifest.get("sparsity"))
+    return plan_build(
+        target, manifest["precision"], options, version, model_input["name"], model_input["shape"], sparse
+    )
+
+
 def trtexec_build(manifest: dict[str, Any], target: Target, options: BuildOptions, version: str) -> list[str]:
     """The trtexec argv that builds this bundle's engine on TensorRT `version`, from the same plan as
     `edgekit build` (refused, like it, for options the target or that version cannot have)."""
     from edgekit.backends.tensorrt.trtexec import KIT_DIR, trtexec_command
 
     shape = manifest["input"]["shape"]
-    plan = plan_build(
-        target,
-        manifest["precision"],
-        options,
-        version,
-        manifest["input"]["name"],
-        shape,
-        bool(manifest.get("sparsity")),
-    )
+    plan = bundle_plan(manifest, target, options, version)
     engine = f"{KIT_DIR}/{target.name}-trt{version}.plan"
     return trtexec_command(plan, manifest["model_file"], engine, shape[0] is not None, f"{KIT_DIR}/timing.cache")
 
