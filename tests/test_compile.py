@@ -69,7 +69,9 @@ def test_each_checkpoint_form_compiles_and_agrees_with_pytorch(
     assert f"bundle: {out}" in stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["backend"] == backend and manifest["precision"] == "fp32"
-    assert manifest["model"]["transform_input"] is True and manifest["model"]["transform_input_source"] == "default"
+    # None of these forms records transform_input: it is decided from the --val images (the model was trained
+    # with it on), not assumed.
+    assert manifest["model"]["transform_input"] is True and manifest["model"]["transform_input_source"] == "images"
     assert manifest["preprocessing"]["crop"] == 224  # a bare state_dict carries no preprocessing
     assert manifest["parity"]["images"] == 40 and manifest["parity"]["top1_agreement"] >= 0.995
 
