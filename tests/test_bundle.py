@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -101,3 +102,17 @@ def test_running_a_bundle_needs_no_torch(bundle: Path, data_dirs: dict) -> None:
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_predict_from_eight_threads_matches_sequential(bundle: Path, backend: str, distinct_images: list[Path]) -> None:
     assert_thread_safe(edgekit.load(bundle, backend=backend), distinct_images)
+
+
+def test_inspect_shows_accuracy_with_its_interval_and_the_transform_evidence(bundle: Path, edgekit_cli) -> None:
+    result = edgekit_cli("inspect", bundle)
+    assert result.returncode == 0, result.stderr
+    manifest = read_manifest(bundle)
+    reference = manifest.section("accuracy")["models"]["reference"]
+    low, high = reference["top1_ci95"]
+    assert low < reference["top1"] < high
+    shown = f"{reference['top1']:.2%} (95 % interval {low:.1%}–{high:.1%})"
+    assert re.search(r"top-1 reference\s+" + re.escape(shown), result.stdout), result.stdout
+    evidence = manifest.section("model")["transform_input_evidence"]
+    assert evidence["mismatch_transform_on"] < evidence["mismatch_transform_off"]  # the suite's model: on
+    assert re.search(r"transform_input evidence\s+first-layer mismatch 0\.\d\d on / \d\.\d\d off", result.stdout)

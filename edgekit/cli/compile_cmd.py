@@ -118,6 +118,7 @@ def compile_command(
     from edgekit.backends.registry import get_backend
     from edgekit.cli.options import prune_settings
     from edgekit.core.progress import Progress
+    from edgekit.measure.results import with_interval
     from edgekit.model.checkpoint import read_class_file
     from edgekit.optimize.prune_config import PruneSettings
     from edgekit.pipeline.compile_config import CompileConfig, resolve
@@ -165,7 +166,7 @@ def compile_command(
     )
     click.echo(f"  vs FP32 {parity_line(manifest)}")
     for name, row in manifest.section("accuracy").get("models", {}).items():
-        click.echo(f"  top-1 {name}: {row['top1']:.2%}")
+        click.echo(f"  top-1 {name}: {with_interval(row['top1'], row.get('top1_ci95'))}")
     if manifest.has("pruning"):
         from edgekit.cli.prune_cmd import summary_lines
 

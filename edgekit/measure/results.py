@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,13 @@ def write_results(results: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "bench.json", json.dumps(results, indent=2) + "\n")
     write_text_atomic(out / "bench.md", summary_markdown(results))
+
+
+def with_interval(value: float, interval: Sequence[float] | None) -> str:
+    """'82.14% (95 % interval 75.0%–87.6%)': a proportion with its interval where one was recorded."""
+    if not interval:
+        return f"{value:.2%}"
+    return f"{value:.2%} (95 % interval {interval[0]:.1%}–{interval[1]:.1%})"
 
 
 def summary_markdown(results: dict[str, Any]) -> str:
@@ -65,8 +73,10 @@ def summary_markdown(results: dict[str, Any]) -> str:
         ]
         lines.append("|---|---:|---:|")
         for name, row in accuracy["models"].items():
+            top1 = with_interval(row["top1"], row.get("top1_ci95"))
             agreement = row.get("top1_agreement_with_reference")
-            lines.append(f"| {name} | {row['top1']:.2%} | {'—' if agreement is None else f'{agreement:.2%}'} |")
+            shown = "—" if agreement is None else with_interval(agreement, row.get("top1_agreement_ci95"))
+            lines.append(f"| {name} | {top1} | {shown} |")
     lines += ["", f"Measured on {results['measured_on']}."]
     if results["notes"]:
         lines += ["", *[f"- {note}" for note in results["notes"]]]

@@ -35,6 +35,27 @@ def pruning_line(pruning: dict[str, Any]) -> str | None:
     )
 
 
+def _accuracy_rows(manifest: Manifest) -> dict[str, str]:
+    """Top-1 with its 95 % interval per model, and how transform_input was decided, where recorded."""
+    rows = {}
+    accuracy = manifest.section("accuracy")
+    models = accuracy.get("models") if isinstance(accuracy.get("models"), dict) else {}
+    for name, row in models.items():
+        if isinstance(row, dict) and isinstance(row.get("top1"), (int, float)):
+            interval = row.get("top1_ci95")
+            span = ""
+            if isinstance(interval, list) and len(interval) == 2:
+                span = f" (95 % interval {_number(interval[0], '.1%')}–{_number(interval[1], '.1%')})"
+            rows[f"top-1 {name}"] = f"{row['top1']:.2%}{span} on {accuracy.get('images', '?')} images"
+    evidence = manifest.section("model").get("transform_input_evidence")
+    if isinstance(evidence, dict):
+        rows["transform_input evidence"] = (
+            f"first-layer mismatch {_number(evidence.get('mismatch_transform_on'), '.2f')} on / "
+            f"{_number(evidence.get('mismatch_transform_off'), '.2f')} off ({evidence.get('images', '?')} images)"
+        )
+    return rows
+
+
 def describe_bundle(path: Path, manifest: Manifest) -> dict[str, str]:
     """Rows of `edgekit inspect` for a verified bundle."""
     source = manifest.section("source")
@@ -56,6 +77,7 @@ def describe_bundle(path: Path, manifest: Manifest) -> dict[str, str]:
         "preprocessing": ", ".join(f"{k}={v}" for k, v in spec.items()),
         "parity": parity_line(manifest),
         "pruning": pruning_line(manifest.section("pruning")) or "none",
+        **_accuracy_rows(manifest),
         "2:4 sparsity": "yes (pattern recorded for TensorRT on Ampere+)" if manifest.section("sparsity") else "no",
     }
     backend = RUNTIMES.get(manifest.backend)
