@@ -20,7 +20,6 @@ from edgekit.backends.tensorrt.engine import trtexec_build
 from edgekit.backends.tensorrt.recipe import BuildOptions
 from edgekit.backends.tensorrt.trtexec import FLAGS_FILE, check_command, write_kit
 from edgekit.core.errors import EdgekitError
-from edgekit.core.versions import version_tuple
 from edgekit.targets import list_targets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -221,4 +220,3 @@ def test_device_modules_exclude_the_workstation() -> None:
     assert {"edgekit.runtime.model", "edgekit.cli.doctor_cmd", "edgekit.backends.tensorrt.engine"} <= names
     assert not [n for n in names if is_workstation(n)]
     assert "edgekit.pipeline.compile" not in names and "edgekit.model.checkpoint" not in names
-    assert version_tuple("3.8") < (3, 10)

@@ -266,10 +266,6 @@ def test_hostile_bundle_is_refused_with_one_line(
     assert _snapshot(tmp_path) == before
 
 
-def test_catalogue_is_large_enough() -> None:
-    assert len(CASES) >= 40 and len({c[0] for c in CASES}) == len(CASES)
-
-
 def test_an_unlisted_file_is_never_loaded_and_inspect_names_it(
     bundle: Path, image: Path, edgekit_cli, tmp_path: Path
 ) -> None:
