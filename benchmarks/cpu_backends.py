@@ -86,7 +86,7 @@ def main() -> None:
         module = load_checkpoint(checkpoint).module
         onnx_file = work / "fp32" / "model.onnx"
         ort_int8 = work / "ort_int8.onnx"
-        calibration = calibration_inputs(calib, PreprocessSpec(), 256)[0]
+        calibration = calibration_inputs(calib, PreprocessSpec(), 256).inputs
         quantize_int8(onnx_file, ort_int8, calibration, "cpu")
         litert = {}
         for precision in ("fp32", "int8"):

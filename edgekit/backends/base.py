@@ -107,9 +107,24 @@ class ConvertRequest:
 
     precision: str
     calibration: np.ndarray | None = None  # preprocessed images, for INT8
-    method: str = "minmax"  # INT8 calibration method, where the backend's quantizer offers a choice
-    keep_fp32: tuple[str, ...] = ()  # layer groups kept in higher precision (accuracy budget)
+    method: str | None = None  # INT8 calibration method (None: the quantizer's default)
+    keep_fp32: tuple[str, ...] = ()  # layer groups kept in higher precision (accuracy guard and budget)
     int8_io: str = "float32"  # a full-integer model's input/output: float32 (quantized inside) or int8
+    options: tuple[tuple[str, str], ...] = ()  # the quantizer's accuracy options (QuantizerSetting.options)
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizerSetting:
+    """One other way to run a backend's quantizer, a rung of the accuracy guard's ladder: a calibration
+    method ("calibration", costs no latency) or the quantizer's own accuracy options ("options")."""
+
+    kind: str  # "calibration" or "options"
+    method: str | None = None
+    options: tuple[tuple[str, str], ...] = ()
+
+    def describe(self) -> str:
+        parts = ([f"method {self.method}"] if self.method else []) + [f"{k}={v}" for k, v in self.options]
+        return ", ".join(parts) or "defaults"
 
 
 class Backend(abc.ABC):
@@ -254,6 +269,23 @@ class Converter(abc.ABC):
     @abc.abstractmethod
     def convert(cls, fp32_onnx: Path, out_dir: Path, request: ConvertRequest) -> tuple[str, dict[str, object]]:
         """Write the model for `request` into `out_dir`: (model file name, facts for the manifest)."""
+
+    @classmethod
+    def calibration_methods(cls, precision: str) -> tuple[str, ...]:
+        """The `--method` values this backend's quantizer takes for `precision`, its default first."""
+        return ()
+
+    @classmethod
+    def quantizer_settings(cls, precision: str) -> tuple[QuantizerSetting, ...]:
+        """Other ways to run the quantizer when a build fails the accuracy guard, cheapest first: the other
+        calibration methods, then the quantizer's accuracy options. Empty: nothing else to try."""
+        methods = cls.calibration_methods(precision)
+        return tuple(QuantizerSetting("calibration", method=m) for m in methods[1:])
+
+    @classmethod
+    def keeps_layer_groups(cls, precision: str) -> bool:
+        """Whether `ConvertRequest.keep_fp32` works for `precision` (the guard's last rung)."""
+        return False
 
     @classmethod
     def parse_options(cls, values: Mapping[str, Any]) -> Any:

@@ -37,7 +37,17 @@ def choose_converter(target: Target, precision: str, requested: str | None) -> t
         if reason:
             raise EdgekitError(f"backend {requested} cannot be used for target {target.name}: {reason}")
         return converter
-    reasons = []
+    return usable_converters(target, precision)[0]
+
+
+def usable_converters(target: Target, precision: str) -> list[type[Converter]]:
+    """Every backend `target` lists for `precision` that can convert here, in the target file's order (the
+    candidates compile measures when the user names none), or an error naming why none can."""
+    if precision not in target.precisions:
+        raise EdgekitError(
+            f"target {target.name} does not support precision {precision}; it supports {', '.join(target.precisions)}"
+        )
+    usable, reasons = [], []
     for name in target.backends[precision]:
         found = CONVERTERS.get(name)
         if found is None:
@@ -45,6 +55,9 @@ def choose_converter(target: Target, precision: str, requested: str | None) -> t
             continue
         reason = check_support(found.backend, target.kind, target.arch, precision) or found.unavailable_reason()
         if reason is None:
-            return found
-        reasons.append(reason)
+            usable.append(found)
+        else:
+            reasons.append(reason)
+    if usable:
+        return usable
     raise EdgekitError(f"no backend of target {target.name} can run {precision} here: {'; '.join(reasons)}")

@@ -16,8 +16,10 @@ FP32) — the file TensorRT ≥ 10 builds strongly typed.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,7 @@ import numpy as np
 from edgekit.core.errors import EdgekitError
 from edgekit.core.layer_groups import group_of
 
-METHODS = ("minmax", "entropy", "percentile")
+METHODS = ("minmax", "percentile", "entropy")  # the default first, then the other rungs of the guard, cheapest first
 PLACEMENTS = ("cpu", "tensorrt")
 RULE_CHECKED_PLACEMENTS = ("tensorrt",)  # placements whose files must meet qdq_rules.py (TensorRT's parser)
 
@@ -53,6 +55,14 @@ class _CalibrationReader:
 
     def rewind(self) -> None:
         self._index = 0
+
+
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """The quantizer prints its histogram progress with print(): stdout belongs to --json, and those lines
+    say nothing a user can act on."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
 
 
 def quantize_int8(
@@ -98,17 +108,19 @@ def quantize_int8(
         }
         reader = _CalibrationReader(input_name, calibration)
         if placement == "cpu":
-            quantize_static(str(prepared), str(out), reader, activation_type=QuantType.QUInt8, **common)
+            with _quiet_quantizer():
+                quantize_static(str(prepared), str(out), reader, activation_type=QuantType.QUInt8, **common)
             return
-        quantize_static(
-            str(prepared),
-            str(out),
-            reader,
-            activation_type=QuantType.QInt8,
-            op_types_to_quantize=["Conv", "Gemm", "MaxPool", "AveragePool"],
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
-            **common,
-        )
+        with _quiet_quantizer():
+            quantize_static(
+                str(prepared),
+                str(out),
+                reader,
+                activation_type=QuantType.QInt8,
+                op_types_to_quantize=["Conv", "Gemm", "MaxPool", "AveragePool"],
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+                **common,
+            )
     from edgekit.backends.qdq_rules import share_concat_scales
 
     share_concat_scales(out)

@@ -66,10 +66,19 @@ from edgekit.cli.options import (
 )
 @click.option(
     "--method",
-    type=click.Choice(["minmax", "entropy", "percentile"]),
-    default="minmax",
+    type=click.Choice(["minmax", "percentile", "entropy", "mean_minmax", "histogram"]),
+    default=None,
+    help="INT8 calibration method (ONNX Runtime / TensorRT: minmax, percentile, entropy; OpenVINO's NNCF: "
+    "mean_minmax, minmax, histogram; LiteRT: minmax). Default: each quantizer's own, then the others if the "
+    "accuracy guard asks for them.",
+)
+@click.option(
+    "--min-agreement",
+    type=click.FloatRange(min=0, max=100),
+    default=99.0,
     show_default=True,
-    help="INT8 calibration method (ONNX Runtime quantizer; OpenVINO uses NNCF's own).",
+    help="Accuracy guard: % of held-out calibration images (never calibrated on) on which the INT8/FP16 build "
+    "must give FP32's top-1; below it edgekit tries other calibrations, quantizers and FP32 layers. 0: off.",
 )
 @click.option(
     "--max-accuracy-drop",
@@ -98,7 +107,8 @@ def compile_command(
     parity_images: int,
     calib: Path | None,
     calib_size: int,
-    method: str,
+    method: str | None,
+    min_agreement: float,
     max_accuracy_drop: float | None,
     threads: int | None,
     trust_pickle: bool,
@@ -123,7 +133,7 @@ def compile_command(
     from edgekit.optimize.prune_config import PruneSettings
     from edgekit.pipeline.compile_config import CompileConfig, resolve
     from edgekit.pipeline.precision_auto import compile_model
-    from edgekit.runtime.describe import parity_line
+    from edgekit.runtime.describe import guard_rows, parity_line
 
     progress = Progress(enabled=not quiet)
     settings: PruneSettings = prune_settings(stage_options)
@@ -147,6 +157,7 @@ def compile_command(
         calib=calib,
         calib_size=calib_size,
         method=method,
+        min_agreement=min_agreement / 100,
         max_accuracy_drop=max_accuracy_drop,
         backend_options=engine_option_values(stage_options),
         prune=settings if settings.requested else None,
@@ -175,6 +186,8 @@ def compile_command(
             click.echo(f"    {line}")
     kept = manifest.section("quantization").get("keep_fp32")
     if kept:
-        click.echo(f"  kept in FP32 to meet the budget: {', '.join(kept)}")
+        click.echo(f"  kept in FP32 to meet the accuracy rules: {', '.join(kept)}")
+    for key, value in guard_rows(manifest).items():
+        click.echo(f"  {key}: {value}")
     for key, value in get_backend(manifest.backend).describe(config.out, manifest).items():
         click.echo(f"  {key}: {value}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import Any
 
 Z95 = 1.959963984540054  # two-sided 95 %
 
@@ -84,3 +85,87 @@ class PairedDifference:
         low, high = self.interval_pts()
         return {"drop_pts": self.drop_pts, "ci95_pts": [low, high], "images": self.n, "lost": self.lost,
                 "gained": self.gained}  # fmt: skip
+
+
+def mean_interval(values: Sequence[float], z: float = Z95) -> tuple[float, float, float]:
+    """(mean, 95 % interval) of per-image values: the normal interval of the mean (n is in the hundreds)."""
+    n = len(values)
+    if not n:
+        return (0.0, 0.0, 0.0)
+    mean = math.fsum(values) / n
+    if n < 2:
+        return (mean, mean, mean)
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+    return (mean, mean - z * sd / math.sqrt(n), mean + z * sd / math.sqrt(n))
+
+
+@dataclasses.dataclass(frozen=True)
+class Agreement:
+    """A build's outputs against FP32's on the same n images, without labels: top-1 agreement (Wilson), top-5
+    overlap and relative logit error (per image |candidate - fp32| / |fp32|, L2), each with its interval."""
+
+    n: int
+    agreed: int
+    top5_overlap: tuple[float, float, float]  # mean, 95 % interval
+    logit_error: tuple[float, float, float]
+    max_abs_diff: float
+
+    @classmethod
+    def of(cls, reference: Any, candidate: Any) -> Agreement:
+        import numpy as np
+
+        reference = np.asarray(reference, np.float64).reshape(len(reference), -1)
+        candidate = np.asarray(candidate, np.float64).reshape(len(candidate), -1)
+        k = min(5, reference.shape[1])
+        top_ref = np.argsort(-reference, axis=1)[:, :k]
+        top_cand = np.argsort(-candidate, axis=1)[:, :k]
+        overlap = [len(set(a) & set(b)) / k for a, b in zip(top_ref.tolist(), top_cand.tolist())]
+        error = np.linalg.norm(candidate - reference, axis=1) / np.maximum(np.linalg.norm(reference, axis=1), 1e-12)
+        return cls(
+            n=len(reference),
+            agreed=int(np.sum(reference.argmax(1) == candidate.argmax(1))),
+            top5_overlap=mean_interval(overlap),
+            logit_error=mean_interval(error.tolist()),
+            max_abs_diff=float(np.max(np.abs(candidate - reference))) if len(reference) else 0.0,
+        )
+
+    @property
+    def rate(self) -> float:
+        return self.agreed / self.n if self.n else 0.0
+
+    def interval(self) -> tuple[float, float]:
+        return wilson(self.agreed, self.n)
+
+    def verdict(self, minimum: float) -> str:
+        """ "pass" (agreement at or above `minimum`), "fail" (below it beyond the noise: the interval's upper end
+        is under it) or "inside_noise" (below it, but these images cannot tell)."""
+        if self.rate >= minimum:
+            return "pass"
+        return "fail" if self.interval()[1] < minimum else "inside_noise"
+
+    def images_needed(self, minimum: float) -> int | None:
+        """About how many images would tell this agreement from `minimum` (same rate), or None."""
+        gap = abs(self.rate - minimum)
+        spread = self.rate * (1 - self.rate)
+        if gap <= 0 or spread <= 0:
+            return None
+        return math.ceil(Z95 * Z95 * spread / (gap * gap))
+
+    def describe(self) -> str:
+        low, high = self.interval()
+        return (
+            f"agreement {self.rate:.2%} (95 % interval {low:.2%}–{high:.2%}, {self.n} images), "
+            f"top-5 overlap {self.top5_overlap[0]:.1%}, logit error {self.logit_error[0]:.3f}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "images": self.n,
+            "top1_agreement": self.rate,
+            "top1_agreement_ci95": list(self.interval()),
+            "top5_overlap": self.top5_overlap[0],
+            "top5_overlap_ci95": list(self.top5_overlap[1:]),
+            "relative_logit_error": self.logit_error[0],
+            "relative_logit_error_ci95": list(self.logit_error[1:]),
+            "max_abs_diff": self.max_abs_diff,
+        }

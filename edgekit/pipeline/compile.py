@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.backends.base import Converter, ConvertRequest, ModelFiles
+from edgekit.backends.base import Converter, ConvertRequest, QuantizerSetting
+from edgekit.backends.converters import get_converter
 from edgekit.backends.registry import reference_backend
 from edgekit.core.errors import EdgekitError, ParityError
 from edgekit.core.files import sha256_file
@@ -28,17 +29,16 @@ from edgekit.core.progress import QUIET, Progress
 from edgekit.core.threads import resolve_threads
 from edgekit.core.versions import EDGEKIT_VERSION
 from edgekit.data.batches import load_images, sample, synthetic_inputs
-from edgekit.data.calibration import calibration_inputs
+from edgekit.data.calibration import CalibrationSet, calibration_inputs
 from edgekit.data.images import collect_images, has_class_folders
 from edgekit.data.preprocess import PreprocessSpec
 from edgekit.export.onnx_file import inspect_onnx
 from edgekit.measure.evaluate import EvalSet, compare, labels_warning, load_eval_set, run_batched, score
-from edgekit.measure.host import host_problem
-from edgekit.measure.latency import p50_ms
 from edgekit.measure.reference import OnnxReference, TorchReference
 from edgekit.model.layout import LAYER_GROUPS
-from edgekit.optimize.budget import Trial, fit_budget
-from edgekit.pipeline.compile_config import CompileConfig, resolve, validate
+from edgekit.optimize.ladder import BackendLadder, Rules, Rung, climb
+from edgekit.pipeline.candidates import SENSITIVITY_IMAGES, CandidateBuilder, CheckImages
+from edgekit.pipeline.compile_config import CompileConfig, candidates, resolve, validate
 from edgekit.pipeline.device_build import check_device_model
 from edgekit.runtime.bundle import staged_directory, write_manifest
 from edgekit.runtime.manifest import Manifest
@@ -267,41 +267,86 @@ class Built:
     outputs: np.ndarray
 
 
-def _convert(
-    converter: type[Converter],
-    fp32: Path,
-    stage: Path,
-    request: ConvertRequest,
-    threads: int,
-    batch: int | None,
-    inputs: np.ndarray,
-    progress: Progress,
-) -> Built:
-    model_file, facts = converter.convert(fp32, stage, request)
-    # A portable file (TensorRT's ONNX) is checked where it can run here: the reference runtime on the CPU.
-    backend = converter.backend
-    run_with = reference_backend() if backend.capabilities.portable_onnx else backend
-    runner = Runner(run_with, ModelFiles.from_directory(stage, model_file, run_with), threads, batch, request.precision)
-    return Built(model_file, facts, runner, run_batched(runner.run, inputs, 8, progress, backend.name))
-
-
-def _load_calibration(config: CompileConfig, spec: PreprocessSpec) -> tuple[np.ndarray | None, list[str]]:
-    if config.precision != "int8":
-        return None, []
+def _load_calibration(config: CompileConfig, spec: PreprocessSpec) -> CalibrationSet:
+    """INT8: calibration images and the guard's held-out part; FP16: held-out images only (nothing to
+    calibrate); FP32: nothing (parity runs on --val)."""
     folder = config.calib or config.val
-    if folder is None:  # validate() rules this out
-        raise RuntimeError("int8 without calibration images")
-    inputs, warnings = calibration_inputs(folder, spec, config.calib_size)
-    if config.calib is None:
-        warnings.append("calibrating on the --val images (no --calib given): accuracy may look better than it is")
-    return inputs, warnings
+    if config.precision == "fp32" or folder is None:
+        if config.precision == "int8":  # validate() rules this out
+            raise RuntimeError("int8 without calibration images")
+        return CalibrationSet(None, None, [])
+    flag = "--calib" if config.calib is not None else "--val"
+    size = config.calib_size if config.precision == "int8" else 0
+    images = calibration_inputs(folder, spec, size, flag=flag)
+    if config.calib is None and config.precision == "int8":
+        images.warnings.append(
+            "calibrating on part of the --val images (no --calib given): accuracy on --val may look better than it is"
+        )
+    return images
+
+
+def _guard_images(calibration: CalibrationSet, source: LoadedSource, val: np.ndarray | None) -> dict[str, Any]:
+    """CheckImages' guard and sensitivity fields: FP32's outputs on the held-out and calibration images.
+    Where the calibration folder is too small to hold images back, the --val images (never calibrated on
+    when --calib is given) are the guard's."""
+    held_out = calibration.held_out if calibration.held_out is not None else val
+    fields: dict[str, Any] = {}
+    if held_out is not None:
+        fields.update(held_out=held_out, held_out_reference=run_batched(source.reference.run, held_out, 8))
+    if calibration.inputs is not None:
+        sensitivity = calibration.inputs[:SENSITIVITY_IMAGES]
+        fields.update(sensitivity=sensitivity, sensitivity_reference=run_batched(source.reference.run, sensitivity, 8))
+    return fields
+
+
+def _held_out_note(calibration: CalibrationSet, images: CheckImages) -> str:
+    if images.held_out is None:
+        return "none: too few images to hold some back"
+    if calibration.held_out is None:
+        return "the --val images (the calibration folder was too small to hold images back)"
+    return "the calibration folder, never calibrated on" if calibration.inputs is not None else "the image folder"
+
+
+def _options_only(converter: type[Converter], config: CompileConfig) -> tuple[QuantizerSetting, ...]:
+    """With --method given the calibration method is the user's: only the quantizer's options are rungs."""
+    return tuple(s for s in converter.quantizer_settings(config.precision) if s.kind != "calibration")
+
+
+def _choose_fp32(
+    builder: CandidateBuilder, ladders: list[BackendLadder], reference: str, progress: Progress
+) -> tuple[Rung, dict[str, Any]]:
+    """FP32: every candidate backend is built and timed; the fastest that reproduces the reference wins."""
+    images = builder.images
+    outcomes, problems = [], []
+    for ladder in ladders:
+        outcome = builder.evaluate(Rung(ladder.backend))
+        figures = _parity(images.reference, builder.built[outcome.rung].outputs, "", 0) if not outcome.error else {}
+        problem = outcome.error or _parity_problem(figures, ladder.backend, reference)
+        speed = f", p50 {outcome.p50_ms:.2f} ms" if outcome.p50_ms is not None else ""
+        progress.note(f"  {ladder.backend}: {problem or 'reproduces the reference'}{speed}")
+        outcomes.append((outcome, problem, figures))
+        if problem:
+            problems.append(problem)
+    passing = [i for i, (_, problem, _) in enumerate(outcomes) if problem is None]
+    if not passing:
+        raise ParityError("; ".join(problems) + "; no bundle was written")
+    best = min(passing, key=lambda i: (outcomes[i][0].p50_ms is None, outcomes[i][0].p50_ms or 0.0, i))
+    record = {
+        "rungs": [
+            {"backend": o.rung.backend, "p50_ms": o.p50_ms, "verdict": "fail" if problem else "pass",
+             **({"error": problem} if problem else {}),
+             **({k: figures[k] for k in ("max_abs_diff", "top1_agreement")} if figures else {})}
+            for o, problem, figures in outcomes
+        ],
+        "chosen": best,
+    }  # fmt: skip
+    return outcomes[best][0].rung, record
 
 
 def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> Manifest:
     """Build the bundle described by `config` at one precision (`precision_auto` for "auto"); returns its manifest."""
     config = resolve(config)
-    converter, backend_options = validate(config)
-    backend = converter.backend
+    validated, backend_options = validate(config)
     threads = resolve_threads(config.threads if config.threads is not None else config.target.threads)
     source = (_load_onnx if config.is_onnx else _load_checkpoint)(config, threads)
     if source.module is not None:
@@ -318,10 +363,11 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> Manifes
         evalset = load_eval_set(config.val, source.manifest["classes"], source.spec, config.parity_images)
         if evalset.mapping:
             progress.note(f"note: {evalset.mapping}")
-    calibration, warnings = _load_calibration(config, source.spec)
+    calibration = _load_calibration(config, source.spec)
 
     host = " (this host; no --target given)" if config.target_from_host else ""
-    progress.note(f"target {config.target.name}{host}, backend {backend.name}, precision {config.precision}")
+    names = ", ".join(c.backend.name for c in candidates(config))
+    progress.note(f"target {config.target.name}{host}, backend {names}, precision {config.precision}")
     budget = config.max_accuracy_drop
     if prune_data is not None:
         from edgekit.optimize.prune import accuracy_drop_pts
@@ -340,7 +386,7 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> Manifes
         inputs, inputs_source, unreadable = evalset.batch.inputs, evalset.source, evalset.batch.errors
     for file, reason in unreadable.items():
         progress.note(f"warning: skipped {file}: {reason}")
-    for warning in warnings:
+    for warning in calibration.warnings:
         progress.note(f"warning: {warning}")
 
     # The FP32 export is scratch work for the backend's build; it lives beside, not inside, the bundle.
@@ -357,36 +403,57 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> Manifes
             if warning:
                 progress.note(warning)
 
-        def build(keep_fp32: tuple[str, ...]) -> Built:
-            request = ConvertRequest(config.precision, calibration, config.method, keep_fp32, config.target.int8_io)
-            return _convert(converter, fp32, stage, request, threads, info.batch, inputs, progress)
-
-        built = build(())
+        labels = evalset.labels if evalset is not None else None
+        val = inputs if config.calib is not None and evalset is not None else None
+        images = CheckImages(inputs, reference_out, labels=labels, **_guard_images(calibration, source, val))
+        request = ConvertRequest(config.precision, calibration.inputs, config.method, (), config.target.int8_io)
+        builder = CandidateBuilder(
+            fp32, Path(work), request, config.target, threads, info.batch, source.spec.crop, images, progress
+        )
+        ladders = [
+            BackendLadder(
+                c.backend.name,
+                c.quantizer_settings(config.precision) if config.method is None else _options_only(c, config),
+                c.keeps_layer_groups(config.precision),
+            )
+            for c in candidates(config)
+        ]
+        quantization: dict[str, Any] | None = None
+        if config.precision == "fp32":
+            rung, selection = _choose_fp32(builder, ladders, source.reference.kind, progress)
+        else:
+            with_budget = config.max_accuracy_drop is not None and labels is not None
+            rules = Rules(config.min_agreement or None, (budget or 0.0) if with_budget else None)
+            what = "FP32 on held-out images" if images.held_out is not None else "FP32 (no held-out images)"
+            progress.note(f"{config.precision} builds, each checked against {what}:")
+            outcome, selection = climb(ladders, builder.evaluate, rules, LAYER_GROUPS, progress)
+            rung = outcome.rung
+        candidate, runner = builder.install(rung, stage)
+        converter = get_converter(rung.backend)
+        backend = converter.backend
+        if converter is not validated:
+            backend_options = converter.parse_options(config.backend_options)
+        built = Built(candidate.model_file, candidate.facts, runner, candidate.outputs)
         parity = {
             "reference": source.reference.kind,
             **_parity(reference_out, built.outputs, inputs_source, len(unreadable)),
         }
-        quantization: dict[str, Any] | None = None
-        if config.precision == "fp32":
-            _enforce_parity(parity, backend.name, source.reference.kind)
-        else:
-            quantization = {**built.facts, "keep_fp32": []}
-            if config.max_accuracy_drop is not None and evalset is not None and evalset.labels is not None:
-                timing = host_problem(config.target, backend)
-                labels, crop = evalset.labels, source.spec.crop
-                built, quantization = _fit_budget(
-                    budget or 0.0, build, built, reference_out, labels, quantization, crop, timing, progress
-                )
-                parity = {
-                    "reference": source.reference.kind,
-                    **_parity(reference_out, built.outputs, inputs_source, len(unreadable)),
-                }
+        if config.precision != "fp32":
+            chosen = selection["rungs"][selection["chosen"]]
+            quantization = {
+                **built.facts,
+                "keep_fp32": list(rung.keep_fp32),
+                "guard": {
+                    "held_out_images": 0 if images.held_out is None else len(images.held_out),
+                    "held_out_from": _held_out_note(calibration, images),
+                    "min_agreement": config.min_agreement,
+                    **chosen.get("guard", {}),
+                    "verdict": chosen["verdict"],
+                },
+            }
             for key in ("max_abs_diff_allowed", "min_top1_agreement"):  # FP32 parity rules do not apply
                 parity.pop(key)
-            if parity["top1_agreement"] < 0.98:
-                progress.note(
-                    f"warning: {config.precision} agrees with FP32 on only {parity['top1_agreement']:.1%} of inputs"
-                )
+        progress.note(f"chosen: {rung.describe()}")
         progress.note(
             f"{'parity' if config.precision == 'fp32' else 'vs FP32'}: max abs diff {parity['max_abs_diff']:.2e}, "
             f"top-1 agreement {parity['top1_agreement']:.2%} on {len(inputs)} "
@@ -418,6 +485,7 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> Manifes
             "backend": backend.name,
             "target": config.target.to_dict(),
             "parity": parity,
+            "selection": selection,
             "tools": _tool_versions(converter),
         }
         if quantization is not None:
@@ -470,45 +538,11 @@ def _shipped_opset(model_file: Path) -> int | None:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
-def _enforce_parity(parity: dict[str, Any], backend: str, reference: str) -> None:
+def _parity_problem(parity: dict[str, Any], backend: str, reference: str) -> str | None:
     if parity["max_abs_diff"] > parity["max_abs_diff_allowed"] or parity["top1_agreement"] < MIN_TOP1_AGREEMENT:
-        raise ParityError(
+        return (
             f"{backend} does not reproduce the {reference} model: max abs diff "
             f"{parity['max_abs_diff']:.2e} (allowed {parity['max_abs_diff_allowed']:.2e}), top-1 agreement "
-            f"{parity['top1_agreement']:.2%} on {parity['images']} inputs; no bundle was written"
+            f"{parity['top1_agreement']:.2%} on {parity['images']} inputs"
         )
-
-
-def _fit_budget(
-    budget: float,
-    build: Callable[[tuple[str, ...]], Built],
-    plain: Built,
-    reference_out: np.ndarray,
-    labels: np.ndarray,
-    quantization: dict[str, Any],
-    crop: int,
-    timing_problem: str | None,
-    progress: Progress,
-) -> tuple[Built, dict[str, Any]]:
-    """Rebuild with the most sensitive layer groups in FP32 until the top-1 drop fits the budget."""
-    reference_correct = tuple((reference_out.argmax(1) == labels).tolist())
-    builds = {(): plain}
-    on_disk = [()]  # the stage holds the files of the latest build only
-
-    def trial(keep: tuple[str, ...]) -> Trial:
-        if keep not in builds:
-            builds[keep] = build(keep)
-            on_disk[0] = keep
-        predicted = builds[keep].outputs.argmax(1)
-        return Trial(keep, tuple((predicted == labels).tolist()), float(np.mean(predicted == reference_out.argmax(1))))
-
-    chosen, record = fit_budget(trial, LAYER_GROUPS, reference_correct, budget, progress)
-    final = builds[chosen.keep_fp32] if on_disk[0] == chosen.keep_fp32 else build(chosen.keep_fp32)
-    if timing_problem is None:
-        latency: dict[str, Any] = {
-            "plain_int8_p50_ms": p50_ms(plain.runner.run, crop),
-            "final_p50_ms": p50_ms(final.runner.run, crop),
-        }
-    else:
-        latency = {"not_measured": timing_problem}
-    return final, {**quantization, "keep_fp32": list(chosen.keep_fp32), "budget": {**record, "latency_b1": latency}}
+    return None

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.backends.base import Converter
-from edgekit.backends.converters import choose_converter
+from edgekit.backends.converters import choose_converter, usable_converters
 from edgekit.core.errors import EdgekitError
 from edgekit.data.images import has_class_folders
 from edgekit.measure.host import resolve_target
@@ -36,8 +36,9 @@ class CompileConfig:
     target_from_host: bool = False  # the user gave no --target: say which one was picked
     calib: Path | None = None  # INT8 calibration images (labels not needed)
     calib_size: int = 256
-    method: str = "minmax"  # INT8 calibration method (ONNX Runtime's quantizer)
+    method: str | None = None  # INT8 calibration method (None: each quantizer's default, then the guard's rungs)
     max_accuracy_drop: float | None = None  # top-1 points the quantized model may lose vs FP32
+    min_agreement: float = 0.99  # the accuracy guard: top-1 agreement with FP32 on held-out images (0: off)
     prune: PruneSettings | None = None  # a pruning stage before export (`--prune` and friends)
     # The backend's own options by name (TensorRT: dla_core, opt_level, ...); None values are "not given".
     backend_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -98,8 +99,32 @@ def validate(config: CompileConfig) -> tuple[type[Converter], Any]:
             )
         validate_settings(config.prune, has_class_folders(config.val), flag="--prune")
         check_latency_target(config.prune, config.target, choose_converter(config.target, "fp32", None).backend)
+    if not 0 <= config.min_agreement <= 1:
+        raise EdgekitError("--min-agreement is a percentage between 0 and 100")
+    candidates(config)  # errors naming why no backend can build this precision here
     converter = choose_converter(config.target, config.precision, config.backend)
     options = converter.parse_options(config.backend_options)
     converter.check_options(config.target, config.precision, options)
     check_writable_destination(config.out, config.force)
     return converter, options
+
+
+def candidates(config: CompileConfig) -> list[type[Converter]]:
+    """The backends compile builds and measures (`config` resolved): the one the user named (or the one
+    their engine options belong to), else every one the target lists for the precision that works here and
+    takes the --method given."""
+    assert isinstance(config.target, Target)
+    given_options = any(value is not None for value in config.backend_options.values())
+    if config.backend is not None or given_options:
+        converter = choose_converter(config.target, config.precision, config.backend)
+        found = [converter]
+    else:
+        found = usable_converters(config.target, config.precision)
+    if config.method is not None and config.precision == "int8":
+        taking = [c for c in found if config.method in c.calibration_methods("int8")]
+        if not taking:
+            offered = "; ".join(f"{c.backend.name}: {', '.join(c.calibration_methods('int8'))}" for c in found)
+            raise EdgekitError(f"--method {config.method} is not a calibration method of this target's INT8 "
+                               f"backends ({offered})")  # fmt: skip
+        found = taking
+    return found

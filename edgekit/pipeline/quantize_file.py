@@ -6,11 +6,13 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import atomic_path, writable_directory_problem
 from edgekit.core.progress import QUIET, Progress
 from edgekit.data.preprocess import PreprocessSpec
-from edgekit.export.onnx_file import inspect_onnx
+from edgekit.export.onnx_file import OnnxInfo, inspect_onnx
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,9 +30,6 @@ class QuantizeRequest:
 
 
 def quantize_file(request: QuantizeRequest, progress: Progress = QUIET) -> dict[str, Any]:
-    import contextlib
-    import sys
-
     from edgekit.backends.qdq import RULE_CHECKED_PLACEMENTS, quantize_int8, to_fp16
     from edgekit.backends.qdq_rules import check_file
     from edgekit.data.calibration import calibration_inputs
@@ -51,12 +50,14 @@ def quantize_file(request: QuantizeRequest, progress: Progress = QUIET) -> dict[
             to_fp16(request.model, tmp)
         else:
             assert request.calib is not None
-            calibration, warnings = calibration_inputs(request.calib, spec, request.calib_size, progress=progress)
-            for warning in warnings:
+            images = calibration_inputs(request.calib, spec, request.calib_size, progress=progress)
+            for warning in images.warnings:
                 progress.note(f"warning: {warning}")
-            with contextlib.redirect_stdout(sys.stderr):
-                quantize_int8(request.model, tmp, calibration, request.placement, request.method)
-            result.update(placement=request.placement, method=request.method, calibration_images=len(calibration))
+            assert images.inputs is not None
+            quantize_int8(request.model, tmp, images.inputs, request.placement, request.method)
+            result.update(placement=request.placement, method=request.method, calibration_images=len(images.inputs))
+            if images.held_out is not None:
+                result["guard"] = _guard(request.model, tmp, info, images.held_out, progress)
             if request.placement in RULE_CHECKED_PLACEMENTS:
                 violations = check_file(tmp)
                 if violations:  # our quantizer broke a rule: a bug, keep the traceback
@@ -66,3 +67,15 @@ def quantize_file(request: QuantizeRequest, progress: Progress = QUIET) -> dict[
                 result["tensorrt_rules"] = "all met"
     result.update(size_bytes=request.out.stat().st_size, fp32_size_bytes=request.model.stat().st_size)
     return result
+
+
+def _guard(fp32: Path, int8: Path, info: OnnxInfo, held_out: np.ndarray, progress: Progress) -> dict[str, Any]:
+    """The INT8 file against the FP32 one on the held-out images, both in ONNX Runtime (a Q/DQ file of
+    either placement runs there)."""
+    from edgekit.measure.reference import OnnxReference
+    from edgekit.measure.stats import Agreement
+
+    outputs = [OnnxReference(path, 0, info.output_kind, info.batch).run(held_out) for path in (fp32, int8)]
+    agreement = Agreement.of(*outputs)
+    progress.note(f"INT8 vs FP32 on {agreement.n} held-out images: {agreement.describe()}")
+    return agreement.to_dict()

@@ -56,6 +56,46 @@ def _accuracy_rows(manifest: Manifest) -> dict[str, str]:
     return rows
 
 
+def _interval(values: Any, form: str) -> str:
+    if isinstance(values, list) and len(values) == 2:
+        return f" (95 % interval {_number(values[0], form)}–{_number(values[1], form)})"
+    return ""
+
+
+def guard_rows(manifest: Manifest) -> dict[str, str]:
+    """The accuracy guard's figures for the shipped build, and every build compile tried (its ladder)."""
+    rows = {}
+    guard = manifest.section("quantization").get("guard")
+    if isinstance(guard, dict):
+        if isinstance(guard.get("top1_agreement"), (int, float)):
+            rows["accuracy guard"] = (
+                f"{guard.get('verdict', '?')}: top-1 agreement with FP32 {_number(guard['top1_agreement'], '.2%')}"
+                f"{_interval(guard.get('top1_agreement_ci95'), '.1%')} on {guard.get('images', '?')} held-out images "
+                f"(floor {_number(guard.get('min_agreement'), '.1%')}), top-5 overlap "
+                f"{_number(guard.get('top5_overlap'), '.1%')}, relative logit error "
+                f"{_number(guard.get('relative_logit_error'), '.3f')}"
+            )
+        else:
+            rows["accuracy guard"] = f"not run: {guard.get('held_out_from', 'no held-out images')}"
+    selection = manifest.section("selection")
+    rungs = selection.get("rungs")
+    if isinstance(rungs, list) and rungs:
+        tried = []
+        for index, rung in enumerate(rungs):
+            if not isinstance(rung, dict):
+                continue
+            figures = rung.get("guard", {}).get("top1_agreement") if isinstance(rung.get("guard"), dict) else None
+            figures = rung.get("top1_agreement") if figures is None else figures
+            speed = f", p50 {_number(rung['p50_ms'], '.2f')} ms" if rung.get("p50_ms") is not None else ""
+            chosen = " (chosen)" if index == selection.get("chosen") else ""
+            tried.append(
+                f"{rung.get('setting', rung.get('backend', '?'))}: agreement {_number(figures, '.2%')}{speed}, "
+                f"{rung.get('verdict', '?')}{chosen}"
+            )
+        rows["builds tried"] = " | ".join(tried)
+    return rows
+
+
 def describe_bundle(path: Path, manifest: Manifest) -> dict[str, str]:
     """Rows of `edgekit inspect` for a verified bundle."""
     source = manifest.section("source")
@@ -78,6 +118,7 @@ def describe_bundle(path: Path, manifest: Manifest) -> dict[str, str]:
         "parity": parity_line(manifest),
         "pruning": pruning_line(manifest.section("pruning")) or "none",
         **_accuracy_rows(manifest),
+        **guard_rows(manifest),
         "2:4 sparsity": "yes (pattern recorded for TensorRT on Ampere+)" if manifest.section("sparsity") else "no",
     }
     backend = RUNTIMES.get(manifest.backend)

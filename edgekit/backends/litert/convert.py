@@ -47,6 +47,10 @@ class LiteRtConverter(Converter):
         return converter_missing() or cls.backend.unavailable_reason()
 
     @classmethod
+    def calibration_methods(cls, precision: str) -> tuple[str, ...]:
+        return ("minmax",) if precision == "int8" else ()
+
+    @classmethod
     def convert(cls, fp32_onnx: Path, out_dir: Path, request: ConvertRequest) -> tuple[str, dict[str, object]]:
         reason = converter_missing()
         if reason:
@@ -56,14 +60,14 @@ class LiteRtConverter(Converter):
         if request.precision == "int8":
             if request.calibration is None:
                 raise ValueError("INT8 needs calibration inputs")
-            if request.method != "minmax":
+            if request.method not in (None, "minmax"):
                 raise EdgekitError(f"the litert backend calibrates with min/max only, not {request.method}")
             if request.keep_fp32:
                 # ai-edge-quantizer picks layers by output-tensor name; litert-torch's fused names mix
                 # layer groups and leave the classifier's output unnamed, so a per-group fallback would guess.
                 raise EdgekitError(
-                    "the litert backend's INT8 is full integer and cannot keep layer groups in FP32 to meet "
-                    "--max-accuracy-drop; compile with --backend onnxruntime for that fallback"
+                    "the litert backend's INT8 is full integer and cannot keep layer groups in FP32; the accuracy "
+                    "guard moves to the target's other INT8 backend for that"
                 )
         started = time.perf_counter()
         float_model = convert_fp32(fp32_onnx)

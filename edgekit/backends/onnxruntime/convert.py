@@ -3,9 +3,7 @@ with its own (CPU) placement."""
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import sys
 from pathlib import Path
 
 from edgekit.backends.base import Converter, ConvertRequest
@@ -18,6 +16,16 @@ class OnnxRuntimeConverter(Converter):
     backend = OnnxRuntimeBackend
 
     @classmethod
+    def calibration_methods(cls, precision: str) -> tuple[str, ...]:
+        from edgekit.backends.qdq import METHODS
+
+        return METHODS if precision == "int8" else ()
+
+    @classmethod
+    def keeps_layer_groups(cls, precision: str) -> bool:
+        return precision == "int8"
+
+    @classmethod
     def convert(cls, fp32_onnx: Path, out_dir: Path, request: ConvertRequest) -> tuple[str, dict[str, object]]:
         if request.precision == "fp32":
             shutil.copyfile(fp32_onnx, out_dir / MODEL_FILE)
@@ -26,13 +34,10 @@ class OnnxRuntimeConverter(Converter):
 
         if request.calibration is None:
             raise ValueError("INT8 needs calibration inputs")
-        # The quantizer reports progress on stdout, which belongs to --json output.
-        with contextlib.redirect_stdout(sys.stderr):
-            quantize_int8(
-                fp32_onnx, out_dir / MODEL_FILE, request.calibration, "cpu", request.method, request.keep_fp32
-            )
+        method = request.method or cls.calibration_methods("int8")[0]
+        quantize_int8(fp32_onnx, out_dir / MODEL_FILE, request.calibration, "cpu", method, request.keep_fp32)
         return MODEL_FILE, {
             "quantizer": "onnxruntime.quantization.quantize_static (QDQ, cpu placement)",
-            "method": request.method,
+            "method": method,
             "calibration_images": len(request.calibration),
         }

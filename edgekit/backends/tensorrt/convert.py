@@ -7,9 +7,7 @@ by Q/DQ nodes placed and typed as TensorRT's parser accepts (`qdq_rules.py`).
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,16 @@ class TensorRTConverter(Converter):
     backend = TensorRTBackend
 
     @classmethod
+    def calibration_methods(cls, precision: str) -> tuple[str, ...]:
+        from edgekit.backends.qdq import METHODS
+
+        return METHODS if precision == "int8" else ()
+
+    @classmethod
+    def keeps_layer_groups(cls, precision: str) -> bool:
+        return precision == "int8"
+
+    @classmethod
     def convert(cls, fp32_onnx: Path, out_dir: Path, request: ConvertRequest) -> tuple[str, dict[str, object]]:
         """Write the ONNX file TensorRT builds from, in the requested precision (no TensorRT needed)."""
         target = out_dir / MODEL_FILE
@@ -42,14 +50,14 @@ class TensorRTConverter(Converter):
             return MODEL_FILE, {"converter": "onnxconverter-common float16 (inputs/outputs kept float32)"}
         if request.calibration is None:
             raise ValueError("INT8 needs calibration inputs")
-        with contextlib.redirect_stdout(sys.stderr):  # the quantizer prints; stdout belongs to --json
-            quantize_int8(fp32_onnx, target, request.calibration, "tensorrt", request.method, request.keep_fp32)
+        method = request.method or cls.calibration_methods("int8")[0]
+        quantize_int8(fp32_onnx, target, request.calibration, "tensorrt", method, request.keep_fp32)
         violations = check_file(target)
         if violations:  # our quantizer broke a rule TensorRT's parser enforces: a bug, keep the traceback
             raise RuntimeError("tensorrt placement broke TensorRT rules: " + "; ".join(map(str, violations[:5])))
         return MODEL_FILE, {
             "quantizer": "onnxruntime.quantization.quantize_static (QDQ, tensorrt placement)",
-            "method": request.method,
+            "method": method,
             "calibration_images": len(request.calibration),
             "tensorrt_qdq_rules": "all met (edgekit/backends/qdq_rules.py)",
         }

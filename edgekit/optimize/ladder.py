@@ -1,0 +1,295 @@
+"""The accuracy guard's ladder: which quantized build ships, decided by paired measurements, not noise.
+
+Every build is compared with FP32 on held-out images it was never calibrated on (label-free: top-1
+agreement, per image) and, where `--max-accuracy-drop` and labelled `--val` images are given, on the
+labels (`PairedDifference`). A build's verdict is "pass", "fail" (below the agreement floor or above the
+budget beyond the noise: the 95 % interval excludes the rule) or "inside_noise" (short of the rule, but
+these images cannot tell).
+
+The climb, cheapest first:
+1. every backend the target lists is built with its quantizer's defaults and timed (where this host is
+   the device), then visited fastest first;
+2. on each, while its best build does not pass: the quantizer's other calibration methods, then its
+   accuracy options (`Converter.quantizer_settings`);
+3. a slower backend replaces a faster one only when it is significantly better (paired on the held-out
+   images), so no latency is spent on a difference inside the noise;
+4. still failing: layer groups in FP32 on the best build's backend, where it can keep them. Only groups
+   whose FP32 lowers the output error significantly (paired, on calibration images, so the held-out
+   images stay unseen) are candidates, most helpful first; they are added until the build passes.
+The result is the build that passes, the best one inside the noise (with a warning saying how many images
+would tell), or an EdgekitError listing what every rung achieved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from edgekit.backends.base import QuantizerSetting
+from edgekit.core.errors import EdgekitError
+from edgekit.core.progress import QUIET, Progress
+from edgekit.measure.stats import Agreement, PairedDifference, mean_interval
+
+VERDICTS = ("fail", "inside_noise", "pass")  # worst first
+
+
+@dataclasses.dataclass(frozen=True)
+class Rung:
+    backend: str
+    setting: QuantizerSetting | None = None  # None: the quantizer's defaults (or the user's --method)
+    keep_fp32: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        if self.keep_fp32:
+            return "keep_fp32"
+        return self.setting.kind if self.setting else "default"
+
+    def describe(self) -> str:
+        parts = [self.backend, self.setting.describe() if self.setting else "defaults"]
+        if self.keep_fp32:
+            parts.append(f"{len(self.keep_fp32)} group(s) in FP32: {', '.join(self.keep_fp32)}")
+        return "; ".join(parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What one build measured. Per-image figures stay here for paired comparisons; `to_dict` keeps the
+    summaries."""
+
+    rung: Rung
+    agrees: tuple[bool, ...] | None = None  # held-out images: top-1 equals FP32's (None: no held-out images)
+    guard: Agreement | None = None
+    correct: tuple[bool, ...] | None = None  # labelled --val images: top-1 equals the label (budget)
+    reference_correct: tuple[bool, ...] | None = None
+    sensitivity_error: tuple[float, ...] = ()  # calibration images: relative logit error against FP32
+    p50_ms: float | None = None
+    error: str | None = None  # the build itself failed (the converter refused), in words
+
+    @property
+    def budget(self) -> PairedDifference | None:
+        if self.correct is None or self.reference_correct is None:
+            return None
+        return PairedDifference.of(self.reference_correct, self.correct)
+
+    def to_dict(self, rules: Rules) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "rung": self.rung.kind,
+            "backend": self.rung.backend,
+            "setting": self.rung.describe(),
+            "keep_fp32": list(self.rung.keep_fp32),
+            "verdict": rules.verdict(self),
+        }
+        if self.error:
+            record["error"] = self.error
+        if self.guard is not None:
+            record["guard"] = self.guard.to_dict()
+        if self.budget is not None:
+            record["vs_fp32_top1"] = self.budget.to_dict()
+        if self.p50_ms is not None:
+            record["p50_ms"] = self.p50_ms
+        return record
+
+
+@dataclasses.dataclass(frozen=True)
+class Rules:
+    min_agreement: float | None  # top-1 agreement floor on held-out images, a fraction (None: no guard)
+    max_drop_pts: float | None  # top-1 points the build may lose on labelled images (None: no budget)
+
+    def verdict(self, outcome: Outcome) -> str:
+        if outcome.error:
+            return "fail"
+        verdicts = ["pass"]
+        if self.min_agreement is not None and outcome.guard is not None:
+            verdicts.append(outcome.guard.verdict(self.min_agreement))
+        budget = outcome.budget
+        if self.max_drop_pts is not None and budget is not None:
+            if budget.exceeds(self.max_drop_pts):
+                verdicts.append("fail")
+            elif budget.drop_pts > self.max_drop_pts:
+                verdicts.append("inside_noise")
+        return min(verdicts, key=VERDICTS.index)
+
+    def noise_note(self, outcome: Outcome) -> str:
+        """Why an inside-the-noise build was not improved on, and how many images would decide."""
+        parts = []
+        if self.min_agreement is not None and outcome.guard is not None and outcome.guard.rate < self.min_agreement:
+            needed = outcome.guard.images_needed(self.min_agreement)
+            more = f"; about {needed} held-out images would tell" if needed else ""
+            parts.append(
+                f"agreement {outcome.guard.rate:.2%} on {outcome.guard.n} held-out images is below "
+                f"{self.min_agreement:.1%} but not beyond the noise{more}"
+            )
+        budget = outcome.budget
+        if self.max_drop_pts is not None and budget is not None and budget.drop_pts > self.max_drop_pts:
+            needed = budget.images_needed(self.max_drop_pts)
+            more = f"; about {needed} labelled images would tell" if needed else ""
+            parts.append(
+                f"top-1 drop {budget.drop_pts:.2f} pts on {budget.n} images is above the "
+                f"{self.max_drop_pts:g}-point budget but not beyond the noise{more}"
+            )
+        return "; ".join(parts)
+
+
+def significantly_better(new: Outcome, old: Outcome, rules: Rules) -> bool:
+    """Whether `new` beats `old` beyond the noise: paired on the held-out agreement or on the labels, or
+    `old` fails outright where `new` does not."""
+    if new.error:
+        return False
+    if old.error or (rules.verdict(old) == "fail" and rules.verdict(new) != "fail"):
+        return True
+    if new.agrees is not None and old.agrees is not None and PairedDifference.of(new.agrees, old.agrees).exceeds(0):
+        return True
+    if new.correct is None or old.correct is None:
+        return False
+    return PairedDifference.of(new.correct, old.correct).exceeds(0)
+
+
+def _rank(outcome: Outcome, rules: Rules) -> tuple[int, float, float]:
+    """For "best so far" within a backend (same speed): verdict, then agreement, then top-1."""
+    agreement = outcome.guard.rate if outcome.guard is not None else 0.0
+    top1 = float(np.mean(outcome.correct)) if outcome.correct else 0.0
+    return (VERDICTS.index(rules.verdict(outcome)), agreement, top1)
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendLadder:
+    """One backend's rungs: its quantizer's other settings and whether it can keep layer groups in FP32."""
+
+    backend: str
+    settings: tuple[QuantizerSetting, ...]
+    keeps_layer_groups: bool
+
+
+def climb(
+    ladders: Sequence[BackendLadder],
+    evaluate: Callable[[Rung], Outcome],
+    rules: Rules,
+    groups: Sequence[str],
+    progress: Progress = QUIET,
+) -> tuple[Outcome, dict[str, Any]]:
+    """(the build that ships, the record of the climb for the manifest); EdgekitError when every rung fails."""
+    tried: list[Outcome] = []
+
+    def run(rung: Rung) -> Outcome:
+        outcome = evaluate(rung)
+        tried.append(outcome)
+        figures = outcome.error or (outcome.guard.describe() if outcome.guard else "no held-out images")
+        if outcome.budget is not None:
+            figures += f", top-1 drop {outcome.budget.drop_pts:.2f} pts"
+        speed = f", p50 {outcome.p50_ms:.2f} ms" if outcome.p50_ms is not None else ""
+        progress.note(f"  {rung.describe()}: {figures}{speed} → {rules.verdict(outcome)}")
+        return outcome
+
+    defaults = [run(Rung(ladder.backend)) for ladder in ladders]
+    order = sorted(
+        range(len(ladders)), key=lambda i: (defaults[i].p50_ms is None, defaults[i].p50_ms or 0.0, i)
+    )  # fastest first; untimed ones in the target file's order
+    best_of: dict[int, Outcome] = {}
+    current: Outcome | None = None
+    for i in order:
+        best = defaults[i]
+        for setting in ladders[i].settings:
+            if rules.verdict(best) == "pass":
+                break
+            outcome = run(Rung(ladders[i].backend, setting))
+            if _rank(outcome, rules) > _rank(best, rules):
+                best = outcome
+        best_of[i] = best
+        if current is None or significantly_better(best, current, rules):
+            current = best
+        if rules.verdict(current) == "pass":
+            break
+    assert current is not None
+    sensitivity: dict[str, Any] | None = None
+    if rules.verdict(current) != "pass":
+        keeper = next((i for i in order if ladders[i].keeps_layer_groups and not best_of[i].error), None)
+        if keeper is not None:
+            kept, sensitivity = _keep_groups(best_of[keeper], groups, run, evaluate, rules, progress)
+            if kept is not None and (significantly_better(kept, current, rules) or rules.verdict(current) == "fail"):
+                current = kept
+    verdict = rules.verdict(current)
+    record: dict[str, Any] = {
+        "rules": {
+            "min_agreement": rules.min_agreement,
+            "max_accuracy_drop_pts": rules.max_drop_pts,
+            "test": "Wilson 95 % interval on held-out agreement; paired (discordant images) for comparisons",
+        },
+        "rungs": [o.to_dict(rules) for o in tried],
+        "chosen": tried.index(current),
+        "verdict": verdict,
+    }
+    if sensitivity is not None:
+        record["sensitivity"] = sensitivity
+    if verdict == "fail":
+        lines = "; ".join(f"{o.rung.describe()}: {_summary(o)}" for o in tried)
+        raise EdgekitError(
+            f"no build meets the accuracy rules ({_rules_text(rules)}): {lines}; lower --min-agreement or raise "
+            "--max-accuracy-drop if that loss is acceptable, give more or more typical calibration images, or use "
+            "--precision fp32 (or fp16 where the target has it)"
+        )
+    if verdict == "inside_noise":
+        record["note"] = rules.noise_note(current)
+        progress.note(f"warning: {record['note']}")
+    return current, record
+
+
+def _keep_groups(
+    base: Outcome,
+    groups: Sequence[str],
+    run: Callable[[Rung], Outcome],
+    evaluate: Callable[[Rung], Outcome],
+    rules: Rules,
+    progress: Progress,
+) -> tuple[Outcome | None, dict[str, Any]]:
+    """Keep layer groups in FP32 on `base`'s backend and quantizer setting: measure each group's effect on
+    the output error (paired, calibration images), keep the significant ones, add them until one passes."""
+    progress.note(f"keeping layer groups in FP32 on {base.rung.backend}: measuring each group's effect")
+    effects: dict[str, tuple[float, float, float]] = {}
+    for group in progress.bar(groups, desc="sensitivity", total=len(groups), unit="group"):
+        trial = evaluate(Rung(base.rung.backend, base.rung.setting, (group,)))
+        if trial.error or not trial.sensitivity_error or len(trial.sensitivity_error) != len(base.sensitivity_error):
+            continue
+        effects[group] = mean_interval([a - b for a, b in zip(base.sensitivity_error, trial.sensitivity_error)])
+    significant = sorted((g for g in effects if effects[g][1] > 0), key=lambda g: -effects[g][0])
+    record = {
+        "images": len(base.sensitivity_error),
+        "measure": "reduction of the relative logit error vs FP32, paired, 95 % interval (calibration images)",
+        "groups": {
+            g: {"reduction": e[0], "ci95": [e[1], e[2]], "significant": g in significant} for g, e in effects.items()
+        },
+    }
+    if not significant:
+        progress.note("  no layer group lowers the error beyond the noise: none is kept in FP32")
+    best: Outcome | None = None
+    for count in range(1, len(significant) + 1):
+        outcome = run(Rung(base.rung.backend, base.rung.setting, tuple(significant[:count])))
+        if best is None or _rank(outcome, rules) > _rank(best, rules):
+            best = outcome
+        if rules.verdict(outcome) == "pass":
+            return outcome, record
+    return best, record
+
+
+def _rules_text(rules: Rules) -> str:
+    parts = []
+    if rules.min_agreement is not None:
+        parts.append(f"top-1 agreement with FP32 at least {rules.min_agreement:.1%} on held-out images")
+    if rules.max_drop_pts is not None:
+        parts.append(f"top-1 drop at most {rules.max_drop_pts:g} pts on --val")
+    return " and ".join(parts)
+
+
+def _summary(outcome: Outcome) -> str:
+    if outcome.error:
+        return outcome.error
+    parts = []
+    if outcome.guard is not None:
+        low, high = outcome.guard.interval()
+        parts.append(f"agreement {outcome.guard.rate:.2%} ({low:.1%}–{high:.1%})")
+    if outcome.budget is not None:
+        parts.append(f"drop {outcome.budget.drop_pts:.2f} pts")
+    return ", ".join(parts) or "no figures"
