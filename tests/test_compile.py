@@ -143,6 +143,12 @@ def test_external_onnx_compiles_and_predicts(
     assert manifest["classes"] == trained["checkpoint"]["classes"] and manifest["classes_source"] == "--classes"
     assert manifest["accuracy"]["models"]["bundle"]["top1_agreement_with_reference"] >= 0.995
     assert (out / "model.onnx").read_bytes() == source.read_bytes()
+    # No --backend: every FP32 backend of this host's target was built, checked and timed; the fastest won.
+    rungs = manifest["selection"]["rungs"]
+    assert [r["backend"] for r in rungs] == ["onnxruntime", "openvino"]
+    assert all(r["verdict"] == "pass" and r["p50_ms"] > 0 for r in rungs)
+    chosen = rungs[manifest["selection"]["chosen"]]
+    assert chosen["backend"] == manifest["backend"] and chosen["p50_ms"] == min(r["p50_ms"] for r in rungs)
 
     predictions = edgekit.load(out).predict(val_inputs["files"], top_k=3)
     assert agreement([p.index for p in predictions], val_inputs["torch_top1"]) >= 0.995

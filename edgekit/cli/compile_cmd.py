@@ -18,6 +18,13 @@ from edgekit.cli.options import (
 )
 
 
+def _percentage(value: float) -> float:
+    if 0 < value <= 1:
+        percent = f"{value * 100:g}"
+        raise click.BadParameter(f"is a percentage: {value:g} means {value:g} %; for {percent} % pass {percent}")
+    return value
+
+
 @click.command("compile")
 @click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--target", "-t", default=None, help="Device target name or TOML file (default: this host).")
@@ -77,6 +84,7 @@ from edgekit.cli.options import (
     type=click.FloatRange(min=0, max=100),
     default=99.0,
     show_default=True,
+    callback=lambda ctx, param, value: _percentage(value),
     help="Accuracy guard: % of held-out calibration images (never calibrated on) on which the INT8/FP16 build "
     "must give FP32's top-1; below it edgekit tries other calibrations, quantizers and FP32 layers. 0: off.",
 )

@@ -71,6 +71,7 @@ class CandidateBuilder:
         self.fp32, self.work, self.request, self.target = fp32, work, request, target
         self.threads, self.batch, self.crop, self.images, self.progress = threads, batch, crop, images, progress
         self.built: dict[Rung, Candidate] = {}
+        self.outcomes: dict[Rung, Outcome] = {}  # a rung asked for twice (sensitivity, then a step) is built once
 
     def _runner(self, rung: Rung, directory: Path, model_file: str) -> Runner:
         backend = get_converter(rung.backend).backend
@@ -80,8 +81,13 @@ class CandidateBuilder:
         return Runner(run_with, files, self.threads, self.batch, self.request.precision)
 
     def evaluate(self, rung: Rung) -> Outcome:
+        if rung not in self.outcomes:
+            self.outcomes[rung] = self._measure(rung)
+        return self.outcomes[rung]
+
+    def _measure(self, rung: Rung) -> Outcome:
         converter = get_converter(rung.backend)
-        directory = self.work / f"candidate-{len(self.built)}"
+        directory = self.work / f"candidate-{len(self.outcomes)}"
         directory.mkdir()
         setting = rung.setting
         request = dataclasses.replace(
@@ -95,6 +101,11 @@ class CandidateBuilder:
         except EdgekitError as exc:  # a quantizer that refuses this rung: recorded, the ladder goes on
             shutil.rmtree(directory)
             return Outcome(rung, error=str(exc))
+        except ValueError as exc:
+            # A quantizer's numerics giving up on these images (ONNX Runtime's histogram calibrators on
+            # constant activations, for one): that rung is out, the others may still work.
+            shutil.rmtree(directory)
+            return Outcome(rung, error=f"the quantizer failed on these calibration images ({exc})")
         runner = self._runner(rung, directory, model_file)
         images = self.images
         outputs = run_batched(runner.run, images.inputs, 8, self.progress, rung.backend)

@@ -71,7 +71,7 @@ def guard_rows(manifest: Manifest) -> dict[str, str]:
             rows["accuracy guard"] = (
                 f"{guard.get('verdict', '?')}: top-1 agreement with FP32 {_number(guard['top1_agreement'], '.2%')}"
                 f"{_interval(guard.get('top1_agreement_ci95'), '.1%')} on {guard.get('images', '?')} held-out images "
-                f"(floor {_number(guard.get('min_agreement'), '.1%')}), top-5 overlap "
+                f"(floor {_number(guard.get('min_agreement'), '.2%')}), top-5 overlap "
                 f"{_number(guard.get('top5_overlap'), '.1%')}, relative logit error "
                 f"{_number(guard.get('relative_logit_error'), '.3f')}"
             )

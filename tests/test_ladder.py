@@ -1,0 +1,146 @@
+"""The accuracy guard's decisions (optimize/ladder.py) on synthetic builds whose per-image results are known,
+and the label-free agreement figures they rest on (measure/stats.py). The real quantizers run in
+test_quantize.py; here every rule is checked where its answer can be worked out by hand."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from edgekit.backends.base import QuantizerSetting
+from edgekit.core.errors import EdgekitError
+from edgekit.measure.stats import Agreement, mean_interval
+from edgekit.optimize.ladder import BackendLadder, Outcome, Rules, Rung, climb
+
+N = 500
+RULES = Rules(min_agreement=0.99, max_drop_pts=None)
+PERCENTILE = QuantizerSetting("calibration", method="percentile")
+
+
+def _outcome(rung: Rung, wrong: range | list[int], p50: float | None = 1.0, error: tuple[float, ...] = ()) -> Outcome:
+    """A build that disagrees with FP32 on the held-out images numbered in `wrong`."""
+    agrees = tuple(i not in set(wrong) for i in range(N))
+    guard = Agreement(N, sum(agrees), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), 0.0)
+    return Outcome(rung, agrees, guard, sensitivity_error=error, p50_ms=p50)
+
+
+def _evaluator(table: dict[Rung, Outcome], asked: list[Rung]) -> Callable[[Rung], Outcome]:
+    def evaluate(rung: Rung) -> Outcome:
+        asked.append(rung)
+        return table[rung]
+
+    return evaluate
+
+
+def test_the_fastest_build_that_passes_wins_and_every_default_is_measured() -> None:
+    slow, fast = Rung("slow"), Rung("fast")
+    table = {slow: _outcome(slow, [], p50=2.0), fast: _outcome(fast, [0], p50=1.0)}
+    asked: list[Rung] = []
+    ladders = [BackendLadder("slow", (), True), BackendLadder("fast", (), True)]
+    chosen, record = climb(ladders, _evaluator(table, asked), RULES, ())
+    assert chosen.rung == fast and asked == [slow, fast]
+    assert [r["backend"] for r in record["rungs"]] == ["slow", "fast"] and record["chosen"] == 1
+    assert record["rungs"][1]["guard"]["top1_agreement"] == pytest.approx(499 / 500)
+
+
+def test_a_slower_backend_is_taken_only_when_it_is_better_beyond_the_noise() -> None:
+    fast, slow = Rung("fast"), Rung("slow")
+    # fast: 6 of 500 wrong (98.8 %: below 99 %, inside the noise); slow: 3 of those 6 (passes), so the paired
+    # comparison rests on 3 discordant images, which cannot tell: no latency is paid for it.
+    table = {fast: _outcome(fast, range(6), p50=1.0), slow: _outcome(slow, range(3), p50=2.0)}
+    ladders = [BackendLadder("fast", (), False), BackendLadder("slow", (), False)]
+    chosen, record = climb(ladders, _evaluator(table, []), RULES, ())
+    assert chosen.rung == fast and record["verdict"] == "inside_noise"
+    assert "not beyond the noise" in record["note"] and "held-out images would tell" in record["note"]
+    # With 20 wrong the fast build fails beyond the noise and the slow one is better on 17+ images: taken.
+    table[fast] = _outcome(fast, range(20), p50=1.0)
+    chosen, record = climb(ladders, _evaluator(table, []), RULES, ())
+    assert chosen.rung == slow and record["verdict"] == "pass"
+
+
+def test_a_backends_other_calibrations_are_tried_before_a_slower_backend() -> None:
+    fast, fast_percentile, slow = Rung("fast"), Rung("fast", PERCENTILE), Rung("slow")
+    table = {
+        fast: _outcome(fast, range(8), p50=1.0),
+        fast_percentile: _outcome(fast_percentile, [1], p50=1.0),
+        slow: _outcome(slow, [], p50=3.0),
+    }
+    asked: list[Rung] = []
+    ladders = [BackendLadder("fast", (PERCENTILE,), True), BackendLadder("slow", (), True)]
+    chosen, _ = climb(ladders, _evaluator(table, asked), RULES, ())
+    assert chosen.rung == fast_percentile and asked == [fast, slow, fast_percentile]
+
+
+def test_only_groups_that_lower_the_error_beyond_the_noise_are_kept_most_helpful_first() -> None:
+    def keep(*groups: str) -> Rung:
+        return Rung("b", None, groups)
+
+    rng = np.random.default_rng(0)
+    error = rng.uniform(0.2, 0.3, 64)
+    jitter = rng.normal(0, 0.01, 32)
+    table = {
+        keep(): _outcome(keep(), range(30), error=tuple(error)),
+        keep("small"): _outcome(keep("small"), range(30), error=tuple(error - 0.02 + rng.normal(0, 0.001, 64))),
+        keep("noise"): _outcome(keep("noise"), range(30), error=tuple(error + np.concatenate([jitter, -jitter]))),
+        keep("big"): _outcome(keep("big"), range(12), error=tuple(error - 0.1 + rng.normal(0, 0.001, 64))),
+        keep("big", "small"): _outcome(keep("big", "small"), [2]),
+    }
+    asked: list[Rung] = []
+    chosen, record = climb([BackendLadder("b", (), True)], _evaluator(table, asked), RULES, ["small", "noise", "big"])
+    assert chosen.rung == keep("big", "small") and record["verdict"] == "pass"
+    groups = record["sensitivity"]["groups"]
+    assert groups["big"]["significant"] and groups["small"]["significant"] and not groups["noise"]["significant"]
+    assert [r.keep_fp32 for r in asked if len(r.keep_fp32) > 1] == [("big", "small")]  # big helps most: first
+
+
+def test_a_budget_drop_inside_the_noise_spends_no_latency() -> None:
+    """Issue 17's case: INT8 'lost 1.00 pt' on 420 images (6 lost, 2 gained) against a 0.5-point budget."""
+    base = Rung("b")
+    reference = tuple([True] * 416 + [False] * 4)
+    plain = tuple([False] * 6 + [True] * 410 + [True] * 2 + [False] * 2)
+    outcome = Outcome(base, correct=plain, reference_correct=reference, p50_ms=1.0)
+    asked: list[Rung] = []
+
+    def evaluate(rung: Rung) -> Outcome:
+        asked.append(rung)
+        assert not rung.keep_fp32, "no layer group may be kept for a drop inside the noise"
+        return dataclasses.replace(outcome, rung=rung)
+
+    chosen, record = climb([BackendLadder("b", (PERCENTILE,), True)], evaluate, Rules(None, 0.5), ("conv1", "fc"))
+    assert chosen.rung == base and record["verdict"] == "inside_noise"
+    assert asked == [base, Rung("b", PERCENTILE)]  # the free rung is tried, nothing that costs latency
+    low, high = record["rungs"][0]["vs_fp32_top1"]["ci95_pts"]
+    assert low < 0.5 < high and "labelled images would tell" in record["note"]
+
+
+def test_when_every_rung_fails_the_error_says_what_each_achieved() -> None:
+    base, other = Rung("b"), Rung("b", PERCENTILE)
+    table = {
+        base: _outcome(base, range(40)),
+        other: Outcome(other, error="the quantizer failed on these calibration images (constant data)"),
+    }
+    with pytest.raises(EdgekitError) as failure:
+        climb([BackendLadder("b", (PERCENTILE,), False)], _evaluator(table, []), RULES, ())
+    message = str(failure.value)
+    assert "b; defaults: agreement 92.00%" in message and "constant data" in message and "--precision fp32" in message
+
+
+def test_agreement_figures_and_verdicts() -> None:
+    reference = np.array([[3.0, 2.0, 1.0, 0.0, -1.0, -2.0]] * 200)
+    candidate = reference.copy()
+    candidate[:4] = [[2.0, 3.0, 1.0, 0.0, -2.0, -1.0]]  # top-1 swapped, one of the top 5 replaced
+    figures = Agreement.of(reference, candidate)
+    assert figures.n == 200 and figures.agreed == 196 and figures.rate == pytest.approx(0.98)
+    assert figures.top5_overlap[0] == pytest.approx(1 - 4 * 0.2 / 200)
+    low, high = figures.interval()
+    assert low < 0.98 < high < 1.0
+    assert figures.verdict(0.97) == "pass" and figures.verdict(0.99) == "inside_noise"
+    assert figures.verdict(0.999) == "fail"  # the interval's upper end is below 99.9 %
+    needed = figures.images_needed(0.99)
+    assert needed and needed > 200  # more images than these would tell 98 % from 99 %
+    assert figures.logit_error[0] > 0 and figures.max_abs_diff == 1.0
+    mean, lo, hi = mean_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and lo < 2.0 < hi
