@@ -10,7 +10,8 @@ import torch
 import torchvision
 
 from edgekit.core.errors import EdgekitError
-from edgekit.model.checkpoint import load_checkpoint, read_class_file
+from edgekit.data.classes import read_class_file
+from edgekit.model.checkpoint import load_checkpoint
 
 CLASSES = ["coat", "dress", "pullover", "sandal", "shirt", "trouser", "tshirt_top"]
 

@@ -150,3 +150,44 @@ def test_wilson_interval_matches_published_values() -> None:
     low, high = wilson(0, 10)  # 0 – 0.2775
     assert low == 0.0 and abs(high - 0.2775) < 1e-4
     assert indistinguishable_from_chance(20, 140, 7) and not indistinguishable_from_chance(100, 140, 7)
+
+
+def test_bench_and_prune_take_classes_like_compile(trained: dict, data_dirs: dict, run_cli, tmp_path: Path) -> None:
+    """Folders whose sorted order is the reverse of the model's outputs: --classes names the outputs, so bench
+    and prune match the folders by name, as compile does."""
+    model = _plain_state_dict(trained["checkpoint"], tmp_path / "weights.pth")
+    val = _renamed_copy(data_dirs["val"], tmp_path / "val", "reversed")
+    by_output = sorted((p.name for p in val.iterdir()), key=lambda name: -int(name.split("_")[0]))
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(by_output))
+    out = tmp_path / "bundle"
+    common = ["--resize", "72", "--crop", "64", "--transform-input"]
+    assert run_cli("compile", model, *common, "--classes", names, "--out", out, "-q")[0] == 0
+
+    def bench(*extra: str | Path) -> tuple[dict, str]:
+        status, stdout, stderr = run_cli("bench", out, "--val", val, "--iterations", "1", "--batch-sizes", "1",
+                                         "--out", tmp_path / "bench", "--json", *extra)  # fmt: skip
+        assert status == 0, stderr
+        return json.loads(stdout)["accuracy"]["models"]["bundle"], stderr
+
+    named, stderr = bench()  # the bundle recorded the names: matched by name already
+    assert named["top1"] > 0.5 and "probably" not in stderr
+    wrong = tmp_path / "wrong.txt"
+    wrong.write_text("\n".join(reversed(by_output)))  # the folders' sorted order: what a guess would give
+    guessed, stderr = bench("--classes", wrong)
+    assert guessed["top1"] < named["top1"] and ("probably" in stderr or "guessing" in stderr)
+    status, _, stderr = run_cli(
+        "bench", out, "--val", val, "--classes", tmp_path / "weights.pth", "--out", tmp_path / "b2"
+    )
+    assert status == 2 and stderr.startswith("error:") and len(stderr.strip().splitlines()) == 1
+
+    pruned = tmp_path / "pruned.pt"
+    status, stdout, stderr = run_cli(
+        "prune", model, *common[:4], "--ratio", "0.1", "--val", val, "--classes", names, "--out", pruned, "--json"
+    )
+    assert status == 0, stderr
+    report = json.loads(stdout)
+    checkpoint = torch.load(pruned, weights_only=True)
+    assert checkpoint["classes"] == by_output
+    # Matched by name, the unpruned model scores what bench measured on the same folder (same images).
+    assert report["top1"]["before"] == pytest.approx(named["top1"], abs=0.02)

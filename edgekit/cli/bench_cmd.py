@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from edgekit.cli.options import (
+    classes_option,
     cuda_graph_option,
     json_option,
     parse_int_list,
@@ -41,6 +42,7 @@ from edgekit.cli.options import (
     type=click.Path(path_type=Path, file_okay=False),
     help="Where bench.json and bench.md go (default: BUNDLE.bench).",
 )
+@classes_option
 @threads_option
 @trust_pickle_option
 @trust_engine_option
@@ -55,6 +57,7 @@ def bench(
     warmup: int,
     max_images: int | None,
     out: Path | None,
+    classes: Path | None,
     threads: int | None,
     trust_pickle: bool,
     trust_engine_host_code: bool,
@@ -67,6 +70,7 @@ def bench(
     agreement with the reference on --val, and the machine it ran on.
     """
     from edgekit.core.progress import Progress
+    from edgekit.data.classes import read_class_file
     from edgekit.pipeline.bench import BenchConfig, run_bench
 
     config = BenchConfig(
@@ -80,6 +84,7 @@ def bench(
         max_images=max_images,
         trust_pickle=trust_pickle,
         out=out,
+        class_names=tuple(read_class_file(classes)) if classes else None,
         run_options={"trust_engine_host_code": trust_engine_host_code, "cuda_graph": cuda_graph},
     )
     results = run_bench(config, Progress(enabled=True))

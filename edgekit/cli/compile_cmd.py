@@ -8,11 +8,14 @@ from typing import Any
 import click
 
 from edgekit.cli.options import (
+    classes_option,
+    crop_option,
     engine_option_values,
     engine_options,
     json_option,
     print_json,
     pruning_options,
+    resize_option,
     threads_option,
     trust_pickle_option,
 )
@@ -39,20 +42,14 @@ def _percentage(value: float) -> float:
 @click.option("--backend", default=None, help="Force a backend instead of the target's fastest available one.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None, help="Bundle directory to create.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
-@click.option(
-    "--classes", type=click.Path(path_type=Path, dir_okay=False), help="Class names: one per line or a JSON list."
-)
+@classes_option
 @click.option(
     "--transform-input/--no-transform-input",
     default=None,
     help="torchvision GoogLeNet's ImageNet re-normalisation inside the model (default: from the checkpoint, else on).",
 )
-@click.option(
-    "--resize", type=click.IntRange(min=8), default=None, help="Resize the shorter side to this (default 256)."
-)
-@click.option(
-    "--crop", type=click.IntRange(min=8), default=None, help="Centre crop = network input size (default 224)."
-)
+@resize_option
+@crop_option
 @click.option(
     "--val",
     type=click.Path(path_type=Path, file_okay=False),
@@ -136,8 +133,8 @@ def compile_command(
     from edgekit.backends.registry import get_backend
     from edgekit.cli.options import prune_settings
     from edgekit.core.progress import Progress
+    from edgekit.data.classes import read_class_file
     from edgekit.measure.results import with_interval
-    from edgekit.model.checkpoint import read_class_file
     from edgekit.optimize.prune_config import PruneSettings
     from edgekit.pipeline.compile_config import CompileConfig, resolve
     from edgekit.pipeline.precision_auto import compile_model

@@ -16,6 +16,24 @@ threads_option = click.option(
     default=None,
     help="CPU threads (0 = all cores; default: the target's).",
 )
+resize_option = click.option(
+    "--resize",
+    type=click.IntRange(min=8),
+    default=None,
+    help="Resize the shorter side to this (default: the checkpoint's, else 256).",
+)
+crop_option = click.option(
+    "--crop",
+    type=click.IntRange(min=8),
+    default=None,
+    help="Centre crop = network input size (default: the checkpoint's, else 224).",
+)
+classes_option = click.option(
+    "--classes",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The model's class names in output order: one per line or a JSON list (a plain state_dict has none; "
+    "labelled folders are then matched by these names instead of by sorted order).",
+)
 trust_pickle_option = click.option(
     "--trust-pickle",
     is_flag=True,

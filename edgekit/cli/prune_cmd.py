@@ -7,7 +7,16 @@ from typing import Any
 
 import click
 
-from edgekit.cli.options import json_option, print_json, pruning_options, threads_option, trust_pickle_option
+from edgekit.cli.options import (
+    classes_option,
+    crop_option,
+    json_option,
+    print_json,
+    pruning_options,
+    resize_option,
+    threads_option,
+    trust_pickle_option,
+)
 
 
 @click.command()
@@ -24,6 +33,9 @@ from edgekit.cli.options import json_option, print_json, pruning_options, thread
     "--max-accuracy-drop", type=click.FloatRange(min=0), default=None, help="Refuse to write if top-1 drops more."
 )
 @click.option("--force", is_flag=True, help="Replace an existing --out file.")
+@classes_option
+@resize_option
+@crop_option
 @threads_option
 @trust_pickle_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
@@ -35,6 +47,9 @@ def prune(
     val: Path | None,
     max_accuracy_drop: float | None,
     force: bool,
+    classes: Path | None,
+    resize: int | None,
+    crop: int | None,
     threads: int | None,
     trust_pickle: bool,
     quiet: bool,
@@ -51,6 +66,7 @@ def prune(
     require_workstation("prune")
     from edgekit.cli.options import prune_settings
     from edgekit.core.progress import Progress
+    from edgekit.data.classes import read_class_file
     from edgekit.optimize.prune_config import PruneConfig
     from edgekit.pipeline.prune import run_prune
 
@@ -64,6 +80,9 @@ def prune(
         threads=threads,
         trust_pickle=trust_pickle,
         force=force,
+        class_names=tuple(read_class_file(classes)) if classes else None,
+        resize=resize,
+        crop=crop,
     )
     result = run_prune(config, Progress(enabled=not (quiet or as_json)))
     if as_json:

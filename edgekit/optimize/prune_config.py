@@ -117,6 +117,9 @@ class PruneConfig:
     threads: int | None = None
     trust_pickle: bool = False
     force: bool = False
+    class_names: tuple[str, ...] | None = None  # --classes: names for a checkpoint without them
+    resize: int | None = None  # preprocessing overrides, for a checkpoint that does not record its own
+    crop: int | None = None
 
 
 def validate(config: PruneConfig, fp32_backend: type[Backend]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -45,11 +45,23 @@ class BenchConfig:
     max_images: int | None = None
     trust_pickle: bool = False
     out: Path | None = None  # None: <bundle>.bench beside the bundle
+    class_names: tuple[str, ...] | None = None  # --classes: output names to match --val's folders by
     time_reference: bool = True  # `edgekit sweep` times the shared reference once, not once per variant
     run_options: dict[str, Any] | None = None  # the backend's (TensorRT: trust_engine_host_code, cuda_graph)
 
     def results_dir(self) -> Path:
         return self.out or self.bundle.with_name(self.bundle.name + ".bench")
+
+
+def _class_names(config: BenchConfig, recorded: Sequence[str]) -> Sequence[str]:
+    """The names --val's sub-directories are matched by: --classes where given, else the bundle's."""
+    if config.class_names is None:
+        return recorded
+    if len(config.class_names) != len(recorded):
+        raise EdgekitError(
+            f"--classes lists {len(config.class_names)} names but the bundle has {len(recorded)} outputs"
+        )
+    return config.class_names
 
 
 def _validate(config: BenchConfig) -> None:
@@ -120,7 +132,8 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
 
     accuracy = None
     if config.val is not None:
-        evalset = load_eval_set(config.val, model.class_names, spec, config.max_images, progress)
+        names = _class_names(config, model.class_names)
+        evalset = load_eval_set(config.val, names, spec, config.max_images, progress)
         if evalset.labels is None:
             raise EdgekitError(f"--val {config.val} has no class sub-directories, so accuracy cannot be measured")
         predictions = {"bundle": run_batched(model.runner.run, evalset.batch.inputs, 8, progress, "bundle").argmax(1)}
@@ -129,7 +142,7 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
             predictions = {"reference": outputs.argmax(1), **predictions}
         if evalset.mapping:
             notes.append(evalset.mapping)
-        accuracy = score(predictions, evalset.labels, model.class_names, reference=next(iter(predictions)))
+        accuracy = score(predictions, evalset.labels, names, reference=next(iter(predictions)))
         first = predictions[accuracy["reference"]]
         warning = labels_warning(evalset.labels, first, len(model.class_names), f"the {accuracy['reference']}'s")
         if warning:

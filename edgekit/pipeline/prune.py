@@ -62,8 +62,9 @@ def run_prune(config: PruneConfig, progress: Progress = QUIET) -> dict[str, Any]
     config = dataclasses.replace(config, target=resolve_target(config.target))
     assert isinstance(config.target, Target)
     validate(config, choose_converter(config.target, "fp32", None).backend)
-    loaded = load_checkpoint(config.model, trust_pickle=config.trust_pickle)
-    spec = loaded.preprocessing or PreprocessSpec()
+    names = list(config.class_names) if config.class_names else None
+    loaded = load_checkpoint(config.model, trust_pickle=config.trust_pickle, class_names=names)
+    spec = (loaded.preprocessing or PreprocessSpec()).with_overrides(resize=config.resize, crop=config.crop)
     data = load_prune_data(config.settings, config.val, loaded.class_names, loaded.class_names_source, progress)
     threads = resolve_threads(config.threads if config.threads is not None else config.target.threads)
     torch.set_num_threads(threads)
