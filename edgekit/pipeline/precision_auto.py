@@ -77,7 +77,14 @@ def compile_auto(config: CompileConfig, progress: Progress = QUIET) -> Manifest:
             models = manifest.section("accuracy")["models"]
             drop = top1_drop_pts(models["reference"]["top1"], models["bundle"]["top1"])
             candidates.append(
-                {"precision": precision, "p50_ms": p50, "drop_pts": drop, "within_budget": drop <= budget}
+                {
+                    "precision": precision,
+                    "backend": manifest.backend,
+                    "p50_ms": p50,
+                    "drop_pts": drop,
+                    "within_budget": drop <= budget,
+                    "builds": manifest.section("selection").get("rungs", []),  # every backend/rung it tried
+                }
             )
             speed = f"not timed here ({problem})" if p50 is None else f"p50 {p50:.2f} ms"
             progress.note(f"  {precision}: {speed}, top-1 drop {drop:.2f} pts")

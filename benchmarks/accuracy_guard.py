@@ -1,0 +1,180 @@
+"""The accuracy guard on real models: what each rung of the ladder achieved, and what compile chose.
+
+Models (Fashion-MNIST, trained here: no ImageNet weights can be downloaded):
+- demo: `make demo`'s recipe (1,500 images, 4 epochs, 96×96), briefly trained;
+- well-trained: 4,000 images, 6 epochs, 64×64;
+- well-trained, plain state_dict: the same weights with no metadata (transform_input not recorded, class
+  names generated): compile decides transform_input from the images;
+- pruned: the well-trained model with 30 % of channels removed and one distilled recovery epoch.
+
+Each is compiled with the default `edgekit compile --precision int8 --calib DIR` for x86-cpu (every backend
+the target lists is built, guarded on held-out calibration images and timed; the ladder climbs until one
+passes) with `--val` = 2,000 labelled test images never calibrated on, so each rung's top-1 drop is measured
+too. Then the issue-17 budget case: `--max-accuracy-drop 0.5` judged on 420 labelled images, with the guard off.
+
+    .venv/bin/python benchmarks/accuracy_guard.py [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgekit.core.progress import Progress
+from edgekit.data.datasets import FASHION_MNIST
+from edgekit.data.fashion_mnist import write_image_folder
+from edgekit.measure.environment import environment
+from edgekit.model.finetune import FinetuneConfig, run_finetune
+from edgekit.optimize.prune_config import PruneConfig, PruneSettings
+from edgekit.pipeline.compile_config import CompileConfig
+from edgekit.pipeline.precision_auto import compile_model
+from edgekit.pipeline.prune import run_prune
+
+
+def _train(tmp: Path, progress: Progress) -> dict[str, Path]:
+    models = {}
+    demo = tmp / "demo.pt"
+    run_finetune(FinetuneConfig(data=FASHION_MNIST, out=demo, weights="none", per_class=150, val_per_class=30,
+                                epochs=4, lr=0.05, resize=110, crop=96, seed=0), progress)  # fmt: skip
+    models["demo (96², 1,500 images × 4 epochs)"] = demo
+    well = tmp / "well.pt"
+    run_finetune(FinetuneConfig(data=FASHION_MNIST, out=well, weights="none", per_class=400, val_per_class=30,
+                                epochs=6, lr=0.05, resize=72, crop=64, seed=0), progress)  # fmt: skip
+    models["well-trained (64², 4,000 images × 6 epochs)"] = well
+    plain = tmp / "plain.pth"
+    torch.save(torch.load(well, weights_only=True)["model_state_dict"], plain)
+    models["well-trained as a plain state_dict (transform_input not recorded)"] = plain
+    recover = write_image_folder(tmp / "recover", "train", 100, seed=11)
+    pruned = tmp / "pruned.pt"
+    settings = PruneSettings(ratio=0.3, recover_data=recover, recover_epochs=1, distill=True)
+    run_prune(PruneConfig(model=well, out=pruned, settings=settings, target="x86-cpu"), progress)
+    models["pruned (well-trained, 30 % of channels, 1 distilled epoch)"] = pruned
+    return models
+
+
+def _rows(manifest: Any) -> list[dict[str, Any]]:
+    selection = manifest.section("selection")
+    rows = []
+    for index, rung in enumerate(selection["rungs"]):
+        guard = rung.get("guard", {})
+        top1 = rung.get("vs_fp32_top1", {})
+        rows.append({
+            "setting": rung["setting"], "verdict": rung["verdict"], "chosen": index == selection["chosen"],
+            "agreement": guard.get("top1_agreement"), "agreement_ci95": guard.get("top1_agreement_ci95"),
+            "held_out": guard.get("images"), "drop_pts": top1.get("drop_pts"), "drop_ci95": top1.get("ci95_pts"),
+            "labelled": top1.get("images"), "p50_ms": rung.get("p50_ms"), "error": rung.get("error"),
+        })  # fmt: skip
+    return rows
+
+
+def _line(model: str, row: dict[str, Any]) -> str:
+    def pct(value: Any) -> str:
+        return "–" if value is None else f"{value:.2%}"
+
+    agreement = pct(row["agreement"])
+    if row["agreement_ci95"]:
+        agreement += f" ({row['agreement_ci95'][0]:.1%}–{row['agreement_ci95'][1]:.1%})"
+    drop = "–" if row["drop_pts"] is None else f"{row['drop_pts']:.2f} ({row['drop_ci95'][0]:.2f} to {row['drop_ci95'][1]:.2f})"
+    p50 = "–" if row["p50_ms"] is None else f"{row['p50_ms']:.2f}"
+    verdict = row["verdict"] + (" **← chosen**" if row["chosen"] else "")
+    return f"| {model} | {row['setting']} | {agreement} | {drop} | {p50} | {verdict} |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    progress = Progress()
+    started = time.time()
+    results: dict[str, Any] = {"models": {}, "environment": environment(threads=0)}
+    with tempfile.TemporaryDirectory() as work:
+        tmp = Path(work)
+        calib = write_image_folder(tmp / "calib", "train", 80, seed=7)  # 800: 500 held out, 256 calibrate
+        test = write_image_folder(tmp / "test", "test", 200, seed=1)  # 2,000 labelled, never calibrated on
+        small = write_image_folder(tmp / "small", "test", 42, seed=3)  # 420: the issue's budget case
+        models = _train(tmp, progress)
+        for name, checkpoint in models.items():
+            crop = 96 if "demo" in name else 64
+            config = CompileConfig(
+                model=checkpoint, target="x86-cpu", precision="int8", calib=calib, val=test, parity_images=2000,
+                out=tmp / f"bundle-{len(results['models'])}", resize=round(crop * 256 / 224) if "plain" in name else None,
+                crop=crop if "plain" in name else None,
+            )  # fmt: skip
+            began = time.time()
+            manifest = compile_model(config, progress)
+            accuracy = manifest.section("accuracy")["models"]
+            results["models"][name] = {
+                "rungs": _rows(manifest),
+                "guard": manifest.section("quantization")["guard"],
+                "keep_fp32": manifest.section("quantization")["keep_fp32"],
+                "backend": manifest.backend,
+                "fp32_top1": accuracy["reference"]["top1"],
+                "fp32_top1_ci95": accuracy["reference"]["top1_ci95"],
+                "int8_top1": accuracy["bundle"]["top1"],
+                "transform_input": manifest.transform_input,
+                "transform_input_source": manifest.section("model").get("transform_input_source"),
+                "compile_s": round(time.time() - began),
+            }
+        well = models["well-trained (64², 4,000 images × 6 epochs)"]
+        budget = CompileConfig(
+            model=well, target="x86-cpu", precision="int8", backend="onnxruntime", calib=calib, val=small,
+            max_accuracy_drop=0.5, min_agreement=0.0, out=tmp / "budget",
+        )  # fmt: skip
+        manifest = compile_model(budget, progress)
+        results["budget_case"] = {
+            "rungs": _rows(manifest),
+            "keep_fp32": manifest.section("quantization")["keep_fp32"],
+            "note": manifest.section("selection").get("note"),
+        }
+    results["total_s"] = round(time.time() - started)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "accuracy_guard.json").write_text(json.dumps(results, indent=2) + "\n")
+    env = results["environment"]
+    lines = [
+        "# The accuracy guard: every rung tried, per model (x86-cpu INT8, default compile)",
+        "",
+        f"{env['date']}, {env['cpu']}, {env.get('threads', '?')} threads; one run, {results['total_s']} s in all.",
+        "Agreement: top-1 agreement with FP32 on the held-out calibration images (never calibrated on), 95 % Wilson",
+        "interval. Drop: top-1 points lost against FP32 on 2,000 labelled Fashion-MNIST test images, paired 95 %",
+        "interval. p50: batch-1 latency on this machine, edgekit's latency protocol. Floor: 99 % agreement.",
+        "",
+        "| model | build | agreement | top-1 drop, pts | p50 ms | verdict |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for name, model in results["models"].items():
+        lines += [_line(name, row) for row in model["rungs"]]
+    lines += ["", "| model | FP32 top-1 | chosen INT8 top-1 | backend | kept in FP32 | transform_input | compile s |",
+              "|---|---:|---:|---|---|---|---:|"]  # fmt: skip
+    for name, model in results["models"].items():
+        lines.append(
+            f"| {name} | {model['fp32_top1']:.2%} ({model['fp32_top1_ci95'][0]:.1%}–{model['fp32_top1_ci95'][1]:.1%}) "
+            f"| {model['int8_top1']:.2%} | {model['backend']} | {', '.join(model['keep_fp32']) or 'none'} "
+            f"| {model['transform_input']} ({model['transform_input_source']}) | {model['compile_s']} |"
+        )
+    case = results["budget_case"]
+    lines += [
+        "",
+        "## Budget on a small validation set (issue 17's case)",
+        "",
+        "`--backend onnxruntime --max-accuracy-drop 0.5 --min-agreement 0`, judged on 420 labelled images:",
+        "",
+        "| model | build | agreement | top-1 drop, pts | p50 ms | verdict |",
+        "|---|---|---:|---:|---:|---|",
+        *[_line("well-trained", row) for row in case["rungs"]],
+        "",
+        f"Kept in FP32: {', '.join(case['keep_fp32']) or 'nothing'}. {case['note'] or ''}",
+        "",
+        "Reproduce: `.venv/bin/python benchmarks/accuracy_guard.py`.",
+    ]
+    (args.out / "accuracy_guard.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
