@@ -147,6 +147,10 @@ def test_checker_catches_each_broken_rule(trt_int8: Path, tmp_path: Path) -> Non
     assert _mutate(trt_int8, tmp_path / "a.onnx", nonzero_zero_point) == ["int8-zero-point"]
     assert _mutate(trt_int8, tmp_path / "b.onnx", per_tensor_weight) == ["per-channel-weights"]
     assert _mutate(trt_int8, tmp_path / "c.onnx", unquantized_conv_input) == ["quantized-inputs"]
+    # A float input is what keeping the layer's group in FP32 means: allowed for that group only.
+    first_conv = next(n.name for n in onnx.load(str(tmp_path / "c.onnx")).graph.node if n.op_type == "Conv")
+    assert check_file(tmp_path / "c.onnx", [first_conv.split("/")[1]]) == []
+    assert check_file(tmp_path / "c.onnx", ["fc"]) != []
     assert _mutate(trt_int8, tmp_path / "d.onnx", different_concat_scales) == ["concat-shared-scale"]
     share_concat_scales(tmp_path / "d.onnx")  # what the tensorrt placement applies after quantizing
     assert check_file(tmp_path / "d.onnx") == []

@@ -125,7 +125,12 @@ def test_report_shows_every_figure_and_table_with_the_json_numbers(
         b1 = next(r for r in result["latency"]["bundle"] if r["batch"] == 1)
         assert row["p50 ms"] == f"{b1['p50_ms']:.2f}"
         assert row["p99 ms"] == f"{b1['p99_ms']:.2f}"
-        assert row["top-1"] == f"{result['accuracy']['models']['bundle']['top1']:.2%}"
+        bundle = result["accuracy"]["models"]["bundle"]
+        low, high = bundle["top1_ci95"]
+        assert row["top-1 (95 % interval)"] == f"{bundle['top1']:.2%} ({low:.1%}–{high:.1%})"
+        low, high = bundle["top1_agreement_ci95"]
+        agreement = f"{bundle['top1_agreement_with_reference']:.2%} ({low:.1%}–{high:.1%})"
+        assert row["agreement with FP32 (95 % interval)"] == agreement
         per_class = result["accuracy"]["models"]["bundle"]["per_class_top1"]
         column = page.tables["per-class"][0].index(name)
         for class_row in page.tables["per-class"][1:]:

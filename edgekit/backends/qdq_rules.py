@@ -11,7 +11,8 @@ Quantization"):
   DequantizeLinear has one scale per output channel on axis 0 (TensorRT's only weight axis).
 - per-tensor-activations: activation Q/DQ scales are scalars.
 - quantized-inputs: every Conv/Gemm reads both its data input and its weight through
-  DequantizeLinear, so TensorRT can run it in INT8.
+  DequantizeLinear, so TensorRT can run it in INT8 (except the layer groups deliberately kept in
+  float by the accuracy guard: TensorRT runs those in FP16/FP32).
 - float-bias: biases stay float initializers; an INT32 DequantizeLinear bias is not parsed.
 - concat-shared-scale: all DQ-fed inputs of one Concat share the same scale, so TensorRT can keep
   the concatenation in INT8 instead of requantizing each branch.
@@ -21,10 +22,13 @@ Quantization"):
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edgekit.core.layer_groups import group_of
 
 RULES = (
     "int8-zero-point",
@@ -74,8 +78,10 @@ def _axis(node: Any) -> int:
     return next((a.i for a in node.attribute if a.name == "axis"), 1)
 
 
-def check_tensorrt_qdq(model: Any) -> list[Violation]:
-    """Every rule `model` (an onnx.ModelProto) breaks; empty when TensorRT can build it as INT8."""
+def check_tensorrt_qdq(model: Any, float_groups: Iterable[str] = ()) -> list[Violation]:
+    """Every rule `model` (an onnx.ModelProto) breaks; empty when TensorRT can build it as INT8, apart from
+    the layer groups in `float_groups` (kept in float on purpose)."""
+    kept = set(float_groups)
     graph = _Graph(model)
     found: list[Violation] = []
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -92,7 +98,7 @@ def check_tensorrt_qdq(model: Any) -> list[Violation]:
                 )
                 found.append(Violation("int8-zero-point", node.name, f"zero point {kind}"))
     for node in model.graph.node:
-        if node.op_type not in ("Conv", "Gemm"):
+        if node.op_type not in ("Conv", "Gemm") or group_of(node.name) in kept:
             continue
         data_dq, weight_dq = graph.dq_of(node.input[0]), graph.dq_of(node.input[1])
         if data_dq is None or weight_dq is None:
@@ -141,10 +147,10 @@ def _check_weight(graph: _Graph, node: Any, weight_dq: Any) -> list[Violation]:
     return []
 
 
-def check_file(path: Path) -> list[Violation]:
+def check_file(path: Path, float_groups: Iterable[str] = ()) -> list[Violation]:
     import onnx
 
-    return check_tensorrt_qdq(onnx.load(str(path)))
+    return check_tensorrt_qdq(onnx.load(str(path)), float_groups)
 
 
 def share_concat_scales(path: Path) -> None:

@@ -39,6 +39,13 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value:.2%}"
 
 
+def _pct_ci(value: float | None, interval: tuple[float, float] | None) -> str:
+    """A proportion with its 95 % interval, as every accuracy figure is shown."""
+    if value is None or interval is None:
+        return _pct(value)
+    return f"{value:.2%} ({interval[0]:.1%}–{interval[1]:.1%})"
+
+
 def _ms(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
 
@@ -71,13 +78,14 @@ def _overview(
         "variants",
         f"All variants against the FP32 reference ({reference.kind or 'not timed'}: p50 {_ms(reference.p50_ms)} ms, "
         f"top-1 {_pct(reference.top1)})",
-        ["variant", "p50 ms", "p90 ms", "p99 ms", "images/s (batch 8)", "speed-up", "top-1", "Δ top-1 (pts)",
-         "agreement with FP32", "model MB", "Pareto front"],
+        ["variant", "p50 ms", "p90 ms", "p99 ms", "images/s (batch 8)", "speed-up", "top-1 (95 % interval)",
+         "Δ top-1 (pts)", "agreement with FP32 (95 % interval)", "model MB", "Pareto front"],
         [
             [r["name"], _ms(r["p50_ms"]), _ms(r["p90_ms"]), _ms(r["p99_ms"]),
              "—" if r["images_per_s_b8"] is None else f"{r['images_per_s_b8']:.1f}",
-             "—" if r["speedup"] is None else f"{r['speedup']:.2f}×", _pct(r["top1"]), _signed(r["drop_pts"]),
-             _pct(r["agreement"]), f"{r['model_mb']:.1f}", "yes" if i in front else ""]
+             "—" if r["speedup"] is None else f"{r['speedup']:.2f}×", _pct_ci(r["top1"], r["top1_ci95"]),
+             _signed(r["drop_pts"]), _pct_ci(r["agreement"], r["agreement_ci95"]), f"{r['model_mb']:.1f}",
+             "yes" if i in front else ""]
             for i, r in enumerate(rows)
         ],
     )  # fmt: skip

@@ -58,6 +58,12 @@ class Variant:
         row = self._model("bundle")
         return None if row is None else row.get("top1_agreement_with_reference")
 
+    def interval(self, key: str) -> tuple[float, float] | None:
+        """The bundle's 95 % interval for `key` ("top1_ci95", "top1_agreement_ci95"), where bench recorded it."""
+        row = self._model("bundle") or {}
+        values = row.get(key)
+        return (float(values[0]), float(values[1])) if isinstance(values, list) and len(values) == 2 else None
+
 
 def _read(path: Path) -> dict[str, Any]:
     if path.is_dir():

@@ -52,14 +52,15 @@ class TensorRTConverter(Converter):
             raise ValueError("INT8 needs calibration inputs")
         method = request.method or cls.calibration_methods("int8")[0]
         quantize_int8(fp32_onnx, target, request.calibration, "tensorrt", method, request.keep_fp32)
-        violations = check_file(target)
+        violations = check_file(target, request.keep_fp32)
         if violations:  # our quantizer broke a rule TensorRT's parser enforces: a bug, keep the traceback
             raise RuntimeError("tensorrt placement broke TensorRT rules: " + "; ".join(map(str, violations[:5])))
         return MODEL_FILE, {
             "quantizer": "onnxruntime.quantization.quantize_static (QDQ, tensorrt placement)",
             "method": method,
             "calibration_images": len(request.calibration),
-            "tensorrt_qdq_rules": "all met (edgekit/backends/qdq_rules.py)",
+            "tensorrt_qdq_rules": "all met (edgekit/backends/qdq_rules.py)"
+            + (f"; kept in float (FP16/FP32 in TensorRT): {', '.join(request.keep_fp32)}" if request.keep_fp32 else ""),
         }
 
     @classmethod
