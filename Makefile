@@ -13,7 +13,7 @@ setup: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e ".[workstation,dev,litert]"
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e ".[workstation,dev,litert,video]"
 	touch $(STAMP)
 
 # Real labelled images (Debian's dataset-fashion-mnist), installed when missing.

@@ -36,7 +36,7 @@ from edgekit.backends.tensorrt.kernels.reference import (
 )
 from edgekit.core.errors import EdgekitError
 from edgekit.data.fashion_mnist import dataset_root, load_split
-from edgekit.data.preprocess import _INTERPOLATIONS, PreprocessSpec, _resized_size
+from edgekit.data.preprocess import _INTERPOLATIONS, PreprocessSpec, resized_size
 from tests.photos import sample_photos, torchvision_eval
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _pil_uint8(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     """PIL's resize + torchvision's centre-crop offsets, before any float arithmetic."""
-    resized = image.resize(_resized_size(*image.size, spec.resize), _INTERPOLATIONS[spec.interpolation])
+    resized = image.resize(resized_size(*image.size, spec.resize), _INTERPOLATIONS[spec.interpolation])
     left = round((resized.width - spec.crop) / 2.0)
     top = round((resized.height - spec.crop) / 2.0)
     return np.asarray(resized.crop((left, top, left + spec.crop, top + spec.crop)))

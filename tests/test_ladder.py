@@ -46,19 +46,19 @@ def test_the_fastest_build_that_passes_wins_and_every_default_is_measured() -> N
     assert record["rungs"][1]["guard"]["top1_agreement"] == pytest.approx(499 / 500)
 
 
-def test_a_slower_backend_is_taken_only_when_it_is_better_beyond_the_noise() -> None:
+def test_a_build_short_of_the_floor_ships_only_when_nothing_passes_and_only_inside_the_noise() -> None:
     fast, slow = Rung("fast"), Rung("slow")
-    # fast: 6 of 500 wrong (98.8 %: below 99 %, inside the noise); slow: 3 of those 6 (passes), so the paired
-    # comparison rests on 3 discordant images, which cannot tell: no latency is paid for it.
+    # fast: 6 of 500 wrong (98.8 %: below 99 %, inside the noise); slow: 3 wrong (passes): the floor is the rule.
     table = {fast: _outcome(fast, range(6), p50=1.0), slow: _outcome(slow, range(3), p50=2.0)}
     ladders = [BackendLadder("fast", (), False), BackendLadder("slow", (), False)]
     chosen, record = climb(ladders, _evaluator(table, []), RULES, ())
+    assert chosen.rung == slow and record["verdict"] == "pass" and "note" not in record
+    # Nothing passes: the best build ships when it is short only within the noise, and says how many images
+    # would tell; a build short beyond the noise never ships (the last test).
+    table[slow] = _outcome(slow, range(8), p50=2.0)
+    chosen, record = climb(ladders, _evaluator(table, []), RULES, ())
     assert chosen.rung == fast and record["verdict"] == "inside_noise"
     assert "not beyond the noise" in record["note"] and "held-out images would tell" in record["note"]
-    # With 20 wrong the fast build fails beyond the noise and the slow one is better on 17+ images: taken.
-    table[fast] = _outcome(fast, range(20), p50=1.0)
-    chosen, record = climb(ladders, _evaluator(table, []), RULES, ())
-    assert chosen.rung == slow and record["verdict"] == "pass"
 
 
 def test_a_backends_other_calibrations_are_tried_before_a_slower_backend() -> None:
@@ -110,8 +110,7 @@ def test_a_budget_drop_inside_the_noise_spends_no_latency() -> None:
         return dataclasses.replace(outcome, rung=rung)
 
     chosen, record = climb([BackendLadder("b", (PERCENTILE,), True)], evaluate, Rules(None, 0.5), ("conv1", "fc"))
-    assert chosen.rung == base and record["verdict"] == "inside_noise"
-    assert asked == [base, Rung("b", PERCENTILE)]  # the free rung is tried, nothing that costs latency
+    assert chosen.rung == base and record["verdict"] == "pass" and asked == [base]  # nothing else was built
     low, high = record["rungs"][0]["vs_fp32_top1"]["ci95_pts"]
     assert low < 0.5 < high and "labelled images would tell" in record["note"]
 

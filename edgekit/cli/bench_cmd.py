@@ -35,6 +35,12 @@ from edgekit.cli.options import (
     "--iterations", type=click.IntRange(min=1), default=50, show_default=True, help="Timed runs per batch size."
 )
 @click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed runs first.")
+@click.option(
+    "--images",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Encoded images (your camera's or photos' sizes) for the end-to-end timing; default: --val's.",
+)
+@click.option("--throughput", is_flag=True, help="Also images/s from the files, decoding overlapped with the network.")
 @click.option("--max-images", type=click.IntRange(min=1), default=None, help="Evaluate at most this many --val images.")
 @click.option(
     "--out",
@@ -55,6 +61,8 @@ def bench(
     batch_sizes: str,
     iterations: int,
     warmup: int,
+    images: Path | None,
+    throughput: bool,
     max_images: int | None,
     out: Path | None,
     classes: Path | None,
@@ -82,6 +90,8 @@ def bench(
         iterations=iterations,
         threads=threads,
         max_images=max_images,
+        images=images,
+        throughput=throughput,
         trust_pickle=trust_pickle,
         out=out,
         class_names=tuple(read_class_file(classes)) if classes else None,

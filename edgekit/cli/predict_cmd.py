@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from edgekit.cli.options import cuda_graph_option, json_option, print_json, threads_option, trust_engine_option
+
+if TYPE_CHECKING:
+    from edgekit.runtime.model import BundleModel
+    from edgekit.runtime.stream import StreamOptions
 
 
 @click.command()
@@ -17,6 +22,17 @@ from edgekit.cli.options import cuda_graph_option, json_option, print_json, thre
 )
 @click.option("--backend", default=None, help="Run with another installed backend than the bundle's.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option(
+    "--every", type=click.IntRange(min=1), default=1, show_default=True, help="Video: predict every Nth frame."
+)
+@click.option(
+    "--frame-budget",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Video, live: drop frames (oldest first) that waited longer than this many ms; a file is then paced "
+    "by its timestamps like a camera.",
+)
+@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Video: stop after this many frames.")
 @threads_option
 @trust_engine_option
 @cuda_graph_option
@@ -27,6 +43,9 @@ def predict(
     top_k: int,
     backend: str | None,
     batch_size: int,
+    every: int,
+    frame_budget: float | None,
+    max_frames: int | None,
     threads: int | None,
     trust_engine_host_code: bool,
     cuda_graph: bool,
@@ -35,13 +54,26 @@ def predict(
     """Classify IMAGES (files or directories, searched recursively) with BUNDLE.
 
     An image that cannot be read is reported on its own line (or with an `error` key in --json)
-    and does not stop the others.
+    and does not stop the others. IMAGES may instead be one video: a file, a camera (/dev/video0), an
+    RTSP/HTTP URL or, on a Jetson, "gst:" and a GStreamer pipeline ending in an appsink; one line per
+    frame (JSON lines with --json, the last one a summary), fps and latency percentiles at the end.
+    Ctrl-C stops it cleanly.
     """
     import edgekit
     from edgekit.core.errors import EdgekitError
     from edgekit.core.progress import Progress
     from edgekit.data.images import collect_images
+    from edgekit.runtime.stream import StreamOptions, is_stream
 
+    streams = [str(source) for source in images if is_stream(str(source))]
+    if streams:
+        if len(images) != 1:
+            raise EdgekitError("predict takes one video source at a time (or image files and folders, not both)")
+        options = StreamOptions(every=every, frame_budget_ms=frame_budget, max_frames=max_frames)
+        model = edgekit.load(bundle, backend=backend, threads=threads, trust_engine_host_code=trust_engine_host_code,
+                             cuda_graph=cuda_graph)  # fmt: skip
+        _predict_stream(model, streams[0], options, top_k, as_json)
+        return
     files = collect_images(images)
     if not files:
         raise EdgekitError(f"no image files found in {', '.join(map(str, images))}")
@@ -63,3 +95,37 @@ def predict(
         raise EdgekitError(f"none of the {failed} image file(s) could be read")
     if failed:
         click.echo(f"warning: {failed} of {len(predictions)} file(s) could not be read", err=True)
+
+
+def _predict_stream(model: BundleModel, source: str, options: StreamOptions, top_k: int, as_json: bool) -> None:
+    import json
+    import signal
+
+    from edgekit.runtime.stream import StreamStats, predict_stream
+
+    stats = StreamStats()
+    try:
+        for record in predict_stream(model, source, options, top_k, stats):
+            if as_json:
+                click.echo(json.dumps(record))
+            else:
+                when = "" if record["time_s"] is None else f" ({record['time_s']:.2f} s)"
+                ranked = "\t".join(f"{row['label']} {row['prob']:.3f}" for row in record["top_k"])
+                click.echo(f"frame {record['frame']}{when}\t{ranked}\t{record['latency_ms']:.1f} ms")
+    except KeyboardInterrupt as exc:  # Ctrl-C (or SIGTERM) is how a camera stream is stopped: a clean end
+        signum = getattr(exc, "signum", None)  # cli.main's Terminated carries the signal
+        stats.stopped_by = "Ctrl-C" if signum is None else signal.Signals(signum).name
+    summary = stats.to_dict()
+    if as_json:
+        click.echo(json.dumps({"summary": summary}))
+    p50 = summary["latency_p50_ms"]
+    latency = (
+        ""
+        if p50 is None
+        else (f", latency p50 {p50:.1f} / p90 {summary['latency_p90_ms']:.1f} / p99 {summary['latency_p99_ms']:.1f} ms")
+    )
+    click.echo(
+        f"{source}: {summary['frames_predicted']} of {summary['frames_read']} frames predicted "
+        f"({summary['frames_dropped']} dropped), {summary['fps']:.1f} fps{latency}; stopped by {summary['stopped_by']}",
+        err=True,
+    )

@@ -36,7 +36,7 @@ def load_images(files: Sequence[Path], spec: PreprocessSpec, progress: Progress 
     arrays, kept, errors = [], [], {}
     for file in progress.bar(files, desc="reading images", total=len(files), unit="img"):
         try:
-            arrays.append(preprocess(read_image(file), spec))
+            arrays.append(preprocess(read_image(file, scale_to=spec.scale_to), spec))
             kept.append(file)
         except ValueError as exc:
             errors[str(file)] = str(exc)

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import io
 import os
 import stat
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from struct import error as struct_error
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from edgekit.core.errors import EdgekitError
+from edgekit.data.preprocess import resized_size
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 MAX_PIXELS_ENV = "EDGEKIT_MAX_IMAGE_PIXELS"
@@ -72,13 +75,36 @@ def _system_error(path: str | os.PathLike[str], exc: OSError) -> EdgekitError:
     return EdgekitError(f"cannot read {path}: {exc.strerror or exc} (a problem of this machine, not of the image)")
 
 
-def read_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> Image.Image:
+def read_image(path: str | os.PathLike[str], max_pixels: int | None = None, scale_to: int | None = None) -> Image.Image:
     """Open and fully decode an image as RGB; a ValueError says why a file is not a usable image.
 
     Refuses, before decoding, anything that is not a regular file and images of more than `max_pixels`
-    (default: `max_image_pixels()`).
+    (default: `max_image_pixels()`). `scale_to` (the fast path's resize target, shorter side): a JPEG at
+    least twice that size is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that stays at or above it.
     """
-    limit = max_image_pixels() if max_pixels is None else max_pixels
+    with _open_regular(path) as handle:
+        return _decode(handle, path, max_image_pixels() if max_pixels is None else max_pixels, scale_to)
+
+
+def read_file(path: str | os.PathLike[str]) -> bytes:
+    """An image file's bytes, with read_image's checks (regular files only, system errors stop the run)."""
+    with _open_regular(path) as handle:
+        try:
+            return handle.read()
+        except OSError as exc:
+            if exc.errno in _SYSTEM_ERRNOS:
+                raise _system_error(path, exc) from None
+            raise ValueError(exc.strerror or str(exc)) from None
+
+
+def decode_image(data: bytes, max_pixels: int | None = None, scale_to: int | None = None) -> Image.Image:
+    """read_image for bytes already read (`read_file`): the same checks, errors and fast path."""
+    return _decode(
+        io.BytesIO(data), "<image bytes>", max_image_pixels() if max_pixels is None else max_pixels, scale_to
+    )
+
+
+def _open_regular(path: str | os.PathLike[str]) -> BinaryIO:
     try:
         # O_NONBLOCK: a FIFO must not hang the run; it is refused below, like any non-regular file.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -88,30 +114,37 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> I
         if exc.errno == errno.ENOENT:
             raise ValueError("does not exist") from None
         raise ValueError(exc.strerror or str(exc)) from None
-    with os.fdopen(fd, "rb") as handle:
-        mode = os.fstat(fd).st_mode
+    handle = os.fdopen(fd, "rb")
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISDIR(mode) or not stat.S_ISREG(mode):
+        handle.close()
         if stat.S_ISDIR(mode):
             raise ValueError("is a directory, not an image")
-        if not stat.S_ISREG(mode):
-            raise ValueError("is not a regular file (a device, FIFO or socket), not an image")
-        try:
-            with Image.open(handle) as image:
-                width, height = image.size
-                if width * height > limit:
-                    raise ValueError(_too_large(width, height, limit))
-                image.load()
-                return to_rgb(image)
-        except Image.DecompressionBombError:
-            raise ValueError(_too_large(0, 0, limit)) from None
-        except UnidentifiedImageError:
-            raise ValueError("not an image PIL can read") from None
-        except OSError as exc:
-            if exc.errno in _SYSTEM_ERRNOS:
-                raise _system_error(path, exc) from None
-            raise ValueError(str(exc) or "unreadable image data") from None
-        except (SyntaxError, ValueError, EOFError, IndexError, struct_error) as exc:
-            # What PIL's decoders raise for malformed data (IndexError/struct.error: short tables in a header).
-            raise ValueError(str(exc) or type(exc).__name__) from None
+        raise ValueError("is not a regular file (a device, FIFO or socket), not an image")
+    return handle
+
+
+def _decode(handle: BinaryIO, path: object, limit: int, scale_to: int | None) -> Image.Image:
+    try:
+        with Image.open(handle) as image:
+            width, height = image.size
+            if width * height > limit:
+                raise ValueError(_too_large(width, height, limit))
+            if scale_to is not None and image.format == "JPEG":
+                image.draft(None, resized_size(width, height, scale_to))
+            image.load()
+            return to_rgb(image)
+    except Image.DecompressionBombError:
+        raise ValueError(_too_large(0, 0, limit)) from None
+    except UnidentifiedImageError:
+        raise ValueError("not an image PIL can read") from None
+    except OSError as exc:
+        if exc.errno in _SYSTEM_ERRNOS:
+            raise _system_error(str(path), exc) from None
+        raise ValueError(str(exc) or "unreadable image data") from None
+    except (SyntaxError, ValueError, EOFError, IndexError, struct_error) as exc:
+        # What PIL's decoders raise for malformed data (IndexError/struct.error: short tables in a header).
+        raise ValueError(str(exc) or type(exc).__name__) from None
 
 
 def _too_large(width: int, height: int, limit: int) -> str:

@@ -17,6 +17,7 @@ from PIL import Image
 
 from edgekit.core.errors import EdgekitError
 
+DECODE_MODES = ("exact", "fast")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _INTERPOLATIONS = {
@@ -33,10 +34,16 @@ class PreprocessSpec:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bilinear"  # PIL resampling, antialiased like torchvision on PIL images
+    # "exact": torchvision's transform bit for bit. "fast": a JPEG much larger than the resize target is
+    # decoded at 1/2, 1/4 or 1/8 scale by libjpeg's DCT scaling (PIL's draft), never below the target,
+    # then resized as usual; its agreement with "exact" is measured at compile time.
+    decode: str = "exact"
 
     def __post_init__(self) -> None:
         if self.interpolation not in _INTERPOLATIONS:
             raise EdgekitError(f"interpolation must be one of {', '.join(_INTERPOLATIONS)}")
+        if self.decode not in DECODE_MODES:
+            raise EdgekitError(f"preprocessing decode must be one of {', '.join(DECODE_MODES)}")
         if not (isinstance(self.resize, int) and isinstance(self.crop, int) and 8 <= self.crop <= self.resize <= 8192):
             raise EdgekitError(
                 f"preprocessing needs integers 8 <= crop <= resize <= 8192 (got {self.crop!r}, {self.resize!r})"
@@ -47,6 +54,11 @@ class PreprocessSpec:
                 raise EdgekitError(f"preprocessing {name} needs 3 values (one per RGB channel)")
         if any(s <= 0 for s in self.std):
             raise EdgekitError("preprocessing std values must be positive")
+
+    @property
+    def scale_to(self) -> int | None:
+        """What `read_image` may DCT-scale a JPEG down to: the resize target on the fast path, else None."""
+        return self.resize if self.decode == "fast" else None
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "mean": list(self.mean), "std": list(self.std)}
@@ -63,8 +75,9 @@ class PreprocessSpec:
                     values[name] = tuple(float(v) for v in values[name])
                     if not all(math.isfinite(v) for v in values[name]):
                         raise ValueError(f"{name} must be finite numbers")
-            if not isinstance(values.get("interpolation", "bilinear"), str):
-                raise ValueError("interpolation must be a name")
+            for name in ("interpolation", "decode"):
+                if not isinstance(values.get(name, "exact" if name == "decode" else "bilinear"), str):
+                    raise ValueError(f"{name} must be a name")
         except (TypeError, ValueError) as exc:
             raise EdgekitError(f"preprocessing is malformed ({exc})") from None
         return cls(**values)
@@ -73,26 +86,35 @@ class PreprocessSpec:
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def _resized_size(width: int, height: int, shorter: int) -> tuple[int, int]:
+def resized_size(width: int, height: int, shorter: int) -> tuple[int, int]:
     # Same arithmetic as torchvision's Resize(int): the longer side is truncated, not rounded.
     if width <= height:
         return shorter, int(shorter * height / width)
     return int(shorter * width / height), shorter
 
 
-def preprocess(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
-    """One RGB PIL image → float32 CHW array, exactly as torchvision's eval transform computes it."""
+def resize_and_crop(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
+    """The geometric half of the eval transform: Resize(spec.resize) then CenterCrop(spec.crop)."""
     if image.mode != "RGB":
         raise ValueError("preprocess expects an RGB image; use edgekit.data.images.to_rgb first")
-    image = image.resize(_resized_size(*image.size, spec.resize), _INTERPOLATIONS[spec.interpolation])
+    image = image.resize(resized_size(*image.size, spec.resize), _INTERPOLATIONS[spec.interpolation])
     width, height = image.size
     top = round((height - spec.crop) / 2.0)
     left = round((width - spec.crop) / 2.0)
-    image = image.crop((left, top, left + spec.crop, top + spec.crop))
+    return image.crop((left, top, left + spec.crop, top + spec.crop))
+
+
+def normalise(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """The arithmetic half: ToTensor and Normalize, to a float32 CHW array."""
     array = np.asarray(image, dtype=np.float32) / 255.0
     mean = np.asarray(spec.mean, dtype=np.float32)
     std = np.asarray(spec.std, dtype=np.float32)
     return np.ascontiguousarray(((array - mean) / std).transpose(2, 0, 1))
+
+
+def preprocess(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """One RGB PIL image → float32 CHW array, exactly as torchvision's eval transform computes it."""
+    return normalise(resize_and_crop(image, spec), spec)
 
 
 def preprocess_batch(images: Sequence[Image.Image], spec: PreprocessSpec) -> np.ndarray:

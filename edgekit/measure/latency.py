@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -78,31 +78,3 @@ def measure(
         "samples_ms": [round(t, 4) for t in times],  # for distributions in reports
         **extra,
     }
-
-
-def stage_times(
-    preprocess: Callable[[Any], np.ndarray],
-    network: Callable[[np.ndarray], np.ndarray],
-    postprocess: Callable[[np.ndarray], object],
-    images: Sequence[Any],
-    warmup: int = 3,
-) -> dict[str, float]:
-    """p50 ms of each stage of one image's trip (decoded image → input → outputs → top-k), batch 1.
-
-    Where the time goes decides what to optimise next: on a CPU the resize can rival a pruned network.
-    """
-    timings: dict[str, list[float]] = {"preprocess": [], "network": [], "postprocess": []}
-    for index, image in enumerate([*images[:warmup], *images]):
-        start = time.perf_counter()
-        batch = preprocess(image)[None]
-        mid = time.perf_counter()
-        outputs = network(batch)
-        end = time.perf_counter()
-        postprocess(outputs)
-        done = time.perf_counter()
-        if index >= min(warmup, len(images)):
-            timings["preprocess"].append((mid - start) * 1000.0)
-            timings["network"].append((end - mid) * 1000.0)
-            timings["postprocess"].append((done - end) * 1000.0)
-    medians = {f"{stage}_ms": float(np.median(values)) for stage, values in timings.items()}
-    return {**medians, "images": len(images)}

@@ -57,12 +57,39 @@ def summary_markdown(results: dict[str, Any]) -> str:
             f"\nOn the GPU, per image (CUDA events): upload {gpu['upload_ms']:.3f} ms, preprocessing kernel "
             f"{gpu['preprocess_ms']:.3f} ms, network {gpu['network_ms']:.3f} ms, download {gpu['download_ms']:.3f} ms."
         )
-    if stages:
+    trip = results.get("end_to_end")
+    if trip:
         lines += [
             "",
-            f"Per image, batch 1 (median of {stages['images']} images): preprocess {stages['preprocess_ms']:.2f} ms, "
-            f"network {stages['network_ms']:.2f} ms, postprocess {stages['postprocess_ms']:.3f} ms.",
+            f"From an encoded file to a label, batch 1, median of {trip['exact']['images']} images from {trip['from']} "
+            f"({trip['image_size']}; ms):",
+            "",
+            "| decode path | read | decode | resize/crop | normalise | network | postprocess | end to end p50 | p90 "
+            "| × network |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
+        for path in ("exact", "fast"):
+            row = trip[path]
+            shipped = " (this bundle)" if path == trip.get("shipped_decode") else ""
+            lines.append(
+                f"| {path}{shipped} | {row['read_ms']:.2f} | {row['decode_ms']:.2f} | {row['resize_crop_ms']:.2f} | "
+                f"{row['normalise_ms']:.2f} | {row['network_ms']:.2f} | {row['postprocess_ms']:.3f} | "
+                f"{row['end_to_end_p50_ms']:.2f} | {row['end_to_end_p90_ms']:.2f} | "
+                f"{row['end_to_end_vs_network']:.2f}× |"
+            )
+        agreement = trip["fast_vs_exact"]
+        lines.append(
+            f"\nThe fast path agreed with the exact one on "
+            f"{with_interval(agreement['top1_agreement'], agreement['top1_agreement_ci95'])} of these images' top-1 "
+            "(`edgekit compile --preprocess fast` ships it)."
+        )
+    throughput = results.get("throughput")
+    if throughput:
+        lines.append(
+            f"\nThroughput from files, batch {throughput['batch']}, {throughput['decode_workers']} decode threads: "
+            f"{throughput['images_per_s']:.1f} images/s ({throughput['ratio']:.2f}× the network's own "
+            f"{throughput['network_images_per_s']:.1f})."
+        )
     accuracy = results.get("accuracy")
     if accuracy:
         lines += [

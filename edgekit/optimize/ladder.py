@@ -1,24 +1,24 @@
-"""The accuracy guard's ladder: which quantized build ships, decided by paired measurements, not noise.
+"""The accuracy guard's ladder: which quantized build ships, decided by measurements on held-out images.
 
 Every build is compared with FP32 on held-out images it was never calibrated on (label-free: top-1
 agreement, per image) and, where `--max-accuracy-drop` and labelled `--val` images are given, on the
-labels (`PairedDifference`). A build's verdict is "pass", "fail" (below the agreement floor or above the
-budget beyond the noise: the 95 % interval excludes the rule) or "inside_noise" (short of the rule, but
-these images cannot tell).
+labels (`PairedDifference`). Verdicts: "pass" (agreement at or above the floor, and the top-1 drop not above
+the budget beyond the noise: a drop whose 95 % interval reaches the budget buys nothing), "inside_noise"
+(agreement below the floor, but the interval reaches it) or "fail" (below it beyond the noise, or the drop
+above the budget beyond the noise).
 
-The climb, cheapest first:
+The climb, cheapest first, stops at the first build that passes:
 1. every backend the target lists is built with its quantizer's defaults and timed (where this host is
-   the device), then visited fastest first;
-2. on each, while its best build does not pass: the quantizer's other calibration methods, then its
-   accuracy options (`Converter.quantizer_settings`);
-3. a slower backend replaces a faster one only when it is significantly better (paired on the held-out
-   images), so no latency is spent on a difference inside the noise;
-4. still failing: layer groups in FP32 on the best build's backend, where it can keep them. Only groups
-   whose FP32 lowers the output error significantly (paired, on calibration images, so the held-out
-   images stay unseen) are candidates, most helpful first; they are added until the build no longer
-   fails beyond the noise.
-The result is the build that passes, the best one inside the noise (with a warning saying how many images
-would tell), or an EdgekitError listing what every rung achieved.
+   the device); backends are visited fastest first, so the first to pass is the fastest that passes;
+2. on each, the quantizer's other calibration methods, then its accuracy options
+   (`Converter.quantizer_settings`);
+3. still short: layer groups in FP32 on the fastest backend that can keep them. Only groups whose FP32
+   lowers the output error beyond the noise (paired, on calibration images, so the held-out images stay
+   unseen) are candidates, most helpful first, added until the build passes; no group is kept for a
+   difference inside the noise.
+If nothing passes, the best build ships when it is short of the floor only within the noise (with a warning
+saying how many images would tell); when every build fails beyond the noise, an EdgekitError lists what
+every rung achieved.
 """
 
 from __future__ import annotations
@@ -107,11 +107,8 @@ class Rules:
         if self.min_agreement is not None and outcome.guard is not None:
             verdicts.append(outcome.guard.verdict(self.min_agreement))
         budget = outcome.budget
-        if self.max_drop_pts is not None and budget is not None:
-            if budget.exceeds(self.max_drop_pts):
-                verdicts.append("fail")
-            elif budget.drop_pts > self.max_drop_pts:
-                verdicts.append("inside_noise")
+        if self.max_drop_pts is not None and budget is not None and budget.exceeds(self.max_drop_pts):
+            verdicts.append("fail")  # a drop above the budget but inside the noise buys no latency: it passes
         return min(verdicts, key=VERDICTS.index)
 
     def noise_note(self, outcome: Outcome) -> str:
@@ -133,20 +130,6 @@ class Rules:
                 f"{self.max_drop_pts:g}-point budget but not beyond the noise{more}"
             )
         return "; ".join(parts)
-
-
-def significantly_better(new: Outcome, old: Outcome, rules: Rules) -> bool:
-    """Whether `new` beats `old` beyond the noise: paired on the held-out agreement or on the labels, or
-    `old` fails outright where `new` does not."""
-    if new.error:
-        return False
-    if old.error or (rules.verdict(old) == "fail" and rules.verdict(new) != "fail"):
-        return True
-    if new.agrees is not None and old.agrees is not None and PairedDifference.of(new.agrees, old.agrees).exceeds(0):
-        return True
-    if new.correct is None or old.correct is None:
-        return False
-    return PairedDifference.of(new.correct, old.correct).exceeds(0)
 
 
 def _rank(outcome: Outcome, rules: Rules) -> tuple[int, float, float]:
@@ -191,7 +174,7 @@ def climb(
     )  # fastest first; untimed ones in the target file's order
     best_of: dict[int, Outcome] = {}
     current: Outcome | None = None
-    for i in order:
+    for i in order:  # the fastest backend that passes, with its quantizer's other settings if need be
         best = defaults[i]
         for setting in ladders[i].settings:
             if rules.verdict(best) == "pass":
@@ -200,17 +183,19 @@ def climb(
             if _rank(outcome, rules) > _rank(best, rules):
                 best = outcome
         best_of[i] = best
-        if current is None or significantly_better(best, current, rules):
+        if current is None or _rank(best, rules) > _rank(current, rules):
             current = best
         if rules.verdict(current) == "pass":
             break
     assert current is not None
     sensitivity: dict[str, Any] | None = None
-    if rules.verdict(current) == "fail":  # layer groups in FP32 cost latency: not for a shortfall inside the noise
+    if rules.verdict(current) != "pass":
+        # Layer groups in FP32 on the fastest backend that can keep them, from its best setting; only groups
+        # whose effect is beyond the noise are candidates (`_keep_groups`).
         keeper = next((i for i in order if ladders[i].keeps_layer_groups and not best_of[i].error), None)
         if keeper is not None:
             kept, sensitivity = _keep_groups(best_of[keeper], groups, run, evaluate, rules, progress)
-            if kept is not None and rules.verdict(kept) != "fail":
+            if kept is not None and _rank(kept, rules) > _rank(current, rules):
                 current = kept
     verdict = rules.verdict(current)
     record: dict[str, Any] = {
@@ -232,9 +217,10 @@ def climb(
             "--max-accuracy-drop if that loss is acceptable, give more or more typical calibration images, or use "
             "--precision fp32 (or fp16 where the target has it)"
         )
-    if verdict == "inside_noise":
-        record["note"] = rules.noise_note(current)
-        progress.note(f"warning: {record['note']}")
+    note = rules.noise_note(current)
+    if note:  # shipped, but short of a rule by less than these images can tell: say how many would
+        record["note"] = note
+        progress.note(f"warning: {note}")
     return current, record
 
 
@@ -270,7 +256,7 @@ def _keep_groups(
         outcome = run(Rung(base.rung.backend, base.rung.setting, tuple(significant[:count])))
         if best is None or _rank(outcome, rules) > _rank(best, rules):
             best = outcome
-        if rules.verdict(outcome) != "fail":  # more groups would spend latency on a difference inside the noise
+        if rules.verdict(outcome) == "pass":
             return outcome, record
     return best, record
 

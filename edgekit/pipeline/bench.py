@@ -7,6 +7,8 @@ accuracy and top-1 agreement on the user's labelled images.
 from __future__ import annotations
 
 import dataclasses
+import tempfile
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,18 +21,21 @@ from edgekit.core.progress import QUIET, Progress
 from edgekit.core.threads import resolve_threads
 from edgekit.core.versions import module_available
 from edgekit.data.batches import sample, synthetic_images
-from edgekit.data.preprocess import PreprocessSpec, preprocess
+from edgekit.data.images import collect_images, read_image
+from edgekit.data.preprocess import PreprocessSpec
+from edgekit.measure.endtoend import end_to_end
 from edgekit.measure.environment import environment
 from edgekit.measure.evaluate import labels_warning, load_eval_set, run_batched, score
 from edgekit.measure.host import measured_on
-from edgekit.measure.latency import PROTOCOL, LatencyProtocol, measure, stage_times
+from edgekit.measure.latency import PROTOCOL, LatencyProtocol, measure
 from edgekit.measure.results import RESULTS_SCHEMA, write_results
 from edgekit.pipeline.references import load_reference
 from edgekit.runtime.manifest import Manifest
-from edgekit.runtime.model import BundleModel, to_probabilities
+from edgekit.runtime.model import BundleModel, default_decode_workers, to_probabilities
 from edgekit.targets import target_from_record
 
 STAGE_IMAGES = 30
+THROUGHPUT_IMAGES = 128
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +50,8 @@ class BenchConfig:
     max_images: int | None = None
     trust_pickle: bool = False
     out: Path | None = None  # None: <bundle>.bench beside the bundle
+    images: Path | None = None  # encoded images for the end-to-end timing (default: --val's)
+    throughput: bool = False  # also images/s from files through the decode pool
     class_names: tuple[str, ...] | None = None  # --classes: output names to match --val's folders by
     time_reference: bool = True  # `edgekit sweep` times the shared reference once, not once per variant
     run_options: dict[str, Any] | None = None  # the backend's (TensorRT: trust_engine_host_code, cuda_graph)
@@ -73,6 +80,8 @@ def _validate(config: BenchConfig) -> None:
         raise EdgekitError(f"--reference {config.reference} does not exist")
     if config.val is not None and not config.val.is_dir():
         raise EdgekitError(f"--val {config.val} is not a directory")
+    if config.images is not None and not collect_images([config.images]):
+        raise EdgekitError(f"--images {config.images} holds no image files")
     out = config.results_dir()
     problem = writable_directory_problem(out)
     if problem:
@@ -150,16 +159,21 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
             progress.note(warning)
         accuracy["unreadable"] = evalset.batch.errors
 
-    stage_images = _stage_images(config.val, spec)
-    stages = stage_times(
-        lambda image: preprocess(image, spec),
-        model.runner.run,
-        lambda outputs: np.argsort(-to_probabilities(outputs, model.output_kind), axis=1)[:, :5],
-        stage_images,
-    )
-    gpu_stages = _gpu_stage_times(model, stage_images)
-    if gpu_stages:
-        stages = {**stages, "gpu": gpu_stages}
+    with tempfile.TemporaryDirectory() as scratch:
+        files, files_from = _stage_files(config, spec, Path(scratch))
+        progress.note(f"end to end: {len(files)} encoded images from {files_from}, batch 1, exact and fast decode")
+        trip = end_to_end(
+            files,
+            spec,
+            model.runner.run,
+            lambda outputs: np.argsort(-to_probabilities(outputs, model.output_kind), axis=1)[:, :5],
+        )
+        stages = {**trip.get(spec.decode, {}), "from": files_from, "image_size": trip.get("image_size")}
+        end_to_end_record = {**trip, "from": files_from, "shipped_decode": spec.decode} if trip else None
+        gpu_stages = _gpu_stage_times(model, [read_image(f) for f in files[:STAGE_IMAGES]])
+        if gpu_stages:
+            stages = {**stages, "gpu": gpu_stages}
+        throughput = _throughput(model, files, config, latency, progress) if config.throughput else None
     first = latency["bundle"][0]
     speedups = {str(b["batch"]): r["p50_ms"] / b["p50_ms"] for b, r in zip(latency["bundle"], latency["reference"])}
     results = {
@@ -186,6 +200,8 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
         },
         "measured_on": measured_on(target_from_record(manifest.section("target")), get_backend(model.backend)),
         "stages": stages,
+        "end_to_end": end_to_end_record,
+        "throughput": throughput,
         "reference": (
             {"path": str(reference_path), "kind": reference.kind, "sha256": sha256_file(reference_path)}
             if reference and reference_path
@@ -225,17 +241,43 @@ def _pruning_summary(pruning: dict[str, Any] | None) -> dict[str, Any] | None:
     return {key: pruning.get(key) for key in keep}
 
 
-def _stage_images(val: Path | None, spec: PreprocessSpec) -> list[Any]:
-    """Decoded images for per-stage timing: the user's own when given (their size drives the resize cost)."""
-    from edgekit.data.images import collect_images, read_image
+def _stage_files(config: BenchConfig, spec: PreprocessSpec, scratch: Path) -> tuple[list[Path], str]:
+    """Encoded files for the end-to-end timing: --images, else --val's, else camera-sized synthetic JPEGs."""
+    for folder in (config.images, config.val):
+        if folder is not None:
+            files = sample(collect_images([folder]), STAGE_IMAGES)
+            if files:
+                return files, str(folder)
+    files = []
+    for index, image in enumerate(synthetic_images(8, 1280, 960)):
+        files.append(scratch / f"synthetic-{index}.jpg")
+        image.save(files[-1], quality=90)
+    return files, "synthetic 1280×960 JPEGs (pass --images DIR for your own)"
 
-    if val is not None:
-        images = []
-        for file in sample(collect_images([val]), STAGE_IMAGES):
-            try:
-                images.append(read_image(file))
-            except ValueError:
-                continue
-        if images:
-            return images
-    return synthetic_images(STAGE_IMAGES, spec.resize * 4 // 3, spec.resize)  # a 4:3 frame, like a camera's
+
+def _throughput(
+    model: BundleModel, files: list[Path], config: BenchConfig, latency: dict[str, Any], progress: Progress
+) -> dict[str, Any]:
+    """Images/s from encoded files through `iter_predict` (decoding overlapped with the network) against the
+    network's own images/s at the same batch size."""
+    batch = max(config.batch_sizes)
+    stream = [files[i % len(files)] for i in range(max(THROUGHPUT_IMAGES, len(files)))]
+    for _ in model.iter_predict(stream[: 2 * batch], batch_size=batch):  # warm-up: threads, lazy init
+        pass
+    start = time.perf_counter()
+    done = sum(1 for _ in model.iter_predict(stream, batch_size=batch))
+    seconds = time.perf_counter() - start
+    network = next(row for row in latency["bundle"] if row["batch"] == batch)
+    record = {
+        "batch": batch,
+        "images": done,
+        "decode_workers": default_decode_workers(),
+        "images_per_s": done / seconds,
+        "network_images_per_s": network["images_per_s"],
+    }
+    record["ratio"] = record["images_per_s"] / record["network_images_per_s"]
+    progress.note(
+        f"throughput: {record['images_per_s']:.1f} images/s from files vs {record['network_images_per_s']:.1f} "
+        f"for the network alone at batch {batch} ({record['ratio']:.2f}×)"
+    )
+    return record

@@ -87,7 +87,9 @@ def _load_checkpoint(config: CompileConfig, threads: int) -> LoadedSource:
         transform_input=config.transform_input,
         class_names=list(config.class_names) if config.class_names else None,
     )
-    spec = (loaded.preprocessing or PreprocessSpec()).with_overrides(resize=config.resize, crop=config.crop)
+    spec = (loaded.preprocessing or PreprocessSpec()).with_overrides(
+        resize=config.resize, crop=config.crop, decode=config.preprocess
+    )
     opset = config.target.onnx_opset
     pruning = loaded.pruning  # a checkpoint written by `edgekit prune` carries its record
     return LoadedSource(
@@ -209,7 +211,7 @@ def _load_onnx(config: CompileConfig, threads: int) -> LoadedSource:
     if info.height is not None and info.height != default.crop and config.crop is None:
         # Keep the ImageNet resize/crop ratio (256/224) for a differently sized fixed input.
         default = PreprocessSpec(resize=round(info.height * 256 / 224), crop=info.height)
-    spec = default.with_overrides(resize=config.resize, crop=config.crop)
+    spec = default.with_overrides(resize=config.resize, crop=config.crop, decode=config.preprocess)
     if info.height is not None and spec.crop != info.height:
         raise EdgekitError(f"{config.model} takes {info.height}×{info.width} images; --crop {spec.crop} does not fit")
     reference = OnnxReference(config.model, threads, info.output_kind, info.batch)
@@ -496,6 +498,8 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> Manifes
         manifest = converter.finish_bundle(
             stage, manifest, config.target, config.out, backend_options, check_device_model, progress, samples
         )
+        if source.spec.decode == "fast":
+            manifest["preprocessing_check"] = _fast_decode_check(config, source.spec, built.runner, progress)
         if evalset is not None and evalset.labels is not None:
             predictions = {"reference": reference_out.argmax(1), "bundle": built.outputs.argmax(1)}
             manifest["accuracy"] = score(predictions, evalset.labels, manifest["classes"], reference="reference")
@@ -505,6 +509,47 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> Manifes
                 f"(it lacks {config.precision} arithmetic); the bundle runs reduced precision where the CPU has it"
             )
         return write_manifest(stage, manifest)
+
+
+FAST_CHECK_IMAGES = 200
+
+
+def _fast_decode_check(
+    config: CompileConfig, spec: PreprocessSpec, runner: Runner, progress: Progress
+) -> dict[str, Any]:
+    """`--preprocess fast`: the shipped model's top-1 on the user's images, fast decode against exact."""
+    from edgekit.data.images import read_image
+    from edgekit.data.preprocess import preprocess
+    from edgekit.measure.stats import wilson
+
+    folder = config.val or config.calib
+    files = sample(collect_images([folder]), FAST_CHECK_IMAGES) if folder is not None else []
+    exact, fast, scaled = [], [], 0
+    for file in files:
+        try:
+            full, small = read_image(file), read_image(file, scale_to=spec.scale_to)
+        except ValueError:
+            continue
+        scaled += small.size != full.size
+        exact.append(preprocess(full, dataclasses.replace(spec, decode="exact")))
+        fast.append(preprocess(small, spec))
+    if not exact:
+        progress.note("note: --preprocess fast: no images to measure its agreement on (pass --val DIR)")
+        return {"images": 0, "note": "not measured: no readable images given (--val or --calib)"}
+    agreed = int(np.sum(runner.run(np.stack(exact)).argmax(1) == runner.run(np.stack(fast)).argmax(1)))
+    record = {
+        "decode": "fast",
+        "images": len(exact),
+        "jpeg_dct_scaled": scaled,
+        "top1_agreement_with_exact": agreed / len(exact),
+        "top1_agreement_ci95": list(wilson(agreed, len(exact))),
+        "from": str(folder),
+    }
+    progress.note(
+        f"--preprocess fast: top-1 agrees with the exact decode on {agreed}/{len(exact)} images "
+        f"({scaled} JPEG(s) large enough to be DCT-scaled)"
+    )
+    return record
 
 
 def _sparsity_record(pruning: dict[str, Any] | None, fp32: Path) -> dict[str, Any] | None:

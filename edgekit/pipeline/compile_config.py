@@ -29,6 +29,7 @@ class CompileConfig:
     transform_input: bool | None = None  # None: from the checkpoint, else on
     resize: int | None = None  # preprocessing overrides
     crop: int | None = None
+    preprocess: str | None = None  # "exact" / "fast" decode (PreprocessSpec.decode); None: the checkpoint's, else exact
     val: Path | None = None  # images for the parity check (and accuracy, when labelled)
     parity_images: int = 200
     trust_pickle: bool = False

@@ -9,7 +9,15 @@ from typing import Any
 from edgekit.report.analysis import Reference
 from edgekit.report.results import Variant
 
-STAGE_COLOURS = {"preprocess": "#4c78a8", "network": "#f58518", "postprocess": "#54a24b"}
+STAGE_COLOURS = {
+    "read": "#9ecae9",
+    "decode": "#4c78a8",
+    "resize_crop": "#72b7b2",
+    "normalise": "#b279a2",
+    "preprocess": "#4c78a8",  # results written before the stages were split
+    "network": "#f58518",
+    "postprocess": "#54a24b",
+}
 
 
 def _pyplot() -> Any:
@@ -91,12 +99,16 @@ def stage_plot(variants: Sequence[Variant]) -> str:
     figure, axes = plt.subplots(figsize=(7, 0.5 + 0.45 * len(with_stages)))
     for row, variant in enumerate(with_stages):
         left = 0.0
+        stages = variant.results["stages"]
+        split = "decode_ms" in stages
         for stage, colour in STAGE_COLOURS.items():
-            value = variant.results["stages"][f"{stage}_ms"]
-            axes.barh(row, value, left=left, color=colour, label=stage if row == 0 else None)
+            if (stage == "preprocess") == split or f"{stage}_ms" not in stages:
+                continue  # the split stages where recorded, else the one preprocess figure
+            value = stages[f"{stage}_ms"]
+            axes.barh(row, value, left=left, color=colour, label=stage if row == 0 or not split else None)
             left += value
     axes.set_yticks(range(len(with_stages)), [v.name for v in with_stages])
-    axes.set_xlabel("ms per image, batch 1 (median)")
+    axes.set_xlabel("ms per image from an encoded file, batch 1 (median)")
     axes.set_title("Where the time goes")
     axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return _svg(figure)

@@ -96,6 +96,19 @@ def guard_rows(manifest: Manifest) -> dict[str, str]:
     return rows
 
 
+def _fast_decode_row(manifest: Manifest) -> dict[str, str]:
+    check = manifest.section("preprocessing_check")
+    if not check:
+        return {}
+    if not check.get("images"):
+        return {"fast decode": str(check.get("note", "not measured"))}
+    return {
+        "fast decode": f"top-1 agreement with the exact decode {_number(check.get('top1_agreement_with_exact'), '.2%')}"
+        f"{_interval(check.get('top1_agreement_ci95'), '.1%')} on {check.get('images')} images "
+        f"({check.get('jpeg_dct_scaled', '?')} DCT-scaled)"
+    }
+
+
 def describe_bundle(path: Path, manifest: Manifest) -> dict[str, str]:
     """Rows of `edgekit inspect` for a verified bundle."""
     source = manifest.section("source")
@@ -116,6 +129,7 @@ def describe_bundle(path: Path, manifest: Manifest) -> dict[str, str]:
         "output": f"{manifest.section('output').get('name', '?')} ({manifest.output_kind})",
         "preprocessing": ", ".join(f"{k}={v}" for k, v in spec.items()),
         "parity": parity_line(manifest),
+        **_fast_decode_row(manifest),
         "pruning": pruning_line(manifest.section("pruning")) or "none",
         **_accuracy_rows(manifest),
         **guard_rows(manifest),

@@ -5,11 +5,14 @@ Needs only NumPy, PIL and the bundle's runtime (ONNX Runtime / OpenVINO), never 
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
+import itertools
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -22,6 +25,9 @@ from edgekit.data.images import read_image, to_rgb
 from edgekit.data.preprocess import PreprocessSpec, preprocess, preprocess_batch
 from edgekit.runtime.bundle import read_manifest, read_verified
 from edgekit.runtime.manifest import Manifest
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def to_probabilities(outputs: np.ndarray, output_kind: str) -> np.ndarray:
@@ -88,6 +94,43 @@ class Runner:
         if self.static_batch != 1:
             raise EdgekitError(f"the model has a fixed batch of {self.static_batch}; pass batches of that size")
         return np.concatenate([self._backend.run(batch[i : i + 1]) for i in range(len(batch))])
+
+
+def default_decode_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def ordered_map(function: Callable[[T], R], items: Iterable[T], workers: int, ahead: int) -> Iterator[R]:
+    """`map(function, items)` on `workers` threads, in order, at most `ahead` results computed but not yet
+    taken (memory stays bounded on a folder of any size). Stopping early cancels what has not started."""
+    if workers <= 1:
+        yield from map(function, items)
+        return
+    pending: collections.deque[concurrent.futures.Future[R]] = collections.deque()
+    source = iter(items)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgekit-decode") as pool:
+        try:
+            for item in itertools.islice(source, max(1, ahead)):
+                pending.append(pool.submit(function, item))
+            while pending:
+                result = pending.popleft().result()
+                for item in itertools.islice(source, 1):
+                    pending.append(pool.submit(function, item))
+                yield result
+        finally:
+            for future in pending:  # Python 3.8 has no shutdown(cancel_futures=True)
+                future.cancel()
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _portable(manifest: Manifest) -> bool:
@@ -210,29 +253,38 @@ class BundleModel:
         return list(self.iter_predict(images, top_k=top_k, batch_size=batch_size))
 
     def iter_predict(
-        self, images: Sequence[str | os.PathLike[str] | Image.Image], top_k: int = 1, batch_size: int = 8
+        self,
+        images: Sequence[str | os.PathLike[str] | Image.Image],
+        top_k: int = 1,
+        batch_size: int = 8,
+        decode_workers: int | None = None,
     ) -> Iterator[Prediction]:
-        """Predictions in the order of `images`, `batch_size` at a time. On a CPU backend each image is
-        preprocessed as soon as it is decoded, so memory holds one decoded photo, not a batch of them."""
+        """Predictions in the order of `images`, `batch_size` at a time.
+
+        Files are decoded (and, on a CPU backend, preprocessed) by `decode_workers` threads (default: up to
+        4, the cores this machine has) while the network runs on the batch before: PIL releases the GIL
+        while it decodes. At most two batches of decoded images are held at once, however many files.
+        """
         top_k = max(1, min(top_k, len(self.class_names)))
         on_device = self.runner.preprocesses_on_device
-        for start in range(0, len(images), batch_size):
-            names: list[str | None] = []
-            errors: list[str | None] = []
-            decoded: list[Any] = []  # PIL images for the accelerator's preprocessing, else CHW arrays
-            for item in images[start : start + batch_size]:
-                name = None if isinstance(item, Image.Image) else str(item)
-                try:
-                    image = to_rgb(item) if isinstance(item, Image.Image) else read_image(item)
-                except ValueError as exc:
-                    names.append(name)
-                    errors.append(str(exc))
-                    continue
-                decoded.append(image if on_device else preprocess(image, self.preprocessing))
-                names.append(name)
-                errors.append(None)
+        workers = default_decode_workers() if decode_workers is None else max(1, decode_workers)
+
+        def decode(item: str | os.PathLike[str] | Image.Image) -> tuple[str | None, str | None, Any]:
+            name = None if isinstance(item, Image.Image) else str(item)
+            try:
+                image = (
+                    to_rgb(item)
+                    if isinstance(item, Image.Image)
+                    else read_image(item, scale_to=self.preprocessing.scale_to)
+                )
+            except ValueError as exc:
+                return name, str(exc), None
+            return name, None, image if on_device else preprocess(image, self.preprocessing)
+
+        for chunk in batched(ordered_map(decode, images, workers, ahead=2 * batch_size), batch_size):
+            decoded = [item for _, error, item in chunk if error is None]
             probs = iter(self._decoded_probabilities(decoded, on_device) if decoded else [])
-            for name, error in zip(names, errors):
+            for name, error, _ in chunk:
                 if error is not None:
                     yield Prediction(file=name, error=error)
                     continue

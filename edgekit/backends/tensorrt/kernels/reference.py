@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from edgekit.core.errors import EdgekitError
-from edgekit.data.preprocess import PreprocessSpec, _resized_size
+from edgekit.data.preprocess import PreprocessSpec, resized_size
 
 PRECISION_BITS = 22  # PIL's fixed point for 8-bit images: 32 - 8 - 2
 _HALF = 1 << (PRECISION_BITS - 1)
@@ -172,7 +172,7 @@ def build_tables(width: int, height: int, spec: PreprocessSpec) -> CropTables:
     (`round((size - crop) / 2)`), and PIL's coefficients for the cropped columns and rows only."""
     if width < 1 or height < 1:
         raise EdgekitError(f"image size must be positive (got {width}×{height})")
-    resized_w, resized_h = _resized_size(width, height, spec.resize)
+    resized_w, resized_h = resized_size(width, height, spec.resize)
     left = round((resized_w - spec.crop) / 2.0)
     top = round((resized_h - spec.crop) / 2.0)
     xbounds, xweights = _axis_table(width, resized_w, left, spec.crop, spec.interpolation)

@@ -1,0 +1,180 @@
+"""From a camera-sized JPEG to a label: end-to-end latency and throughput against the network alone.
+
+An x86-cpu INT8 bundle of a GoogLeNet at 224×224 (trained here briefly on Fashion-MNIST: latency does not
+depend on the weights, agreement is measured on that model) is fed:
+- real photos (scikit-learn's sample images, china.jpg and flower.jpg) resized to 1920×1080 and to
+  4000×3000 (12 MP), saved as JPEG quality 90: `edgekit bench --images` stage by stage, exact and fast decode;
+- a folder of 1080p JPEGs through `iter_predict` (decoding overlapped with the network), batch 1 and 8;
+- 500 Fashion-MNIST test images upscaled to 1920×1080 JPEGs: top-1 of the fast path against the exact one.
+
+    .venv/bin/python benchmarks/end_to_end.py [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from edgekit.core.progress import Progress
+from edgekit.data.datasets import FASHION_MNIST
+from edgekit.data.fashion_mnist import write_image_folder
+from edgekit.data.images import collect_images, read_image
+from edgekit.data.preprocess import PreprocessSpec, preprocess
+from edgekit.measure.environment import environment
+from edgekit.measure.stats import wilson
+from edgekit.model.finetune import FinetuneConfig, run_finetune
+from edgekit.pipeline.bench import BenchConfig, run_bench
+from edgekit.pipeline.compile_config import CompileConfig
+from edgekit.pipeline.precision_auto import compile_model
+from edgekit.runtime.model import BundleModel
+
+SIZES = {"1080p": (1920, 1080), "12 MP": (4000, 3000)}
+
+
+def _photos(folder: Path, size: tuple[int, int], copies: int) -> Path:
+    from sklearn.datasets import load_sample_image
+
+    folder.mkdir(parents=True)
+    for name in ("china.jpg", "flower.jpg"):
+        photo = Image.fromarray(load_sample_image(name)).resize(size, Image.Resampling.BICUBIC)
+        for copy in range(copies):  # distinct files, so the page cache is what a folder of photos gives
+            photo.save(folder / f"{Path(name).stem}-{copy}.jpg", quality=90)
+    return folder
+
+
+def _upscaled(source: Path, folder: Path) -> Path:
+    for file in collect_images([source]):
+        target = folder / file.parent.name / f"{file.stem}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(file).convert("RGB").resize(SIZES["1080p"], Image.Resampling.BICUBIC).save(target, quality=90)
+    return folder
+
+
+def _agreement(model: BundleModel, folder: Path) -> dict[str, Any]:
+    spec = model.preprocessing
+    exact_spec, fast_spec = (PreprocessSpec(**{**spec.to_dict(), "decode": d}) for d in ("exact", "fast"))
+    files = collect_images([folder])
+    labels = {name: i for i, name in enumerate(sorted(p.name for p in folder.iterdir()))}
+    top1: dict[str, list[int]] = {"exact": [], "fast": []}
+    for path_spec in (exact_spec, fast_spec):
+        for start in range(0, len(files), 16):
+            chunk = files[start : start + 16]
+            batch = np.stack([preprocess(read_image(f, scale_to=path_spec.scale_to), path_spec) for f in chunk])
+            top1[path_spec.decode] += model.probabilities(batch).argmax(1).tolist()
+    truth = [labels[f.parent.name] for f in files]
+    agreed = int(np.sum(np.array(top1["exact"]) == np.array(top1["fast"])))
+    return {
+        "images": len(files),
+        "fast_vs_exact_top1_agreement": agreed / len(files),
+        "ci95": list(wilson(agreed, len(files))),
+        "top1_exact": float(np.mean(np.array(top1["exact"]) == truth)),
+        "top1_fast": float(np.mean(np.array(top1["fast"]) == truth)),
+    }
+
+
+def _throughput(model: BundleModel, folder: Path, batch: int, images: int) -> float:
+    files = collect_images([folder])
+    stream = [files[i % len(files)] for i in range(images)]
+    for _ in model.iter_predict(stream[: 2 * batch], batch_size=batch):
+        pass
+    start = time.perf_counter()
+    count = sum(1 for _ in model.iter_predict(stream, batch_size=batch))
+    return count / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    progress = Progress()
+    results: dict[str, Any] = {"environment": environment(threads=0)}
+    with tempfile.TemporaryDirectory() as work:
+        tmp = Path(work)
+        checkpoint = tmp / "googlenet224.pt"
+        trained = run_finetune(
+            FinetuneConfig(data=FASHION_MNIST, out=checkpoint, weights="none", per_class=100, val_per_class=20,
+                           epochs=1, lr=0.05, resize=256, crop=224, seed=0), progress,
+        )  # fmt: skip
+        results["model"] = {"input": 224, "train_images": 1000, "epochs": 1, "val_top1": trained["best_val_top1"]}
+        calib = write_image_folder(tmp / "calib", "train", 40, seed=7)
+        labelled = _upscaled(write_image_folder(tmp / "test", "test", 50, seed=1), tmp / "test1080")
+        bundles = {}
+        for decode in ("exact", "fast"):
+            out = tmp / f"int8-{decode}"
+            manifest = compile_model(
+                CompileConfig(model=checkpoint, target="x86-cpu", precision="int8", calib=calib, out=out,
+                              preprocess=decode), progress,
+            )  # fmt: skip
+            bundles[decode] = out
+            results[f"bundle_{decode}"] = {
+                "backend": manifest.backend,
+                "keep_fp32": manifest.section("quantization")["keep_fp32"],
+            }
+        model = BundleModel.open(bundles["fast"])
+        results["agreement"] = _agreement(model, labelled)
+        results["photos"] = {}
+        for label, size in SIZES.items():
+            folder = _photos(tmp / label.replace(" ", ""), size, copies=15)
+            config = BenchConfig(bundles["fast"], images=folder, batch_sizes=(1, 8), iterations=50,
+                                 throughput=label == "1080p", out=tmp / f"bench-{label}")  # fmt: skip
+            bench = run_bench(config, progress)
+            results["photos"][label] = {"end_to_end": bench["end_to_end"], "throughput": bench["throughput"],
+                                        "latency": bench["latency"]["bundle"]}  # fmt: skip
+        folder = tmp / "1080p"
+        network = {row["batch"]: row["images_per_s"] for row in results["photos"]["1080p"]["latency"]}
+        results["throughput"] = [
+            {"batch": b, "images_per_s": _throughput(model, folder, b, 160), "network_images_per_s": network[b]}
+            for b in (1, 8)
+        ]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "end_to_end.json").write_text(json.dumps(results, indent=2) + "\n")
+    env = results["environment"]
+    lines = [
+        "# From a JPEG to a label: end to end against the network alone (x86-cpu INT8, GoogLeNet 224², batch 1)",
+        "",
+        f"{env['date']}, {env['cpu']}, {env['logical_cores']} logical cores; one run. Bundle: "
+        f"{results['bundle_fast']['backend']} INT8 (accuracy guard passed; FP32 groups: "
+        f"{', '.join(results['bundle_fast']['keep_fp32']) or 'none'}). Medians in ms over 30 photos per size.",
+        "",
+        "| photos | decode path | read | decode | resize/crop | normalise | network | post | end to end p50 | p90 "
+        "| × network |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, photo in results["photos"].items():
+        for path in ("exact", "fast"):
+            row = photo["end_to_end"][path]
+            lines.append(
+                f"| {label} | {path} | {row['read_ms']:.2f} | {row['decode_ms']:.2f} | {row['resize_crop_ms']:.2f} | "
+                f"{row['normalise_ms']:.2f} | {row['network_ms']:.2f} | {row['postprocess_ms']:.3f} | "
+                f"{row['end_to_end_p50_ms']:.2f} | {row['end_to_end_p90_ms']:.2f} | "
+                f"{row['end_to_end_vs_network']:.2f}× |"
+            )
+    agreement = results["agreement"]
+    lines += [
+        "",
+        "| folder of 1080p JPEGs | images/s through iter_predict (fast decode) | network alone | ratio |",
+        "|---|---:|---:|---:|",
+        *[f"| batch {t['batch']} | {t['images_per_s']:.1f} | {t['network_images_per_s']:.1f} | "
+          f"{t['images_per_s'] / t['network_images_per_s']:.2f}× |" for t in results["throughput"]],
+        "",
+        f"Fast vs exact decode on {agreement['images']} Fashion-MNIST test images upscaled to 1080p JPEGs: top-1 "
+        f"agreement {agreement['fast_vs_exact_top1_agreement']:.2%} (95 % interval {agreement['ci95'][0]:.1%}–"
+        f"{agreement['ci95'][1]:.1%}); top-1 against the labels {agreement['top1_exact']:.1%} exact, "
+        f"{agreement['top1_fast']:.1%} fast (model trained 1 epoch on 1,000 images: val top-1 "
+        f"{results['model']['val_top1']:.1%}).",
+        "",
+        "Reproduce: `.venv/bin/python benchmarks/end_to_end.py`.",
+    ]  # fmt: skip
+    (args.out / "end_to_end.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
