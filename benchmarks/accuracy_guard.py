@@ -32,6 +32,7 @@ from edgekit.data.datasets import FASHION_MNIST
 from edgekit.data.fashion_mnist import write_image_folder
 from edgekit.measure.environment import environment
 from edgekit.model.finetune import FinetuneConfig, run_finetune
+from edgekit.optimize.ladder import GuardFailure
 from edgekit.optimize.prune_config import PruneConfig, PruneSettings
 from edgekit.pipeline.compile_config import CompileConfig
 from edgekit.pipeline.precision_auto import compile_model
@@ -62,13 +63,16 @@ def _train(tmp: Path, progress: Progress) -> dict[str, Path]:
 
 
 def _rows(manifest: Any) -> list[dict[str, Any]]:
-    selection = manifest.section("selection")
+    return _rows_of(manifest.section("selection"))
+
+
+def _rows_of(selection: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for index, rung in enumerate(selection["rungs"]):
         guard = rung.get("guard", {})
         top1 = rung.get("vs_fp32_top1", {})
         rows.append({
-            "setting": rung["setting"], "verdict": rung["verdict"], "chosen": index == selection["chosen"],
+            "setting": rung["setting"], "verdict": rung["verdict"], "chosen": index == selection.get("chosen"),
             "agreement": guard.get("top1_agreement"), "agreement_ci95": guard.get("top1_agreement_ci95"),
             "held_out": guard.get("images"), "drop_pts": top1.get("drop_pts"), "drop_ci95": top1.get("ci95_pts"),
             "labelled": top1.get("images"), "p50_ms": rung.get("p50_ms"), "error": rung.get("error"),
@@ -111,7 +115,13 @@ def main() -> None:
                 out=tmp / f"bundle-{len(results['models'])}", resize=72 if plain else None, crop=64 if plain else None,
             )  # fmt: skip
             began = time.time()
-            manifest = compile_model(config, progress)
+            try:
+                manifest = compile_model(config, progress)
+            except GuardFailure as failure:  # exit 2 for a user: every rung is still in the table
+                rows = _rows_of({**failure.record, "chosen": None})
+                results["models"][name] = {"rungs": rows, "exit_2": str(failure),
+                                           "compile_s": round(time.time() - began)}  # fmt: skip
+                continue
             accuracy = manifest.section("accuracy")["models"]
             results["models"][name] = {
                 "rungs": _rows(manifest),
@@ -143,7 +153,7 @@ def main() -> None:
     lines = [
         "# The accuracy guard: every rung tried, per model (x86-cpu INT8, default compile)",
         "",
-        f"{env['date']}, {env['cpu']}, {env.get('threads', '?')} threads; one run, {results['total_s']} s in all.",
+        f"{env['date']}, {env['cpu']}, {env['logical_cores']} logical cores; one run, {results['total_s']} s in all.",
         "Agreement: top-1 agreement with FP32 on the held-out calibration images (never calibrated on), 95 % Wilson",
         "interval. Drop: top-1 points lost against FP32 on 2,000 labelled Fashion-MNIST test images, paired 95 %",
         "interval. p50: batch-1 latency on this machine, edgekit's latency protocol. Floor: 99 % agreement.",
@@ -156,6 +166,9 @@ def main() -> None:
     lines += ["", "| model | FP32 top-1 | chosen INT8 top-1 | backend | kept in FP32 | transform_input | compile s |",
               "|---|---:|---:|---|---|---|---:|"]  # fmt: skip
     for name, model in results["models"].items():
+        if "exit_2" in model:
+            lines.append(f"| {name} | – | – | – | – | – | {model['compile_s']} (exit 2: no build passes) |")
+            continue
         lines.append(
             f"| {name} | {model['fp32_top1']:.2%} ({model['fp32_top1_ci95'][0]:.1%}–{model['fp32_top1_ci95'][1]:.1%}) "
             f"| {model['int8_top1']:.2%} | {model['backend']} | {', '.join(model['keep_fp32']) or 'none'} "

@@ -13,6 +13,7 @@ depend on the weights, agreement is measured on that model) is fed:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -30,6 +31,7 @@ from edgekit.data.preprocess import PreprocessSpec, preprocess
 from edgekit.measure.environment import environment
 from edgekit.measure.stats import wilson
 from edgekit.model.finetune import FinetuneConfig, run_finetune
+from edgekit.optimize.ladder import GuardFailure
 from edgekit.pipeline.bench import BenchConfig, run_bench
 from edgekit.pipeline.compile_config import CompileConfig
 from edgekit.pipeline.precision_auto import compile_model
@@ -105,24 +107,26 @@ def main() -> None:
         results["model"] = {"input": 224, "train_images": 1000, "epochs": 1, "val_top1": trained["best_val_top1"]}
         calib = write_image_folder(tmp / "calib", "train", 40, seed=7)
         labelled = _upscaled(write_image_folder(tmp / "test", "test", 50, seed=1), tmp / "test1080")
-        bundles = {}
-        for decode in ("exact", "fast"):
-            out = tmp / f"int8-{decode}"
-            manifest = compile_model(
-                CompileConfig(model=checkpoint, target="x86-cpu", precision="int8", calib=calib, out=out,
-                              preprocess=decode), progress,
-            )  # fmt: skip
-            bundles[decode] = out
-            results[f"bundle_{decode}"] = {
-                "backend": manifest.backend,
-                "keep_fp32": manifest.section("quantization")["keep_fp32"],
-            }
-        model = BundleModel.open(bundles["fast"])
+        bundle = tmp / "int8-fast"  # the model file is the same either way; bench times both decode paths
+        config = CompileConfig(model=checkpoint, target="x86-cpu", precision="int8", calib=calib, out=bundle,
+                               preprocess="fast")  # fmt: skip
+        guard = "passed"
+        try:
+            manifest = compile_model(config, progress)
+        except GuardFailure as failure:  # a 1-epoch model: timing is the point here, so say so and go on
+            guard = f"failed ({str(failure)[:200]}…); timed with --min-agreement 0"
+            manifest = compile_model(dataclasses.replace(config, min_agreement=0.0), progress)
+        results["bundle"] = {
+            "backend": manifest.backend,
+            "keep_fp32": manifest.section("quantization")["keep_fp32"],
+            "guard": guard,
+        }
+        model = BundleModel.open(bundle)
         results["agreement"] = _agreement(model, labelled)
         results["photos"] = {}
         for label, size in SIZES.items():
             folder = _photos(tmp / label.replace(" ", ""), size, copies=15)
-            config = BenchConfig(bundles["fast"], images=folder, batch_sizes=(1, 8), iterations=50,
+            config = BenchConfig(bundle, images=folder, batch_sizes=(1, 8), iterations=50,
                                  throughput=label == "1080p", out=tmp / f"bench-{label}")  # fmt: skip
             bench = run_bench(config, progress)
             results["photos"][label] = {"end_to_end": bench["end_to_end"], "throughput": bench["throughput"],
@@ -140,8 +144,8 @@ def main() -> None:
         "# From a JPEG to a label: end to end against the network alone (x86-cpu INT8, GoogLeNet 224², batch 1)",
         "",
         f"{env['date']}, {env['cpu']}, {env['logical_cores']} logical cores; one run. Bundle: "
-        f"{results['bundle_fast']['backend']} INT8 (accuracy guard passed; FP32 groups: "
-        f"{', '.join(results['bundle_fast']['keep_fp32']) or 'none'}). Medians in ms over 30 photos per size.",
+        f"{results['bundle']['backend']} INT8 (accuracy guard {results['bundle']['guard']}; FP32 groups: "
+        f"{', '.join(results['bundle']['keep_fp32']) or 'none'}). Medians in ms over 30 photos per size.",
         "",
         "| photos | decode path | read | decode | resize/crop | normalise | network | post | end to end p50 | p90 "
         "| × network |",

@@ -46,19 +46,19 @@ def test_the_fastest_build_that_passes_wins_and_every_default_is_measured() -> N
     assert record["rungs"][1]["guard"]["top1_agreement"] == pytest.approx(499 / 500)
 
 
-def test_a_build_short_of_the_floor_ships_only_when_nothing_passes_and_only_inside_the_noise() -> None:
+def test_a_build_short_of_the_floor_never_ships_even_inside_the_noise() -> None:
     fast, slow = Rung("fast"), Rung("slow")
     # fast: 6 of 500 wrong (98.8 %: below 99 %, inside the noise); slow: 3 wrong (passes): the floor is the rule.
     table = {fast: _outcome(fast, range(6), p50=1.0), slow: _outcome(slow, range(3), p50=2.0)}
     ladders = [BackendLadder("fast", (), False), BackendLadder("slow", (), False)]
     chosen, record = climb(ladders, _evaluator(table, []), RULES, ())
     assert chosen.rung == slow and record["verdict"] == "pass" and "note" not in record
-    # Nothing passes: the best build ships when it is short only within the noise, and says how many images
-    # would tell; a build short beyond the noise never ships (the last test).
+    # Nothing passes: the error says the best is short only within the noise, and how many images would tell.
     table[slow] = _outcome(slow, range(8), p50=2.0)
-    chosen, record = climb(ladders, _evaluator(table, []), RULES, ())
-    assert chosen.rung == fast and record["verdict"] == "inside_noise"
-    assert "not beyond the noise" in record["note"] and "held-out images would tell" in record["note"]
+    with pytest.raises(EdgekitError) as failure:
+        climb(ladders, _evaluator(table, []), RULES, ())
+    message = str(failure.value)
+    assert "short only within the noise" in message and "held-out images would tell" in message
 
 
 def test_a_backends_other_calibrations_are_tried_before_a_slower_backend() -> None:

@@ -16,9 +16,8 @@ The climb, cheapest first, stops at the first build that passes:
    lowers the output error beyond the noise (paired, on calibration images, so the held-out images stay
    unseen) are candidates, most helpful first, added until the build passes; no group is kept for a
    difference inside the noise.
-If nothing passes, the best build ships when it is short of the floor only within the noise (with a warning
-saying how many images would tell); when every build fails beyond the noise, an EdgekitError lists what
-every rung achieved.
+If nothing passes, an EdgekitError lists what every rung achieved (and, when the best build is short of the
+floor only within the noise, how many held-out images would tell): a build below the floor never ships.
 """
 
 from __future__ import annotations
@@ -35,6 +34,14 @@ from edgekit.core.progress import QUIET, Progress
 from edgekit.measure.stats import Agreement, PairedDifference, mean_interval
 
 VERDICTS = ("fail", "inside_noise", "pass")  # worst first
+
+
+class GuardFailure(EdgekitError):
+    """No build met the accuracy rules (exit 2); `record` is what every rung achieved, for benchmarks."""
+
+    def __init__(self, message: str, record: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.record = record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +162,7 @@ def climb(
     groups: Sequence[str],
     progress: Progress = QUIET,
 ) -> tuple[Outcome, dict[str, Any]]:
-    """(the build that ships, the record of the climb for the manifest); EdgekitError when every rung fails."""
+    """(the build that ships, the record of the climb for the manifest); EdgekitError when none passes."""
     tried: list[Outcome] = []
 
     def run(rung: Rung) -> Outcome:
@@ -210,12 +217,14 @@ def climb(
     }
     if sensitivity is not None:
         record["sensitivity"] = sensitivity
-    if verdict == "fail":
+    if verdict != "pass":
         lines = "; ".join(f"{o.rung.describe()}: {_summary(o)}" for o in tried)
-        raise EdgekitError(
-            f"no build meets the accuracy rules ({_rules_text(rules)}): {lines}; lower --min-agreement or raise "
-            "--max-accuracy-drop if that loss is acceptable, give more or more typical calibration images, or use "
-            "--precision fp32 (or fp16 where the target has it)"
+        noise = f" (the best is short only within the noise: {rules.noise_note(current)})" if verdict != "fail" else ""
+        raise GuardFailure(
+            f"no build meets the accuracy rules ({_rules_text(rules)}): {lines}{noise}; lower --min-agreement or "
+            "raise --max-accuracy-drop if that loss is acceptable, give more or more typical calibration images, "
+            "or use --precision fp32 (or fp16 where the target has it)",
+            record,
         )
     note = rules.noise_note(current)
     if note:  # shipped, but short of a rule by less than these images can tell: say how many would
