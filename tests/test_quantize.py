@@ -159,23 +159,23 @@ def test_checker_catches_each_broken_rule(trt_int8: Path, tmp_path: Path) -> Non
 def test_guard_keeps_significant_layer_groups_in_fp32_until_the_floor_is_met(
     trained: dict, data_dirs: dict, run_cli, tmp_path: Path
 ) -> None:
-    """A floor plain INT8 misses beyond the noise (99.95 % agreement on the held-out images): with the calibration
+    """A floor plain INT8 misses beyond the noise (99.5 % agreement on the held-out images): with the calibration
     method fixed, the guard's last rung keeps layer groups in FP32, only those whose FP32 lowers the output error
-    beyond the noise, until the build no longer fails."""
+    beyond the noise, until the build passes."""
     out = tmp_path / "guarded"
     status, stdout, stderr = run_cli(
         "compile", trained["path"], "--precision", "int8", "--backend", "onnxruntime", "--method", "minmax",
-        "--calib", data_dirs["train"], "--calib-size", "64", "--val", data_dirs["val"], "--min-agreement", "99.95",
+        "--calib", data_dirs["train"], "--calib-size", "64", "--val", data_dirs["val"], "--min-agreement", "99.5",
         "--out", out, "--json",
     )  # fmt: skip
     assert status == 0, stderr
     manifest = json.loads(stdout)
     guard, selection = manifest["quantization"]["guard"], manifest["selection"]
     first, chosen = selection["rungs"][0], selection["rungs"][selection["chosen"]]
-    assert first["rung"] == "default" and first["verdict"] == "fail" and first["guard"]["top1_agreement"] < 0.9995
+    assert first["rung"] == "default" and first["verdict"] != "pass" and first["guard"]["top1_agreement"] < 0.995
     # The held-out images are the calibration folder's, none of them calibrated on: 700 images, 64 calibrate.
     assert guard["held_out_images"] == 500 and manifest["quantization"]["calibration_images"] == 64
-    assert chosen["verdict"] in ("pass", "inside_noise") and guard["verdict"] == chosen["verdict"]
+    assert chosen["verdict"] == guard["verdict"] == "pass" and guard["top1_agreement"] >= 0.995
     assert guard["top1_agreement"] > first["guard"]["top1_agreement"]
     low, high = guard["top1_agreement_ci95"]
     assert low <= guard["top1_agreement"] <= high and guard["top5_overlap"] >= first["guard"]["top5_overlap"]
