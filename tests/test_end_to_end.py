@@ -204,9 +204,12 @@ def test_ctrl_c_stops_a_stream_cleanly_with_its_summary(bundle: Path, data_dirs:
 
     image = Image.open(next(next(data_dirs["val"].iterdir()).iterdir())).convert("RGB").resize((64, 64))
     video = _lossless_video([image] * 200, tmp_path / "long.mkv", fps=20)  # 10 s, paced by the budget
+    # A shell that starts jobs in the background (CI runners may) leaves SIGINT ignored in its children;
+    # a user's terminal does not: the child gets the default disposition, as it has at a prompt.
     process = subprocess.Popen(
         [sys.executable, "-m", "edgekit.cli.main", "predict", str(bundle), str(video), "--frame-budget", "1000"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     assert process.stdout is not None
     first = process.stdout.readline()  # a frame was predicted: the stream is running
