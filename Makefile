@@ -32,7 +32,7 @@ lint: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_architecture.py -k "not run_side"
 
 test: $(STAMP) data lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # No ImageNet weights can be downloaded here, so the demo fine-tunes from scratch on 1,500 real
 # Fashion-MNIST images at 96×96, which keeps it within 10 minutes on 2 cores. Its INT8 step uses
