@@ -94,7 +94,8 @@ def bench_results(
         precision="int8",
         backend="openvino",
         val=data_dirs["val"],
-        max_accuracy_drop=1.0, min_agreement=0.0,
+        max_accuracy_drop=1.0,
+        min_agreement=0.0,
     )  # the backend fixed (a default compile picks it by measurement) and the guard off: the report is the subject
     compile_bundle(config)
     results = []
