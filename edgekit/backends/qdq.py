@@ -29,6 +29,21 @@ from edgekit.core.layer_groups import group_of
 
 METHODS = ("minmax", "percentile", "entropy")  # the default first, then the other rungs of the guard, cheapest first
 PLACEMENTS = ("cpu", "tensorrt")
+
+
+class QdqQuantizerHooks:
+    """The Converter hooks of a backend whose INT8 file is made by `quantize_int8` (ONNX Runtime's Q/DQ
+    quantizer): its calibration methods, and layer groups kept in FP32 through `nodes_to_exclude`."""
+
+    @classmethod
+    def calibration_methods(cls, precision: str) -> tuple[str, ...]:
+        return METHODS if precision == "int8" else ()
+
+    @classmethod
+    def keeps_layer_groups(cls, precision: str) -> bool:
+        return precision == "int8"
+
+
 RULE_CHECKED_PLACEMENTS = ("tensorrt",)  # placements whose files must meet qdq_rules.py (TensorRT's parser)
 
 

@@ -170,7 +170,7 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
         )
         stages = {**trip.get(spec.decode, {}), "from": files_from, "image_size": trip.get("image_size")}
         end_to_end_record = {**trip, "from": files_from, "shipped_decode": spec.decode} if trip else None
-        gpu_stages = _gpu_stage_times(model, [read_image(f) for f in files[:STAGE_IMAGES]])
+        gpu_stages = _gpu_stage_times(model, files[:STAGE_IMAGES])
         if gpu_stages:
             stages = {**stages, "gpu": gpu_stages}
         throughput = _throughput(model, files, config, latency, progress) if config.throughput else None
@@ -217,10 +217,12 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
     return results
 
 
-def _gpu_stage_times(model: BundleModel, images: list[Any]) -> dict[str, float] | None:
-    """Median CUDA-event time of each stage, one image at a time through the GPU preprocessing kernel."""
-    if model.runner.run_images(images[:1], model.preprocessing) is None:
+def _gpu_stage_times(model: BundleModel, files: list[Path]) -> dict[str, float] | None:
+    """Median CUDA-event time of each stage, one image at a time through the GPU preprocessing kernel.
+    The files are decoded only where the backend has that kernel (a CPU backend says so on the first)."""
+    if model.runner.run_images([read_image(files[0])], model.preprocessing) is None:
         return None
+    images = [read_image(file) for file in files]
     samples: dict[str, list[float]] = {}
     for image in [*images[:3], *images]:  # the first three warm up (table upload, lazy init)
         model.runner.run_images([image], model.preprocessing)

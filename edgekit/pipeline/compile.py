@@ -287,14 +287,18 @@ def _load_calibration(config: CompileConfig, spec: PreprocessSpec) -> Calibratio
     return images
 
 
-def _guard_images(calibration: CalibrationSet, source: LoadedSource, val: np.ndarray | None) -> dict[str, Any]:
+def _guard_images(
+    calibration: CalibrationSet, source: LoadedSource, val: tuple[np.ndarray, np.ndarray] | None
+) -> dict[str, Any]:
     """CheckImages' guard and sensitivity fields: FP32's outputs on the held-out and calibration images.
     Where the calibration folder is too small to hold images back, the --val images (never calibrated on
-    when --calib is given) are the guard's."""
-    held_out = calibration.held_out if calibration.held_out is not None else val
+    when --calib is given) and FP32's outputs on them, already computed, are the guard's."""
     fields: dict[str, Any] = {}
-    if held_out is not None:
+    if calibration.held_out is not None:
+        held_out = calibration.held_out
         fields.update(held_out=held_out, held_out_reference=run_batched(source.reference.run, held_out, 8))
+    elif val is not None:
+        fields.update(held_out=val[0], held_out_reference=val[1])
     if calibration.inputs is not None:
         sensitivity = calibration.inputs[:SENSITIVITY_IMAGES]
         fields.update(sensitivity=sensitivity, sensitivity_reference=run_batched(source.reference.run, sensitivity, 8))
@@ -406,7 +410,7 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> Manifes
                 progress.note(warning)
 
         labels = evalset.labels if evalset is not None else None
-        val = inputs if config.calib is not None and evalset is not None else None
+        val = (inputs, reference_out) if config.calib is not None and evalset is not None else None
         images = CheckImages(inputs, reference_out, labels=labels, **_guard_images(calibration, source, val))
         request = ConvertRequest(config.precision, calibration.inputs, config.method, (), config.target.int8_io)
         builder = CandidateBuilder(

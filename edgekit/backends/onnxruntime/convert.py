@@ -8,22 +8,13 @@ from pathlib import Path
 
 from edgekit.backends.base import Converter, ConvertRequest
 from edgekit.backends.onnxruntime.run import OnnxRuntimeBackend
+from edgekit.backends.qdq import QdqQuantizerHooks
 
 MODEL_FILE = "model.onnx"
 
 
-class OnnxRuntimeConverter(Converter):
+class OnnxRuntimeConverter(QdqQuantizerHooks, Converter):
     backend = OnnxRuntimeBackend
-
-    @classmethod
-    def calibration_methods(cls, precision: str) -> tuple[str, ...]:
-        from edgekit.backends.qdq import METHODS
-
-        return METHODS if precision == "int8" else ()
-
-    @classmethod
-    def keeps_layer_groups(cls, precision: str) -> bool:
-        return precision == "int8"
 
     @classmethod
     def convert(cls, fp32_onnx: Path, out_dir: Path, request: ConvertRequest) -> tuple[str, dict[str, object]]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.backends.base import Converter, ConvertRequest, DeviceModelCheck, Samples
+from edgekit.backends.qdq import QdqQuantizerHooks
 from edgekit.backends.tensorrt.recipe import BuildOptions, check_for_target
 from edgekit.backends.tensorrt.run import TensorRTBackend
 from edgekit.core.errors import EdgekitError
@@ -22,18 +23,8 @@ from edgekit.targets import Target
 MODEL_FILE = "model.onnx"
 
 
-class TensorRTConverter(Converter):
+class TensorRTConverter(QdqQuantizerHooks, Converter):
     backend = TensorRTBackend
-
-    @classmethod
-    def calibration_methods(cls, precision: str) -> tuple[str, ...]:
-        from edgekit.backends.qdq import METHODS
-
-        return METHODS if precision == "int8" else ()
-
-    @classmethod
-    def keeps_layer_groups(cls, precision: str) -> bool:
-        return precision == "int8"
 
     @classmethod
     def convert(cls, fp32_onnx: Path, out_dir: Path, request: ConvertRequest) -> tuple[str, dict[str, object]]:
