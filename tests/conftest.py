@@ -91,13 +91,19 @@ def agreement(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="session")
 def bundle(trained: dict, data_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A bundle compiled once from the trained checkpoint (read-only for tests: copy before changing)."""
+    """A bundle compiled once from the trained checkpoint (read-only for tests: copy before changing).
+
+    Its backend is named: FP32 otherwise goes to whichever CPU backend measures faster on the machine at
+    hand, and the tests that use this bundle speak of ONNX Runtime (the device install's runtime)."""
     from edgekit.pipeline.compile import compile_bundle
     from edgekit.pipeline.compile_config import CompileConfig
     from edgekit.targets import get_target
 
     out = tmp_path_factory.mktemp("bundles") / "fashion-x86"
-    compile_bundle(CompileConfig(model=trained["path"], target=get_target("x86-cpu"), out=out, val=data_dirs["val"]))
+    config = CompileConfig(
+        model=trained["path"], target=get_target("x86-cpu"), backend="onnxruntime", out=out, val=data_dirs["val"]
+    )
+    compile_bundle(config)
     return out
 
 

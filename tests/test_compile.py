@@ -13,6 +13,7 @@ import edgekit
 from edgekit.data.batches import load_images
 from edgekit.data.images import collect_images
 from edgekit.data.preprocess import PreprocessSpec
+from edgekit.optimize.ladder import SPEED_MARGIN
 from tests.conftest import agreement
 from tests.test_checkpoint import _forms
 
@@ -143,12 +144,14 @@ def test_external_onnx_compiles_and_predicts(
     assert manifest["classes"] == trained["checkpoint"]["classes"] and manifest["classes_source"] == "--classes"
     assert manifest["accuracy"]["models"]["bundle"]["top1_agreement_with_reference"] >= 0.995
     assert (out / "model.onnx").read_bytes() == source.read_bytes()
-    # No --backend: every FP32 backend of this host's target was built, checked and timed; the fastest won.
+    # No --backend: every FP32 backend of this host's target was built, checked and timed; the fastest won,
+    # where a later backend overtakes the target file's first only by a clear margin.
     rungs = manifest["selection"]["rungs"]
     assert [r["backend"] for r in rungs] == ["onnxruntime", "openvino"]
     assert all(r["verdict"] == "pass" and r["p50_ms"] > 0 for r in rungs)
-    chosen = rungs[manifest["selection"]["chosen"]]
-    assert chosen["backend"] == manifest["backend"] and chosen["p50_ms"] == min(r["p50_ms"] for r in rungs)
+    first, second = (r["p50_ms"] for r in rungs)
+    expected = 1 if second < (1 - SPEED_MARGIN) * first else 0
+    assert manifest["selection"]["chosen"] == expected and rungs[expected]["backend"] == manifest["backend"]
 
     predictions = edgekit.load(out).predict(val_inputs["files"], top_k=3)
     assert agreement([p.index for p in predictions], val_inputs["torch_top1"]) >= 0.995

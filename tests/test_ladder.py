@@ -13,7 +13,7 @@ import pytest
 from edgekit.backends.base import QuantizerSetting
 from edgekit.core.errors import EdgekitError
 from edgekit.measure.stats import Agreement, mean_interval
-from edgekit.optimize.ladder import BackendLadder, Outcome, Rules, Rung, climb
+from edgekit.optimize.ladder import SPEED_MARGIN, BackendLadder, Outcome, Rules, Rung, climb, fastest_first
 
 N = 500
 RULES = Rules(min_agreement=0.99, max_drop_pts=None)
@@ -44,6 +44,22 @@ def test_the_fastest_build_that_passes_wins_and_every_default_is_measured() -> N
     assert chosen.rung == fast and asked == [slow, fast]
     assert [r["backend"] for r in record["rungs"]] == ["slow", "fast"] and record["chosen"] == 1
     assert record["rungs"][1]["guard"]["top1_agreement"] == pytest.approx(499 / 500)
+
+
+def test_a_near_tie_in_speed_keeps_the_target_files_order() -> None:
+    # Within the margin the file's order stands; beyond it the faster goes first; untimed entries come last.
+    assert fastest_first([1.0, 1.0 - SPEED_MARGIN / 2]) == [0, 1]
+    assert fastest_first([1.0, 1.0 - 2 * SPEED_MARGIN]) == [1, 0]
+    assert fastest_first([None, 2.0, 1.0]) == [2, 1, 0]
+    # c (0.8) beats a (1.0) by more than the margin but not b (0.9): b is the earliest entry nothing beats by
+    # the margin; then c still beats a, so c before a.
+    assert fastest_first([1.0, 0.9, 0.8]) == [1, 2, 0]
+    slow, near = Rung("first"), Rung("second")
+    table = {slow: _outcome(slow, [], p50=1.0), near: _outcome(near, [], p50=1.0 - SPEED_MARGIN / 2)}
+    chosen, _ = climb(
+        [BackendLadder("first", (), True), BackendLadder("second", (), True)], _evaluator(table, []), RULES, ()
+    )
+    assert chosen.rung == slow
 
 
 def test_a_build_short_of_the_floor_never_ships_even_inside_the_noise() -> None:

@@ -9,7 +9,10 @@ above the budget beyond the noise).
 
 The climb, cheapest first, stops at the first build that passes:
 1. every backend the target lists is built with its quantizer's defaults and timed (where this host is
-   the device); backends are visited fastest first, so the first to pass is the fastest that passes;
+   the device); backends are visited fastest first, so the first to pass is the fastest that passes.
+   "Faster" needs a clear margin (`SPEED_MARGIN`, `fastest_first`): two builds of one graph differ by
+   more than a few percent from run to run, so a near tie keeps the target file's order and the same
+   model compiles to the same backend on every run;
 2. on each, the quantizer's other calibration methods, then its accuracy options
    (`Converter.quantizer_settings`);
 3. still short: layer groups in FP32 on the fastest backend that can keep them. Only groups whose FP32
@@ -34,6 +37,22 @@ from edgekit.core.progress import QUIET, Progress
 from edgekit.measure.stats import Agreement, PairedDifference, mean_interval
 
 VERDICTS = ("fail", "inside_noise", "pass")  # worst first
+SPEED_MARGIN = 0.15  # a backend overtakes one listed before it only when its p50 is this much lower
+
+
+def fastest_first(p50s: Sequence[float | None], margin: float = SPEED_MARGIN) -> list[int]:
+    """Indexes of `p50s` (in the target file's order) fastest first, where a later entry goes before an
+    earlier one only when it is faster by more than `margin`; untimed entries last, in file order.
+
+    Each pick is the earliest entry that no remaining entry beats by the margin, so near ties (within
+    the run-to-run noise of a latency measurement) resolve the same way on every run."""
+    remaining = [i for i, p in enumerate(p50s) if p is not None]
+    order: list[int] = []
+    while remaining:
+        fastest = min(p50s[i] for i in remaining)  # type: ignore[type-var]
+        order.append(next(i for i in remaining if fastest >= (1 - margin) * p50s[i]))  # type: ignore[operator]
+        remaining.remove(order[-1])
+    return order + [i for i, p in enumerate(p50s) if p is None]
 
 
 class GuardFailure(EdgekitError):
@@ -176,9 +195,7 @@ def climb(
         return outcome
 
     defaults = [run(Rung(ladder.backend)) for ladder in ladders]
-    order = sorted(
-        range(len(ladders)), key=lambda i: (defaults[i].p50_ms is None, defaults[i].p50_ms or 0.0, i)
-    )  # fastest first; untimed ones in the target file's order
+    order = fastest_first([d.p50_ms for d in defaults])
     best_of: dict[int, Outcome] = {}
     current: Outcome | None = None
     for i in order:  # the fastest backend that passes, with its quantizer's other settings if need be

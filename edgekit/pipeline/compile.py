@@ -36,7 +36,7 @@ from edgekit.export.onnx_file import inspect_onnx
 from edgekit.measure.evaluate import EvalSet, compare, labels_warning, load_eval_set, run_batched, score
 from edgekit.measure.reference import OnnxReference, TorchReference
 from edgekit.model.layout import LAYER_GROUPS
-from edgekit.optimize.ladder import BackendLadder, Rules, Rung, climb
+from edgekit.optimize.ladder import BackendLadder, Rules, Rung, climb, fastest_first
 from edgekit.pipeline.candidates import SENSITIVITY_IMAGES, CandidateBuilder, CheckImages
 from edgekit.pipeline.compile_config import CompileConfig, candidates, resolve, validate
 from edgekit.pipeline.device_build import check_device_model
@@ -321,7 +321,8 @@ def _options_only(converter: type[Converter], config: CompileConfig) -> tuple[Qu
 def _choose_fp32(
     builder: CandidateBuilder, ladders: list[BackendLadder], reference: str, progress: Progress
 ) -> tuple[Rung, dict[str, Any]]:
-    """FP32: every candidate backend is built and timed; the fastest that reproduces the reference wins."""
+    """FP32: every candidate backend is built and timed; the fastest that reproduces the reference wins (by
+    `SPEED_MARGIN`; a near tie keeps the target file's order)."""
     images = builder.images
     outcomes, problems = [], []
     for ladder in ladders:
@@ -336,7 +337,7 @@ def _choose_fp32(
     passing = [i for i, (_, problem, _) in enumerate(outcomes) if problem is None]
     if not passing:
         raise ParityError("; ".join(problems) + "; no bundle was written")
-    best = min(passing, key=lambda i: (outcomes[i][0].p50_ms is None, outcomes[i][0].p50_ms or 0.0, i))
+    best = passing[fastest_first([outcomes[i][0].p50_ms for i in passing])[0]]
     record = {
         "rungs": [
             {"backend": o.rung.backend, "p50_ms": o.p50_ms, "verdict": "fail" if problem else "pass",
