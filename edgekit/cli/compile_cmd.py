@@ -96,7 +96,7 @@ def _percentage(value: float) -> float:
     "--max-accuracy-drop",
     type=click.FloatRange(min=0),
     default=None,
-    help="Top-1 points the quantized model may lose vs FP32 on --val; sensitive layers are kept in FP32.",
+    help="Top-1 points the bundle may lose on labelled --val images (with --prune auto, against the original model).",
 )
 @pruning_options("--prune")
 @engine_options
@@ -149,7 +149,7 @@ def compile_command(
     from edgekit.runtime.describe import guard_rows, parity_line
 
     progress = Progress(enabled=not quiet)
-    settings: PruneSettings = prune_settings(stage_options)
+    settings: PruneSettings = prune_settings(stage_options, "--prune", max_accuracy_drop)
     # Resolved here only so that the output path chosen by the library can be printed.
     request = CompileConfig(
         model=model,

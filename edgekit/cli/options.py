@@ -69,11 +69,26 @@ def parse_macs(_ctx: click.Context, param: click.Parameter, value: str | None) -
         raise click.BadParameter(f"expected a MAC count such as 600M or 0.6G, got {value!r}", param=param) from None
 
 
+def parse_ratio(_ctx: click.Context, param: click.Parameter, value: str | None) -> float | str | None:
+    """A share of channels (0.4), or 'auto': the largest ratio within --max-accuracy-drop (a search)."""
+    if value is None or value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a share such as 0.4, or 'auto', got {value!r}", param=param) from None
+
+
 def pruning_options(ratio_flag: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The pruning options shared by `edgekit prune` (ratio: --ratio) and `edgekit compile` (--prune)."""
     options = [
         click.option(
-            ratio_flag, "prune_ratio", type=float, default=None, help="Share of each layer's channels to remove (0-1)."
+            ratio_flag,
+            "prune_ratio",
+            callback=parse_ratio,
+            default=None,
+            help="Share of each layer's channels to remove (0-1), or 'auto': the largest within --max-accuracy-drop "
+            "(searched, with recovery).",
         ),
         click.option(
             "--target-macs", callback=parse_macs, default=None, help="Prune in steps until MACs/image ≤ this (600M)."
@@ -90,6 +105,20 @@ def pruning_options(ratio_flag: str) -> Callable[[Callable[..., Any]], Callable[
             default="l2",
             show_default=True,
             help="Channel importance: weight magnitude, or Taylor (needs labelled images).",
+        ),
+        click.option(
+            "--scope",
+            type=click.Choice(["uniform", "global"]),
+            default="uniform",
+            show_default=True,
+            help="uniform: every layer loses the ratio; global: channels ranked across layers.",
+        ),
+        click.option(
+            "--steps",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="Reach the ratio in N pruning steps, recovery epochs shared between them.",
         ),
         click.option("--round-to", type=click.IntRange(min=1), default=8, show_default=True, help="Channel multiple."),
         click.option(
@@ -113,6 +142,14 @@ def pruning_options(ratio_flag: str) -> Callable[[Callable[..., Any]], Callable[
         ),
         click.option("--recover-lr", type=float, default=0.01, show_default=True, help="Recovery learning rate."),
         click.option("--distill", is_flag=True, help="Distil from the unpruned model during recovery."),
+        click.option("--temperature", type=float, default=4.0, show_default=True, help="Distillation temperature."),
+        click.option(
+            "--search-step",
+            type=float,
+            default=0.1,
+            show_default=True,
+            help="A ratio search tries multiples of this up to --max-ratio.",
+        ),
     ]
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -123,12 +160,28 @@ def pruning_options(ratio_flag: str) -> Callable[[Callable[..., Any]], Callable[
     return decorate
 
 
-def prune_settings(values: dict[str, Any]) -> Any:
-    """PruneSettings from the options above (popped from the command's keyword arguments)."""
+def prune_settings(values: dict[str, Any], ratio_flag: str, max_accuracy_drop: float | None) -> Any:
+    """PruneSettings from the options above (popped from the command's keyword arguments); a ratio of 'auto'
+    searches for the largest within `max_accuracy_drop`."""
+    from edgekit.core.errors import EdgekitError
     from edgekit.optimize.prune_config import PruneSettings
 
+    ratio = values.pop("prune_ratio")
+    search = None
+    if ratio == "auto":
+        if max_accuracy_drop is None:
+            raise EdgekitError(
+                f"{ratio_flag} auto searches the largest ratio within a top-1 budget: give --max-accuracy-drop P "
+                "and --recover-data DIR"
+            )
+        ratio, search = None, max_accuracy_drop
     return PruneSettings(
-        ratio=values.pop("prune_ratio"),
+        ratio=ratio,
+        search_drop_pts=search,
+        scope=values.pop("scope"),
+        steps=values.pop("steps"),
+        distill_temperature=values.pop("temperature"),
+        search_step=values.pop("search_step"),
         target_macs=values.pop("target_macs"),
         target_latency_ms=values.pop("target_latency"),
         importance=values.pop("importance"),

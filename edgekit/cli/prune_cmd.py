@@ -30,7 +30,11 @@ from edgekit.cli.options import (
     help="Labelled images for before/after top-1 (default: 10% of --recover-data).",
 )
 @click.option(
-    "--max-accuracy-drop", type=click.FloatRange(min=0), default=None, help="Refuse to write if top-1 drops more."
+    "--max-accuracy-drop",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Top-1 points the pruned model may lose against the original. Without --ratio or targets: search the "
+    "largest ratio within it (needs --recover-data).",
 )
 @click.option("--force", is_flag=True, help="Replace an existing --out file.")
 @classes_option
@@ -58,7 +62,8 @@ def prune(
 ) -> None:
     """Remove whole channels from MODEL (a GoogLeNet checkpoint) with torch-pruning, then recover.
 
-    Give a --ratio, or a --target-macs / --target-latency to prune in steps until it is met. The
+    Give a --ratio, a --target-macs / --target-latency to prune in steps until it is met, or only a
+    --max-accuracy-drop to search the largest ratio within it (an interrupted search resumes). The
     pruned checkpoint stores its channel counts, so `edgekit compile` loads it like any other.
     """
     from edgekit.core.install import require_workstation
@@ -73,7 +78,7 @@ def prune(
     config = PruneConfig(
         model=model,
         out=out,
-        settings=prune_settings(options),
+        settings=prune_settings(options, "--ratio", max_accuracy_drop),
         target=target,
         val=val,
         max_accuracy_drop=max_accuracy_drop,
@@ -108,14 +113,35 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         )
     else:
         lines.append(f"latency    {report['latency']['how']}")
-    from edgekit.optimize.prune import final_top1
-
-    top1, final = report["top1"], final_top1(report)
-    if top1["before"] is not None and final is not None:
-        recovered = f", {top1['pruned']:.2%} before recovery" if "recovered" in top1 else ""
-        lines.append(f"top-1      {top1['before']:.2%} → {final:.2%}{recovered} ({report['val_images']} images)")
+    lines += _accuracy_lines(report)
     if report.get("sparsity"):
         lines.append(f"2:4 sparse {len(report['sparsity']['layers'])} convolutions ({report['sparsity']['speed-up']})")
+    return lines
+
+
+def _accuracy_lines(report: dict[str, Any]) -> list[str]:
+    """Original, pruned and final top-1 with their intervals, and the drop against the original (paired)."""
+    accuracy = report.get("accuracy")
+    if not accuracy:
+        return []
+    from edgekit.measure.results import with_interval
+
+    def top1(name: str) -> str:
+        return with_interval(accuracy[name]["top1"], accuracy[name]["ci95"])
+
+    recovered = report.get("recovery") is not None
+    chain = f"original {top1('original')} → pruned {top1('pruned')}"
+    chain += f" → recovered {top1('final')}" if recovered else ""
+    lines = [f"top-1      {chain} ({accuracy['original']['images']} images)"]
+    drop = accuracy["drop_vs_original"]
+    low, high = drop["ci95_pts"]
+    lines.append(
+        f"drop       {drop['drop_pts']:.2f} pts against the original (95 % interval {low:.2f} to {high:.2f}, paired)"
+    )
+    search = report.get("search")
+    if search:
+        tried = ", ".join(f"{t['ratio']:.0%} {t['verdict']}" for t in search["tried"])
+        lines.append(f"search     budget {search['budget_pts']:g} pts; tried {tried}; chose {search['chosen']:.0%}")
     return lines
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,6 +25,7 @@ from edgekit.core.progress import QUIET, Progress
 from edgekit.data.datasets import LabelledImages, folder_dataset, stratified_split
 from edgekit.data.preprocess import PreprocessSpec
 from edgekit.measure.decide import top1_drop_pts
+from edgekit.measure.stats import PairedDifference, wilson
 from edgekit.model.architecture import channel_counts
 from edgekit.optimize import sparsity
 from edgekit.optimize.prune_config import PruneSettings
@@ -44,6 +46,8 @@ class PruneData:
 class PruneOutcome:
     module: nn.Module  # the pruned (and recovered) model, eval mode
     report: dict[str, Any]
+    final_correct: np.ndarray | None = None  # per validation image: the pruned model's top-1 is the label
+    original_correct: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,12 +116,19 @@ def _taylor_gradients(
         nn.functional.cross_entropy(module(images), labels).backward()
 
 
-def _top1(module: nn.Module, dataset: LabelledImages | None, spec: PreprocessSpec) -> float | None:
-    if dataset is None:
-        return None
-    from edgekit.model.finetune import evaluate_top1
+def correct_per_image(module: nn.Module, dataset: LabelledImages, spec: PreprocessSpec) -> np.ndarray:
+    """Whether `module`'s top-1 is each image's label, in the dataset's order (for paired comparisons)."""
+    module.eval()
+    hits = []
+    with torch.no_grad():
+        for images, labels in _eval_loader(dataset, spec, 64):
+            hits.append((module(images).argmax(1) == labels).numpy())
+    return np.concatenate(hits) if hits else np.zeros(0, dtype=bool)
 
-    return evaluate_top1(module.eval(), _eval_loader(dataset, spec, 64))
+
+def _accuracy(correct: np.ndarray) -> dict[str, Any]:
+    low, high = wilson(int(correct.sum()), len(correct))
+    return {"top1": float(correct.mean()), "ci95": [low, high], "images": len(correct)}
 
 
 def _prune_channels(
@@ -128,12 +139,14 @@ def _prune_channels(
     data: PruneData,
     spec: PreprocessSpec,
     progress: Progress,
+    after_step: Callable[[int], None] | None = None,
 ) -> tuple[float, list[dict[str, Any]]]:
-    """Prune in place; returns (ratio reached, one record per step)."""
+    """Prune in place; returns (ratio reached, one record per step). `after_step(step)` runs after each step
+    of a ratio pruned in several (`settings.steps`): the recovery between them."""
     import torch_pruning as tp
 
     if settings.mode == "ratio":
-        final, steps = float(settings.ratio or 0.0), 1
+        final, steps = float(settings.ratio or 0.0), settings.steps
     else:
         final, steps = settings.max_ratio, max(1, round(settings.max_ratio / STEP))
     pruner = tp.pruner.BasePruner(
@@ -144,6 +157,8 @@ def _prune_channels(
         iterative_steps=steps,
         ignored_layers=[module.fc],  # the classifier's outputs are the user's classes
         round_to=settings.round_to,
+        global_pruning=settings.scope == "global",
+        max_pruning_ratio=settings.max_ratio if settings.scope == "global" else 1.0,
     )
     if settings.mode != "ratio" and _target_met(settings, before):
         raise EdgekitError(
@@ -164,6 +179,8 @@ def _prune_channels(
             record["latency_ms"] = meter.latency_ms(module)[0]
         records.append(record)
         progress.note(_describe_step(record, before))
+        if after_step is not None:
+            after_step(step)
         if _target_met(settings, record):
             return ratio, records
     if settings.mode == "ratio":
@@ -204,6 +221,11 @@ def _describe_step(record: dict[str, Any], before: dict[str, Any]) -> str:
     )
 
 
+def _shares(epochs: int, steps: int) -> list[int]:
+    """Recovery epochs after each of `steps` pruning steps: shared evenly, the remainder after the last ones."""
+    return [epochs // steps + (1 if i >= steps - epochs % steps else 0) for i in range(steps)]
+
+
 def prune_module(
     module: nn.Module,
     settings: PruneSettings,
@@ -211,52 +233,70 @@ def prune_module(
     data: PruneData,
     latency: LatencyProbe,
     progress: Progress = QUIET,
+    original_correct: np.ndarray | None = None,
 ) -> PruneOutcome:
-    """Prune a deployable GoogLeNet (modified in place and returned) and measure what it gained and lost."""
+    """Prune a deployable GoogLeNet (modified in place and returned) and measure what it gained and lost.
+
+    Accuracy is kept per image on the validation images, so the drop against the original model is a
+    paired comparison (`PairedDifference`); `original_correct` skips re-measuring the original (a search
+    prunes the same model many times)."""
     torch.manual_seed(settings.seed)
     teacher = copy.deepcopy(module).eval() if settings.distill else None  # the unpruned model, to distil from
     meter = Meter(spec.crop, latency)
     channels_before = channel_counts(module)
     progress.note("measuring the unpruned model")
     before = meter.all(module)
-    top1: dict[str, float | None] = {"before": _top1(module, data.val, spec)}
+    correct: dict[str, np.ndarray] = {}
+    if data.val is not None:
+        correct["original"] = (
+            original_correct if original_correct is not None else correct_per_image(module, data.val, spec)
+        )
+
+    recovery: dict[str, Any] | None = None
+    shares = _shares(settings.epochs, settings.steps) if data.train is not None else [0] * settings.steps
+
+    def recover_for(epochs: int, what: str) -> None:
+        nonlocal recovery
+        if epochs <= 0 or data.train is None:
+            return
+        from edgekit.optimize.recover import recover
+
+        progress.note(
+            f"recovering {what} on {len(data.train)} images for {epochs} epoch(s)"
+            + (f" with distillation from the unpruned model (T={settings.distill_temperature:g})" if teacher else "")
+        )
+        history = recover(
+            module, teacher, data.train, data.select, spec, epochs, settings.recover_lr, settings.batch_size,
+            settings.seed, progress, temperature=settings.distill_temperature,
+        )  # fmt: skip
+        recovery = recovery or {"epochs": 0, "distill": settings.distill, "images": len(data.train), "history": []}
+        recovery["epochs"] += epochs
+        recovery["history"] += history
+
+    def between_steps(step: int) -> None:
+        if step < settings.steps:  # the last step's share runs after sparsity, like one-shot recovery
+            if data.val is not None:
+                correct[f"step {step}"] = correct_per_image(module, data.val, spec)
+            recover_for(shares[step - 1], f"after step {step}/{settings.steps}")
 
     ratio, steps = 0.0, []
-    if settings.mode != "none":
-        ratio, steps = _prune_channels(module, settings, meter, before, data, spec, progress)
+    if settings.mode not in ("none", "search"):
+        ratio, steps = _prune_channels(
+            module, settings, meter, before, data, spec, progress, between_steps if settings.steps > 1 else None
+        )
     sparse_layers: list[str] = []
     if settings.sparsity is not None:
         sparse_layers = sparsity.apply_2_4(module)
         progress.note(f"2:4 sparsity: zeroed half the weights of {len(sparse_layers)} convolutions")
-    top1["pruned"] = _top1(module, data.val, spec)
-
-    recovery = None
-    if settings.epochs > 0 and data.train is not None:
-        from edgekit.optimize.recover import recover
-
-        progress.note(
-            f"recovering on {len(data.train)} images for {settings.epochs} epoch(s)"
-            + (" with distillation from the unpruned model" if settings.distill else "")
-        )
-        history = recover(
-            module,
-            teacher,
-            data.train,
-            data.select,
-            spec,
-            settings.epochs,
-            settings.recover_lr,
-            settings.batch_size,
-            settings.seed,
-            progress,
-        )
-        recovery = {"epochs": settings.epochs, "distill": settings.distill, "images": len(data.train)}
-        recovery["history"] = history
+    if data.val is not None:
+        correct["pruned"] = correct_per_image(module, data.val, spec)
+    recover_for(shares[-1], "the pruned model" if settings.steps == 1 else f"after step {settings.steps}")
     sparsity.finalize(module)
     module.eval()
     if sparse_layers and sparsity.sparse_layers(module) != sparse_layers:  # the masks must have held
         raise RuntimeError("2:4 pattern lost during recovery")
-    top1["recovered" if recovery else "after"] = _top1(module, data.val, spec)
+    if data.val is not None:
+        correct["final"] = correct_per_image(module, data.val, spec)
 
     progress.note("measuring the pruned model")
     after = meter.all(module)
@@ -270,8 +310,9 @@ def prune_module(
         "after": after,
         "macs_removed": 1 - after["macs"] / before["macs"],
         "latency": {"input": [1, 3, spec.crop, spec.crop], "how": meter.latency_note},
-        "top1": top1,
+        "top1": _top1_record(correct, recovery is not None),
         "val_images": len(data.val) if data.val is not None else 0,
+        "accuracy": _accuracy_record(correct),
         "recovery": recovery,
         "channels": {name: [channels_before[name], channels_after[name]] for name in channels_before},
         "sparsity": (
@@ -285,7 +326,24 @@ def prune_module(
             else None
         ),
     }
-    return PruneOutcome(module, report)
+    return PruneOutcome(module, report, correct.get("final"), correct.get("original"))
+
+
+def _top1_record(correct: dict[str, np.ndarray], recovered: bool) -> dict[str, float | None]:
+    """The short form kept for older readers: before, pruned, and recovered (or after)."""
+    value = {k: float(v.mean()) if len(v) else None for k, v in correct.items()}
+    return {"before": value.get("original"), "pruned": value.get("pruned"),
+            "recovered" if recovered else "after": value.get("final")}  # fmt: skip
+
+
+def _accuracy_record(correct: dict[str, np.ndarray]) -> dict[str, Any] | None:
+    """Honest accounting: the original, pruned and final models' top-1 on the same images, each with its
+    Wilson 95 % interval, and the final model's drop against the original as a paired comparison."""
+    if "original" not in correct:
+        return None
+    record: dict[str, Any] = {name: _accuracy(values) for name, values in correct.items()}
+    record["drop_vs_original"] = PairedDifference.of(correct["original"], correct["final"]).to_dict()
+    return record
 
 
 def _matching(dataset: LabelledImages, class_names: tuple[str, ...], names_source: str, flag: str) -> LabelledImages:
@@ -339,10 +397,24 @@ def accuracy_drop_pts(report: dict[str, Any]) -> float | None:
 
 
 def check_accuracy_drop(report: dict[str, Any], max_drop: float | None) -> None:
+    """Refuse a pruned model whose top-1 drop against the original is above the budget. The rule is the
+    accuracy guard's floor: a drop above the budget is refused even inside the noise (the record says how
+    many images would tell), since a search that took it would drift past the budget on its luck."""
     drop = accuracy_drop_pts(report)
-    if max_drop is not None and drop is not None and drop > max_drop:
-        raise EdgekitError(
-            f"pruning costs {drop:.2f} top-1 points ({report['top1']['before']:.2%} → {final_top1(report):.2%} on "
-            f"{report['val_images']} images), more than --max-accuracy-drop {max_drop:g}; prune less or recover "
-            "longer (--recover-epochs, --distill). Nothing was written"
-        )
+    if max_drop is None or drop is None or drop <= max_drop:
+        return
+    paired = (report.get("accuracy") or {}).get("drop_vs_original")
+    detail = ""
+    if paired:
+        low, high = paired["ci95_pts"]
+        difference = PairedDifference(paired["images"], paired["lost"], paired["gained"])
+        needed = difference.images_needed(max_drop)
+        beyond = "beyond the noise" if difference.exceeds(max_drop) else "inside the noise"
+        more = f"; about {needed} images would tell" if needed and not difference.exceeds(max_drop) else ""
+        detail = f", 95 % interval {low:.2f} to {high:.2f} pts: above the budget {beyond}{more}"
+    raise EdgekitError(
+        f"pruning costs {drop:.2f} top-1 points ({report['top1']['before']:.2%} → {final_top1(report):.2%} on "
+        f"{report['val_images']} images{detail}), more than --max-accuracy-drop {max_drop:g}; prune less, recover "
+        "longer (--recover-epochs, --distill), or let edgekit search the ratio (--max-accuracy-drop without "
+        "--ratio). Nothing was written"
+    )

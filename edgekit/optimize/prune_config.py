@@ -17,6 +17,7 @@ from edgekit.measure.host import host_problem
 from edgekit.targets import Target
 
 IMPORTANCES = ("l1", "l2", "taylor")
+SCOPES = ("uniform", "global")
 SPARSITY_PATTERNS = ("2:4",)
 DEFAULT_RECOVER_EPOCHS = 3
 
@@ -27,6 +28,8 @@ class PruneSettings:
     target_macs: float | None = None  # prune until the model needs at most this many MACs per image
     target_latency_ms: float | None = None  # prune until FP32 batch-1 latency on the target's backend is this
     importance: str = "l2"
+    scope: str = "uniform"  # uniform: every layer loses `ratio` of its channels; global: ranked across layers
+    steps: int = 1  # reach the ratio in this many pruning steps, with the recovery epochs shared between them
     round_to: int = 8  # channel counts stay multiples of this (tensor-core and SIMD friendly)
     max_ratio: float = 0.8  # the most a target-driven search may remove from any layer
     sparsity: str | None = None  # "2:4"
@@ -34,6 +37,9 @@ class PruneSettings:
     recover_epochs: int | None = None  # None: DEFAULT_RECOVER_EPOCHS when recover_data is given
     recover_lr: float = 0.01
     distill: bool = False  # distil from the unpruned model during recovery
+    distill_temperature: float = 4.0
+    search_drop_pts: float | None = None  # search mode: the most top-1 points below the original model
+    search_step: float = 0.1  # the ratios a search tries: multiples of this up to max_ratio
     batch_size: int = 32
     seed: int = 0
 
@@ -45,6 +51,8 @@ class PruneSettings:
             return "target-macs"
         if self.target_latency_ms is not None:
             return "target-latency"
+        if self.search_drop_pts is not None:
+            return "search"
         return "none"
 
     @property
@@ -68,8 +76,19 @@ def validate_settings(settings: PruneSettings, has_val: bool, flag: str = "--rat
     chosen = [v is not None for v in (settings.ratio, settings.target_macs, settings.target_latency_ms)]
     if sum(chosen) > 1:
         raise EdgekitError(f"give one of {flag}, --target-macs, --target-latency, not several")
-    if sum(chosen) == 0 and settings.sparsity is None:
-        raise EdgekitError(f"nothing to prune: give {flag} R, --target-macs M, --target-latency MS or --sparsity 2:4")
+    if sum(chosen) == 0 and settings.sparsity is None and settings.search_drop_pts is None:
+        raise EdgekitError(
+            f"nothing to prune: give {flag} R, --target-macs M, --target-latency MS, --sparsity 2:4, or "
+            "--max-accuracy-drop P with --recover-data DIR to search the ratio"
+        )
+    if settings.mode == "search":
+        if settings.recover_data is None:
+            raise EdgekitError(
+                "searching the pruning ratio for --max-accuracy-drop retrains every candidate: pass --recover-data "
+                "DIR (labelled training images), or give --ratio R to prune once and check the drop"
+            )
+        if not 0 < settings.search_step < settings.max_ratio:
+            raise EdgekitError("--search-step must be positive and below --max-ratio")
     if settings.ratio is not None and not 0 < settings.ratio < 1:
         raise EdgekitError(f"{flag} is the share of channels removed and must be between 0 and 1 (exclusive)")
     if settings.target_macs is not None and settings.target_macs <= 0:
@@ -80,6 +99,19 @@ def validate_settings(settings: PruneSettings, has_val: bool, flag: str = "--rat
         raise EdgekitError("--max-ratio must be between 0 and 1 (exclusive)")
     if settings.importance not in IMPORTANCES:
         raise EdgekitError(f"--importance must be one of {', '.join(IMPORTANCES)}")
+    if settings.scope not in SCOPES:
+        raise EdgekitError(f"--scope must be one of {', '.join(SCOPES)}")
+    if settings.steps < 1:
+        raise EdgekitError("--steps must be at least 1")
+    if settings.steps > 1 and settings.mode not in ("ratio", "search"):
+        raise EdgekitError("--steps N prunes a ratio in N steps; MACs and latency targets already prune in steps")
+    if settings.steps > 1 and settings.epochs < settings.steps:
+        raise EdgekitError(
+            f"--steps {settings.steps} recovers between steps: give --recover-data DIR and at least "
+            f"{settings.steps} --recover-epochs (they are shared between the steps)"
+        )
+    if settings.distill_temperature <= 0:
+        raise EdgekitError("--temperature must be positive (4 is common)")
     if settings.round_to < 1:
         raise EdgekitError("--round-to must be at least 1")
     if settings.sparsity is not None and settings.sparsity not in SPARSITY_PATTERNS:

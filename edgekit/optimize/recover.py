@@ -20,8 +20,9 @@ DISTILL_TEMPERATURE = 4.0
 DISTILL_WEIGHT = 0.7  # share of the distillation term; the rest is cross-entropy on the labels
 
 
-def _distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    t = DISTILL_TEMPERATURE
+def _distillation_loss(
+    student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, t: float = DISTILL_TEMPERATURE
+) -> torch.Tensor:
     soft = F.kl_div(F.log_softmax(student / t, dim=1), F.softmax(teacher / t, dim=1), reduction="batchmean")
     return DISTILL_WEIGHT * soft * t * t + (1 - DISTILL_WEIGHT) * F.cross_entropy(student, labels)
 
@@ -37,6 +38,7 @@ def recover(
     batch_size: int,
     seed: int,
     progress: Progress = QUIET,
+    temperature: float = DISTILL_TEMPERATURE,
 ) -> list[dict[str, Any]]:
     """Fine-tune `student` in place for `epochs`; returns per-epoch loss and validation top-1.
 
@@ -76,7 +78,7 @@ def recover(
             else:
                 with torch.no_grad():
                     teacher_logits = teacher(images)
-                loss = _distillation_loss(logits, teacher_logits, labels)
+                loss = _distillation_loss(logits, teacher_logits, labels, temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -60,6 +60,7 @@ class LoadedSource:
     write_onnx: Callable[[Path], None]
     module: Any = None  # the PyTorch model, for a checkpoint source (what pruning works on)
     pruned: bool = False
+    prune_search: Any = None  # a ratio search's trained candidates: kept until the bundle is written (resume)
     opset: int | None = None  # the opset the export writes (None: the user's ONNX ships as is)
 
     def describe(self) -> str:
@@ -181,14 +182,16 @@ def _prune_stage(
 ) -> LoadedSource:
     """`compile --prune`: the pruning of `edgekit prune`, in memory; parity is then against the pruned model."""
     from edgekit.export.onnx_export import export_onnx
-    from edgekit.optimize.prune import check_accuracy_drop, prune_module
-    from edgekit.pipeline.prune import fp32_latency_meter
+    from edgekit.optimize.prune import check_accuracy_drop
+    from edgekit.pipeline.prune import fp32_latency_meter, prune_or_search
 
     if config.prune is None or source.module is None:
         raise RuntimeError("pruning stage without settings or a PyTorch model")
     with tempfile.TemporaryDirectory(prefix=f".{config.out.name}.prune-", dir=config.out.parent) as work:
         latency = fp32_latency_meter(config.target, source.spec.crop, threads, Path(work))
-        outcome = prune_module(source.module, config.prune, source.spec, data, latency, progress)
+        outcome, state = prune_or_search(
+            source.module, config.prune, source.spec, data, latency, sha256_file(config.model), config.out, progress
+        )
     check_accuracy_drop(outcome.report, config.max_accuracy_drop)
     module, opset, crop = outcome.module, config.target.onnx_opset, source.spec.crop
     reference = TorchReference(module, threads)
@@ -198,6 +201,7 @@ def _prune_stage(
         manifest={**source.manifest, "pruning": {**outcome.report, "stage": "edgekit compile --prune"}},
         reference=reference,
         pruned=True,
+        prune_search=state,
         write_onnx=lambda path: export_onnx(module, path, crop, opset),
         module=module,
     )
@@ -513,7 +517,10 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> Manifes
                 f"note: {backend.name} computes in {manifest['execution_precision']} on this CPU "
                 f"(it lacks {config.precision} arithmetic); the bundle runs reduced precision where the CPU has it"
             )
-        return write_manifest(stage, manifest)
+        written = write_manifest(stage, manifest)
+    if source.prune_search is not None:
+        source.prune_search.remove()
+    return written
 
 
 FAST_CHECK_IMAGES = 200

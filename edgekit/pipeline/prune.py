@@ -7,7 +7,7 @@ import dataclasses
 import datetime
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -23,10 +23,20 @@ from edgekit.measure.host import host_problem, resolve_target
 from edgekit.measure.latency import p50_ms
 from edgekit.model.architecture import CHANNEL_PLAN_KEY, channel_plan
 from edgekit.model.checkpoint import load_checkpoint, save_checkpoint
-from edgekit.optimize.prune import LatencyProbe, check_accuracy_drop, load_prune_data, prune_module
-from edgekit.optimize.prune_config import PruneConfig, validate
+from edgekit.optimize.prune import (
+    LatencyProbe,
+    PruneData,
+    PruneOutcome,
+    check_accuracy_drop,
+    load_prune_data,
+    prune_module,
+)
+from edgekit.optimize.prune_config import PruneConfig, PruneSettings, validate
 from edgekit.runtime.model import Runner
 from edgekit.targets import Target
+
+if TYPE_CHECKING:
+    from edgekit.optimize.prune_search import SearchState
 
 
 def fp32_latency_meter(target: Target, crop: int, threads: int, work: Path) -> LatencyProbe:
@@ -57,9 +67,47 @@ def fp32_latency_meter(target: Target, crop: int, threads: int, work: Path) -> L
     return LatencyProbe(measure, how)
 
 
+def with_search(config: PruneConfig) -> PruneConfig:
+    """`--max-accuracy-drop P` with nothing else to prune by: the budget decides the ratio (a search)."""
+    settings = config.settings
+    if config.max_accuracy_drop is not None and settings.mode == "none" and settings.sparsity is None:
+        return dataclasses.replace(
+            config, settings=dataclasses.replace(settings, search_drop_pts=config.max_accuracy_drop)
+        )
+    return config
+
+
+def prune_or_search(
+    module: nn.Module,
+    settings: PruneSettings,
+    spec: PreprocessSpec,
+    data: PruneData,
+    latency: LatencyProbe,
+    model_sha256: str,
+    out: Path,
+    progress: Progress,
+) -> tuple[PruneOutcome, SearchState | None]:
+    """Prune by the settings, or search the ratio for the budget (`settings.mode == "search"`), keeping the
+    trained candidates beside `out` until the caller has written its result and removes the state."""
+    if settings.mode != "search":
+        return prune_module(module, settings, spec, data, latency, progress), None
+    from edgekit.optimize.prune_search import SearchState, search_identity, search_ratio
+
+    state = SearchState(
+        out.parent / f".{out.name}.prune-search", search_identity(model_sha256, settings, data, spec), progress
+    )
+    progress.note(
+        f"searching the pruning ratio for a top-1 drop of at most {settings.search_drop_pts:g} pts; trained candidates "
+        f"are kept in {state.directory} until the search ends, so an interrupted search resumes from them"
+    )
+    outcome, record = search_ratio(module, settings, spec, data, latency, state, progress)
+    outcome.report.update(mode="search", search=record)
+    return outcome, state
+
+
 def run_prune(config: PruneConfig, progress: Progress = QUIET) -> dict[str, Any]:
     """`edgekit prune`: prune a checkpoint and write the pruned one (architecture stored as data)."""
-    config = dataclasses.replace(config, target=resolve_target(config.target))
+    config = with_search(dataclasses.replace(config, target=resolve_target(config.target)))
     assert isinstance(config.target, Target)
     validate(config, choose_converter(config.target, "fp32", None).backend)
     names = list(config.class_names) if config.class_names else None
@@ -70,7 +118,9 @@ def run_prune(config: PruneConfig, progress: Progress = QUIET) -> dict[str, Any]
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix=f".{config.out.name}.work-", dir=config.out.parent) as work:
         latency = fp32_latency_meter(config.target, spec.crop, threads, Path(work))
-        outcome = prune_module(loaded.module, config.settings, spec, data, latency, progress)
+        outcome, state = prune_or_search(
+            loaded.module, config.settings, spec, data, latency, loaded.sha256, config.out, progress
+        )
     check_accuracy_drop(outcome.report, config.max_accuracy_drop)
     report = {
         **outcome.report,
@@ -93,4 +143,6 @@ def run_prune(config: PruneConfig, progress: Progress = QUIET) -> dict[str, Any]
         },
         config.out,
     )
+    if state is not None:
+        state.remove()  # the search is done: its candidates are no longer needed
     return {"checkpoint": str(config.out), **report}

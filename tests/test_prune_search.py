@@ -1,0 +1,182 @@
+"""The budget decides the pruning ratio (optimize/prune_search.py): a real search on a GoogLeNet trained on
+real images, its resume after an interruption, its honest accounting, and the bisection's decisions on
+synthetic candidates whose accuracy is known."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgekit.core.errors import EdgekitError
+from edgekit.core.progress import Progress
+from edgekit.data.preprocess import PreprocessSpec
+from edgekit.optimize import prune_search
+from edgekit.optimize.prune import LatencyProbe, PruneData, PruneOutcome
+from edgekit.optimize.prune_config import PruneConfig, PruneSettings
+from edgekit.pipeline.prune import run_prune
+from edgekit.targets import get_target
+from tests.test_bad_input import _assert_clean_failure
+
+
+class Interrupt(Progress):
+    """Progress that presses Ctrl-C when a note starts with `when` (after the notes before it took effect)."""
+
+    def __init__(self, when: str) -> None:
+        super().__init__(enabled=False)
+        self.when, self.notes = when, []
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+        if message.startswith(self.when):
+            raise KeyboardInterrupt
+
+
+class Notes(Progress):
+    def __init__(self) -> None:
+        super().__init__(enabled=False)
+        self.notes: list[str] = []
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+
+
+def _settings(data_dirs: dict[str, Path], budget: float, seed: int = 0) -> PruneSettings:
+    return PruneSettings(
+        search_drop_pts=budget, search_step=0.4, max_ratio=0.8, recover_data=data_dirs["train"], recover_epochs=1,
+        distill=True, recover_lr=0.005, seed=seed,
+    )  # fmt: skip
+
+
+def test_search_resumes_after_an_interruption_and_records_the_drop_against_the_original(
+    trained: dict, data_dirs: dict[str, Path], run_cli, tmp_path: Path
+) -> None:
+    out = tmp_path / "searched.pt"
+    state = tmp_path / ".searched.pt.prune-search"
+    config = PruneConfig(trained["path"], out, _settings(data_dirs, 100.0), get_target("x86-cpu"), val=data_dirs["val"])
+    # Ctrl-C while the second candidate (80 %) trains: the first (40 %) is kept, nothing is written.
+    interrupted = Interrupt("ratio 80%: pruning")
+    with pytest.raises(KeyboardInterrupt):
+        run_prune(config, interrupted)
+    assert any(n.startswith("ratio 40%: pruning and recovering") for n in interrupted.notes)
+    assert not out.exists() and sorted(p.name for p in state.iterdir()) == [
+        "identity", "ratio-0.4000.json", "ratio-0.4000.pt"
+    ]  # fmt: skip
+
+    # The same search from the command line (another budget: the candidates do not depend on it) reuses the
+    # 40 % candidate and trains only the 80 % one.
+    status, stdout, stderr = run_cli(
+        "prune", trained["path"], "--out", out, "--max-accuracy-drop", "100", "--recover-data", data_dirs["train"],
+        "--recover-epochs", "1", "--distill", "--recover-lr", "0.005", "--search-step", "0.4", "--max-ratio", "0.8",
+        "--val", data_dirs["val"],
+    )  # fmt: skip
+    assert status == 0, stderr
+    assert "ratio 40%: trained by an earlier run of this search, reused" in stderr
+    assert "ratio 40%: pruning" not in stderr and "ratio 80%: pruning and recovering" in stderr
+    assert not state.exists() and out.is_file()  # the search's state goes once the checkpoint is written
+    assert "against the original" in stdout and "chose 80%" in stdout
+
+    # A 100-point budget passes everything: the largest candidate wins, and the record says why.
+    report = torch.load(out, weights_only=True)["pruning"]
+    search = report["search"]
+    assert report["mode"] == "search" and search["chosen"] == 0.8 and report["ratio"] == 0.8
+    assert [t["ratio"] for t in search["tried"]] == [0.4, 0.8] and all(t["verdict"] == "pass" for t in search["tried"])
+    # Honest accounting: original, pruned and final top-1 on the same images, each with its interval, and the
+    # drop against the original computed from the per-image results (paired).
+    accuracy = report["accuracy"]
+    n = accuracy["original"]["images"]
+    assert n == report["val_images"] == sum(1 for _ in data_dirs["val"].rglob("*.png"))
+    for name in ("original", "pruned", "final"):
+        low, high = accuracy[name]["ci95"]
+        assert low <= accuracy[name]["top1"] <= high and accuracy[name]["images"] == n
+    drop = accuracy["drop_vs_original"]
+    expected = 100 * (accuracy["original"]["top1"] - accuracy["final"]["top1"])
+    assert drop["drop_pts"] == pytest.approx(expected) and drop["images"] == n
+    assert drop["ci95_pts"][0] <= drop["drop_pts"] <= drop["ci95_pts"][1]
+    assert report["top1"]["before"] == accuracy["original"]["top1"]
+
+
+def test_another_search_in_the_state_directory_starts_afresh(
+    trained: dict, data_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "searched.pt"
+    config = PruneConfig(trained["path"], out, _settings(data_dirs, 100.0), get_target("x86-cpu"), val=data_dirs["val"])
+    with pytest.raises(KeyboardInterrupt):
+        run_prune(config, Interrupt("ratio 40%: pruning"))
+    # Other settings (a different seed trains different candidates): the old state is not reused.
+    other = PruneConfig(
+        trained["path"], out, _settings(data_dirs, 100.0, seed=1), get_target("x86-cpu"), val=data_dirs["val"]
+    )
+    notes = Interrupt("ratio 40%: pruning")
+    with pytest.raises(KeyboardInterrupt):
+        run_prune(other, notes)
+    assert any("holds another search" in n for n in notes.notes)
+    # The same settings again: the state is this search's own, so no fresh start.
+    again = Interrupt("ratio 40%: pruning")
+    with pytest.raises(KeyboardInterrupt):
+        run_prune(other, again)
+    assert not any("holds another search" in n for n in again.notes)
+
+
+def _synthetic(
+    monkeypatch: pytest.MonkeyPatch, drops: dict[float, int], n: int = 1000
+) -> tuple[list[float], PruneData]:
+    """Candidates whose final model gets `drops[ratio]` more of n images wrong than the original."""
+    calls: list[float] = []
+    original = np.ones(n, dtype=bool)
+
+    def prune(module, settings, spec, data, latency, progress, original_correct):  # type: ignore[no-untyped-def]
+        calls.append(settings.ratio)
+        final = original.copy()
+        final[: drops[settings.ratio]] = False
+        return PruneOutcome(module, {"macs_removed": settings.ratio, "top1": {}}, final, original_correct)
+
+    monkeypatch.setattr(prune_search, "prune_module", prune)
+    monkeypatch.setattr(prune_search, "correct_per_image", lambda module, dataset, spec: original)
+    return calls, PruneData(train=None, val=object())  # type: ignore[arg-type]
+
+
+def test_bisection_finds_the_largest_ratio_within_the_budget_in_few_steps(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ratios = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+    # Drop in points (of 1000 images: 10 images = 1 pt): within 1 pt up to 0.5, then beyond.
+    calls, data = _synthetic(monkeypatch, {0.1: 0, 0.2: 2, 0.3: 4, 0.4: 6, 0.5: 10, 0.6: 14, 0.7: 30, 0.8: 60})
+    settings = PruneSettings(search_drop_pts=1.0, search_step=0.1, max_ratio=0.8)
+    assert prune_search.candidate_ratios(settings) == ratios
+    state = prune_search.SearchState(tmp_path / "state", "x", Notes())
+    outcome, record = prune_search.search_ratio(
+        torch.nn.Linear(1, 1), settings, PreprocessSpec(), data, LatencyProbe(lambda m: (None, 0), ""), state
+    )
+    assert record["chosen"] == 0.5 and outcome.report["macs_removed"] == 0.5
+    assert len(calls) <= 4 and sorted(calls) == sorted(set(calls))  # log2(8) + 1 at most, none twice
+    verdicts = {t["ratio"]: t["verdict"] for t in record["tried"]}
+    assert verdicts[0.5] == "pass" and all(v != "pass" for r, v in verdicts.items() if r > 0.5)
+
+
+def test_a_drop_above_the_budget_inside_the_noise_is_refused_and_says_how_many_images_would_tell(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Every candidate loses 1.5 pts on 200 images: above a 1-point budget, but not beyond the noise.
+    _, data = _synthetic(monkeypatch, {0.4: 3, 0.8: 3}, n=200)
+    settings = PruneSettings(search_drop_pts=1.0, search_step=0.4, max_ratio=0.8)
+    state = prune_search.SearchState(tmp_path / "state", "x", Notes())
+    with pytest.raises(EdgekitError) as failure:
+        prune_search.search_ratio(
+            torch.nn.Linear(1, 1), settings, PreprocessSpec(), data, LatencyProbe(lambda m: (None, 0), ""), state
+        )
+    message = str(failure.value)
+    assert "no pruning ratio keeps top-1 within 1 points" in message and "40%" in message
+    assert "inside the noise" in message and "labelled images would tell" in message
+    assert "Nothing was written" in message and str(state.directory) in message
+
+
+def test_search_without_recovery_data_or_labels_is_refused(trained: dict, run_cli, tmp_path: Path) -> None:
+    out = tmp_path / "p.pt"
+    status, _, err = run_cli("prune", trained["path"], "--out", out, "--max-accuracy-drop", "1")
+    _assert_clean_failure(status, err, out, "pass --recover-data DIR")
+    status, _, err = run_cli("compile", trained["path"], "--prune", "auto", "--out", tmp_path / "b")
+    assert status == 2 and err.startswith("error: ") and "--max-accuracy-drop" in err, err
+    assert len(err.strip().splitlines()) == 1
