@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import torch
 
 from edgekit.report.analysis import pareto_front
 from tests.test_bad_input import _assert_clean_failure
@@ -217,6 +218,13 @@ def test_sweep_builds_benchmarks_reports_and_rebuilds_only_new_variants(
     page = _parse(Path(first["report"]["html"]))
     assert len(page.tables["variants"]) == 5  # header + 4 variants
     assert "channels" in page.tables  # the pruned variants' channels before → after
+    # Pruning's cost against the original model, as the pruned checkpoint recorded it (paired, with intervals).
+    record = torch.load(next((out / "pruned").glob("prune40-*.pt")), weights_only=True)["pruning"]
+    drop = record["accuracy"]["drop_vs_original"]
+    accounting = page.tables["pruning_accuracy"]
+    assert len(accounting) == 3  # header + the two 40 % variants
+    for row in accounting[1:]:
+        assert row[1] == str(drop["images"]) and row[-1].startswith(f"{drop['drop_pts']:+.2f} (")
     results = [json.loads(Path(p).read_text()) for p in first["results"]]
     assert len({r["model_id"] for r in results}) == 1  # pruned variants count as the same model
     assert sum(1 for r in results if r["latency"]["reference"]) == 1  # the reference is timed once

@@ -239,7 +239,7 @@ def model_identity(manifest: Manifest) -> str:
 def _pruning_summary(pruning: dict[str, Any] | None) -> dict[str, Any] | None:
     if not pruning:
         return None
-    keep = ("mode", "ratio", "macs_removed", "before", "after", "channels", "top1")
+    keep = ("mode", "ratio", "macs_removed", "before", "after", "channels", "top1", "accuracy", "search")
     return {key: pruning.get(key) for key in keep}
 
 

@@ -205,6 +205,9 @@ def _optimisations(variants: Sequence[Variant]) -> Section:
     )  # fmt: skip
     pruned = [v for v in variants if v.bundle.get("pruning")]
     section = Section("What was optimised", tables=[quantized])
+    accounted = [v for v in pruned if v.bundle["pruning"].get("accuracy")]
+    if accounted:
+        section.tables.append(_pruning_accounting(accounted))
     if pruned:
         layers = list(pruned[0].bundle["pruning"]["channels"])
         section.tables.append(
@@ -216,6 +219,34 @@ def _optimisations(variants: Sequence[Variant]) -> Section:
             )
         )
     return section
+
+
+def _pruning_accounting(variants: Sequence[Variant]) -> Table:
+    """What pruning cost, against the original model (not only the pruned FP32), each figure with its sample
+    size and interval: measured by `edgekit prune` on its validation images."""
+
+    def top1(record: dict[str, Any] | None) -> str:
+        if not record:
+            return "—"
+        low, high = record["ci95"]
+        return f"{record['top1']:.2%} ({low:.1%}–{high:.1%})"
+
+    rows = []
+    for v in variants:
+        accuracy = v.bundle["pruning"]["accuracy"]
+        drop = accuracy["drop_vs_original"]
+        low, high = drop["ci95_pts"]
+        rows.append([
+            v.name, str(accuracy["original"]["images"]), top1(accuracy.get("original")), top1(accuracy.get("pruned")),
+            top1(accuracy.get("final")), f"{drop['drop_pts']:+.2f} ({low:+.2f} to {high:+.2f})",
+        ])  # fmt: skip
+    return Table(
+        "pruning_accuracy",
+        "Pruning's cost against the original model, on the pruning's validation images (95 % intervals; the drop "
+        "is paired on the same images)",
+        ["variant", "images", "original FP32", "pruned FP32", "recovered FP32", "drop vs original (pts)"],
+        rows,
+    )
 
 
 def _channels(pair: list[int] | None) -> str:

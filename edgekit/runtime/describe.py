@@ -29,10 +29,19 @@ def pruning_line(pruning: dict[str, Any]) -> str | None:
     if not pruning:
         return None
     sparse = ", 2:4 sparse" if pruning.get("sparsity") else ""
-    return (
+    line = (
         f"{pruning.get('mode', '?')} {_number(pruning.get('ratio'), '.0%')} of channels, "
         f"{_number(pruning.get('macs_removed'), '.0%')} fewer MACs{sparse}"
     )
+    accuracy = pruning.get("accuracy")
+    drop = accuracy.get("drop_vs_original") if isinstance(accuracy, dict) else None
+    if isinstance(drop, dict) and isinstance(drop.get("ci95_pts"), list) and len(drop["ci95_pts"]) == 2:
+        line += (
+            f"; top-1 drop vs the original {_number(drop.get('drop_pts'), '.2f')} pts (95 % interval "
+            f"{_number(drop['ci95_pts'][0], '.2f')} to {_number(drop['ci95_pts'][1], '.2f')}, "
+            f"{drop.get('images', '?')} images)"
+        )
+    return line
 
 
 def _accuracy_rows(manifest: Manifest) -> dict[str, str]:
