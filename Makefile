@@ -7,7 +7,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO := demo-out
 
-.PHONY: setup test lint demo data clean
+.PHONY: setup test lint demo data sshd clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,10 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 data:
 	@test -f $(FASHION_MNIST) || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist)
 
+# A real OpenSSH server for the devices-over-SSH tests (they start their own on 127.0.0.1).
+sshd:
+	@test -x /usr/sbin/sshd || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q openssh-server openssh-client)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -31,7 +35,7 @@ lint: $(STAMP)
 	$(BIN)/vermin -q -t=3.10- --violations --no-tips edgekit
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_architecture.py -k "not run_side"
 
-test: $(STAMP) data lint
+test: $(STAMP) data sshd lint
 	$(BIN)/python -m pytest -q --durations=15
 
 # No ImageNet weights can be downloaded here, so the demo fine-tunes from scratch on 1,500 real

@@ -20,6 +20,8 @@ import torchvision
 from edgekit.data.fashion_mnist import dataset_root, write_image_folder
 from edgekit.model.finetune import FinetuneConfig, run_finetune
 
+REPOSITORY = Path(__file__).resolve().parent.parent
+
 NUM_CLASSES = 7
 
 
@@ -156,3 +158,18 @@ def assert_thread_safe(model: Any, images: list[Path], threads: int = 8, calls: 
 def distinct_images(data_dirs: dict[str, Path]) -> list[Path]:
     """Two images of each class: outputs that differ from image to image."""
     return [path for folder in sorted(data_dirs["val"].iterdir()) for path in sorted(folder.iterdir())[:2]]
+
+
+@pytest.fixture(scope="session")
+def device_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A device install (`pip install edgekit` + the bundle's runtime) in a fresh venv: what a board runs."""
+    venv = tmp_path_factory.mktemp("device") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    # The bundle is an ONNX Runtime one: the runtime it names is what the device adds to edgekit.
+    result = subprocess.run(
+        [*pip, "-c", str(REPOSITORY / "constraints.txt"), str(REPOSITORY), "onnxruntime"],
+        capture_output=True, text=True, timeout=1200, cwd=REPOSITORY,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return venv

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,20 +18,6 @@ WORKSTATION_PACKAGES = {
     "torch", "torchvision", "onnx", "openvino", "nncf", "torch-pruning", "torch_pruning", "matplotlib",
     "onnxconverter-common", "litert-torch", "ai-edge-quantizer",
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def device_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    venv = tmp_path_factory.mktemp("device") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    # The bundle is an ONNX Runtime one: the runtime it names is what the device adds to edgekit.
-    result = subprocess.run(
-        [*pip, "-c", str(ROOT / "constraints.txt"), str(ROOT), "onnxruntime"],
-        capture_output=True, text=True, timeout=1200, cwd=ROOT,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return venv
 
 
 def _edgekit(venv: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:

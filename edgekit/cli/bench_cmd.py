@@ -48,6 +48,7 @@ from edgekit.cli.options import (
     type=click.Path(path_type=Path, file_okay=False),
     help="Where bench.json and bench.md go (default: BUNDLE.bench).",
 )
+@click.option("--device", default=None, help="Run on this device over SSH (`edgekit devices`); results come back here.")
 @classes_option
 @threads_option
 @trust_pickle_option
@@ -65,6 +66,7 @@ def bench(
     throughput: bool,
     max_images: int | None,
     out: Path | None,
+    device: str | None,
     classes: Path | None,
     threads: int | None,
     trust_pickle: bool,
@@ -97,7 +99,14 @@ def bench(
         class_names=tuple(read_class_file(classes)) if classes else None,
         run_options={"trust_engine_host_code": trust_engine_host_code, "cuda_graph": cuda_graph},
     )
-    results = run_bench(config, Progress(enabled=True))
+    progress = Progress(enabled=True)
+    if device is not None:
+        from edgekit.remote.bench import bench_on_device
+        from edgekit.remote.devices import get_device
+
+        results = bench_on_device(get_device(device), config, progress.note)
+    else:
+        results = run_bench(config, progress)
     if as_json:
         print_json(results)
         return

@@ -15,6 +15,7 @@ from edgekit import __version__
 from edgekit.cli.bench_cmd import bench
 from edgekit.cli.build_cmd import build_command
 from edgekit.cli.compile_cmd import compile_command
+from edgekit.cli.devices_cmd import devices_group
 from edgekit.cli.doctor_cmd import doctor
 from edgekit.cli.finetune_cmd import finetune
 from edgekit.cli.info_cmds import inspect_command, targets_command
@@ -48,6 +49,7 @@ cli.add_command(sweep)
 cli.add_command(inspect_command)
 cli.add_command(targets_command)
 cli.add_command(doctor)
+cli.add_command(devices_group)
 
 
 def _fail(message: str, status: int) -> None:

@@ -36,6 +36,12 @@ def _float_list(_ctx: click.Context, param: click.Parameter, value: str) -> tupl
 @click.option("--budget", type=float, default=1.0, show_default=True, help="Top-1 points a variant may lose.")
 @click.option("--iterations", type=click.IntRange(min=1), default=30, show_default=True, help="Timed runs per batch.")
 @click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), required=True, help="Sweep directory.")
+@click.option(
+    "--device",
+    "devices",
+    multiple=True,
+    help="Benchmark on this device over SSH (`edgekit devices`); repeat for several, measured in parallel.",
+)
 @threads_option
 @trust_pickle_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
@@ -52,6 +58,7 @@ def sweep(
     budget: float,
     iterations: int,
     out: Path,
+    devices: tuple[str, ...],
     threads: int | None,
     trust_pickle: bool,
     quiet: bool,
@@ -82,13 +89,23 @@ def sweep(
         threads=threads,
         trust_pickle=trust_pickle,
     )
-    result = run_sweep(config, Progress(enabled=not (quiet or as_json)))
+    progress = Progress(enabled=not (quiet or as_json))
+    bench_elsewhere = None
+    if devices:
+        from edgekit.remote.bench import bench_on_devices
+        from edgekit.remote.devices import get_device
+
+        boards = [get_device(name) for name in dict.fromkeys(devices)]
+        bench_elsewhere = lambda configs: bench_on_devices(boards, configs, progress.note)  # noqa: E731
+    result = run_sweep(config, progress, bench_elsewhere)
     if as_json:
         print_json(result)
         return
     click.echo(f"built {len(result['built'])}, reused {len(result['reused'])} cached, failed {len(result['failed'])}")
     for name, reason in result["failed"].items():
         click.echo(f"  not built: {name}: {reason}")
+    for name, reason in result.get("lost", {}).items():
+        click.echo(f"  not measured on {name}: {reason}")
     click.echo(f"report: {result['report']['html']}")
     click.echo(f"        {result['report']['markdown']}")
     click.echo(f"best: {result['report']['headline']['variant']} ({result['report']['headline']['reason']})")

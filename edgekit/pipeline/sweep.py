@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +182,15 @@ def _plans(config: SweepConfig, model_sha: str, folders: dict[str, str | None]) 
             yield _Plan(name, precision, ratio, config.out / "variants" / f"{name}-{key}")
 
 
-def run_sweep(config: SweepConfig, progress: Progress = QUIET) -> dict[str, Any]:
+# Benchmarks every config somewhere else (`edgekit sweep --device`): (results files, failures by place).
+BenchElsewhere = Callable[[list[BenchConfig]], tuple[list[Path], dict[str, str]]]
+
+
+def run_sweep(
+    config: SweepConfig, progress: Progress = QUIET, bench_elsewhere: BenchElsewhere | None = None
+) -> dict[str, Any]:
+    """Build every variant here; benchmark them here, or with `bench_elsewhere` (on devices: there the FP32
+    PyTorch reference cannot run, so latencies are the bundles' own, labelled with where they were measured)."""
 
     config = dataclasses.replace(config, target=resolve_target(config.target))
     validate(config)
@@ -236,6 +244,20 @@ def run_sweep(config: SweepConfig, progress: Progress = QUIET) -> dict[str, Any]
     ready = [plan for plan in plans if plan.name not in failed]
     if not ready:
         raise EdgekitError(f"no variant could be built: {'; '.join(f'{k}: {v}' for k, v in failed.items())}")
+    if bench_elsewhere is not None:
+        configs = [
+            BenchConfig(bundle=plan.directory / "bundle", val=config.val, iterations=config.iterations,
+                        threads=config.threads, out=plan.directory / "bench")
+            for plan in ready
+        ]  # fmt: skip
+        results, lost = bench_elsewhere(configs)
+        for place, problem in lost.items():
+            progress.note(f"warning: {place}: {problem}")
+        if not results:
+            raise EdgekitError(f"no variant could be benchmarked: {'; '.join(f'{k}: {v}' for k, v in lost.items())}")
+        report = write_report(results, config.out / "report", config.budget_pts)
+        return {"built": built, "reused": reused, "failed": failed, "lost": lost,
+                "results": [str(r) for r in results], "report": report}  # fmt: skip
     results = []
     for index, plan in enumerate(ready):
         progress.note(f"benchmarking {plan.name}")

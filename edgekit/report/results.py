@@ -95,6 +95,9 @@ def variant_name(results: dict[str, Any]) -> str:
     if bundle.get("sparsity"):
         parts.append("2:4")
     parts.append(bundle["backend"])
+    device = results.get("device")
+    if isinstance(device, dict) and device.get("name"):
+        parts.append(f"on {device['name']}")  # the same bundle measured on several devices: one row each
     return " · ".join(parts)
 
 

@@ -1,0 +1,159 @@
+"""Work on a device over SSH: check it, copy bundles and images there (content-addressed), run edgekit there.
+
+Copies are content-addressed: a folder's digest is the SHA-256 of its files' relative paths and contents,
+and it goes to CACHE/<kind>/<digest> on the device (CACHE: the device's `cache`, default ~/.cache/edgekit).
+An unchanged bundle is not copied twice. A copy is unpacked into a hidden temporary folder that the remote
+shell removes on any failure or hang-up, and renamed into place only when complete: nothing half-copied is
+ever used or left behind. The cache keeps the KEEP most recently used entries of each kind.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import shlex
+import tarfile
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from edgekit.core.errors import EdgekitError
+from edgekit.core.versions import EDGEKIT_VERSION
+from edgekit.remote.devices import Device
+from edgekit.remote.ssh import quote_command, remote_error, run_ssh
+
+KEEP = 8
+QUICK_TIMEOUT_S = 60  # version checks, doctor
+COPY_TIMEOUT_S = 1800
+RUN_TIMEOUT_S = 3600
+
+RUN_SCRIPT = """mkdir -p {base}/runs && cd {base} || exit 1
+trap 'rm -rf {run}' EXIT
+exec 3<&0
+{command} </dev/null &
+child=$!
+{{ cat <&3; kill -TERM "$child"; }} >/dev/null 2>&1 &
+watcher=$!
+wait "$child"
+status=$?
+kill "$watcher" 2>/dev/null
+exit $status
+"""
+
+PUSH_SCRIPT = """set -e
+base={base}/{kind}
+mkdir -p "$base"
+final="$base"/{digest}
+if [ -d "$final" ]; then touch "$final"; echo cached; exit 0; fi
+tmp=$(mktemp -d "$base/.incoming.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+trap 'exit 1' HUP INT TERM PIPE
+tar -x -f - -C "$tmp"
+if [ ! -e "$final" ]; then mv "$tmp" "$final"; fi
+ls -1t "$base" | tail -n +{evict_from} | while read -r old; do rm -rf "${{base:?}}/$old"; done
+echo copied
+"""
+
+
+FACT_TOPICS = ("jetpack", "tensorrt", "gpu", "power mode", "onnxruntime", "openvino", "memory")
+
+
+def device_facts(doctor: dict[str, Any]) -> dict[str, Any]:
+    """What `edgekit doctor --json` on a device says it is, for the devices file and every result."""
+    facts: dict[str, Any] = {
+        "target": doctor.get("host_target") or "unknown",
+        "edgekit": doctor.get("edgekit"),
+        "python": doctor.get("python"),
+        "machine": doctor.get("machine"),
+    }
+    for finding in doctor.get("findings", []):
+        if isinstance(finding, dict) and finding.get("topic") in FACT_TOPICS:
+            facts[str(finding["topic"])] = f"{finding.get('status')}: {finding.get('detail')}"
+    facts["checked"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return facts
+
+
+def folder_digest(folder: Path) -> tuple[str, list[Path]]:
+    """(SHA-256 of the regular files' relative paths and contents, those files)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with path.open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest(), files
+
+
+class DeviceSession:
+    """One device, checked once: edgekit there is found and of this edgekit's version."""
+
+    def __init__(self, device: Device, on_line: Callable[[str], None] | None = None) -> None:
+        self.device = device
+        self.on_line = on_line
+        self.base = shlex.quote(device.cache) if device.cache else '"$HOME/.cache/edgekit"'
+        self._checked = False
+
+    def note(self, line: str) -> None:
+        if self.on_line is not None:
+            self.on_line(line)
+
+    def run_edgekit(
+        self, args: Sequence[str], timeout_s: float = RUN_TIMEOUT_S, stream: bool = True, out_folder: bool = False
+    ) -> bytes:
+        """`edgekit ARGS` on the device, in its cache folder (so bundle paths are relative); its stdout.
+
+        With `out_folder`, `--out` names a run folder there that is removed afterwards, whatever happened.
+        The remote side watches the connection (its stdin, held open here): when the connection is lost
+        it stops edgekit with SIGTERM, which removes its partial files, so nothing is left running or half
+        written on the device."""
+        run = f"runs/{uuid.uuid4().hex}"
+        words = [self.device.edgekit, *args, *(["--out", run] if out_folder else [])]
+        script = RUN_SCRIPT.format(base=self.base, run=shlex.quote(run), command=quote_command(words))
+        completed = run_ssh(
+            self.device, f"sh -c {shlex.quote(script)}", timeout_s, on_stderr=self.note if stream else None, hold=True
+        )
+        if completed.status != 0:
+            raise remote_error(self.device, completed, f"edgekit {args[0] if args else ''}")
+        return completed.stdout
+
+    def check_version(self) -> str:
+        if self._checked:
+            return EDGEKIT_VERSION
+        output = self.run_edgekit(["--version"], QUICK_TIMEOUT_S, stream=False).decode("utf-8", "replace")
+        version = output.strip().rsplit(" ", 1)[-1] if output.strip() else "?"
+        if version != EDGEKIT_VERSION:
+            raise EdgekitError(
+                f"{self.device.name} runs edgekit {version}, this workstation {EDGEKIT_VERSION}: install the same "
+                f"version on the device (pip install edgekit=={EDGEKIT_VERSION}) so results mean the same"
+            )
+        self._checked = True
+        return version
+
+    def doctor(self) -> dict[str, Any]:
+        self.check_version()
+        output = self.run_edgekit(["doctor", "--json"], QUICK_TIMEOUT_S, stream=False)
+        try:
+            return json.loads(output)
+        except ValueError:
+            raise EdgekitError(f"`edgekit doctor --json` on {self.device.name} printed no JSON") from None
+
+    def push(self, folder: Path, kind: str) -> str:
+        """Copy `folder` to the device unless its content is there already; its path there, relative to the cache."""
+        digest, files = folder_digest(folder)
+        script = PUSH_SCRIPT.format(base=self.base, kind=shlex.quote(kind), digest=digest, evict_from=KEEP + 1)
+
+        def feed(stdin: IO[bytes]) -> None:
+            with tarfile.open(fileobj=stdin, mode="w|") as archive:
+                for path in files:
+                    archive.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False)
+
+        completed = run_ssh(self.device, f"sh -c {shlex.quote(script)}", COPY_TIMEOUT_S, feed=feed)
+        if completed.status != 0:
+            raise remote_error(self.device, completed, f"copying {folder}")
+        state = completed.stdout.decode("utf-8", "replace").strip()
+        self.note(f"{folder} {'already on' if state == 'cached' else 'copied to'} {self.device.name} ({digest[:12]})")
+        return f"{kind}/{digest}"

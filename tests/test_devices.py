@@ -1,0 +1,266 @@
+"""Devices over SSH, for real: an OpenSSH server on 127.0.0.1 (random port, throwaway host and user keys,
+its own config) whose "device" is this machine with edgekit's device install. The workstation side uses
+the system's ssh client with the device's own ssh_config (its key and known_hosts), as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+SSHD = Path("/usr/sbin/sshd")
+
+pytestmark = pytest.mark.skipif(
+    not SSHD.exists() or shutil.which("ssh") is None,
+    reason="needs OpenSSH (apt-get install -y openssh-server openssh-client; make test does this)",
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _keygen(path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True, timeout=60)
+
+
+class Server:
+    """One sshd on 127.0.0.1, started and stopped by the tests."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.host_key = root / "host_ed25519"
+        _keygen(self.host_key)
+        self.user_key = root / "user_ed25519"
+        _keygen(self.user_key)
+        (root / "authorized_keys").write_text((root / "user_ed25519.pub").read_text())
+        self.port = _free_port()
+        self.config = root / "sshd_config"
+        self.config.write_text(
+            "\n".join([
+                f"Port {self.port}", "ListenAddress 127.0.0.1", f"HostKey {self.host_key}",
+                f"PidFile {root / 'sshd.pid'}", f"AuthorizedKeysFile {root / 'authorized_keys'}",
+                "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
+                "PermitRootLogin prohibit-password", "StrictModes no", "UsePAM no", "LogLevel ERROR",
+            ]) + "\n"
+        )  # fmt: skip
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
+        self.process = subprocess.Popen(
+            [str(SSHD), "-D", "-e", "-f", str(self.config)], stderr=subprocess.PIPE, start_new_session=True
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            if self.process.poll() is not None:
+                raise RuntimeError(f"sshd did not start: {self.process.stderr.read().decode()}")  # type: ignore[union-attr]
+            time.sleep(0.1)
+        raise RuntimeError("sshd did not listen within 20 s")
+
+    def kill_sessions(self) -> None:
+        """Drop every connection (the per-connection sshd processes), as a board that loses power would."""
+        assert self.process is not None
+        subprocess.run(["pkill", "-KILL", "-P", str(self.process.pid)], check=False)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def client_config(self, name: str, key: Path | None = None, known: bool = True) -> Path:
+        """An ssh_config for the client: the user key, and known_hosts holding this server's host key."""
+        known_hosts = self.root / f"known_hosts-{name}"
+        public = (self.root / "host_ed25519.pub").read_text().split()
+        known_hosts.write_text(f"[127.0.0.1]:{self.port} {public[0]} {public[1]}\n" if known else "")
+        path = self.root / f"ssh_config-{name}"
+        path.write_text(
+            f"Host *\n  IdentityFile {key or self.user_key}\n  IdentitiesOnly yes\n  UserKnownHostsFile {known_hosts}\n"
+            "  GlobalKnownHostsFile /dev/null\n"
+        )
+        return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = Server(tmp_path_factory.mktemp("sshd"))
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture()
+def devices(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`edgekit ARGS` in a subprocess with its own devices file (EDGEKIT_DEVICES)."""
+    env = {**os.environ, "EDGEKIT_DEVICES": str(tmp_path / "devices.toml")}
+
+    def run(*args: str | Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "edgekit.cli.main", *map(str, args)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+    return run
+
+
+def _add(run: Callable[..., subprocess.CompletedProcess[str]], name: str, server: Server, venv: Path,
+         cache: Path, config: Path | None = None, port: int | None = None, edgekit: str | None = None,
+         threads: int | None = None) -> None:  # fmt: skip
+    args = ["devices", "add", name, f"ssh://root@127.0.0.1:{port or server.port}",
+            "--ssh-config", config or server.client_config(name), "--cache", cache,
+            "--edgekit", edgekit or venv / "bin" / "edgekit"]  # fmt: skip
+    if threads is not None:
+        args += ["--threads", str(threads)]
+    result = run(*args)
+    assert result.returncode == 0, result.stderr
+
+
+def _one_error(result: subprocess.CompletedProcess[str], needle: str) -> None:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert lines and lines[-1].startswith("error: ") and needle in lines[-1], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_devices_are_added_checked_listed_and_removed(
+    server: Server, device_venv: Path, devices, tmp_path: Path
+) -> None:
+    _add(devices, "bench-board", server, device_venv, tmp_path / "cache")
+    checked = devices("devices", "check", "bench-board", "--json")
+    assert checked.returncode == 0, checked.stderr
+    facts = json.loads(checked.stdout)["devices"]["bench-board"]
+    # What doctor on the "device" found: this machine, with edgekit's device install (no workstation side).
+    assert facts["target"] == "x86-cpu" and facts["edgekit"] == __import__("edgekit").__version__
+    assert facts["onnxruntime"].startswith("ok") and facts["openvino"].startswith("missing")
+    listed = json.loads(devices("devices", "list", "--json").stdout)
+    assert [d["name"] for d in listed["devices"]] == ["bench-board"] and listed["devices"][0]["facts"] == facts
+    assert "password" not in (tmp_path / "devices.toml").read_text().lower()
+    _one_error(devices("devices", "add", "bench-board", "ssh://root@127.0.0.1"), "exists")
+    _one_error(devices("devices", "add", "x", "ssh://root:secret@127.0.0.1"), "no passwords")
+    _one_error(devices("devices", "add", "x", "ssh://-oProxyCommand=touch@127.0.0.1"), "plain names")
+    assert devices("devices", "remove", "bench-board").returncode == 0
+    _one_error(devices("bench", tmp_path, "--device", "bench-board"), "no device named 'bench-board'")
+
+
+def test_bench_on_a_device_copies_once_and_labels_its_results(
+    server: Server, device_venv: Path, devices, bundle: Path, data_dirs: dict, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    _add(devices, "board", server, device_venv, cache, threads=1)
+    # A bundle folder whose name a shell would run: only a digest of its content reaches the device.
+    hostile = tmp_path / "b; touch PWNED $(touch PWNED2)"
+    shutil.copytree(bundle, hostile)
+    out = tmp_path / "results"
+    first = devices("bench", hostile, "--device", "board", "--val", data_dirs["val"], "--iterations", "3",
+                    "--batch-sizes", "1", "--out", out)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    assert "copied to board" in first.stderr
+    results = json.loads((out / "bench.json").read_text())
+    assert results["device"]["name"] == "board" and results["measured_on"].startswith("device board (ssh://")
+    assert results["environment"]["threads"] == 1  # the device's own --threads
+    assert results["accuracy"]["images"] == sum(1 for _ in data_dirs["val"].rglob("*.png"))
+    assert results["bundle"]["path"] == str(hostile)
+    assert not list(tmp_path.rglob("PWNED*")) and not list(Path.home().glob("PWNED*"))
+    # The same content again: not copied twice; nothing half-copied or left running on the device.
+    second = devices("bench", bundle, "--device", "board", "--iterations", "2", "--batch-sizes", "1",
+                     "--out", tmp_path / "again")  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    assert "already on board" in second.stderr
+    assert len(list((cache / "bundles").iterdir())) == 1
+    assert not list(cache.rglob(".incoming*")) and not list((cache / "runs").iterdir())
+
+
+def test_sweep_on_two_devices_reports_both_side_by_side(
+    server: Server, device_venv: Path, devices, trained: dict, data_dirs: dict, tmp_path: Path
+) -> None:
+    for name, threads in (("one-thread", 1), ("two-threads", 2)):
+        _add(devices, name, server, device_venv, tmp_path / f"cache-{name}", threads=threads)
+    out = tmp_path / "sweep"
+    result = devices("sweep", trained["path"], "--target", "x86-cpu", "--val", data_dirs["val"], "--precisions",
+                     "fp32", "--iterations", "3", "--device", "one-thread", "--device", "two-threads", "--out", out,
+                     "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    swept = json.loads(result.stdout)
+    measured = {json.loads(Path(p).read_text())["device"]["name"]: json.loads(Path(p).read_text())
+                for p in swept["results"]}  # fmt: skip
+    assert sorted(measured) == ["one-thread", "two-threads"]
+    assert measured["one-thread"]["environment"]["threads"] == 1
+    assert measured["two-threads"]["environment"]["threads"] == 2
+    report = Path(swept["report"]["markdown"]).read_text()
+    assert "on one-thread" in report and "on two-threads" in report
+    assert "device one-thread (ssh://root@127.0.0.1" in report
+
+
+def test_connection_failures_say_what_to_do(
+    server: Server, device_venv: Path, devices, bundle: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    other_key = tmp_path / "other_ed25519"
+    _keygen(other_key)
+    fake = tmp_path / "old-edgekit"
+    fake.write_text("#!/bin/sh\necho 'edgekit, version 0.0.1'\n")
+    fake.chmod(0o755)
+    cases = {
+        "wrong-port": ({"port": _free_port()}, "nothing accepts SSH connections"),
+        "bad-key": ({"config": server.client_config("bad-key", key=other_key)}, "refused the SSH key"),
+        "unknown-host": ({"config": server.client_config("unknown-host", known=False)}, "host key"),
+        "no-edgekit": ({"edgekit": "/nonexistent/edgekit"}, "edgekit is not installed on no-edgekit"),
+        "old-edgekit": ({"edgekit": str(fake)}, "runs edgekit 0.0.1"),
+    }
+    for name, (fields, needle) in cases.items():
+        _add(devices, name, server, device_venv, cache, **fields)
+        out = tmp_path / f"out-{name}"
+        _one_error(devices("bench", bundle, "--device", name, "--iterations", "1", "--out", out), needle)
+        assert not out.exists()
+    assert not (cache / "bundles").exists() and not [p for p in cache.rglob("*") if p.is_file()]  # nothing copied
+    # An unknown host key is never accepted: known_hosts stays empty.
+    assert (server.root / "known_hosts-unknown-host").read_text() == ""
+
+
+def test_a_connection_lost_mid_bench_is_one_error_and_leaves_nothing(
+    device_venv: Path, devices, bundle: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    board = Server(tmp_path_factory.mktemp("sshd-lost"))
+    board.start()
+    try:
+        cache = tmp_path / "cache"
+        _add(devices, "flaky", board, device_venv, cache)
+        out = tmp_path / "out"
+        env = {**os.environ, "EDGEKIT_DEVICES": str(tmp_path / "devices.toml")}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "edgekit.cli.main", "bench", str(bundle), "--device", "flaky", "--iterations",
+             "100000", "--batch-sizes", "1", "--out", str(out)],
+            stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        assert process.stderr is not None
+        seen = []
+        for line in process.stderr:  # the bundle is on the device and bench runs there
+            seen.append(line)
+            if "copied to flaky" in line:
+                break
+        time.sleep(3)
+        board.kill_sessions()
+        rest = process.stderr.read()
+        process.wait(timeout=120)
+        result = subprocess.CompletedProcess(process.args, process.returncode, "", "".join(seen) + rest)
+        _one_error(result, "lost")
+        assert not out.exists()
+        deadline = time.monotonic() + 30  # the device's side notices the hang-up and removes its run folder
+        while list((cache / "runs").iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not list((cache / "runs").iterdir()) and not list(cache.rglob(".incoming*"))
+    finally:
+        board.stop()
