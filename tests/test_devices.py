@@ -181,6 +181,17 @@ def test_bench_on_a_device_copies_once_and_labels_its_results(
     assert "already on board" in second.stderr
     assert len(list((cache / "bundles").iterdir())) == 1
     assert not list(cache.rglob(".incoming*")) and not list((cache / "runs").iterdir())
+    # predict --device: the same answers as here, for the local files, in their order.
+    images = sorted((data_dirs["val"] / "coat").iterdir())[:3] + sorted((data_dirs["val"] / "bag").iterdir())[:2]
+    remote = devices("predict", bundle, *images, "--device", "board", "--top-k", "2", "--json")
+    local = devices("predict", bundle, *images, "--top-k", "2", "--json")
+    assert remote.returncode == 0 and local.returncode == 0, remote.stderr + local.stderr
+    there, here = json.loads(remote.stdout), json.loads(local.stdout)
+    assert [p["file"] for p in there] == [str(i) for i in images] == [p["file"] for p in here]
+    for a, b in zip(there, here):
+        assert [r["index"] for r in a["top_k"]] == [r["index"] for r in b["top_k"]]
+        assert [r["prob"] for r in a["top_k"]] == pytest.approx([r["prob"] for r in b["top_k"]], abs=1e-5)
+    assert all(p["device"] == "board" for p in there)
 
 
 def test_sweep_on_two_devices_reports_both_side_by_side(

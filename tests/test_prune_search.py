@@ -121,16 +121,20 @@ def test_another_search_in_the_state_directory_starts_afresh(
 
 
 def _synthetic(
-    monkeypatch: pytest.MonkeyPatch, drops: dict[float, int], n: int = 1000
+    monkeypatch: pytest.MonkeyPatch, drops: dict[float, int | tuple[int, int]], n: int = 1000
 ) -> tuple[list[float], PruneData]:
-    """Candidates whose final model gets `drops[ratio]` more of n images wrong than the original."""
+    """Candidates whose final model gets `drops[ratio]` more of n images wrong than the original, or, for a
+    (lost, gained) pair, loses that many images the original got right and gains that many it got wrong."""
     calls: list[float] = []
     original = np.ones(n, dtype=bool)
+    original[-100:] = False  # the original's own mistakes, some of which a candidate may fix
 
     def prune(module, settings, spec, data, latency, progress, original_correct):  # type: ignore[no-untyped-def]
         calls.append(settings.ratio)
+        lost, gained = drops[settings.ratio] if isinstance(drops[settings.ratio], tuple) else (drops[settings.ratio], 0)
         final = original.copy()
-        final[: drops[settings.ratio]] = False
+        final[:lost] = False
+        final[n - 100 : n - 100 + gained] = True
         return PruneOutcome(module, {"macs_removed": settings.ratio, "top1": {}}, final, original_correct)
 
     monkeypatch.setattr(prune_search, "prune_module", prune)
@@ -151,9 +155,21 @@ def test_bisection_finds_the_largest_ratio_within_the_budget_in_few_steps(
         torch.nn.Linear(1, 1), settings, PreprocessSpec(), data, LatencyProbe(lambda m: (None, 0), ""), state
     )
     assert record["chosen"] == 0.5 and outcome.report["macs_removed"] == 0.5
-    assert len(calls) <= 4 and sorted(calls) == sorted(set(calls))  # log2(8) + 1 at most, none twice
     verdicts = {t["ratio"]: t["verdict"] for t in record["tried"]}
     assert verdicts[0.5] == "pass" and all(v != "pass" for r, v in verdicts.items() if r > 0.5)
+    # 10 images lost, none gained: the interval's upper end is the drop itself, within the budget: confirmed.
+    assert record["confirmed"] is True and "images_needed" not in record
+    # 15 lost and 10 gained (0.5 pts) passes, but the interval reaches above 1 pt: not confirmed, and how many
+    # images would confirm it is said.
+    _, data = _synthetic(monkeypatch, {0.4: (15, 10), 0.8: 60}, n=1000)
+    notes = Notes()
+    state = prune_search.SearchState(tmp_path / "state2", "y", Notes())
+    small = PruneSettings(search_drop_pts=1.0, search_step=0.4, max_ratio=0.8)
+    _, record = prune_search.search_ratio(torch.nn.Linear(1, 1), small, PreprocessSpec(), data,
+                                          LatencyProbe(lambda m: (None, 0), ""), state, notes)  # fmt: skip
+    assert record["chosen"] == 0.4 and record["confirmed"] is False and record["images_needed"] > 1000
+    assert any(n.startswith("warning: the chosen ratio's drop, 0.50 pts") for n in notes.notes)
+    assert len(calls) <= 4 and sorted(calls) == sorted(set(calls))  # log2(8) + 1 at most, none twice
 
 
 def test_a_drop_above_the_budget_inside_the_noise_is_refused_and_says_how_many_images_would_tell(
@@ -180,3 +196,21 @@ def test_search_without_recovery_data_or_labels_is_refused(trained: dict, run_cl
     status, _, err = run_cli("compile", trained["path"], "--prune", "auto", "--out", tmp_path / "b")
     assert status == 2 and err.startswith("error: ") and "--max-accuracy-drop" in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_recovery_distils_by_default_and_no_distill_turns_it_off(trained: dict, run_cli, tmp_path: Path) -> None:
+    from edgekit.cli.options import prune_settings
+
+    def parsed(distill: bool | None, recover: Path | None) -> PruneSettings:
+        values = {"prune_ratio": 0.3, "target_macs": None, "target_latency": None, "importance": "l2",
+                  "scope": "uniform", "steps": 1, "round_to": 8, "max_ratio": 0.8, "sparsity": None,
+                  "recover_data": recover, "recover_epochs": None, "recover_lr": 0.01, "distill": distill,
+                  "temperature": 4.0, "search_step": 0.1}  # fmt: skip
+        return prune_settings(values, "--ratio", None)
+
+    assert parsed(None, tmp_path).distilling and not parsed(False, tmp_path).distilling
+    assert not parsed(None, None).distilling  # nothing to recover on: nothing to distil
+    # --distill without recovery images is still a mistake, said before anything loads.
+    out = tmp_path / "p.pt"
+    status, _, err = run_cli("prune", trained["path"], "--out", out, "--ratio", "0.3", "--distill")
+    _assert_clean_failure(status, err, out, "--distill happens during recovery")

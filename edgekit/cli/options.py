@@ -141,7 +141,11 @@ def pruning_options(ratio_flag: str) -> Callable[[Callable[..., Any]], Callable[
             "--recover-epochs", type=click.IntRange(min=0), default=None, help="Recovery epochs (default 3 with data)."
         ),
         click.option("--recover-lr", type=float, default=0.01, show_default=True, help="Recovery learning rate."),
-        click.option("--distill", is_flag=True, help="Distil from the unpruned model during recovery."),
+        click.option(
+            "--distill/--no-distill",
+            default=None,
+            help="Distil from the unpruned model during recovery (default: on when recovering).",
+        ),
         click.option("--temperature", type=float, default=4.0, show_default=True, help="Distillation temperature."),
         click.option(
             "--search-step",

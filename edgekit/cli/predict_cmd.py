@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     "by its timestamps like a camera.",
 )
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Video: stop after this many frames.")
+@click.option("--device", default=None, help="Predict on this device over SSH (`edgekit devices`).")
 @threads_option
 @trust_engine_option
 @cuda_graph_option
@@ -46,6 +47,7 @@ def predict(
     every: int,
     frame_budget: float | None,
     max_frames: int | None,
+    device: str | None,
     threads: int | None,
     trust_engine_host_code: bool,
     cuda_graph: bool,
@@ -66,6 +68,11 @@ def predict(
     from edgekit.runtime.stream import StreamOptions, is_stream
 
     streams = [str(source) for source in images if is_stream(str(source))]
+    if device is not None:
+        if streams:
+            raise EdgekitError("--device predicts image files; for a camera or stream on the board, run predict there")
+        _predict_on_device(device, bundle, collect_images(images), top_k, batch_size, threads, as_json)
+        return
     if streams:
         if len(images) != 1:
             raise EdgekitError("predict takes one video source at a time (or image files and folders, not both)")
@@ -95,6 +102,27 @@ def predict(
         raise EdgekitError(f"none of the {failed} image file(s) could be read")
     if failed:
         click.echo(f"warning: {failed} of {len(predictions)} file(s) could not be read", err=True)
+
+
+def _predict_on_device(
+    name: str, bundle: Path, files: list[Path], top_k: int, batch_size: int, threads: int | None, as_json: bool
+) -> None:
+    from edgekit.core.errors import EdgekitError
+    from edgekit.core.progress import Progress
+    from edgekit.remote.devices import get_device
+    from edgekit.remote.predict import predict_on_device
+
+    if not files:
+        raise EdgekitError("no image files found to send to the device")
+    predictions = predict_on_device(get_device(name), bundle, files, top_k, batch_size, threads, Progress().note)
+    if as_json:
+        print_json(predictions)
+        return
+    for p in predictions:
+        if "error" in p:
+            click.echo(f"{p['file']}\terror: {p['error']}")
+        else:
+            click.echo(f"{p['file']}\t" + "\t".join(f"{row['label']} {row['prob']:.3f}" for row in p["top_k"]))
 
 
 def _predict_stream(model: BundleModel, source: str, options: StreamOptions, top_k: int, as_json: bool) -> None:

@@ -241,7 +241,7 @@ def prune_module(
     paired comparison (`PairedDifference`); `original_correct` skips re-measuring the original (a search
     prunes the same model many times)."""
     torch.manual_seed(settings.seed)
-    teacher = copy.deepcopy(module).eval() if settings.distill else None  # the unpruned model, to distil from
+    teacher = copy.deepcopy(module).eval() if settings.distilling else None  # the unpruned model, to distil from
     meter = Meter(spec.crop, latency)
     channels_before = channel_counts(module)
     progress.note("measuring the unpruned model")
@@ -269,7 +269,7 @@ def prune_module(
             module, teacher, data.train, data.select, spec, epochs, settings.recover_lr, settings.batch_size,
             settings.seed, progress, temperature=settings.distill_temperature,
         )  # fmt: skip
-        recovery = recovery or {"epochs": 0, "distill": settings.distill, "images": len(data.train), "history": []}
+        recovery = recovery or {"epochs": 0, "distill": settings.distilling, "images": len(data.train), "history": []}
         recovery["epochs"] += epochs
         recovery["history"] += history
 

@@ -36,7 +36,7 @@ class PruneSettings:
     recover_data: Path | None = None  # labelled image folder for recovery fine-tuning
     recover_epochs: int | None = None  # None: DEFAULT_RECOVER_EPOCHS when recover_data is given
     recover_lr: float = 0.01
-    distill: bool = False  # distil from the unpruned model during recovery
+    distill: bool | None = None  # distil from the unpruned model during recovery; None: yes, when recovering
     distill_temperature: float = 4.0
     search_drop_pts: float | None = None  # search mode: the most top-1 points below the original model
     search_step: float = 0.1  # the ratios a search tries: multiples of this up to max_ratio
@@ -54,6 +54,12 @@ class PruneSettings:
         if self.search_drop_pts is not None:
             return "search"
         return "none"
+
+    @property
+    def distilling(self) -> bool:
+        """Distillation is the default recovery: benchmarks/results/prune_methods.md measured it against
+        cross-entropy alone at the same MACs and recovery budget."""
+        return self.distill if self.distill is not None else self.recover_data is not None
 
     @property
     def epochs(self) -> int:
@@ -120,7 +126,7 @@ def validate_settings(settings: PruneSettings, has_val: bool, flag: str = "--rat
         raise EdgekitError(f"--recover-data {settings.recover_data} is not a directory of class sub-directories")
     if settings.recover_epochs is not None and settings.recover_epochs > 0 and settings.recover_data is None:
         raise EdgekitError("--recover-epochs needs --recover-data DIR (labelled images to fine-tune on)")
-    if settings.distill and settings.recover_data is None:
+    if settings.distill is True and settings.recover_data is None:
         raise EdgekitError("--distill happens during recovery: pass --recover-data DIR")
     if settings.importance == "taylor" and settings.recover_data is None and not has_val:
         raise EdgekitError("--importance taylor needs labelled images: pass --recover-data DIR or --val DIR")

@@ -195,4 +195,18 @@ def search_ratio(
             f"--max-accuracy-drop. The trained candidates stay in {state.directory} and a rerun reuses them. "
             "Nothing was written"
         )
-    return tried[ratios[low]][0], record
+    chosen, difference, _ = tried[ratios[low]]
+    high_pts = difference.interval_pts()[1]
+    record["confirmed"] = high_pts <= budget
+    if high_pts > budget:
+        # Passing is the point estimate's verdict; whether the true drop is within the budget, these images
+        # cannot tell. Say so, and how many would (benchmarks/results/prune_methods.md: a 0.5-point drop on
+        # 1,000 images was 1.5 points on 3,000 others).
+        needed = difference.images_needed(budget)
+        record["images_needed"] = needed
+        more = f"; about {needed} held-out images would confirm it" if needed else ""
+        progress.note(
+            f"warning: the chosen ratio's drop, {difference.drop_pts:.2f} pts, is within the budget, but its 95 % "
+            f"interval reaches {high_pts:.2f} pts on these {difference.n} images{more}"
+        )
+    return chosen, record
