@@ -182,7 +182,8 @@ def test_bench_on_a_device_copies_once_and_labels_its_results(
     assert len(list((cache / "bundles").iterdir())) == 1
     assert not list(cache.rglob(".incoming*")) and not list((cache / "runs").iterdir())
     # predict --device: the same answers as here, for the local files, in their order.
-    images = sorted((data_dirs["val"] / "coat").iterdir())[:3] + sorted((data_dirs["val"] / "bag").iterdir())[:2]
+    first, second = sorted(data_dirs["val"].iterdir())[:2]
+    images = sorted(first.iterdir())[:3] + sorted(second.iterdir())[:2]
     remote = devices("predict", bundle, *images, "--device", "board", "--top-k", "2", "--json")
     local = devices("predict", bundle, *images, "--top-k", "2", "--json")
     assert remote.returncode == 0 and local.returncode == 0, remote.stderr + local.stderr
