@@ -230,7 +230,7 @@ def test_connection_failures_say_what_to_do(
     cases = {
         "wrong-port": ({"port": _free_port()}, "nothing accepts SSH connections"),
         "bad-key": ({"config": server.client_config("bad-key", key=other_key)}, "refused the SSH key"),
-        "unknown-host": ({"config": server.client_config("unknown-host", known=False)}, "host key"),
+        "unknown-host": ({"config": server.client_config("unknown-host", known=False)}, "never accepts host keys"),
         "no-edgekit": ({"edgekit": "/nonexistent/edgekit"}, "edgekit is not installed on no-edgekit"),
         "old-edgekit": ({"edgekit": str(fake)}, "runs edgekit 0.0.1"),
     }

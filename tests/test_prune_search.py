@@ -129,13 +129,14 @@ def _synthetic(
     original = np.ones(n, dtype=bool)
     original[-100:] = False  # the original's own mistakes, some of which a candidate may fix
 
-    def prune(module, settings, spec, data, latency, progress, original_correct):  # type: ignore[no-untyped-def]
+    def prune(module, settings, spec, data, latency, progress, original_correct, before):  # type: ignore[no-untyped-def]
         calls.append(settings.ratio)
         lost, gained = drops[settings.ratio] if isinstance(drops[settings.ratio], tuple) else (drops[settings.ratio], 0)
         final = original.copy()
         final[:lost] = False
         final[n - 100 : n - 100 + gained] = True
-        return PruneOutcome(module, {"macs_removed": settings.ratio, "top1": {}}, final, original_correct)
+        report = {"macs_removed": settings.ratio, "top1": {}, "before": {"macs": 1}}
+        return PruneOutcome(module, report, final, original_correct)
 
     monkeypatch.setattr(prune_search, "prune_module", prune)
     monkeypatch.setattr(prune_search, "correct_per_image", lambda module, dataset, spec: original)

@@ -234,18 +234,20 @@ def prune_module(
     latency: LatencyProbe,
     progress: Progress = QUIET,
     original_correct: np.ndarray | None = None,
+    before: dict[str, Any] | None = None,
 ) -> PruneOutcome:
     """Prune a deployable GoogLeNet (modified in place and returned) and measure what it gained and lost.
 
     Accuracy is kept per image on the validation images, so the drop against the original model is a
-    paired comparison (`PairedDifference`); `original_correct` skips re-measuring the original (a search
-    prunes the same model many times)."""
+    paired comparison (`PairedDifference`); `original_correct` and `before` (its MACs, size and latency)
+    skip re-measuring the original: a search prunes the same model many times."""
     torch.manual_seed(settings.seed)
     teacher = copy.deepcopy(module).eval() if settings.distilling else None  # the unpruned model, to distil from
     meter = Meter(spec.crop, latency)
     channels_before = channel_counts(module)
-    progress.note("measuring the unpruned model")
-    before = meter.all(module)
+    if before is None:
+        progress.note("measuring the unpruned model")
+        before = meter.all(module)
     correct: dict[str, np.ndarray] = {}
     if data.val is not None:
         correct["original"] = (

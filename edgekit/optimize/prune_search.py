@@ -30,10 +30,12 @@ import torch
 from torch import nn
 
 from edgekit.core.errors import EdgekitError
+from edgekit.core.files import write_text_atomic
 from edgekit.core.progress import QUIET, Progress
 from edgekit.data.preprocess import PreprocessSpec
 from edgekit.measure.stats import PairedDifference
 from edgekit.model.architecture import apply_channel_plan, channel_plan
+from edgekit.model.checkpoint import save_checkpoint
 from edgekit.optimize.prune import LatencyProbe, PruneData, PruneOutcome, correct_per_image, prune_module
 from edgekit.optimize.prune_config import PruneSettings
 
@@ -78,7 +80,7 @@ class SearchState:
             progress.note(f"{directory} holds another search (other model, images or settings): starting afresh")
             shutil.rmtree(directory)
         directory.mkdir(exist_ok=True)
-        _write_atomically(marker, identity.encode())
+        write_text_atomic(marker, identity)
 
     def _paths(self, ratio: float) -> tuple[Path, Path]:
         stem = f"ratio-{ratio:.4f}"
@@ -101,26 +103,18 @@ class SearchState:
 
     def save(self, ratio: float, outcome: PruneOutcome) -> None:
         weights, report_file = self._paths(ratio)
-        partial = weights.with_suffix(".pt.partial")
-        torch.save({"state_dict": outcome.module.state_dict(), "channel_plan": channel_plan(outcome.module)}, partial)
-        os.replace(partial, weights)
+        save_checkpoint(
+            {"state_dict": outcome.module.state_dict(), "channel_plan": channel_plan(outcome.module)}, weights
+        )
         saved = {
             "report": outcome.report,
-            "final_correct": [bool(v) for v in outcome.final_correct] if outcome.final_correct is not None else [],
-            "original_correct": [bool(v) for v in outcome.original_correct]
-            if outcome.original_correct is not None
-            else [],
+            "final_correct": [] if outcome.final_correct is None else outcome.final_correct.tolist(),
+            "original_correct": [] if outcome.original_correct is None else outcome.original_correct.tolist(),
         }
-        _write_atomically(report_file, json.dumps(saved).encode())
+        write_text_atomic(report_file, json.dumps(saved))
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
 
 
 def _verdict(difference: PairedDifference, budget: float) -> str:
@@ -146,6 +140,7 @@ def search_ratio(
     progress.note("measuring the original model on the held-out images")
     original_correct = correct_per_image(module, data.val, spec)
     tried: dict[float, tuple[PruneOutcome, PairedDifference, str]] = {}
+    before: dict[str, Any] | None = None  # the original's MACs, size and latency, measured by the first candidate
     low, high = -1, len(ratios)  # ratios[low] passes (-1: the original), ratios[high] does not
     while high - low > 1:
         ratio = ratios[(low + high) // 2]
@@ -155,8 +150,11 @@ def search_ratio(
         else:
             progress.note(f"ratio {ratio:.0%}: pruning and recovering (search step {len(tried) + 1})")
             candidate = dataclasses.replace(settings, ratio=ratio, search_drop_pts=None)
-            outcome = prune_module(copy.deepcopy(module), candidate, spec, data, latency, progress, original_correct)
+            outcome = prune_module(
+                copy.deepcopy(module), candidate, spec, data, latency, progress, original_correct, before
+            )
             state.save(ratio, outcome)
+        before = outcome.report["before"]
         assert outcome.final_correct is not None
         difference = PairedDifference.of(original_correct, outcome.final_correct)
         verdict = _verdict(difference, budget)

@@ -97,6 +97,7 @@ def _load_checkpoint(config: CompileConfig, threads: int) -> LoadedSource:
         manifest={
             "source": {
                 "format": "pytorch-checkpoint",
+                "sha256": loaded.sha256,  # hashed once, when loaded
                 "checkpoint_form": loaded.checkpoint_form,
                 "dropped_aux_keys": loaded.dropped_aux_keys,
             },
@@ -190,7 +191,14 @@ def _prune_stage(
     with tempfile.TemporaryDirectory(prefix=f".{config.out.name}.prune-", dir=config.out.parent) as work:
         latency = fp32_latency_meter(config.target, source.spec.crop, threads, Path(work))
         outcome, state = prune_or_search(
-            source.module, config.prune, source.spec, data, latency, sha256_file(config.model), config.out, progress
+            source.module,
+            config.prune,
+            source.spec,
+            data,
+            latency,
+            source.manifest["source"]["sha256"],
+            config.out,
+            progress,
         )
     check_accuracy_drop(outcome.report, config.max_accuracy_drop)
     module, opset, crop = outcome.module, config.target.onnx_opset, source.spec.crop
@@ -224,7 +232,7 @@ def _load_onnx(config: CompileConfig, threads: int) -> LoadedSource:
         raise EdgekitError(f"--classes lists {len(config.class_names)} names but the model has {num_classes} outputs")
     return LoadedSource(
         manifest={
-            "source": {"format": "onnx"},
+            "source": {"format": "onnx", "sha256": sha256_file(config.model)},
             "model": {"architecture": "onnx (external)", "num_classes": num_classes, "transform_input": None},
             "classes": list(config.class_names or (f"class_{i}" for i in range(num_classes))),
             "classes_source": "--classes" if config.class_names else "generated",
@@ -477,8 +485,7 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> Manifes
             "source": {
                 "path": str(config.model.resolve()),
                 "file_name": config.model.name,
-                "sha256": sha256_file(config.model),
-                **source.manifest["source"],
+                **source.manifest["source"],  # its sha256 included: hashed once, when loaded
             },
             "model": {**source.manifest["model"], "output_kind": info.output_kind},
             "preprocessing": source.spec.to_dict(),

@@ -29,12 +29,16 @@ def check_remote_bench(config: BenchConfig) -> None:
 
 
 def bench_on_device(
-    device: Device, config: BenchConfig, on_line: Callable[[str], None] | None = None
+    device: Device,
+    config: BenchConfig,
+    on_line: Callable[[str], None] | None = None,
+    session: DeviceSession | None = None,
 ) -> dict[str, Any]:
     """Copy the bundle (and --val / --images) to the device, run `edgekit bench` there, write its results
-    into config.results_dir() here with the device recorded; returns them."""
+    into config.results_dir() here with the device recorded; returns them. A `session` already checked is
+    reused (a sweep benches many bundles on one device)."""
     check_remote_bench(config)
-    session = DeviceSession(device, on_line)
+    session = session or DeviceSession(device, on_line)
     session.check_version()
     bundle = session.push(config.bundle, "bundles")
     args = ["bench", bundle, "--json", "--batch-sizes", ",".join(map(str, config.batch_sizes)),
@@ -75,10 +79,11 @@ def bench_on_devices(
 
     def one_device(device: Device) -> tuple[list[Path], str | None]:
         done = []
+        session = DeviceSession(device, _prefixed(device, on_line))
         try:
             for config in configs:
                 out = config.results_dir() / device.name
-                bench_on_device(device, dataclasses.replace(config, out=out), _prefixed(device, on_line))
+                bench_on_device(device, dataclasses.replace(config, out=out), session=session)
                 done.append(out / "bench.json")
         except EdgekitError as exc:
             return done, str(exc)

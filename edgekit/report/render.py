@@ -226,10 +226,7 @@ def _pruning_accounting(variants: Sequence[Variant]) -> Table:
     size and interval: measured by `edgekit prune` on its validation images."""
 
     def top1(record: dict[str, Any] | None) -> str:
-        if not record:
-            return "—"
-        low, high = record["ci95"]
-        return f"{record['top1']:.2%} ({low:.1%}–{high:.1%})"
+        return _pct_ci(record["top1"], record["ci95"]) if record else _pct(None)
 
     rows = []
     for v in variants:
