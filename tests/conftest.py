@@ -6,6 +6,7 @@ models are trained on real images and predict with real confidence, which is wha
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -173,3 +174,26 @@ def device_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return venv
+
+
+@pytest.fixture(scope="session")
+def orin_int8(trained: dict, data_dirs: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """`edgekit compile --target jetson-orin-nx --precision int8` on this machine (no TensorRT, no GPU)."""
+    from edgekit.cli.main import main
+
+    out = tmp_path_factory.mktemp("trt") / "orin-int8"
+    args = ["compile", str(trained["path"]), "--target", "jetson-orin-nx", "--precision", "int8"]
+    args += [
+        "--calib",
+        str(data_dirs["train"]),
+        "--calib-size",
+        "64",
+        "--val",
+        str(data_dirs["val"]),
+        "--out",
+        str(out),
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 0
+    return {"path": out, "manifest": json.loads((out / "manifest.json").read_text())}

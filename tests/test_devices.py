@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -278,3 +279,125 @@ def test_a_connection_lost_mid_bench_is_one_error_and_leaves_nothing(
         assert not list((cache / "runs").iterdir()) and not list(cache.rglob(".incoming*"))
     finally:
         board.stop()
+
+
+# A Jetson on loopback: the device install with TensorRT 10.3 and an Orin GPU faked as in
+# test_tensorrt_bundle (the fake has exactly TensorRT's published API; TensorRT cannot be installed here).
+FAKE_JETSON = """#!{python}
+import sys
+from pathlib import Path
+
+sys.path.append({tests!r})
+from fake_tensorrt import FakeTensorRT
+
+sys.modules["tensorrt"] = FakeTensorRT("10.3.0")
+import edgekit.backends.tensorrt.engine as engine
+import edgekit.pipeline.device_build as device_build
+from edgekit.backends.tensorrt import device
+from edgekit.backends.tensorrt.device import CudaDevice
+from edgekit.backends.tensorrt.run import TensorRTBackend
+
+orin = CudaDevice(name="Orin", compute_capability="8.7", driver_version="12.6", memory_mb=15600)
+TensorRTBackend.unavailable_reason = classmethod(lambda cls: None)
+device.probe = engine.probe = lambda ordinal=0: orin
+device_build.check_device_model = lambda *args: {{"checked": False, "why": "no GPU on this stand-in"}}
+from edgekit.cli.main import main
+
+try:
+    main()
+finally:
+    if {tamper} and sys.argv[1:2] == ["build"]:  # a device that also changes the model it was sent
+        from edgekit.runtime.bundle import read_manifest, write_manifest
+
+        bundle = Path(sys.argv[2])
+        manifest = read_manifest(bundle)
+        model = bundle / manifest.model_file
+        model.write_bytes(model.read_bytes() + b"\\0")
+        write_manifest(bundle, manifest.to_dict())
+"""
+
+
+def _fake_jetson(tmp_path: Path, venv: Path, tamper: bool = False) -> Path:
+    launcher = tmp_path / ("tampering-jetson" if tamper else "fake-jetson")
+    tests = str(Path(__file__).parent)
+    launcher.write_text(FAKE_JETSON.format(python=venv / "bin" / "python", tests=tests, tamper=tamper))
+    launcher.chmod(0o755)
+    return launcher
+
+
+def test_build_on_a_device_brings_the_engine_back_and_trusts_nothing_else(
+    server: Server, device_venv: Path, devices, orin_int8: dict, tmp_path: Path
+) -> None:
+    from edgekit.runtime.bundle import read_manifest
+
+    cache = tmp_path / "cache"
+    _add(devices, "orin", server, device_venv, cache, edgekit=str(_fake_jetson(tmp_path, device_venv)))
+    bundle = tmp_path / "orin bundle; $(touch PWNED)"
+    shutil.copytree(orin_int8["path"], bundle)
+    before = read_manifest(bundle).files
+    result = devices("build", bundle, "--device", "orin", "--opt-level", "3", "--no-gpu-fallback", "--json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    manifest = read_manifest(bundle, verify=True)  # the engine came back hashed like every other file
+    engines = manifest.section("tensorrt")["engines"]
+    assert [e["file"] for e in engines] == [record["file"]] and record["built_on"]["device"] == "orin"
+    assert (bundle / record["file"]).read_bytes() == b"fake-plan-10.3.0"
+    assert record["tensorrt_version"] == "10.3.0" and record["device"]["name"] == "Orin"
+    assert record["options"]["opt_level"] == 3 and record["options"]["gpu_fallback"] is False  # flags went there
+    assert {name: manifest.files[name] for name in before} == before  # everything else as it was
+    # The device's cached copy is not changed (content-addressed), its run folder is gone, nothing is left here.
+    (cached,) = (cache / "bundles").iterdir()
+    assert read_manifest(cached, verify=True).files == before and not list((cache / "runs").iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    assert not list(tmp_path.rglob("PWNED")) and not list(Path.home().glob("PWNED"))
+
+    # A device that changes the model it was sent: refused, and the local bundle is left as it was.
+    _add(devices, "rogue", server, device_venv, cache, edgekit=str(_fake_jetson(tmp_path, device_venv, tamper=True)))
+    files_before = {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
+    _one_error(devices("build", bundle, "--device", "rogue"), "files differ from yours")
+    assert {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()} == files_before
+    # A device without TensorRT says so, in one line, from the device.
+    _add(devices, "no-trt", server, device_venv, cache)
+    _one_error(devices("build", bundle, "--device", "no-trt"), "TensorRT is not installed")
+
+
+def test_precision_auto_and_pruning_are_timed_on_the_devices(
+    server: Server, device_venv: Path, devices, trained: dict, data_dirs: dict, tmp_path: Path
+) -> None:
+    for name, threads in (("one-thread", 1), ("two-threads", 2)):
+        _add(devices, name, server, device_venv, tmp_path / f"cache-{name}", threads=threads)
+    out = tmp_path / "auto"
+    result = devices("compile", trained["path"], "--precision", "auto", "--backend", "onnxruntime", "--val",
+                     data_dirs["val"], "--calib", data_dirs["train"], "--calib-size", "64", "--device", "one-thread",
+                     "--device", "two-threads", "--out", out, "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    auto = json.loads(result.stdout)["precision_auto"]
+    timed = [c for c in auto["candidates"] if "rejected" not in c]
+    assert {c["precision"] for c in timed} == {"fp32", "int8"}  # the target's fp16 is OpenVINO's: rejected
+    for candidate in timed:
+        by_device = candidate["p50_ms_by_device"]
+        assert sorted(by_device) == ["one-thread", "two-threads"]
+        assert candidate["p50_ms"] == max(by_device.values())  # one bundle for both: the slowest decides
+    assert auto["measured_on"] == "devices (slowest decides): one-thread, two-threads"
+    assert "p50" in result.stderr and "one-thread" in result.stderr
+    # --device without --precision auto: one line saying what to use instead.
+    _one_error(devices("compile", trained["path"], "--device", "one-thread", "--out", tmp_path / "x"), "bench")
+
+    # Pruning to a latency measured on the board (x86-cpu here: the loopback device is this machine).
+    pruned = tmp_path / "pruned.pt"
+    first = devices("prune", trained["path"], "--ratio", "0.2", "--device", "one-thread", "--out", pruned, "--json")
+    assert first.returncode == 0, first.stderr
+    report = json.loads(first.stdout)
+    assert "measured on one-thread" in report["latency"]["how"]
+    before = report["before"]["latency_ms"]
+    assert before is not None and report["after"]["latency_ms"] is not None
+    for _ in range(3):  # as in test_prune: a loaded machine's first figure can be slow; aim below the latest
+        result = devices("prune", trained["path"], "--target-latency", f"{before * 0.6:.3f}", "--device",
+                         "one-thread", "--out", tmp_path / "l.pt", "--json")  # fmt: skip
+        measured = re.search(r"already meets the target \(\S+ MACs, ([\d.]+) ms\)", result.stderr)
+        if result.returncode != 2 or measured is None:
+            break
+        before = float(measured.group(1))
+    assert result.returncode == 0, result.stderr
+    steps = json.loads(result.stdout)["steps"]
+    assert steps[-1]["latency_ms"] <= before * 0.6

@@ -28,29 +28,6 @@ from tests.fake_tensorrt import FakeTensorRT
 ORIN = CudaDevice(name="Orin", compute_capability="8.7", driver_version="12.6", memory_mb=15600)
 
 
-@pytest.fixture(scope="module")
-def orin_int8(trained: dict, data_dirs: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """`edgekit compile --target jetson-orin-nx --precision int8` on this machine (no TensorRT, no GPU)."""
-    from edgekit.cli.main import main
-
-    out = tmp_path_factory.mktemp("trt") / "orin-int8"
-    args = ["compile", str(trained["path"]), "--target", "jetson-orin-nx", "--precision", "int8"]
-    args += [
-        "--calib",
-        str(data_dirs["train"]),
-        "--calib-size",
-        "64",
-        "--val",
-        str(data_dirs["val"]),
-        "--out",
-        str(out),
-    ]
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    assert exit_info.value.code == 0
-    return {"path": out, "manifest": json.loads((out / "manifest.json").read_text())}
-
-
 def test_jetson_bundle_is_complete_and_portable(orin_int8: dict) -> None:
     bundle, manifest = orin_int8["path"], orin_int8["manifest"]
     assert manifest["backend"] == "tensorrt" and manifest["target"]["gpu"]["compute_capability"] == "8.7"

@@ -26,6 +26,11 @@ from edgekit.cli.options import (
     help="FP32 checkpoint (or ONNX) to compare with (default: the bundle's source, if unchanged).",
 )
 @click.option(
+    "--no-reference",
+    is_flag=True,
+    help="Do not look for or time an FP32 reference (a bench on a device: the reference is the workstation's).",
+)
+@click.option(
     "--val",
     type=click.Path(path_type=Path, file_okay=False),
     help="Labelled image folder (one sub-directory per class).",
@@ -58,6 +63,7 @@ from edgekit.cli.options import (
 def bench(
     bundle: Path,
     reference: Path | None,
+    no_reference: bool,
     val: Path | None,
     batch_sizes: str,
     iterations: int,
@@ -86,6 +92,7 @@ def bench(
     config = BenchConfig(
         bundle=bundle,
         reference=reference,
+        find_reference=not no_reference,
         val=val,
         batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"),
         warmup=warmup,

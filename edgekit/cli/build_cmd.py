@@ -36,6 +36,11 @@ from edgekit.cli.options import engine_option_values, engine_options, json_optio
     metavar="VERSION",
     help="With --print-trtexec: the TensorRT version to write it for (default: the oldest the target admits).",
 )
+@click.option(
+    "--device",
+    default=None,
+    help="Build on this device over SSH (`edgekit devices`) and bring the engine back into BUNDLE here.",
+)
 @click.option("--verbose", is_flag=True, help="TensorRT's INFO log during the build.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @json_option
@@ -45,6 +50,7 @@ def build_command(
     val: Path | None,
     print_trtexec: bool,
     tensorrt_version: str | None,
+    device: str | None,
     verbose: bool,
     quiet: bool,
     as_json: bool,
@@ -52,8 +58,9 @@ def build_command(
 ) -> None:
     """Build BUNDLE's TensorRT engine on this device and add it to the bundle.
 
-    Run it on the Jetson or GPU machine itself: engines are specific to the TensorRT version and the
-    GPU. Without options it uses those recorded by `edgekit compile`; any option given replaces them.
+    Run it on the Jetson or GPU machine itself, or from the workstation with --device NAME: engines are
+    specific to the TensorRT version and the GPU. Without options it uses those recorded by `edgekit
+    compile`; any option given replaces them.
     """
     from edgekit.core.errors import EdgekitError
     from edgekit.core.progress import Progress
@@ -66,6 +73,8 @@ def build_command(
         verbose=verbose,
         images=val,
     )
+    if print_trtexec and device is not None:
+        raise EdgekitError("--print-trtexec prints a command to run on the device; it does not go with --device")
     if tensorrt_version is not None and not print_trtexec:
         raise EdgekitError("--tensorrt-version goes with --print-trtexec (a build uses this machine's TensorRT)")
     if print_trtexec:
@@ -75,12 +84,21 @@ def build_command(
         else:
             click.echo(command)
         return
-    record = build_on_device(config, Progress(enabled=not quiet))
+    progress = Progress(enabled=not quiet)
+    if device is not None:
+        if cache_dir is not None:
+            raise EdgekitError("--cache-dir names a folder here; with --device the device keeps its own timing cache")
+        from edgekit.remote.build import build_on_remote
+        from edgekit.remote.devices import get_device
+
+        record = build_on_remote(get_device(device), bundle, config.options, val, verbose, progress.note)
+    else:
+        record = build_on_device(config, progress)
     if as_json:
         print_json(record)
         return
     placement = record["placement"]
-    click.echo(f"engine: {bundle / record['file']}")
+    click.echo(f"engine: {bundle / record['file']}" + (f" (built on {device})" if device else ""))
     click.echo(
         f"  TensorRT {record['tensorrt_version']}, {record['device']['name']} (sm_{record['device']['sm']}), "
         f"{record['precision']}, {placement['device']}"

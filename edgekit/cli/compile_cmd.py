@@ -10,6 +10,7 @@ import click
 from edgekit.cli.options import (
     classes_option,
     crop_option,
+    devices_option,
     engine_option_values,
     engine_options,
     json_option,
@@ -40,6 +41,7 @@ def _percentage(value: float) -> float:
     help="auto: the fastest precision, measured here, whose accuracy fits --max-accuracy-drop (needs --val).",
 )
 @click.option("--backend", default=None, help="Force a backend instead of the target's fastest available one.")
+@devices_option("each precision of --precision auto")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None, help="Bundle directory to create.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
 @classes_option
@@ -127,6 +129,7 @@ def compile_command(
     trust_pickle: bool,
     quiet: bool,
     as_json: bool,
+    devices: tuple[str, ...],
     **stage_options: Any,
 ) -> None:
     """Compile MODEL (a GoogLeNet checkpoint or an ONNX file) into a verified bundle for a device.
@@ -140,6 +143,7 @@ def compile_command(
     require_workstation("compile")
     from edgekit.backends.registry import get_backend
     from edgekit.cli.options import prune_settings
+    from edgekit.core.errors import EdgekitError
     from edgekit.core.progress import Progress
     from edgekit.data.classes import read_class_file
     from edgekit.measure.results import with_interval
@@ -150,6 +154,16 @@ def compile_command(
 
     progress = Progress(enabled=not quiet)
     settings: PruneSettings = prune_settings(stage_options, "--prune", max_accuracy_drop)
+    timer = None
+    if devices:
+        if precision != "auto":
+            raise EdgekitError("--device times each candidate of --precision auto; to time one bundle on a board, "
+                               "compile it and run `edgekit bench BUNDLE --device NAME`")  # fmt: skip
+        from edgekit.remote.devices import get_devices
+        from edgekit.remote.latency import DeviceTimer
+
+        boards, target = get_devices(devices, target)
+        timer = DeviceTimer(boards, progress.note)
     # Resolved here only so that the output path chosen by the library can be printed.
     request = CompileConfig(
         model=model,
@@ -177,7 +191,7 @@ def compile_command(
         prune=settings if settings.requested else None,
     )
     config = resolve(request)
-    manifest = compile_model(config, progress)
+    manifest = compile_model(config, progress, timer)
     if as_json:
         print_json({"bundle": str(config.out), **manifest.to_dict()})
         return
@@ -185,6 +199,9 @@ def compile_command(
     if manifest.has("precision_auto"):
         budget = manifest.section("precision_auto")["budget_pts"]
         click.echo(f"  --precision auto chose {manifest.precision} (budget {budget:g} pts)")
+        measured_on = manifest.section("precision_auto").get("measured_on")
+        if measured_on:
+            click.echo(f"  timed on {measured_on}")
     click.echo(
         f"  {manifest.target_name} / {manifest.backend} / {manifest.precision}, "
         f"{len(manifest.classes)} classes, input {manifest.input.shape}"

@@ -10,6 +10,20 @@ from typing import Any
 import click
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+
+
+def devices_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`--device NAME`, repeatable: boards over SSH (`edgekit devices`) that measure `what`."""
+    return click.option(
+        "--device",
+        "devices",
+        multiple=True,
+        metavar="NAME",
+        help=f"Measure {what} on this device over SSH (`edgekit devices`; repeat for several, timed in parallel, "
+        "the slowest decides). Default --target: the one `edgekit devices check` recorded.",
+    )
+
+
 threads_option = click.option(
     "--threads",
     type=click.IntRange(min=0, max=4096),

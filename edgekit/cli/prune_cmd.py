@@ -10,6 +10,7 @@ import click
 from edgekit.cli.options import (
     classes_option,
     crop_option,
+    devices_option,
     json_option,
     print_json,
     pruning_options,
@@ -36,6 +37,7 @@ from edgekit.cli.options import (
     help="Top-1 points the pruned model may lose against the original. Without --ratio or targets: search the "
     "largest ratio within it (needs --recover-data).",
 )
+@devices_option("latency (before, after and each step of --target-latency)")
 @click.option("--force", is_flag=True, help="Replace an existing --out file.")
 @classes_option
 @resize_option
@@ -50,6 +52,7 @@ def prune(
     target: str | None,
     val: Path | None,
     max_accuracy_drop: float | None,
+    devices: tuple[str, ...],
     force: bool,
     classes: Path | None,
     resize: int | None,
@@ -75,6 +78,15 @@ def prune(
     from edgekit.optimize.prune_config import PruneConfig
     from edgekit.pipeline.prune import run_prune
 
+    progress = Progress(enabled=not (quiet or as_json))
+    latency_probe = None
+    if devices:
+        from edgekit.remote.devices import get_devices
+        from edgekit.remote.latency import DeviceTimer, device_latency_probe
+
+        boards, target = get_devices(devices, target)
+        timer = DeviceTimer(boards, progress.note)
+        latency_probe = lambda target, crop, work: device_latency_probe(timer, target, crop, work)  # noqa: E731
     config = PruneConfig(
         model=model,
         out=out,
@@ -89,7 +101,7 @@ def prune(
         resize=resize,
         crop=crop,
     )
-    result = run_prune(config, Progress(enabled=not (quiet or as_json)))
+    result = run_prune(config, progress, latency_probe)
     if as_json:
         print_json(result)
         return

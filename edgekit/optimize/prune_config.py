@@ -140,7 +140,8 @@ def check_latency_target(settings: PruneSettings, target: Target, backend: type[
     if problem:
         raise EdgekitError(
             f"--target-latency for {target.name} needs latency measured on the device, which this host is not "
-            f"({problem}); use --target-macs (MACs are the proxy here), or prune on the device"
+            f"({problem}); measure it on the board with --device NAME (`edgekit devices add`), or use --target-macs "
+            "(MACs are the proxy here)"
         )
 
 
@@ -160,8 +161,9 @@ class PruneConfig:
     crop: int | None = None
 
 
-def validate(config: PruneConfig, fp32_backend: type[Backend]) -> None:
-    """`fp32_backend`: the target's FP32 backend, which measures latency targets."""
+def validate(config: PruneConfig, fp32_backend: type[Backend], measured_elsewhere: bool = False) -> None:
+    """`fp32_backend`: the target's FP32 backend, which measures latency targets (on this host, unless they
+    are `measured_elsewhere`: on the boards)."""
     if not config.model.is_file():
         raise EdgekitError(f"{config.model} does not exist or is not a file")
     if config.model.suffix.lower() == ".onnx":
@@ -169,7 +171,8 @@ def validate(config: PruneConfig, fp32_backend: type[Backend]) -> None:
     if config.val is not None and not config.val.is_dir():
         raise EdgekitError(f"--val {config.val} is not a directory")
     validate_settings(config.settings, has_class_folders(config.val))
-    check_latency_target(config.settings, config.target, fp32_backend)
+    if not measured_elsewhere:
+        check_latency_target(config.settings, config.target, fp32_backend)
     if config.max_accuracy_drop is not None and config.val is None and config.settings.recover_data is None:
         raise EdgekitError("--max-accuracy-drop needs labelled images: pass --val DIR or --recover-data DIR")
     if config.out.is_dir():

@@ -54,6 +54,7 @@ class BenchConfig:
     throughput: bool = False  # also images/s from files through the decode pool
     class_names: tuple[str, ...] | None = None  # --classes: output names to match --val's folders by
     time_reference: bool = True  # `edgekit sweep` times the shared reference once, not once per variant
+    find_reference: bool = True  # False (`--no-reference`, a bench on a device): no FP32 reference at all
     run_options: dict[str, Any] | None = None  # the backend's (TensorRT: trust_engine_host_code, cuda_graph)
 
     def results_dir(self) -> Path:
@@ -91,14 +92,18 @@ def _validate(config: BenchConfig) -> None:
 def _find_reference(config: BenchConfig, manifest: Manifest, notes: list[str]) -> Path | None:
     if config.reference is not None:
         return config.reference
+    if not config.find_reference:
+        notes.append("no FP32 reference (--no-reference)")
+        return None
     # A bundle of a pruned checkpoint is compared with the model it was pruned from: the FP32 original.
     candidates = [(manifest.source, "the bundle's source model")]
     if manifest.original is not None:
         candidates.insert(0, (manifest.original, "the original model it was pruned from"))
     for candidate, what in candidates:
         source = Path(candidate.path)
-        if source.suffix.lower() != ".onnx" and not module_available("torch"):
-            notes.append(f"no FP32 reference: {what} is a PyTorch checkpoint and torch is not installed here")
+        runtime = "onnx" if source.suffix.lower() == ".onnx" else "torch"  # what loading it as a reference needs
+        if not module_available(runtime):
+            notes.append(f"no FP32 reference: {what} needs {runtime}, which is not installed here")
             return None
         if source.is_file() and sha256_file(source) == candidate.sha256:
             notes.append(f"reference: {what} {source}")

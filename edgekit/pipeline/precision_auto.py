@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +31,22 @@ from edgekit.targets import Target
 DEFAULT_BUDGET_PTS = 1.0
 
 
-def compile_model(config: CompileConfig, progress: Progress = QUIET) -> Manifest:
+# Times a finished bundle elsewhere (on the boards, `edgekit compile --device`): p50 ms by where it ran.
+BundleTimer = Callable[[Path], Mapping[str, float]]
+
+
+def compile_model(config: CompileConfig, progress: Progress = QUIET, timer: BundleTimer | None = None) -> Manifest:
     """`edgekit compile`: one precision, or "auto"; returns the bundle's manifest."""
     if config.precision == "auto":
-        return compile_auto(config, progress)
+        return compile_auto(config, progress, timer)
+    if timer is not None:
+        raise EdgekitError("--device times the candidates of --precision auto; with one precision, use bench --device")
     return compile_bundle(config, progress)
 
 
-def compile_auto(config: CompileConfig, progress: Progress = QUIET) -> Manifest:
+def compile_auto(config: CompileConfig, progress: Progress = QUIET, timer: BundleTimer | None = None) -> Manifest:
+    """Every precision the target runs, built and timed (on this host where it is the target's device, on
+    the boards with a `timer`: the slowest board's p50 decides, since one bundle ships to all)."""
     config = resolve(config)
     target, out = config.target, config.out
     assert isinstance(target, Target) and out is not None  # resolved
@@ -67,9 +76,12 @@ def compile_auto(config: CompileConfig, progress: Progress = QUIET) -> Manifest:
                 candidates.append({"precision": precision, "rejected": str(exc)})
                 continue
             manifests[precision] = manifest
-            problem = host_problem(target, get_backend(manifest.backend))
-            p50 = None
-            if problem is None:
+            problem = None if timer is not None else host_problem(target, get_backend(manifest.backend))
+            p50, by_device = None, None
+            if timer is not None:
+                by_device = dict(timer(trial_out))
+                p50 = max(by_device.values())
+            elif problem is None:
                 model = BundleModel(trial_out, manifest, None, config.threads)
                 p50 = p50_ms(model.runner.run, model.preprocessing.crop)
             else:
@@ -81,12 +93,15 @@ def compile_auto(config: CompileConfig, progress: Progress = QUIET) -> Manifest:
                     "precision": precision,
                     "backend": manifest.backend,
                     "p50_ms": p50,
+                    **({"p50_ms_by_device": by_device} if by_device is not None else {}),
                     "drop_pts": drop,
                     "within_budget": drop <= budget,
                     "builds": manifest.section("selection").get("rungs", []),  # every backend/rung it tried
                 }
             )
             speed = f"not timed here ({problem})" if p50 is None else f"p50 {p50:.2f} ms"
+            if by_device is not None:
+                speed += " (" + ", ".join(f"{name} {ms:.2f}" for name, ms in by_device.items()) + ")"
             progress.note(f"  {precision}: {speed}, top-1 drop {drop:.2f} pts")
         built = [c for c in candidates if "rejected" not in c]
         if not built:
@@ -109,6 +124,10 @@ def compile_auto(config: CompileConfig, progress: Progress = QUIET) -> Manifest:
             "reason": choice.reason,
             "candidates": candidates,
         }
+        if timer is not None:
+            record["measured_on"] = "devices (slowest decides): " + ", ".join(
+                sorted({name for c in built for name in c.get("p50_ms_by_device", {})})
+            )
         if untimed:
             record["ranked_by"] = f"target file order ({'; '.join(sorted(set(untimed.values())))})"
         final = write_manifest(source, manifests[chosen["precision"]].replace(precision_auto=record))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -105,11 +106,19 @@ def prune_or_search(
     return outcome, state
 
 
-def run_prune(config: PruneConfig, progress: Progress = QUIET) -> dict[str, Any]:
-    """`edgekit prune`: prune a checkpoint and write the pruned one (architecture stored as data)."""
+# Makes the probe that times candidates elsewhere (on the boards, `edgekit prune --device`): (target, crop,
+# scratch folder) → probe.
+ProbeFactory = Callable[[Target, int, Path], LatencyProbe]
+
+
+def run_prune(
+    config: PruneConfig, progress: Progress = QUIET, latency_probe: ProbeFactory | None = None
+) -> dict[str, Any]:
+    """`edgekit prune`: prune a checkpoint and write the pruned one (architecture stored as data). Latency is
+    measured on this host where it is the target's device, or by `latency_probe` where one is given."""
     config = with_search(dataclasses.replace(config, target=resolve_target(config.target)))
     assert isinstance(config.target, Target)
-    validate(config, choose_converter(config.target, "fp32", None).backend)
+    validate(config, choose_converter(config.target, "fp32", None).backend, measured_elsewhere=bool(latency_probe))
     names = list(config.class_names) if config.class_names else None
     loaded = load_checkpoint(config.model, trust_pickle=config.trust_pickle, class_names=names)
     spec = (loaded.preprocessing or PreprocessSpec()).with_overrides(resize=config.resize, crop=config.crop)
@@ -117,7 +126,10 @@ def run_prune(config: PruneConfig, progress: Progress = QUIET) -> dict[str, Any]
     threads = resolve_threads(config.threads if config.threads is not None else config.target.threads)
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix=f".{config.out.name}.work-", dir=config.out.parent) as work:
-        latency = fp32_latency_meter(config.target, spec.crop, threads, Path(work))
+        if latency_probe is not None:
+            latency = latency_probe(config.target, spec.crop, Path(work))
+        else:
+            latency = fp32_latency_meter(config.target, spec.crop, threads, Path(work))
         outcome, state = prune_or_search(
             loaded.module, config.settings, spec, data, latency, loaded.sha256, config.out, progress
         )

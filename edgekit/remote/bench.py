@@ -39,9 +39,18 @@ def bench_on_device(
     reused (a sweep benches many bundles on one device)."""
     check_remote_bench(config)
     session = session or DeviceSession(device, on_line)
+    results = remote_bench(session, config)
+    write_results(results, config.results_dir())
+    return results
+
+
+def remote_bench(session: DeviceSession, config: BenchConfig) -> dict[str, Any]:
+    """`edgekit bench` on the device, for the bundle and images here; its results, labelled with the device."""
+    device = session.device
     session.check_version()
     bundle = session.push(config.bundle, "bundles")
-    args = ["bench", bundle, "--json", "--batch-sizes", ",".join(map(str, config.batch_sizes)),
+    # The FP32 reference is the workstation's (a device has no torch): the device times the bundle only.
+    args = ["bench", bundle, "--json", "--no-reference", "--batch-sizes", ",".join(map(str, config.batch_sizes)),
             "--warmup", str(config.warmup), "--iterations", str(config.iterations)]  # fmt: skip
     threads = config.threads if config.threads is not None else device.threads
     if threads is not None:
@@ -67,7 +76,6 @@ def bench_on_device(
     results["device"] = {"name": device.name, "url": device.url, "bundle_path": bundle, "facts": device.facts}
     results["measured_on"] = f"device {device.name} ({device.url}): {results.get('measured_on', '?')}"
     results["bundle"]["path"] = str(config.bundle)
-    write_results(results, config.results_dir())
     return results
 
 
@@ -79,7 +87,7 @@ def bench_on_devices(
 
     def one_device(device: Device) -> tuple[list[Path], str | None]:
         done = []
-        session = DeviceSession(device, _prefixed(device, on_line))
+        session = DeviceSession(device, prefixed(device, on_line))
         try:
             for config in configs:
                 out = config.results_dir() / device.name
@@ -96,7 +104,7 @@ def bench_on_devices(
     return results, failures
 
 
-def _prefixed(device: Device, on_line: Callable[[str], None] | None) -> Callable[[str], None] | None:
+def prefixed(device: Device, on_line: Callable[[str], None] | None) -> Callable[[str], None] | None:
     if on_line is None:
         return None
     return lambda line: on_line(f"[{device.name}] {line}")

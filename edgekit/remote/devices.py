@@ -20,6 +20,7 @@ import json
 import os
 import re
 import urllib.parse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,20 @@ def get_device(name: str, path: Path | None = None) -> Device:
             f"`edgekit devices add {name} ssh://user@host`"
         )
     return devices[name]
+
+
+def get_devices(names: Sequence[str], target: str | None) -> tuple[list[Device], str | None]:
+    """The named devices (each once, in order) and the target to build for: `target`, else the one
+    `edgekit devices check` recorded for them (they must agree); None when nothing says."""
+    devices = [get_device(name) for name in dict.fromkeys(names)]
+    if target is not None or not devices:
+        return devices, target
+    recorded = {d.facts.get("target") for d in devices} - {None, "unknown"}
+    if len(recorded) > 1:
+        raise EdgekitError(
+            f"the devices are different targets ({', '.join(sorted(recorded))}): give --target, or one kind of device"
+        )
+    return devices, (recorded.pop() if recorded else None)
 
 
 def save_devices(devices: dict[str, Device], path: Path | None = None) -> Path:

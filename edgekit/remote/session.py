@@ -31,16 +31,23 @@ RUN_TIMEOUT_S = 3600
 
 RUN_SCRIPT = """mkdir -p {base}/runs && cd {base} || exit 1
 trap 'rm -rf {run}' EXIT
+{prepare}
 exec 3<&0
-{command} </dev/null &
+{command} </dev/null {redirect}&
 child=$!
 {{ cat <&3; kill -TERM "$child"; }} >/dev/null 2>&1 &
 watcher=$!
 wait "$child"
 status=$?
 kill "$watcher" 2>/dev/null
+{finish}
 exit $status
 """
+
+# Work on a copy of a cached bundle (the cache is content-addressed: never changed in place), and send
+# back the whole run folder (edgekit's stdout as `stdout`, the changed bundle as `bundle/`) as a tar.
+COPY_BUNDLE = "mkdir -p {run} && cp -R {bundle} {run}/bundle || exit 1"
+SEND_RUN = 'if [ "$status" -eq 0 ]; then tar -c -f - -C {run} . || status=1; fi'
 
 PUSH_SCRIPT = """set -e
 base={base}/{kind}
@@ -112,10 +119,32 @@ class DeviceSession:
         written on the device."""
         run = f"runs/{uuid.uuid4().hex}"
         words = [self.device.edgekit, *args, *(["--out", run] if out_folder else [])]
-        script = RUN_SCRIPT.format(base=self.base, run=shlex.quote(run), command=quote_command(words))
+        script = RUN_SCRIPT.format(
+            base=self.base, run=shlex.quote(run), command=quote_command(words), prepare="", redirect="", finish=""
+        )
         completed = run_ssh(
             self.device, f"sh -c {shlex.quote(script)}", timeout_s, on_stderr=self.note if stream else None, hold=True
         )
+        if completed.status != 0:
+            raise remote_error(self.device, completed, f"edgekit {args[0] if args else ''}")
+        return completed.stdout
+
+    def run_on_copy(self, bundle: str, args: Sequence[str], timeout_s: float = RUN_TIMEOUT_S) -> bytes:
+        """`edgekit ARGS` on a fresh copy of the cached `bundle` (`{bundle}` in ARGS names the copy); a tar of
+        the run folder: `stdout` (edgekit's) and `bundle/` as edgekit left it. The run folder is removed
+        afterwards, whatever happened (a lost connection stops edgekit, as in `run_edgekit`)."""
+        run = f"runs/{uuid.uuid4().hex}"
+        quoted = shlex.quote(run)
+        words = [self.device.edgekit, *(word.replace("{bundle}", f"{run}/bundle") for word in args)]
+        script = RUN_SCRIPT.format(
+            base=self.base,
+            run=quoted,
+            command=quote_command(words),
+            prepare=COPY_BUNDLE.format(run=quoted, bundle=shlex.quote(bundle)),
+            redirect=f">{quoted}/stdout ",
+            finish=SEND_RUN.format(run=quoted),
+        )
+        completed = run_ssh(self.device, f"sh -c {shlex.quote(script)}", timeout_s, on_stderr=self.note, hold=True)
         if completed.status != 0:
             raise remote_error(self.device, completed, f"edgekit {args[0] if args else ''}")
         return completed.stdout
