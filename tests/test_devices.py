@@ -401,3 +401,50 @@ def test_precision_auto_and_pruning_are_timed_on_the_devices(
     assert result.returncode == 0, result.stderr
     steps = json.loads(result.stdout)["steps"]
     assert steps[-1]["latency_ms"] <= before * 0.6
+
+
+def test_the_device_cache_keeps_the_most_recent_copies(server: Server, tmp_path: Path) -> None:
+    from edgekit.remote.devices import Device
+    from edgekit.remote.session import KEEP, DeviceSession
+
+    cache = tmp_path / "cache"
+    board = Device("cache-board", f"ssh://root@127.0.0.1:{server.port}", ssh_config=str(server.client_config("c")),
+                   cache=str(cache))  # fmt: skip
+    session = DeviceSession(board)
+    pushed = []
+    for index in range(KEEP + 3):
+        folder = tmp_path / f"folder-{index}"
+        folder.mkdir()
+        (folder / "data.bin").write_bytes(index.to_bytes(4, "big"))
+        pushed.append(session.push(folder, "images"))
+        time.sleep(1.1)  # the eviction orders by modification time (whole seconds on some file systems)
+    kept = sorted(p.name for p in (cache / "images").iterdir())
+    assert len(kept) == KEEP and kept == sorted(p.split("/")[1] for p in pushed[-KEEP:])
+    # Using a cached copy again makes it recent: it survives the next eviction.
+    again = session.push(tmp_path / f"folder-{3}", "images")
+    assert again == pushed[3] and (cache / again).is_dir()
+    time.sleep(1.1)
+    extra = tmp_path / "folder-extra"
+    extra.mkdir()
+    (extra / "data.bin").write_bytes(b"extra")
+    session.push(extra, "images")
+    assert (cache / pushed[3]).is_dir() and len(list((cache / "images").iterdir())) == KEEP
+
+
+def test_a_full_device_disk_is_one_error_and_leaves_nothing(
+    server: Server, device_venv: Path, devices, bundle: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "small-disk"
+    cache.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(cache)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {mounted.stderr.decode().strip()}")
+    try:
+        _add(devices, "full", server, device_venv, cache)
+        out = tmp_path / "out"
+        bench = ["bench", bundle, "--device", "full", "--iterations", "1", "--out", out]
+        _one_error(devices(*bench), "disk of full is full")
+        assert not out.exists()
+        assert [p for p in cache.rglob("*") if p.is_file()] == []  # the half-copied bundle was removed
+    finally:
+        subprocess.run(["umount", str(cache)], check=False)

@@ -54,6 +54,10 @@ base={base}/{kind}
 mkdir -p "$base"
 final="$base"/{digest}
 if [ -d "$final" ]; then touch "$final"; echo cached; exit 0; fi
+free=$(df -Pk "$base" | awk 'NR==2 {{print $4}}')
+if [ -n "$free" ] && [ "$free" -lt {need_kb} ]; then
+  echo "No space left on device: the copy needs {need_kb} KiB, $free KiB are free" >&2; exit 1
+fi
 tmp=$(mktemp -d "$base/.incoming.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 trap 'exit 1' HUP INT TERM PIPE
@@ -173,7 +177,11 @@ class DeviceSession:
     def push(self, folder: Path, kind: str) -> str:
         """Copy `folder` to the device unless its content is there already; its path there, relative to the cache."""
         digest, files = folder_digest(folder)
-        script = PUSH_SCRIPT.format(base=self.base, kind=shlex.quote(kind), digest=digest, evict_from=KEEP + 1)
+        # What tar needs there: the contents plus a block per file, in KiB (checked before anything is copied).
+        need_kb = sum(path.stat().st_size // 1024 + 4 for path in files) + 64
+        script = PUSH_SCRIPT.format(
+            base=self.base, kind=shlex.quote(kind), digest=digest, evict_from=KEEP + 1, need_kb=need_kb
+        )
 
         def feed(stdin: IO[bytes]) -> None:
             with tarfile.open(fileobj=stdin, mode="w|") as archive:

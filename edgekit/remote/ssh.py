@@ -74,7 +74,7 @@ def ssh_problem(device: Device, stderr: str) -> str:
         return f"the host name {device.host} does not resolve: check the device's URL (`edgekit devices list`)"
     if "timed out" in text or "no route to host" in text or "network is unreachable" in text:
         return f"{where} did not answer within {CONNECT_TIMEOUT_S} s: is it on this network, and powered?"
-    if "no space left on device" in text:
+    if _disk_full(text):
         cache = device.cache or "~/.cache/edgekit"
         return f"the disk of {device.name} is full: free space there (edgekit's cache is {cache})"
     last = stderr.strip().splitlines()[-1] if stderr.strip() else "no message"
@@ -150,6 +150,12 @@ def run_ssh(
     return Completed(process.returncode, output[0] if output else b"", stderr)
 
 
+def _disk_full(stderr: str) -> bool:
+    """ENOSPC as the tools say it: the C library's message, or GNU tar's short write on a full disk."""
+    text = stderr.lower()
+    return "no space left on device" in text or ("tar:" in text and "wrote only" in text)
+
+
 def remote_error(device: Device, completed: Completed, what: str) -> Any:
     """The exception for a remote command that failed: its own `error:` line for a user's mistake (exit 2),
     a missing edgekit (127), or a bug (anything else: its traceback was streamed above; exit 1 here too)."""
@@ -160,7 +166,7 @@ def remote_error(device: Device, completed: Completed, what: str) -> Any:
             f"{device.name} {device.url} --edgekit /path/to/edgekit --force`"
         )
     lines = [line for line in completed.stderr.splitlines() if line.startswith("error: ")]
-    if "no space left on device" in completed.stderr.lower():
+    if _disk_full(completed.stderr):
         return EdgekitError(f"{device.name}: {ssh_problem(device, completed.stderr)}")
     if completed.status == 2 and lines:
         return EdgekitError(f"on {device.name}: {lines[-1][len('error: ') :]}")
