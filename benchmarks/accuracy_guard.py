@@ -1,6 +1,7 @@
 """The accuracy guard on real models: what each rung of the ladder achieved, and what compile chose.
 
 Models (Fashion-MNIST, trained here: no ImageNet weights can be downloaded):
+- well-trained (with --well-trained): e.g. benchmarks/prune_methods.py's base model (12,000 images, 48×48);
 - demo: `make demo`'s recipe (1,500 images, 4 epochs, 96×96), briefly trained;
 - longer-trained: 3,000 images, 4 epochs, 64×64 (what a 2-core machine trains in minutes);
 - the same, as a plain state_dict: the same weights with no metadata (transform_input not recorded, class
@@ -98,6 +99,9 @@ def _line(model: str, row: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--well-trained", type=Path, default=None,
+                        help="also a well-trained checkpoint (e.g. benchmarks/prune_methods.py's)")  # fmt: skip
+    parser.add_argument("--well-trained-as", default="given", help="how --well-trained was trained, in words")
     args = parser.parse_args()
     progress = Progress()
     started = time.time()
@@ -108,6 +112,8 @@ def main() -> None:
         test = write_image_folder(tmp / "test", "test", 200, seed=1)  # 2,000 labelled, never calibrated on
         small = write_image_folder(tmp / "small", "test", 42, seed=3)  # 420: the issue's budget case
         models = _train(tmp, progress)
+        if args.well_trained is not None:
+            models = {f"well-trained ({args.well_trained_as})": args.well_trained, **models}
         for name, checkpoint in models.items():
             plain = "plain" in name  # no preprocessing recorded: the input size is given, as a user would
             config = CompileConfig(

@@ -217,6 +217,15 @@ def test_sweep_on_two_devices_reports_both_side_by_side(
     report = Path(swept["report"]["markdown"]).read_text()
     assert "on one-thread" in report and "on two-threads" in report
     assert "device one-thread (ssh://root@127.0.0.1" in report
+    # A board that cannot be reached is reported; the other one finishes and is in the report.
+    _add(devices, "gone", server, device_venv, tmp_path / "cache-gone", port=_free_port())
+    result = devices("sweep", trained["path"], "--target", "x86-cpu", "--precisions", "fp32", "--iterations", "2",
+                     "--device", "one-thread", "--device", "gone", "--out", tmp_path / "lost", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    swept = json.loads(result.stdout)
+    assert list(swept["lost"]) == ["gone"] and "nothing accepts SSH connections" in swept["lost"]["gone"]
+    assert [json.loads(Path(p).read_text())["device"]["name"] for p in swept["results"]] == ["one-thread"]
+    assert "on one-thread" in Path(swept["report"]["markdown"]).read_text()
 
 
 def test_connection_failures_say_what_to_do(
