@@ -9,8 +9,9 @@ All in one run on one machine:
 2. Methods, each pruning the same model to about the same MACs (uniform ratio 0.4, or the MACs it gives
    for global pruning) and recovering on the same 5,000 training images for the same epochs unless the
    row is about recovery: uniform vs global ratios, L2 magnitude vs Taylor importance, one-shot vs
-   iterative with recovery between steps, cross-entropy vs distillation and its temperature, recovery
-   length. Every row: MACs removed, original / pruned / recovered top-1 with 95 % intervals, the paired
+   iterative with recovery between steps, cross-entropy vs distillation and its temperature, feature
+   distillation at the inception stages' outputs, the learning-rate schedule (cosine, one-cycle, constant),
+   recovery length. Every row: MACs removed, original / pruned / recovered top-1 with 95 % intervals, the paired
    drop against the original with its interval, and the recovery's cost (images × epochs × minutes).
 3. `edgekit prune --max-accuracy-drop 1` with the default method: the search decides the ratio on 1,000
    training-split images held out from training (the test images stay unseen), then the chosen model is
@@ -90,6 +91,11 @@ def _methods(recover: Path, epochs: int, target_macs: float) -> dict[str, PruneS
         f"uniform · L2 · one-shot · distilled T=4 · {2 * epochs} epochs": dataclasses.replace(
             base, recover_epochs=2 * epochs
         ),
+        "uniform · L2 · one-shot · distilled T=4 + inception features (3b, 4e, 5b)": dataclasses.replace(
+            base, feature_distill=1.0
+        ),
+        "uniform · L2 · one-shot · distilled T=4 · one-cycle LR": dataclasses.replace(base, lr_schedule="onecycle"),
+        "uniform · L2 · one-shot · distilled T=4 · constant LR": dataclasses.replace(base, lr_schedule="constant"),
     }
 
 

@@ -206,7 +206,7 @@ def test_recovery_distils_by_default_and_no_distill_turns_it_off(trained: dict, 
         values = {"prune_ratio": 0.3, "target_macs": None, "target_latency": None, "importance": "l2",
                   "scope": "uniform", "steps": 1, "round_to": 8, "max_ratio": 0.8, "sparsity": None,
                   "recover_data": recover, "recover_epochs": None, "recover_lr": 0.01, "distill": distill,
-                  "temperature": 4.0, "search_step": 0.1}  # fmt: skip
+                  "temperature": 4.0, "search_step": 0.1, "feature_distill": 0.0, "lr_schedule": "cosine"}  # fmt: skip
         return prune_settings(values, "--ratio", None)
 
     assert parsed(None, tmp_path).distilling and not parsed(False, tmp_path).distilling
@@ -215,3 +215,41 @@ def test_recovery_distils_by_default_and_no_distill_turns_it_off(trained: dict, 
     out = tmp_path / "p.pt"
     status, _, err = run_cli("prune", trained["path"], "--out", out, "--ratio", "0.3", "--distill")
     _assert_clean_failure(status, err, out, "--distill happens during recovery")
+
+
+def test_feature_distillation_matches_the_stage_outputs_and_leaves_no_hooks(torch_model: torch.nn.Module) -> None:
+    import copy
+
+    from edgekit.optimize.recover import FEATURE_POINTS, FeatureMatch
+
+    teacher, student = copy.deepcopy(torch_model).eval(), copy.deepcopy(torch_model).eval()
+    example = torch.zeros(2, 3, 64, 64)
+    match = FeatureMatch(student, teacher, example)
+    with torch.no_grad():
+        for adapter in match.adapters.values():  # same channels here: identity adapters
+            adapter.weight.copy_(torch.eye(adapter.weight.shape[0]).view_as(adapter.weight))
+        images = torch.randn(4, 3, 64, 64)
+        student(images), teacher(images)
+        assert float(match.loss()) < 1e-8  # the same model matches itself
+        student.inception5b.branch1.conv.weight.mul_(0.5)
+        student(images), teacher(images)
+        assert float(match.loss()) > 1e-4  # a changed stage does not
+    match.close()
+    assert all(not getattr(m, point)._forward_hooks for m in (student, teacher) for point in FEATURE_POINTS)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--feature-distill", "-1"], "cannot be negative"),
+        (["--feature-distill", "1", "--no-distill"], "does not go with --no-distill"),
+        (["--lr-schedule", "sometimes"], "sometimes"),
+    ],
+)
+def test_recovery_options_are_checked_before_loading(
+    trained: dict, run_cli, tmp_path: Path, args: list[str], needle: str
+) -> None:
+    out = tmp_path / "p.pt"
+    status, _, err = run_cli("prune", trained["path"], "--out", out, "--ratio", "0.3", "--recover-data", tmp_path,
+                             *args)  # fmt: skip
+    _assert_clean_failure(status, err, out, needle)

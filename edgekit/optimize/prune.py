@@ -266,10 +266,12 @@ def prune_module(
         progress.note(
             f"recovering {what} on {len(data.train)} images for {epochs} epoch(s)"
             + (f" with distillation from the unpruned model (T={settings.distill_temperature:g})" if teacher else "")
+            + (f", feature weight {settings.feature_distill:g}" if teacher and settings.feature_distill else "")
         )
         history = recover(
             module, teacher, data.train, data.select, spec, epochs, settings.recover_lr, settings.batch_size,
-            settings.seed, progress, temperature=settings.distill_temperature,
+            settings.seed, progress, temperature=settings.distill_temperature, schedule=settings.lr_schedule,
+            feature_weight=settings.feature_distill,
         )  # fmt: skip
         recovery = recovery or {"epochs": 0, "distill": settings.distilling, "images": len(data.train), "history": []}
         recovery["epochs"] += epochs

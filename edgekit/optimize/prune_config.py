@@ -18,6 +18,7 @@ from edgekit.targets import Target
 
 IMPORTANCES = ("l1", "l2", "taylor")
 SCOPES = ("uniform", "global")
+LR_SCHEDULES = ("cosine", "onecycle", "constant")  # the recovery's learning-rate schedule, per batch
 SPARSITY_PATTERNS = ("2:4",)
 DEFAULT_RECOVER_EPOCHS = 3
 
@@ -36,8 +37,10 @@ class PruneSettings:
     recover_data: Path | None = None  # labelled image folder for recovery fine-tuning
     recover_epochs: int | None = None  # None: DEFAULT_RECOVER_EPOCHS when recover_data is given
     recover_lr: float = 0.01
+    lr_schedule: str = "cosine"
     distill: bool | None = None  # distil from the unpruned model during recovery; None: yes, when recovering
     distill_temperature: float = 4.0
+    feature_distill: float = 0.0  # weight of the inception-output feature term (0: logits only)
     search_drop_pts: float | None = None  # search mode: the most top-1 points below the original model
     search_step: float = 0.1  # the ratios a search tries: multiples of this up to max_ratio
     batch_size: int = 32
@@ -118,6 +121,12 @@ def validate_settings(settings: PruneSettings, has_val: bool, flag: str = "--rat
         )
     if settings.distill_temperature <= 0:
         raise EdgekitError("--temperature must be positive (4 is common)")
+    if settings.lr_schedule not in LR_SCHEDULES:
+        raise EdgekitError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}")
+    if settings.feature_distill < 0:
+        raise EdgekitError("--feature-distill is a loss weight and cannot be negative (0 turns it off)")
+    if settings.feature_distill > 0 and settings.distill is False:
+        raise EdgekitError("--feature-distill distils from the unpruned model: it does not go with --no-distill")
     if settings.round_to < 1:
         raise EdgekitError("--round-to must be at least 1")
     if settings.sparsity is not None and settings.sparsity not in SPARSITY_PATTERNS:

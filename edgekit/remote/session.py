@@ -123,15 +123,7 @@ class DeviceSession:
         written on the device."""
         run = f"runs/{uuid.uuid4().hex}"
         words = [self.device.edgekit, *args, *(["--out", run] if out_folder else [])]
-        script = RUN_SCRIPT.format(
-            base=self.base, run=shlex.quote(run), command=quote_command(words), prepare="", redirect="", finish=""
-        )
-        completed = run_ssh(
-            self.device, f"sh -c {shlex.quote(script)}", timeout_s, on_stderr=self.note if stream else None, hold=True
-        )
-        if completed.status != 0:
-            raise remote_error(self.device, completed, f"edgekit {args[0] if args else ''}")
-        return completed.stdout
+        return self._run(words, run, timeout_s, stream)
 
     def run_on_copy(self, bundle: str, args: Sequence[str], timeout_s: float = RUN_TIMEOUT_S) -> bytes:
         """`edgekit ARGS` on a fresh copy of the cached `bundle` (`{bundle}` in ARGS names the copy); a tar of
@@ -140,17 +132,25 @@ class DeviceSession:
         run = f"runs/{uuid.uuid4().hex}"
         quoted = shlex.quote(run)
         words = [self.device.edgekit, *(word.replace("{bundle}", f"{run}/bundle") for word in args)]
-        script = RUN_SCRIPT.format(
-            base=self.base,
-            run=quoted,
-            command=quote_command(words),
+        return self._run(
+            words,
+            run,
+            timeout_s,
+            stream=True,
             prepare=COPY_BUNDLE.format(run=quoted, bundle=shlex.quote(bundle)),
             redirect=f">{quoted}/stdout ",
             finish=SEND_RUN.format(run=quoted),
         )
-        completed = run_ssh(self.device, f"sh -c {shlex.quote(script)}", timeout_s, on_stderr=self.note, hold=True)
+
+    def _run(self, words: Sequence[str], run: str, timeout_s: float, stream: bool, **steps: str) -> bytes:
+        """RUN_SCRIPT around `words`, with its optional `prepare`, `redirect` and `finish` steps."""
+        parts = {"prepare": "", "redirect": "", "finish": "", **steps}
+        script = RUN_SCRIPT.format(base=self.base, run=shlex.quote(run), command=quote_command(words), **parts)
+        completed = run_ssh(
+            self.device, f"sh -c {shlex.quote(script)}", timeout_s, on_stderr=self.note if stream else None, hold=True
+        )
         if completed.status != 0:
-            raise remote_error(self.device, completed, f"edgekit {args[0] if args else ''}")
+            raise remote_error(self.device, completed, f"edgekit {words[1] if len(words) > 1 else ''}")
         return completed.stdout
 
     def check_version(self) -> str:
