@@ -143,7 +143,6 @@ def compile_command(
     require_workstation("compile")
     from edgekit.backends.registry import get_backend
     from edgekit.cli.options import prune_settings
-    from edgekit.core.errors import EdgekitError
     from edgekit.core.progress import Progress
     from edgekit.data.classes import read_class_file
     from edgekit.measure.results import with_interval
@@ -156,9 +155,6 @@ def compile_command(
     settings: PruneSettings = prune_settings(stage_options, "--prune", max_accuracy_drop)
     timer = None
     if devices:
-        if precision != "auto":
-            raise EdgekitError("--device times each candidate of --precision auto; to time one bundle on a board, "
-                               "compile it and run `edgekit bench BUNDLE --device NAME`")  # fmt: skip
         from edgekit.remote.devices import get_devices
         from edgekit.remote.latency import DeviceTimer
 

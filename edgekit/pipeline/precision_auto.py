@@ -40,7 +40,10 @@ def compile_model(config: CompileConfig, progress: Progress = QUIET, timer: Bund
     if config.precision == "auto":
         return compile_auto(config, progress, timer)
     if timer is not None:
-        raise EdgekitError("--device times the candidates of --precision auto; with one precision, use bench --device")
+        raise EdgekitError(
+            "--device times each candidate of --precision auto; to time one bundle on a board, compile it and run "
+            "`edgekit bench BUNDLE --device NAME`"
+        )
     return compile_bundle(config, progress)
 
 
@@ -107,6 +110,9 @@ def compile_auto(config: CompileConfig, progress: Progress = QUIET, timer: Bundl
         if not built:
             reasons = "; ".join(f"{c['precision']}: {c['rejected']}" for c in candidates)
             raise EdgekitError(f"--precision auto: no precision could be compiled: {reasons}")
+        if timer is not None:  # a board lost midway: every candidate is compared on the boards that timed all
+            for candidate in built:
+                candidate["p50_ms"] = max(candidate["p50_ms_by_device"][name] for name in _timed_on_all(built))
         # FP32 is the reference itself: it always fits (its drop on the same images is rounding only).
         choice = fastest_within_budget(
             built,
@@ -125,11 +131,17 @@ def compile_auto(config: CompileConfig, progress: Progress = QUIET, timer: Bundl
             "candidates": candidates,
         }
         if timer is not None:
-            record["measured_on"] = "devices (slowest decides): " + ", ".join(
-                sorted({name for c in built for name in c.get("p50_ms_by_device", {})})
-            )
+            record["measured_on"] = "devices (slowest decides): " + ", ".join(_timed_on_all(built))
         if untimed:
             record["ranked_by"] = f"target file order ({'; '.join(sorted(set(untimed.values())))})"
         final = write_manifest(source, manifests[chosen["precision"]].replace(precision_auto=record))
         publish(source, out, config.force)  # the chosen bundle is renamed into place, not copied
         return final
+
+
+def _timed_on_all(built: list[dict[str, Any]]) -> list[str]:
+    """The boards that timed every candidate (the timer leaves a failing board out from then on)."""
+    common = set.intersection(*(set(c["p50_ms_by_device"]) for c in built))
+    if not common:
+        raise EdgekitError("--precision auto: no board timed every precision; see the warnings above")
+    return sorted(common)
