@@ -219,8 +219,9 @@ def test_sweep_on_two_devices_reports_both_side_by_side(
     assert "device one-thread (ssh://root@127.0.0.1" in report
     # A board that cannot be reached is reported; the other one finishes and is in the report.
     _add(devices, "gone", server, device_venv, tmp_path / "cache-gone", port=_free_port())
-    result = devices("sweep", trained["path"], "--target", "x86-cpu", "--precisions", "fp32", "--iterations", "2",
-                     "--device", "one-thread", "--device", "gone", "--out", tmp_path / "lost", "--json")  # fmt: skip
+    result = devices("sweep", trained["path"], "--target", "x86-cpu", "--val", data_dirs["val"], "--precisions", "fp32",
+                     "--iterations", "2", "--device", "one-thread", "--device", "gone", "--out", tmp_path / "lost",
+                     "--json")  # fmt: skip
     assert result.returncode == 0, result.stderr
     swept = json.loads(result.stdout)
     assert list(swept["lost"]) == ["gone"] and "nothing accepts SSH connections" in swept["lost"]["gone"]
