@@ -101,9 +101,11 @@ def _find_reference(config: BenchConfig, manifest: Manifest, notes: list[str]) -
         candidates.insert(0, (manifest.original, "the original model it was pruned from"))
     for candidate, what in candidates:
         source = Path(candidate.path)
-        runtime = "onnx" if source.suffix.lower() == ".onnx" else "torch"  # what loading it as a reference needs
+        # What loading it as a reference needs (a device install has neither).
+        onnx_file = source.suffix.lower() == ".onnx"
+        kind, runtime = ("an ONNX file", "onnx") if onnx_file else ("a PyTorch checkpoint", "torch")
         if not module_available(runtime):
-            notes.append(f"no FP32 reference: {what} needs {runtime}, which is not installed here")
+            notes.append(f"no FP32 reference: {what} is {kind} and {runtime} is not installed here")
             return None
         if source.is_file() and sha256_file(source) == candidate.sha256:
             notes.append(f"reference: {what} {source}")
