@@ -43,7 +43,9 @@ from edgekit.targets import get_target
 
 # The same data, recipe and bundle helper as the methods table (a sibling script, not a package).
 _methods = runpy.run_path(str(Path(__file__).with_name("prune_methods.py")), run_name="imported")
-TARGET, _bundle, _data, _top1_on = (_methods[name] for name in ("TARGET", "_bundle", "_data", "_top1_on"))
+TARGET, _bundle, _data, _top1_on, _interval, _drop = (
+    _methods[name] for name in ("TARGET", "_bundle", "_data", "_top1_on", "_interval", "_drop")
+)
 
 
 PEER = "unpruned, OpenVINO + NNCF INT8"
@@ -156,16 +158,6 @@ def main() -> None:
     (args.out / "prune_target.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "prune_target.md").write_text(_markdown(results))
     print((args.out / "prune_target.md").read_text())
-
-
-def _interval(record: dict[str, Any]) -> str:
-    low, high = record["ci95"]
-    return f"{record['top1']:.2%} ({low:.1%}–{high:.1%})"
-
-
-def _drop(record: dict[str, Any]) -> str:
-    low, high = record["ci95_pts"]
-    return f"{record['drop_pts']:+.2f} ({low:+.2f} to {high:+.2f})"
 
 
 def _markdown(results: dict[str, Any]) -> str:
