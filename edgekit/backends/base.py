@@ -271,6 +271,17 @@ class Converter(abc.ABC):
         """Write the model for `request` into `out_dir`: (model file name, facts for the manifest)."""
 
     @classmethod
+    def folds_normalisation(cls) -> bool:
+        """Whether `fold_normalisation` works (`compile --normalise-in-model`)."""
+        return False
+
+    @classmethod
+    def fold_normalisation(cls, directory: Path, model_file: str, spec: PreprocessSpec) -> None:
+        """Rewrite the model file `model_file` in `directory` (with its companions) so that it takes uint8
+        NHWC pixels and normalises them itself with `spec`'s mean and std."""
+        raise EdgekitError(f"the {cls.backend.name} backend cannot take pixels: normalisation stays on the host")
+
+    @classmethod
     def calibration_methods(cls, precision: str) -> tuple[str, ...]:
         """The `--method` values this backend's quantizer takes for `precision`, its default first."""
         return ()

@@ -60,6 +60,12 @@ def _percentage(value: float) -> float:
     "libjpeg (several times faster on camera photos); its agreement with exact is measured and recorded.",
 )
 @click.option(
+    "--normalise-in-model",
+    is_flag=True,
+    help="The model takes the uint8 RGB crop (N,H,W,3) and normalises it itself (onnxruntime, openvino): no "
+    "float pass on the CPU, and you can feed raw camera crops. Its agreement with float input is recorded.",
+)
+@click.option(
     "--val",
     type=click.Path(path_type=Path, file_okay=False),
     help="Images for the parity check; with class sub-directories, accuracy too.",
@@ -118,6 +124,7 @@ def compile_command(
     resize: int | None,
     crop: int | None,
     preprocess: str | None,
+    normalise_in_model: bool,
     val: Path | None,
     parity_images: int,
     calib: Path | None,
@@ -173,6 +180,7 @@ def compile_command(
         resize=resize,
         crop=crop,
         preprocess=preprocess,
+        normalise_in_model=normalise_in_model,
         val=val,
         parity_images=parity_images,
         trust_pickle=trust_pickle,

@@ -38,10 +38,16 @@ class PreprocessSpec:
     # decoded at 1/2, 1/4 or 1/8 scale by libjpeg's DCT scaling (PIL's draft), never below the target,
     # then resized as usual; its agreement with "exact" is measured at compile time.
     decode: str = "exact"
+    # True: the model itself normalises, taking the uint8 RGB crop (N, crop, crop, 3) as it comes out of
+    # resize/crop: no float pass on the CPU, and an integrator can feed raw camera crops.
+    # `compile --normalise-in-model` folds it in and records the measured agreement with the float input.
+    normalise_in_model: bool = False
 
     def __post_init__(self) -> None:
         if self.interpolation not in _INTERPOLATIONS:
             raise EdgekitError(f"interpolation must be one of {', '.join(_INTERPOLATIONS)}")
+        if not isinstance(self.normalise_in_model, bool):
+            raise EdgekitError("preprocessing normalise_in_model must be true or false")
         if self.decode not in DECODE_MODES:
             raise EdgekitError(f"preprocessing decode must be one of {', '.join(DECODE_MODES)}")
         if not (isinstance(self.resize, int) and isinstance(self.crop, int) and 8 <= self.crop <= self.resize <= 8192):
@@ -59,6 +65,18 @@ class PreprocessSpec:
     def scale_to(self) -> int | None:
         """What `read_image` may DCT-scale a JPEG down to: the resize target on the fast path, else None."""
         return self.resize if self.decode == "fast" else None
+
+    @property
+    def input_dtype(self) -> type[np.generic]:
+        return np.uint8 if self.normalise_in_model else np.float32
+
+    def input_shape(self, batch: int | None) -> list[int | None]:
+        """The model's input shape as the manifest records it: NHWC uint8 pixels when folded, else NCHW."""
+        return [batch, self.crop, self.crop, 3] if self.normalise_in_model else [batch, 3, self.crop, self.crop]
+
+    def blank_batch(self, batch: int) -> np.ndarray:
+        """A batch of the model's input, all zeros: the work a network does does not depend on the values."""
+        return np.zeros(self.input_shape(batch), self.input_dtype)  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "mean": list(self.mean), "std": list(self.std)}
@@ -112,10 +130,34 @@ def normalise(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     return np.ascontiguousarray(((array - mean) / std).transpose(2, 0, 1))
 
 
+def model_input(cropped: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """The resized and cropped image as the model takes it: its uint8 HWC pixels when the model normalises
+    itself, else `normalise`'s float32 CHW array."""
+    return np.array(cropped, dtype=np.uint8) if spec.normalise_in_model else normalise(cropped, spec)
+
+
 def preprocess(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
-    """One RGB PIL image → float32 CHW array, exactly as torchvision's eval transform computes it."""
-    return normalise(resize_and_crop(image, spec), spec)
+    """One RGB PIL image → the model's input; unfolded, a float32 CHW array exactly as torchvision's eval
+    transform computes it."""
+    return model_input(resize_and_crop(image, spec), spec)
 
 
 def preprocess_batch(images: Sequence[Image.Image], spec: PreprocessSpec) -> np.ndarray:
-    return np.stack([preprocess(image, spec) for image in images]).astype(np.float32, copy=False)
+    return np.stack([preprocess(image, spec) for image in images]).astype(spec.input_dtype, copy=False)
+
+
+def normalisation_affine(spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (scale, shift) with normalised = pixel × scale + shift: what a model folds in."""
+    std = np.asarray(spec.std, dtype=np.float64)
+    scale = 1.0 / (255.0 * std)
+    shift = -np.asarray(spec.mean, dtype=np.float64) / std
+    return scale.astype(np.float32), shift.astype(np.float32)
+
+
+def pixels_of(batch: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """The uint8 NHWC pixels a normalised NCHW batch was made from (exact for `normalise`'s output: it
+    rounds back to the integer each value came from)."""
+    mean = np.asarray(spec.mean, dtype=np.float64)[None, :, None, None]
+    std = np.asarray(spec.std, dtype=np.float64)[None, :, None, None]
+    pixels = np.rint((batch.astype(np.float64) * std + mean) * 255.0)
+    return np.ascontiguousarray(np.clip(pixels, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1))

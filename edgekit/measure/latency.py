@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.core.progress import QUIET, Progress
+from edgekit.data.preprocess import PreprocessSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,9 +28,16 @@ class LatencyProtocol:
 PROTOCOL = LatencyProtocol()
 
 
-def p50_ms(run: Callable[[np.ndarray], object], crop: int, protocol: LatencyProtocol = PROTOCOL) -> float:
-    """The statistic decisions use: batch-`protocol.batch` p50 of `run` on a `crop`×`crop` input."""
-    batch = np.zeros((protocol.batch, 3, crop, crop), np.float32)  # values do not change the work done
+def p50_ms(
+    run: Callable[[np.ndarray], object],
+    crop: int,
+    protocol: LatencyProtocol = PROTOCOL,
+    spec: PreprocessSpec | None = None,
+) -> float:
+    """The statistic decisions use: batch-`protocol.batch` p50 of `run` on a `crop`×`crop` input (of the
+    layout `spec` gives the model, float32 NCHW without one)."""
+    # Values do not change the work done.
+    batch = spec.blank_batch(protocol.batch) if spec else np.zeros((protocol.batch, 3, crop, crop), np.float32)
     return float(measure(run, batch, protocol)["p50_ms"])
 
 

@@ -132,7 +132,11 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
     rng = np.random.default_rng(0)
     latency: dict[str, list[dict[str, float]]] = {"bundle": [], "reference": []}
     for size in config.batch_sizes:
-        batch = rng.standard_normal((size, 3, spec.crop, spec.crop)).astype(np.float32)
+        batch = (
+            rng.integers(0, 256, spec.input_shape(size), dtype=np.uint8)  # type: ignore[arg-type]
+            if spec.normalise_in_model
+            else rng.standard_normal((size, 3, spec.crop, spec.crop)).astype(np.float32)
+        )
         latency["bundle"].append(
             measure(
                 model.runner.run,

@@ -40,6 +40,7 @@ from edgekit.optimize.ladder import BackendLadder, Rules, Rung, climb, fastest_f
 from edgekit.pipeline.candidates import SENSITIVITY_IMAGES, CandidateBuilder, CheckImages
 from edgekit.pipeline.compile_config import CompileConfig, candidates, resolve, validate
 from edgekit.pipeline.device_build import check_device_model
+from edgekit.pipeline.preprocess_checks import fast_decode_check, fold_normalisation
 from edgekit.runtime.bundle import staged_directory, write_manifest
 from edgekit.runtime.manifest import Manifest
 from edgekit.runtime.model import Runner
@@ -473,6 +474,11 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> Manifes
             for key in ("max_abs_diff_allowed", "min_top1_agreement"):  # FP32 parity rules do not apply
                 parity.pop(key)
         progress.note(f"chosen: {rung.describe()}")
+        shipped_spec, normalisation = source.spec, None
+        if config.normalise_in_model:
+            shipped_spec, normalisation = fold_normalisation(
+                converter, stage, built.model_file, source.spec, (inputs, built.outputs), info.batch, threads, progress
+            )
         progress.note(
             f"{'parity' if config.precision == 'fp32' else 'vs FP32'}: max abs diff {parity['max_abs_diff']:.2e}, "
             f"top-1 agreement {parity['top1_agreement']:.2%} on {len(inputs)} "
@@ -488,13 +494,13 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> Manifes
                 **source.manifest["source"],  # its sha256 included: hashed once, when loaded
             },
             "model": {**source.manifest["model"], "output_kind": info.output_kind},
-            "preprocessing": source.spec.to_dict(),
+            "preprocessing": shipped_spec.to_dict(),
             "model_file": built.model_file,
             "input": {
                 "name": info.input_name,
-                "shape": [info.batch, 3, source.spec.crop, source.spec.crop],
-                "dtype": "float32",
-                "layout": "NCHW",
+                "shape": shipped_spec.input_shape(info.batch),
+                "dtype": np.dtype(shipped_spec.input_dtype).name,
+                "layout": "NHWC" if shipped_spec.normalise_in_model else "NCHW",
             },
             "output": {"name": info.output_name, "kind": info.output_kind},
             "onnx_opset": _shipped_opset(stage / built.model_file),
@@ -510,12 +516,16 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> Manifes
             manifest["quantization"] = quantization
         if sparsity is not None:
             manifest["sparsity"] = sparsity
+        if normalisation is not None:
+            manifest["normalisation_check"] = normalisation
         samples = (inputs[:16], built.outputs[:16])
         manifest = converter.finish_bundle(
             stage, manifest, config.target, config.out, backend_options, check_device_model, progress, samples
         )
         if source.spec.decode == "fast":
-            manifest["preprocessing_check"] = _fast_decode_check(config, source.spec, built.runner, progress)
+            manifest["preprocessing_check"] = fast_decode_check(
+                config.val or config.calib, source.spec, built.runner, progress
+            )
         if evalset is not None and evalset.labels is not None:
             predictions = {"reference": reference_out.argmax(1), "bundle": built.outputs.argmax(1)}
             manifest["accuracy"] = score(predictions, evalset.labels, manifest["classes"], reference="reference")
@@ -528,47 +538,6 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> Manifes
     if source.prune_search is not None:
         source.prune_search.remove()
     return written
-
-
-FAST_CHECK_IMAGES = 200
-
-
-def _fast_decode_check(
-    config: CompileConfig, spec: PreprocessSpec, runner: Runner, progress: Progress
-) -> dict[str, Any]:
-    """`--preprocess fast`: the shipped model's top-1 on the user's images, fast decode against exact."""
-    from edgekit.data.images import read_image
-    from edgekit.data.preprocess import preprocess
-    from edgekit.measure.stats import wilson
-
-    folder = config.val or config.calib
-    files = sample(collect_images([folder]), FAST_CHECK_IMAGES) if folder is not None else []
-    exact, fast, scaled = [], [], 0
-    for file in files:
-        try:
-            full, small = read_image(file), read_image(file, scale_to=spec.scale_to)
-        except ValueError:
-            continue
-        scaled += small.size != full.size
-        exact.append(preprocess(full, dataclasses.replace(spec, decode="exact")))
-        fast.append(preprocess(small, spec))
-    if not exact:
-        progress.note("note: --preprocess fast: no images to measure its agreement on (pass --val DIR)")
-        return {"images": 0, "note": "not measured: no readable images given (--val or --calib)"}
-    agreed = int(np.sum(runner.run(np.stack(exact)).argmax(1) == runner.run(np.stack(fast)).argmax(1)))
-    record = {
-        "decode": "fast",
-        "images": len(exact),
-        "jpeg_dct_scaled": scaled,
-        "top1_agreement_with_exact": agreed / len(exact),
-        "top1_agreement_ci95": list(wilson(agreed, len(exact))),
-        "from": str(folder),
-    }
-    progress.note(
-        f"--preprocess fast: top-1 agrees with the exact decode on {agreed}/{len(exact)} images "
-        f"({scaled} JPEG(s) large enough to be DCT-scaled)"
-    )
-    return record
 
 
 def _sparsity_record(pruning: dict[str, Any] | None, fp32: Path) -> dict[str, Any] | None:

@@ -30,6 +30,7 @@ class CompileConfig:
     resize: int | None = None  # preprocessing overrides
     crop: int | None = None
     preprocess: str | None = None  # "exact" / "fast" decode (PreprocessSpec.decode); None: the checkpoint's, else exact
+    normalise_in_model: bool = False  # the bundle's model takes uint8 NHWC pixels (PreprocessSpec.normalise_in_model)
     val: Path | None = None  # images for the parity check (and accuracy, when labelled)
     parity_images: int = 200
     trust_pickle: bool = False
@@ -128,4 +129,14 @@ def candidates(config: CompileConfig) -> list[type[Converter]]:
             raise EdgekitError(f"--method {config.method} is not a calibration method of this target's INT8 "
                                f"backends ({offered})")  # fmt: skip
         found = taking
+    if config.normalise_in_model:
+        folding = [c for c in found if c.folds_normalisation()]
+        if not folding:
+            names = ", ".join(c.backend.name for c in found)
+            raise EdgekitError(
+                f"--normalise-in-model: the {names} backend cannot take pixels (only onnxruntime and openvino "
+                "models can; TensorRT bundles already normalise on the GPU): drop the flag or pick one of those "
+                "with --backend"
+            )
+        found = folding
     return found

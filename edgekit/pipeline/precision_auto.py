@@ -86,7 +86,7 @@ def compile_auto(config: CompileConfig, progress: Progress = QUIET, timer: Bundl
                 p50 = max(by_device.values())
             elif problem is None:
                 model = BundleModel(trial_out, manifest, None, config.threads)
-                p50 = p50_ms(model.runner.run, model.preprocessing.crop)
+                p50 = p50_ms(model.runner.run, model.preprocessing.crop, spec=model.preprocessing)
             else:
                 untimed[precision] = problem
             models = manifest.section("accuracy")["models"]

@@ -142,9 +142,12 @@ class InputSpec:
     channels: int
     height: int
     width: int
+    layout: str = "NCHW"  # "NHWC": uint8 pixels, the model normalises them (preprocessing.normalise_in_model)
 
     @property
     def shape(self) -> list[int | None]:
+        if self.layout == "NHWC":
+            return [self.batch, self.height, self.width, self.channels]
         return [self.batch, self.channels, self.height, self.width]
 
 
@@ -220,10 +223,16 @@ class Manifest:
             preprocessing = PreprocessSpec.from_dict(_get(data, "preprocessing", dict))
         except (EdgekitError, TypeError, ValueError) as exc:
             raise _fail("preprocessing", f"is invalid ({exc})") from None
-        shape = _get(_get(data, "input", dict), "shape", list, "input.")
+        section = _get(data, "input", dict)
+        shape = _get(section, "shape", list, "input.")
+        # The layout follows from the preprocessing: a model that normalises itself takes NHWC uint8 pixels.
+        layout, dtype = ("NHWC", "uint8") if preprocessing.normalise_in_model else ("NCHW", "float32")
+        wanted = "[batch or null, height, width, 3]" if layout == "NHWC" else "[batch or null, 3, height, width]"
         if len(shape) != 4 or not all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in shape):
-            raise _fail("input.shape", "must be [batch or null, 3, height, width]")
-        batch, channels, height, width = shape
+            raise _fail("input.shape", f"must be {wanted}")
+        if section.get("layout", "NCHW") != layout or section.get("dtype", "float32") != dtype:
+            raise _fail("input", f"must be {layout} {dtype}, as preprocessing.normalise_in_model says")
+        batch, channels, height, width = shape if layout == "NCHW" else (shape[0], shape[3], shape[1], shape[2])
         if (batch is not None and not 1 <= batch <= MAX_BATCH) or channels != 3:
             raise _fail("input.shape", f"must have a batch of 1..{MAX_BATCH} or null and 3 channels")
         if not (height == width == preprocessing.crop and height <= MAX_INPUT_SIDE):
@@ -248,7 +257,7 @@ class Manifest:
             model_file=model_file,
             classes=tuple(classes),
             preprocessing=preprocessing,
-            input=InputSpec(_get(data["input"], "name", str, "input."), batch, channels, height, width),
+            input=InputSpec(_get(section, "name", str, "input."), batch, channels, height, width, layout),
             output_kind=_choice(_get(data, "output", dict), "kind", OUTPUT_KINDS, "output."),
             target_name=_get(target, "name", str, "target."),
             target_kind=_choice(target, "kind", ("cpu", "gpu"), "target."),

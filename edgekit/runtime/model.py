@@ -87,8 +87,9 @@ class Runner:
         return self._backend.run_images(arrays, spec)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Raw first output for a float32 NCHW batch of any size."""
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        """Raw first output for a batch of any size: float32 NCHW, or uint8 NHWC pixels for a model that
+        normalises itself (the model refuses the other kind: `input_errors`)."""
+        batch = np.ascontiguousarray(batch, dtype=np.uint8 if batch.dtype == np.uint8 else np.float32)
         if self.static_batch is None or len(batch) == self.static_batch:
             return self._backend.run(batch)
         if self.static_batch != 1:
@@ -203,8 +204,7 @@ class BundleModel:
     def _check_outputs(self) -> None:
         """The model takes the manifest's input and gives one output per class: a manifest that does not
         fit its (hash-matching) model file is refused at load, not at the first prediction."""
-        crop = self.preprocessing.crop
-        probe = np.zeros((self.manifest.input.batch or 1, 3, crop, crop), np.float32)
+        probe = self.preprocessing.blank_batch(self.manifest.input.batch or 1)
         try:
             width = int(np.prod(self.runner.run(probe).shape[1:]))
         except self.runner.input_errors as exc:
@@ -236,7 +236,8 @@ class BundleModel:
         return self.runner.backend_name
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """Class probabilities [N, classes] for a preprocessed float32 NCHW batch."""
+        """Class probabilities [N, classes] for a preprocessed batch (`preprocess_batch`: float32 NCHW, or
+        uint8 NHWC pixels for a model that normalises itself)."""
         return to_probabilities(self.runner.run(batch), self.output_kind)
 
     def _image_probabilities(self, images: list[Image.Image]) -> np.ndarray:

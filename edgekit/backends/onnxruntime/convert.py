@@ -9,6 +9,7 @@ from pathlib import Path
 from edgekit.backends.base import Converter, ConvertRequest
 from edgekit.backends.onnxruntime.run import OnnxRuntimeBackend
 from edgekit.backends.qdq import QdqQuantizerHooks
+from edgekit.data.preprocess import PreprocessSpec
 
 MODEL_FILE = "model.onnx"
 
@@ -32,3 +33,13 @@ class OnnxRuntimeConverter(QdqQuantizerHooks, Converter):
             "method": method,
             "calibration_images": len(request.calibration),
         }
+
+    @classmethod
+    def folds_normalisation(cls) -> bool:
+        return True
+
+    @classmethod
+    def fold_normalisation(cls, directory: Path, model_file: str, spec: PreprocessSpec) -> None:
+        from edgekit.backends.normalise_fold import fold_into_onnx
+
+        fold_into_onnx(directory / model_file, spec)

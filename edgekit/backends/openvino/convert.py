@@ -11,6 +11,7 @@ from pathlib import Path
 from edgekit.backends.base import Converter, ConvertRequest, QuantizerSetting
 from edgekit.backends.openvino.run import OpenVinoBackend
 from edgekit.core.errors import EdgekitError
+from edgekit.data.preprocess import PreprocessSpec
 
 # --method name → NNCF's RangeEstimatorParametersSet member, NNCF's default first.
 RANGE_ESTIMATORS = {"mean_minmax": "MEAN_MINMAX", "minmax": "MINMAX", "histogram": "HISTOGRAM"}
@@ -49,6 +50,19 @@ class OpenVinoConverter(Converter):
     @classmethod
     def keeps_layer_groups(cls, precision: str) -> bool:
         return precision == "int8"
+
+    @classmethod
+    def folds_normalisation(cls) -> bool:
+        return True
+
+    @classmethod
+    def fold_normalisation(cls, directory: Path, model_file: str, spec: PreprocessSpec) -> None:
+        from edgekit.backends.normalise_fold import fold_into_onnx, fold_into_openvino
+
+        if model_file.endswith(".onnx"):  # FP32 ships the ONNX export, which OpenVINO reads directly
+            fold_into_onnx(directory / model_file, spec)
+        else:
+            fold_into_openvino(directory / model_file, spec)
 
     @classmethod
     def convert(cls, fp32_onnx: Path, out_dir: Path, request: ConvertRequest) -> tuple[str, dict[str, object]]:

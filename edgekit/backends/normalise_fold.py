@@ -1,0 +1,85 @@
+"""Normalisation folded into a model: it takes the uint8 RGB crop (N, H, W, 3) and computes
+`pixel × scale + shift` per channel itself (`PreprocessSpec.normalise_in_model`).
+
+ONNX files get four nodes in front (Transpose on the bytes, Cast, Mul, Add) that every ONNX runtime
+runs fused with the first convolution's input handling; OpenVINO IR gets its own PrePostProcessor.
+The input keeps its name, so a manifest's `input.name` stays true.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from edgekit.core.errors import EdgekitError
+from edgekit.data.preprocess import PreprocessSpec, normalisation_affine
+
+
+def fold_into_onnx(path: Path, spec: PreprocessSpec) -> None:
+    """Rewrite the ONNX file at `path` in place (through a temporary file: never half-written)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    weights = {init.name for init in graph.initializer}
+    inputs = [value for value in graph.input if value.name not in weights]
+    if len(inputs) != 1:
+        raise EdgekitError(f"{path.name} has {len(inputs)} inputs; folding normalisation needs exactly one")
+    image = inputs[0]
+    dims = image.type.tensor_type.shape.dim
+    if image.type.tensor_type.elem_type != TensorProto.FLOAT or len(dims) != 4 or dims[1].dim_value != 3:
+        raise EdgekitError(f"{path.name}'s input is not float32 N×3×H×W: it cannot take pixels instead")
+    name = image.name
+    inner = f"{name}__normalised"
+    for node in graph.node:  # the network now reads the normalised tensor
+        node.input[:] = [inner if value == name else value for value in node.input]
+    batch = dims[0].dim_param or dims[0].dim_value or "batch"
+    height, width = dims[2].dim_value, dims[3].dim_value
+    graph.input.remove(image)
+    graph.input.insert(0, helper.make_tensor_value_info(name, TensorProto.UINT8, [batch, height, width, 3]))
+    scale, shift = normalisation_affine(spec)
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(scale.reshape(1, 3, 1, 1), f"{name}__scale"),
+            numpy_helper.from_array(shift.reshape(1, 3, 1, 1), f"{name}__shift"),
+        ]
+    )
+    prefix = [
+        helper.make_node("Transpose", [name], [f"{name}__nchw"], perm=[0, 3, 1, 2], name="edgekit_pixels_nchw"),
+        helper.make_node("Cast", [f"{name}__nchw"], [f"{name}__float"], to=TensorProto.FLOAT, name="edgekit_cast"),
+        helper.make_node("Mul", [f"{name}__float", f"{name}__scale"], [f"{name}__scaled"], name="edgekit_scale"),
+        helper.make_node("Add", [f"{name}__scaled", f"{name}__shift"], [inner], name="edgekit_shift"),
+    ]
+    for node in reversed(prefix):
+        graph.node.insert(0, node)
+    onnx.checker.check_model(model)
+    _replace(path, model.SerializeToString())
+
+
+def fold_into_openvino(xml: Path, spec: PreprocessSpec) -> None:
+    """Rewrite the OpenVINO IR `xml` (and its .bin) with a PrePostProcessor that takes uint8 NHWC pixels."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(xml))
+    if len(model.inputs) != 1:
+        raise EdgekitError(f"{xml.name} has {len(model.inputs)} inputs; folding normalisation needs exactly one")
+    ppp = ov.preprocess.PrePostProcessor(model)
+    ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+    ppp.input().model().set_layout(ov.Layout("NCHW"))
+    ppp.input().preprocess().convert_element_type(ov.Type.f32).mean([255.0 * m for m in spec.mean]).scale(
+        [255.0 * s for s in spec.std]
+    )
+    folded = ppp.build()
+    with tempfile.TemporaryDirectory(prefix=".fold-", dir=xml.parent) as tmp:
+        ov.save_model(folded, str(Path(tmp) / xml.name), compress_to_fp16=False)
+        del folded, model  # the IR's weights are memory-mapped from the .bin about to be replaced
+        for produced in Path(tmp).iterdir():
+            os.replace(produced, xml.parent / produced.name)
+
+
+def _replace(path: Path, data: bytes) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+        handle.write(data)
+    os.replace(handle.name, path)
