@@ -3,6 +3,7 @@ and `compile --preprocess fast`, on real photos (scikit-learn's sample images) a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from pathlib import Path
@@ -14,7 +15,7 @@ from PIL import Image
 import edgekit
 from edgekit.core.errors import EdgekitError
 from edgekit.data.images import decode_image, read_file, read_image
-from edgekit.data.preprocess import PreprocessSpec, preprocess
+from edgekit.data.preprocess import PreprocessSpec, preprocess, resize_and_crop
 from edgekit.runtime.model import ordered_map
 
 
@@ -61,6 +62,15 @@ def test_fast_path_stays_close_to_the_exact_transform(photos: Path) -> None:
     assert PreprocessSpec.from_dict({**fast_spec.to_dict()}) == fast_spec
     with pytest.raises(EdgekitError, match="decode"):
         PreprocessSpec(decode="turbo")
+
+
+def test_fast_resize_resamples_only_the_crop_yet_gives_the_exact_pixels_within_rounding(photos: Path) -> None:
+    image = read_image(photos / "china-1080p.png")  # no DCT scaling: the resize alone differs
+    for spec in (PreprocessSpec(), PreprocessSpec(resize=72, crop=64)):
+        exact = np.asarray(resize_and_crop(image, spec), np.int16)
+        fast = np.asarray(resize_and_crop(image, dataclasses.replace(spec, decode="fast")), np.int16)
+        assert exact.shape == fast.shape == (spec.crop, spec.crop, 3)
+        assert np.abs(exact - fast).max() <= 1 and np.mean(exact != fast) < 0.01
 
 
 def test_ordered_map_keeps_order_bounds_its_lookahead_and_stops_early() -> None:

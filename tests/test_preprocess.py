@@ -11,7 +11,7 @@ from torchvision import transforms
 
 from edgekit.core.errors import EdgekitError
 from edgekit.data.images import collect_images, read_image, read_labelled_folder, to_rgb
-from edgekit.data.preprocess import PreprocessSpec, preprocess
+from edgekit.data.preprocess import PreprocessSpec, normalise, preprocess
 from tests.photos import torchvision_eval
 
 
@@ -43,6 +43,17 @@ def test_matches_torchvision_with_other_sizes_and_interpolation() -> None:
         ]
     )(image).numpy()
     np.testing.assert_allclose(preprocess(image, bicubic), expected, atol=1e-6)
+
+
+def test_normalise_gives_the_arithmetic_value_of_every_byte_in_every_channel() -> None:
+    spec = PreprocessSpec(mean=(0.5, 0.25, 0.1), std=(0.2, 0.3, 0.7))
+    pixels = np.stack(
+        [np.arange(256, dtype=np.uint8), 255 - np.arange(256, dtype=np.uint8), np.arange(256, dtype=np.uint8)], -1
+    )
+    pixels = pixels.reshape(16, 16, 3)
+    mean, std = np.asarray(spec.mean, np.float32), np.asarray(spec.std, np.float32)
+    expected = ((pixels.astype(np.float32) / 255.0 - mean) / std).transpose(2, 0, 1)
+    assert np.array_equal(normalise(Image.fromarray(pixels), spec), expected)
 
 
 def test_spec_round_trips_and_rejects_nonsense() -> None:

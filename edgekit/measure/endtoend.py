@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.data.images import decode_image, read_file
-from edgekit.data.preprocess import PreprocessSpec, normalise, resize_and_crop
+from edgekit.data.preprocess import PreprocessSpec, model_input, resize_and_crop
 from edgekit.measure.stats import wilson
 
 STAGES = ("read", "decode", "resize_crop", "normalise", "network", "postprocess")
@@ -58,7 +58,7 @@ def end_to_end(
                 sizes.append(image.size)
             cropped = resize_and_crop(image, path_spec)
             marks.append(time.perf_counter())
-            batch = normalise(cropped, path_spec)[None]
+            batch = model_input(cropped, path_spec)[None]  # uint8 pixels for a model that normalises itself
             marks.append(time.perf_counter())
             outputs = network(batch)
             marks.append(time.perf_counter())
