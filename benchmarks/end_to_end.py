@@ -1,13 +1,14 @@
 """From a camera-sized JPEG to a label: end-to-end latency and throughput against the network alone.
 
-An x86-cpu INT8 bundle of a GoogLeNet at 224×224 (trained here briefly on Fashion-MNIST: latency does not
-depend on the weights, agreement is measured on that model) is fed:
+Two x86-cpu INT8 bundles of a GoogLeNet at 224×224 (trained here briefly on Fashion-MNIST: latency does not
+depend on the weights), one taking float input, one with `--normalise-in-model` (uint8 pixels in), are fed:
 - real photos (scikit-learn's sample images, china.jpg and flower.jpg) resized to 1920×1080 and to
   4000×3000 (12 MP), saved as JPEG quality 90: `edgekit bench --images` stage by stage, exact and fast decode;
-- a folder of 1080p JPEGs through `iter_predict` (decoding overlapped with the network), batch 1 and 8;
-- 500 Fashion-MNIST test images upscaled to 1920×1080 JPEGs: top-1 of the fast path against the exact one.
+- a folder of 1080p JPEGs through `iter_predict` (decoding overlapped with the network), batch 1 and 8.
+Agreement: Fashion-MNIST test images upscaled to 1920×1080 JPEGs, predicted by a well-trained model's INT8
+bundle (--checkpoint, at its own input size; else the timing model) on the exact and the fast path.
 
-    .venv/bin/python benchmarks/end_to_end.py [--out benchmarks/results]
+    .venv/bin/python benchmarks/end_to_end.py [--checkpoint base.pt --trained-as "..."] [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -91,10 +92,30 @@ def _throughput(model: BundleModel, folder: Path, batch: int, images: int) -> fl
     return count / (time.perf_counter() - start)
 
 
+def _compile(config: CompileConfig, progress: Progress) -> dict[str, Any]:
+    guard = "passed"
+    try:
+        manifest = compile_model(config, progress)
+    except GuardFailure as failure:  # a 1-epoch model: timing is the point here, so say so and go on
+        guard = f"failed ({str(failure)[:200]}…); timed with --min-agreement 0"
+        manifest = compile_model(dataclasses.replace(config, min_agreement=0.0), progress)
+    return {
+        "backend": manifest.backend,
+        "keep_fp32": manifest.section("quantization")["keep_fp32"],
+        "guard": guard,
+        "input": manifest.input.shape,
+        "normalisation_check": manifest.section("normalisation_check"),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--checkpoint", type=Path, default=None, help="a well-trained model, for the agreement")
+    parser.add_argument("--trained-as", default=None, help="with --checkpoint: how it was trained, in words")
+    parser.add_argument("--agreement-per-class", type=int, default=100, help="upscaled test images per class")
     args = parser.parse_args()
+    started = time.perf_counter()
     progress = Progress()
     results: dict[str, Any] = {"environment": environment(threads=0)}
     with tempfile.TemporaryDirectory() as work:
@@ -106,75 +127,96 @@ def main() -> None:
         )  # fmt: skip
         results["model"] = {"input": 224, "train_images": 1000, "epochs": 1, "val_top1": trained["best_val_top1"]}
         calib = write_image_folder(tmp / "calib", "train", 40, seed=7)
-        labelled = _upscaled(write_image_folder(tmp / "test", "test", 50, seed=1), tmp / "test1080")
-        bundle = tmp / "int8-fast"  # the model file is the same either way; bench times both decode paths
-        config = CompileConfig(model=checkpoint, target="x86-cpu", precision="int8", calib=calib, out=bundle,
-                               preprocess="fast")  # fmt: skip
-        guard = "passed"
-        try:
-            manifest = compile_model(config, progress)
-        except GuardFailure as failure:  # a 1-epoch model: timing is the point here, so say so and go on
-            guard = f"failed ({str(failure)[:200]}…); timed with --min-agreement 0"
-            manifest = compile_model(dataclasses.replace(config, min_agreement=0.0), progress)
-        results["bundle"] = {
-            "backend": manifest.backend,
-            "keep_fp32": manifest.section("quantization")["keep_fp32"],
-            "guard": guard,
-        }
-        model = BundleModel.open(bundle)
+        test = write_image_folder(tmp / "test", "test", args.agreement_per_class, seed=1)
+        labelled = _upscaled(test, tmp / "test1080")
+        results["bundles"], results["photos"], results["throughput"] = {}, {}, {}
+        for variant, pixels_in in (("float input", False), ("pixels in", True)):
+            bundle = tmp / f"int8-fast-{pixels_in}"  # one model file for both decode paths: bench times both
+            config = CompileConfig(model=checkpoint, target="x86-cpu", precision="int8", calib=calib, out=bundle,
+                                   preprocess="fast", normalise_in_model=pixels_in)  # fmt: skip
+            results["bundles"][variant] = _compile(config, progress)
+            model = BundleModel.open(bundle)
+            for label, size in SIZES.items():
+                folder = tmp / label.replace(" ", "")
+                if not folder.exists():
+                    _photos(folder, size, copies=15)
+                config = BenchConfig(bundle, images=folder, batch_sizes=(1, 8), iterations=50,
+                                     throughput=label == "1080p", out=tmp / f"bench-{label}-{pixels_in}")  # fmt: skip
+                bench = run_bench(config, progress)
+                results["photos"].setdefault(label, {})[variant] = {
+                    "end_to_end": bench["end_to_end"], "latency": bench["latency"]["bundle"]
+                }  # fmt: skip
+            network = {row["batch"]: row["images_per_s"] for row in results["photos"]["1080p"][variant]["latency"]}
+            results["throughput"][variant] = [
+                {"batch": b, "images_per_s": _throughput(model, tmp / "1080p", b, 160),
+                 "network_images_per_s": network[b]}
+                for b in (1, 8)
+            ]  # fmt: skip
+        if args.checkpoint is not None:
+            agreement_bundle = tmp / "agreement"
+            config = CompileConfig(model=args.checkpoint, target="x86-cpu", precision="int8", calib=calib,
+                                   out=agreement_bundle, preprocess="fast", normalise_in_model=True)  # fmt: skip
+            results["agreement_bundle"] = _compile(config, progress)
+            results["model"] = {"checkpoint": str(args.checkpoint), "trained_as": args.trained_as}
+            model = BundleModel.open(agreement_bundle)
         results["agreement"] = _agreement(model, labelled)
-        results["photos"] = {}
-        for label, size in SIZES.items():
-            folder = _photos(tmp / label.replace(" ", ""), size, copies=15)
-            config = BenchConfig(bundle, images=folder, batch_sizes=(1, 8), iterations=50,
-                                 throughput=label == "1080p", out=tmp / f"bench-{label}")  # fmt: skip
-            bench = run_bench(config, progress)
-            results["photos"][label] = {"end_to_end": bench["end_to_end"], "throughput": bench["throughput"],
-                                        "latency": bench["latency"]["bundle"]}  # fmt: skip
-        folder = tmp / "1080p"
-        network = {row["batch"]: row["images_per_s"] for row in results["photos"]["1080p"]["latency"]}
-        results["throughput"] = [
-            {"batch": b, "images_per_s": _throughput(model, folder, b, 160), "network_images_per_s": network[b]}
-            for b in (1, 8)
-        ]
+        results["minutes"] = (time.perf_counter() - started) / 60
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "end_to_end.json").write_text(json.dumps(results, indent=2) + "\n")
     env = results["environment"]
+    bundles = "; ".join(
+        f"{variant}: {b['backend']} INT8, input {b['input']}, guard {b['guard']}, FP32 groups "
+        f"{', '.join(b['keep_fp32']) or 'none'}"
+        for variant, b in results["bundles"].items()
+    )
     lines = [
         "# From a JPEG to a label: end to end against the network alone (x86-cpu INT8, GoogLeNet 224², batch 1)",
         "",
-        f"{env['date']}, {env['cpu']}, {env['logical_cores']} logical cores; one run. Bundle: "
-        f"{results['bundle']['backend']} INT8 (accuracy guard {results['bundle']['guard']}; FP32 groups: "
-        f"{', '.join(results['bundle']['keep_fp32']) or 'none'}). Medians in ms over 30 photos per size.",
+        f"{env['date']}, {env['cpu']}, {env['logical_cores']} logical cores; one run, {results['minutes']:.0f} min. "
+        f"Bundles: {bundles}. Medians in ms over 30 photos per size; each row's network column is that row's own "
+        "timing of the bundle.",
         "",
-        "| photos | decode path | read | decode | resize/crop | normalise | network | post | end to end p50 | p90 "
-        "| × network |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| photos | model input | decode path | read | decode | resize/crop | normalise | network | post "
+        "| end to end p50 | p90 | × network |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for label, photo in results["photos"].items():
-        for path in ("exact", "fast"):
-            row = photo["end_to_end"][path]
-            lines.append(
-                f"| {label} | {path} | {row['read_ms']:.2f} | {row['decode_ms']:.2f} | {row['resize_crop_ms']:.2f} | "
-                f"{row['normalise_ms']:.2f} | {row['network_ms']:.2f} | {row['postprocess_ms']:.3f} | "
-                f"{row['end_to_end_p50_ms']:.2f} | {row['end_to_end_p90_ms']:.2f} | "
-                f"{row['end_to_end_vs_network']:.2f}× |"
-            )
+    for label, variants in results["photos"].items():
+        for variant, photo in variants.items():
+            for path in ("exact", "fast"):
+                row = photo["end_to_end"][path]
+                lines.append(
+                    f"| {label} | {variant} | {path} | {row['read_ms']:.2f} | {row['decode_ms']:.2f} | "
+                    f"{row['resize_crop_ms']:.2f} | {row['normalise_ms']:.2f} | {row['network_ms']:.2f} | "
+                    f"{row['postprocess_ms']:.3f} | {row['end_to_end_p50_ms']:.2f} | {row['end_to_end_p90_ms']:.2f} | "
+                    f"{row['end_to_end_vs_network']:.2f}× |"
+                )
     agreement = results["agreement"]
+    model = results["model"]
+    if "checkpoint" in model:
+        check = results["agreement_bundle"]
+        who = (
+            f"{model['trained_as'] or model['checkpoint']}, INT8 bundle ({check['backend']}, pixels in, input "
+            f"{check['input']}; folded vs float input: top-1 "
+            f"{check['normalisation_check']['top1_agreement_with_float_input']:.2%} on "
+            f"{check['normalisation_check']['images']} images)"
+        )
+    else:
+        who = f"the timing model (trained 1 epoch on 1,000 images: val top-1 {model['val_top1']:.1%})"
     lines += [
         "",
-        "| folder of 1080p JPEGs | images/s through iter_predict (fast decode) | network alone | ratio |",
-        "|---|---:|---:|---:|",
-        *[f"| batch {t['batch']} | {t['images_per_s']:.1f} | {t['network_images_per_s']:.1f} | "
-          f"{t['images_per_s'] / t['network_images_per_s']:.2f}× |" for t in results["throughput"]],
+        "| folder of 1080p JPEGs, fast decode | model input | images/s through iter_predict | network alone | ratio |",
+        "|---|---|---:|---:|---:|",
+        *[f"| batch {t['batch']} | {variant} | {t['images_per_s']:.1f} | {t['network_images_per_s']:.1f} | "
+          f"{t['images_per_s'] / t['network_images_per_s']:.2f}× |"
+          for variant, rows in results["throughput"].items() for t in rows],
         "",
-        f"Fast vs exact decode on {agreement['images']} Fashion-MNIST test images upscaled to 1080p JPEGs: top-1 "
-        f"agreement {agreement['fast_vs_exact_top1_agreement']:.2%} (95 % interval {agreement['ci95'][0]:.1%}–"
-        f"{agreement['ci95'][1]:.1%}); top-1 against the labels {agreement['top1_exact']:.1%} exact, "
-        f"{agreement['top1_fast']:.1%} fast (model trained 1 epoch on 1,000 images: val top-1 "
-        f"{results['model']['val_top1']:.1%}).",
+        f"Fast vs exact decode on {agreement['images']} Fashion-MNIST test images upscaled to 1080p JPEGs, model "
+        f"{who}: top-1 agreement {agreement['fast_vs_exact_top1_agreement']:.2%} (95 % interval "
+        f"{agreement['ci95'][0]:.2%}–{agreement['ci95'][1]:.2%}); top-1 against the labels "
+        f"{agreement['top1_exact']:.1%} exact, {agreement['top1_fast']:.1%} fast.",
         "",
-        "Reproduce: `.venv/bin/python benchmarks/end_to_end.py`.",
+        "Reproduce: `.venv/bin/python benchmarks/end_to_end.py --checkpoint BASE.pt` (BASE.pt: "
+        "`benchmarks/prune_methods.py`'s base model).",
     ]  # fmt: skip
     (args.out / "end_to_end.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -18,7 +18,7 @@ from PIL import Image
 import edgekit
 from edgekit.core.errors import BundleError
 from edgekit.data.images import collect_images, read_image
-from edgekit.data.preprocess import PreprocessSpec, normalise, pixels_of, resize_and_crop
+from edgekit.data.preprocess import PreprocessSpec, float_input, normalise, pixels_of, resize_and_crop
 
 
 @settings(max_examples=40, deadline=None)
@@ -27,6 +27,7 @@ def test_pixels_of_recovers_exactly_the_pixels_a_batch_was_normalised_from(pixel
     spec = PreprocessSpec()
     batch = normalise(Image.fromarray(pixels), spec)[None]
     assert np.array_equal(pixels_of(batch, spec)[0], pixels)
+    assert np.array_equal(float_input(pixels[None], spec), batch)  # and back, as a reference takes it
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +80,17 @@ def test_a_bundle_that_normalises_itself_takes_pixels_and_predicts_like_float_in
     crops = np.stack([np.asarray(resize_and_crop(read_image(f), spec)) for f in files[:8]])
     assert crops.dtype == np.uint8
     assert list(folded.probabilities(crops).argmax(1)) == labels[:8]
+
+    if backend == "onnxruntime":  # bench times the trip with pixels fed to the model, and its own latency
+        status, stdout, stderr = run_cli(
+            "bench", out, "--images", data_dirs["val"], "--batch-sizes", "1,2", "--iterations", "2",
+            "--out", tmp_path / "bench", "--json",
+        )  # fmt: skip
+        assert status == 0, stderr
+        results = json.loads(stdout)
+        assert [row["batch"] for row in results["latency"]["bundle"]] == [1, 2]
+        trip = results["end_to_end"]["exact"]
+        assert trip["images"] > 0 and trip["network_ms"] > 0 and trip["normalise_ms"] > 0
 
 
 def test_only_backends_that_can_take_pixels_fold_and_the_rest_exit_2(

@@ -153,6 +153,16 @@ def normalise(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     return out
 
 
+def float_input(batch: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """A batch as a model that does not normalise itself takes it (a PyTorch reference, say): uint8 NHWC
+    pixels are normalised to float32 NCHW, bit-identically to `normalise`; float batches pass unchanged."""
+    if batch.dtype != np.uint8:
+        return batch
+    table = _normalised_values(spec.mean, spec.std)
+    planes = batch.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(table[np.arange(3)[None, :, None, None], planes])
+
+
 def model_input(cropped: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     """The resized and cropped image as the model takes it: its uint8 HWC pixels when the model normalises
     itself, else `normalise`'s float32 CHW array."""

@@ -22,7 +22,7 @@ from edgekit.core.threads import resolve_threads
 from edgekit.core.versions import module_available
 from edgekit.data.batches import sample, synthetic_images
 from edgekit.data.images import collect_images, read_image
-from edgekit.data.preprocess import PreprocessSpec
+from edgekit.data.preprocess import PreprocessSpec, float_input
 from edgekit.measure.endtoend import end_to_end
 from edgekit.measure.environment import environment
 from edgekit.measure.evaluate import labels_warning, load_eval_set, run_batched, score
@@ -132,11 +132,8 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
     rng = np.random.default_rng(0)
     latency: dict[str, list[dict[str, float]]] = {"bundle": [], "reference": []}
     for size in config.batch_sizes:
-        batch = (
-            rng.integers(0, 256, spec.input_shape(size), dtype=np.uint8)  # type: ignore[arg-type]
-            if spec.normalise_in_model
-            else rng.standard_normal((size, 3, spec.crop, spec.crop)).astype(np.float32)
-        )
+        pixels = rng.integers(0, 256, (size, spec.crop, spec.crop, 3), dtype=np.uint8)
+        batch = pixels if spec.normalise_in_model else float_input(pixels, spec)
         latency["bundle"].append(
             measure(
                 model.runner.run,
@@ -148,7 +145,8 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
             )
         )
         if reference is not None and config.time_reference:
-            latency["reference"].append(measure(reference.run, batch, protocol, progress, f"reference b{size}"))
+            floats = float_input(pixels, spec)  # the reference takes float input whatever the bundle takes
+            latency["reference"].append(measure(reference.run, floats, protocol, progress, f"reference b{size}"))
 
     accuracy = None
     if config.val is not None:
@@ -158,7 +156,8 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
             raise EdgekitError(f"--val {config.val} has no class sub-directories, so accuracy cannot be measured")
         predictions = {"bundle": run_batched(model.runner.run, evalset.batch.inputs, 8, progress, "bundle").argmax(1)}
         if reference is not None:
-            outputs = run_batched(reference.run, evalset.batch.inputs, 8, progress, "reference")
+            floats = float_input(evalset.batch.inputs, spec)
+            outputs = run_batched(reference.run, floats, 8, progress, "reference")
             predictions = {"reference": outputs.argmax(1), **predictions}
         if evalset.mapping:
             notes.append(evalset.mapping)
