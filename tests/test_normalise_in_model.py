@@ -91,6 +91,8 @@ def test_a_bundle_that_normalises_itself_takes_pixels_and_predicts_like_float_in
         assert [row["batch"] for row in results["latency"]["bundle"]] == [1, 2]
         trip = results["end_to_end"]["exact"]
         assert trip["images"] > 0 and trip["network_ms"] > 0 and trip["normalise_ms"] > 0
+        status, shown, _ = run_cli("inspect", out)
+        assert status == 0 and "normalises uint8 NHWC pixels itself" in shown and "[None, 64, 64, 3]" in shown
 
 
 def test_only_backends_that_can_take_pixels_fold_and_the_rest_exit_2(

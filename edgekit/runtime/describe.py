@@ -118,6 +118,18 @@ def _fast_decode_row(manifest: Manifest) -> dict[str, str]:
     }
 
 
+def _normalisation_row(manifest: Manifest) -> dict[str, str]:
+    check = manifest.section("normalisation_check")
+    if not check:
+        return {}
+    return {
+        "pixels in": f"the model normalises uint8 NHWC pixels itself; top-1 agreement with float input "
+        f"{_number(check.get('top1_agreement_with_float_input'), '.2%')}"
+        f"{_interval(check.get('top1_agreement_ci95'), '.1%')} on {check.get('images')} images, max abs diff "
+        f"{_number(check.get('max_abs_diff'), '.1e')}"
+    }
+
+
 def describe_bundle(path: Path, manifest: Manifest) -> dict[str, str]:
     """Rows of `edgekit inspect` for a verified bundle."""
     source = manifest.section("source")
@@ -139,6 +151,7 @@ def describe_bundle(path: Path, manifest: Manifest) -> dict[str, str]:
         "preprocessing": ", ".join(f"{k}={v}" for k, v in spec.items()),
         "parity": parity_line(manifest),
         **_fast_decode_row(manifest),
+        **_normalisation_row(manifest),
         "pruning": pruning_line(manifest.section("pruning")) or "none",
         **_accuracy_rows(manifest),
         **guard_rows(manifest),
