@@ -130,8 +130,9 @@ class QuantizerSetting:
 class Backend(abc.ABC):
     """One inference runtime, holding one loaded model (the run half).
 
-    `run` takes a float32 NCHW batch whose size the model's input accepts (the caller splits batches
-    for a static-batch model) and returns the model's first output unchanged.
+    `run` takes a float32 NCHW batch (uint8 NHWC pixels for a model that normalises itself, see
+    `Converter.fold_normalisation`) whose size the model's input accepts (the caller splits batches for a
+    static-batch model) and returns the model's first output unchanged.
     """
 
     name: ClassVar[str]
