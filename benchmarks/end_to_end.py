@@ -56,7 +56,15 @@ def _upscaled(source: Path, folder: Path) -> Path:
     for file in collect_images([source]):
         target = folder / file.parent.name / f"{file.stem}.jpg"
         target.parent.mkdir(parents=True, exist_ok=True)
-        Image.open(file).convert("RGB").resize(SIZES["1080p"], Image.Resampling.BICUBIC).save(target, quality=90)
+        # The garment upscaled to 1080×1080 in the middle of a black 1920×1080 frame (its own background):
+        # stretched to 16:9, the centre crop would cut it and the model would be scored off its domain.
+        width, height = SIZES["1080p"]
+        frame = Image.new("RGB", (width, height))
+        frame.paste(
+            Image.open(file).convert("RGB").resize((height, height), Image.Resampling.BICUBIC),
+            ((width - height) // 2, 0),
+        )
+        frame.save(target, quality=90)
     return folder
 
 
@@ -155,7 +163,8 @@ def main() -> None:
         if args.checkpoint is not None:
             agreement_bundle = tmp / "agreement"
             config = CompileConfig(model=args.checkpoint, target="x86-cpu", precision="int8", calib=calib,
-                                   out=agreement_bundle, preprocess="fast", normalise_in_model=True)  # fmt: skip
+                                   out=agreement_bundle, preprocess="fast", normalise_in_model=True,
+                                   val=test)  # fmt: skip
             results["agreement_bundle"] = _compile(config, progress)
             results["model"] = {"checkpoint": str(args.checkpoint), "trained_as": args.trained_as}
             model = BundleModel.open(agreement_bundle)
