@@ -133,7 +133,8 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
     latency: dict[str, list[dict[str, float]]] = {"bundle": [], "reference": []}
     for size in config.batch_sizes:
         pixels = rng.integers(0, 256, (size, spec.crop, spec.crop, 3), dtype=np.uint8)
-        batch = pixels if spec.normalise_in_model else float_input(pixels, spec)
+        floats = float_input(pixels, spec)  # the reference takes float input whatever the bundle takes
+        batch = pixels if spec.normalise_in_model else floats
         latency["bundle"].append(
             measure(
                 model.runner.run,
@@ -145,7 +146,6 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
             )
         )
         if reference is not None and config.time_reference:
-            floats = float_input(pixels, spec)  # the reference takes float input whatever the bundle takes
             latency["reference"].append(measure(reference.run, floats, protocol, progress, f"reference b{size}"))
 
     accuracy = None

@@ -499,8 +499,8 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> Manifes
             "input": {
                 "name": info.input_name,
                 "shape": shipped_spec.input_shape(info.batch),
-                "dtype": np.dtype(shipped_spec.input_dtype).name,
-                "layout": "NHWC" if shipped_spec.normalise_in_model else "NCHW",
+                "dtype": shipped_spec.input_dtype.__name__,
+                "layout": shipped_spec.input_layout,
             },
             "output": {"name": info.output_name, "kind": info.output_kind},
             "onnx_opset": _shipped_opset(stage / built.model_file),

@@ -226,7 +226,7 @@ class Manifest:
         section = _get(data, "input", dict)
         shape = _get(section, "shape", list, "input.")
         # The layout follows from the preprocessing: a model that normalises itself takes NHWC uint8 pixels.
-        layout, dtype = ("NHWC", "uint8") if preprocessing.normalise_in_model else ("NCHW", "float32")
+        layout, dtype = preprocessing.input_layout, preprocessing.input_dtype.__name__
         wanted = "[batch or null, height, width, 3]" if layout == "NHWC" else "[batch or null, 3, height, width]"
         if len(shape) != 4 or not all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in shape):
             raise _fail("input.shape", f"must be {wanted}")
