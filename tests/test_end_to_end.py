@@ -15,7 +15,7 @@ from PIL import Image
 import edgekit
 from edgekit.core.errors import EdgekitError
 from edgekit.data.images import decode_image, read_file, read_image
-from edgekit.data.preprocess import PreprocessSpec, preprocess, resize_and_crop
+from edgekit.data.preprocess import PreprocessSpec, resize_and_crop
 from edgekit.runtime.model import ordered_map
 
 
@@ -37,6 +37,14 @@ def test_fast_decode_scales_large_jpegs_down_to_the_resize_target_and_no_further
     assert read_image(photos / "china-1080p.jpg", scale_to=256).size == (480, 270)  # 1/4: 270 ≥ 256 > 135
     assert read_image(photos / "flower-12mp.jpg", scale_to=256).size == (500, 375)  # 1/8
     assert read_image(photos / "china-1080p.jpg", scale_to=600).size == (1920, 1080)  # 1/2 would be 540 < 600
+    # The fast path asks for twice its resize target: 256 → 1080p at 1/2, 12 MP at 1/4; 72 → 1080p at 1/4.
+    for spec, name, size in (
+        (PreprocessSpec(decode="fast"), "china-1080p.jpg", (960, 540)),
+        (PreprocessSpec(decode="fast"), "flower-12mp.jpg", (1000, 750)),
+        (PreprocessSpec(resize=72, crop=64, decode="fast"), "china-1080p.jpg", (480, 270)),
+    ):
+        assert read_image(photos / name, scale_to=spec.scale_to).size == size
+    assert PreprocessSpec().scale_to is None
     for name in ("china-1080p.png", "china-small.jpg"):
         full, fast = read_image(photos / name), read_image(photos / name, scale_to=256)
         assert full.size == fast.size and np.array_equal(np.asarray(full), np.asarray(fast))
@@ -51,14 +59,15 @@ def test_fast_decode_scales_large_jpegs_down_to_the_resize_target_and_no_further
 
 def test_fast_path_stays_close_to_the_exact_transform(photos: Path) -> None:
     """The fast path's input differs from the exact one by the DCT-domain downscale only: the same crop of
-    the same scene, within a few grey levels on average (the exact path is tested bit for bit against
-    torchvision in test_preprocess.py)."""
+    the same scene, within a grey level on average and a few at the 99th percentile (decoded down to the
+    resize target itself, china.jpg's 1080p crop moves by 2.2 on average and by 15 at the 99th percentile).
+    The exact path is tested bit for bit against torchvision in test_preprocess.py."""
     exact_spec, fast_spec = PreprocessSpec(), PreprocessSpec(decode="fast")
     for name in ("china-1080p.jpg", "flower-12mp.jpg"):
-        exact = preprocess(read_image(photos / name), exact_spec)
-        fast = preprocess(read_image(photos / name, scale_to=fast_spec.scale_to), fast_spec)
-        assert exact.shape == fast.shape == (3, 224, 224)
-        assert float(np.mean(np.abs(exact - fast))) * 0.226 * 255 < 4  # mean difference in 8-bit grey levels
+        exact = np.asarray(resize_and_crop(read_image(photos / name), exact_spec), np.int16)
+        fast = np.asarray(resize_and_crop(read_image(photos / name, scale_to=fast_spec.scale_to), fast_spec), np.int16)
+        assert exact.shape == fast.shape == (224, 224, 3)
+        assert np.mean(np.abs(exact - fast)) < 1 and np.percentile(np.abs(exact - fast), 99) <= 4
     assert PreprocessSpec.from_dict({**fast_spec.to_dict()}) == fast_spec
     with pytest.raises(EdgekitError, match="decode"):
         PreprocessSpec(decode="turbo")

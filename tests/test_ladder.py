@@ -5,13 +5,15 @@ test_quantize.py; here every rule is checked where its answer can be worked out 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
 
 from edgekit.backends.base import QuantizerSetting
 from edgekit.core.errors import EdgekitError
+from edgekit.core.progress import QUIET
+from edgekit.measure.latency import LatencyProtocol, side_by_side_p50s
 from edgekit.measure.stats import Agreement, mean_interval
 from edgekit.optimize.ladder import SPEED_MARGIN, BackendLadder, Outcome, Rules, Rung, climb, fastest_first
 
@@ -60,6 +62,66 @@ def test_a_near_tie_in_speed_keeps_the_target_files_order() -> None:
         [BackendLadder("first", (), True), BackendLadder("second", (), True)], _evaluator(table, []), RULES, ()
     )
     assert chosen.rung == slow
+
+
+class _DriftingMachine:
+    """A clock on which every call costs `cost` ms times the machine's slowness, which doubles over the run
+    (another process starting, a clock slowing down): the drift that separates builds timed minutes apart."""
+
+    def __init__(self) -> None:
+        self.now, self.calls = 0.0, 0
+
+    def clock(self) -> float:
+        return self.now / 1000.0
+
+    def run(self, cost: float, log: list[str], name: str) -> Callable[[np.ndarray], None]:
+        def call(batch: np.ndarray) -> None:
+            assert batch.shape == (1, 3, 32, 32)
+            log.append(name)
+            self.calls += 1
+            self.now += cost * (1.0 + self.calls / 110)  # 2x slower by the end of the two runs' 110 calls
+
+        return call
+
+
+def test_builds_timed_side_by_side_share_the_machines_drift() -> None:
+    protocol = LatencyProtocol(warmup=5, iterations=50)
+    machine, log = _DriftingMachine(), []
+    same = [machine.run(1.0, log, "a"), machine.run(1.0, log, "b")]
+    a, b = side_by_side_p50s(same, 32, protocol, machine.clock)
+    assert a == pytest.approx(b, rel=0.03)  # two equal builds come out equal, though the machine slowed 2x
+    assert log[:10] == ["a"] * 5 + ["b"] * 5  # each warmed up, then in turns, each round starting one along
+    assert log[10:16] == ["a", "b", "b", "a", "a", "b"] and log.count("a") == log.count("b") == 55
+    # The same two builds timed one after the other: the later one looks slower by the drift alone, beyond
+    # the speed margin the ranking trusts.
+    machine, log = _DriftingMachine(), []
+    first, second = (side_by_side_p50s([machine.run(1.0, log, n)], 32, protocol, machine.clock)[0] for n in "ab")
+    assert second > first * (1 + SPEED_MARGIN)
+    # A build really faster by 30 % still comes out faster side by side.
+    machine, log = _DriftingMachine(), []
+    slow, fast = side_by_side_p50s(
+        [machine.run(1.0, log, "a"), machine.run(0.7, log, "b")], 32, protocol, machine.clock
+    )
+    assert fast == pytest.approx(0.7 * slow, rel=0.05)
+
+
+def test_backends_are_ranked_on_their_side_by_side_timings() -> None:
+    # Timed as built, "second" looks faster (the machine sped up after "first"); side by side it is not.
+    first, second = Rung("first"), Rung("second")
+    table = {first: _outcome(first, [], p50=2.0), second: _outcome(second, [], p50=1.0)}
+    again = {first: 1.0, second: 1.02}
+    asked: list[list[Rung]] = []
+
+    def retime(outcomes: Sequence[Outcome]) -> list[Outcome]:
+        asked.append([o.rung for o in outcomes])
+        return [dataclasses.replace(o, p50_ms=again[o.rung]) for o in outcomes]
+
+    ladders = [BackendLadder("first", (), True), BackendLadder("second", (), True)]
+    chosen, record = climb(ladders, _evaluator(table, []), RULES, (), QUIET, retime)
+    assert asked == [[first, second]] and chosen.rung == first
+    assert [r["p50_ms"] for r in record["rungs"]] == [1.0, 1.02]  # the record shows the figures that decided
+    chosen, _ = climb(ladders, _evaluator(table, []), RULES, ())  # without: the figures as built
+    assert chosen.rung == second
 
 
 def test_a_build_short_of_the_floor_never_ships_even_inside_the_noise() -> None:

@@ -79,8 +79,9 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = None, scal
     """Open and fully decode an image as RGB; a ValueError says why a file is not a usable image.
 
     Refuses, before decoding, anything that is not a regular file and images of more than `max_pixels`
-    (default: `max_image_pixels()`). `scale_to` (the fast path's resize target, shorter side): a JPEG at
-    least twice that size is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that stays at or above it.
+    (default: `max_image_pixels()`). `scale_to` (shorter side; the fast path passes twice its resize target):
+    a JPEG at least twice that size is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that stays at or
+    above it.
     """
     with _open_regular(path) as handle:
         return _decode(handle, path, max_image_pixels() if max_pixels is None else max_pixels, scale_to)

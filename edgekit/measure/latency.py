@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,29 @@ def p50_ms(
     # Values do not change the work done.
     batch = spec.blank_batch(protocol.batch) if spec else np.zeros((protocol.batch, 3, crop, crop), np.float32)
     return float(measure(run, batch, protocol)["p50_ms"])
+
+
+def side_by_side_p50s(
+    runs: Sequence[Callable[[np.ndarray], object]],
+    crop: int,
+    protocol: LatencyProtocol = PROTOCOL,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[float]:
+    """`p50_ms` of each of `runs`, timed in turns: one call of each per round, each round starting one
+    further along. Builds timed one after another, minutes apart, carry the machine's drift (another
+    process, clock and thermal changes) into their difference; timed in turns, drift falls on all alike."""
+    batch = np.zeros((protocol.batch, 3, crop, crop), np.float32)
+    for run in runs:
+        for _ in range(protocol.warmup):
+            run(batch)
+    times: list[list[float]] = [[] for _ in runs]
+    for round_ in range(protocol.iterations):
+        for offset in range(len(runs)):
+            index = (round_ + offset) % len(runs)
+            start = clock()
+            runs[index](batch)
+            times[index].append((clock() - start) * 1000.0)
+    return [float(np.percentile(samples, 50)) for samples in times]
 
 
 def measure(

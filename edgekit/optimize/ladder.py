@@ -9,7 +9,9 @@ above the budget beyond the noise).
 
 The climb, cheapest first, stops at the first build that passes:
 1. every backend the target lists is built with its quantizer's defaults and timed (where this host is
-   the device); backends are visited fastest first, so the first to pass is the fastest that passes.
+   the device), then timed again side by side, in turns, so that the machine's drift between builds made
+   minutes apart does not decide; backends are visited fastest first, so the first to pass is the fastest
+   that passes.
    "Faster" needs a clear margin (`SPEED_MARGIN`, `fastest_first`): two builds of one graph differ by
    more than a few percent from run to run, so a near tie keeps the target file's order and the same
    model compiles to the same backend on every run;
@@ -158,6 +160,11 @@ class Rules:
         return "; ".join(parts)
 
 
+def speeds_text(outcomes: Sequence[Outcome]) -> str:
+    """ "a p50 1.20 ms, b p50 0.90 ms": the timed ones of `outcomes`, for progress notes."""
+    return ", ".join(f"{o.rung.backend} p50 {o.p50_ms:.2f} ms" for o in outcomes if o.p50_ms is not None)
+
+
 def _rank(outcome: Outcome, rules: Rules) -> tuple[int, float, float]:
     """For "best so far" within a backend (same speed): verdict, then agreement, then top-1."""
     agreement = outcome.guard.rate if outcome.guard is not None else 0.0
@@ -180,8 +187,11 @@ def climb(
     rules: Rules,
     groups: Sequence[str],
     progress: Progress = QUIET,
+    time_side_by_side: Callable[[Sequence[Outcome]], list[Outcome]] | None = None,
 ) -> tuple[Outcome, dict[str, Any]]:
-    """(the build that ships, the record of the climb for the manifest); EdgekitError when none passes."""
+    """(the build that ships, the record of the climb for the manifest); EdgekitError when none passes.
+
+    `time_side_by_side` times the backends' default builds again, in turns, before they are ranked."""
     tried: list[Outcome] = []
 
     def run(rung: Rung) -> Outcome:
@@ -195,6 +205,10 @@ def climb(
         return outcome
 
     defaults = [run(Rung(ladder.backend)) for ladder in ladders]
+    if time_side_by_side is not None and sum(d.p50_ms is not None for d in defaults) > 1:
+        defaults = time_side_by_side(defaults)
+        tried[: len(defaults)] = defaults
+        progress.note(f"  timed side by side: {speeds_text(defaults)}")
     order = fastest_first([d.p50_ms for d in defaults])
     best_of: dict[int, Outcome] = {}
     current: Outcome | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from edgekit.core.errors import EdgekitError
 from edgekit.core.progress import QUIET, Progress
 from edgekit.measure.evaluate import run_batched
 from edgekit.measure.host import host_problem
-from edgekit.measure.latency import p50_ms
+from edgekit.measure.latency import p50_ms, side_by_side_p50s
 from edgekit.measure.stats import Agreement
 from edgekit.optimize.ladder import Outcome, Rung
 from edgekit.runtime.model import Runner
@@ -124,6 +125,18 @@ class CandidateBuilder:
         problem = host_problem(self.target, converter.backend)
         latency = p50_ms(runner.run, self.crop) if problem is None else None
         return Outcome(rung, agrees, guard, correct, reference_correct, sensitivity, latency)
+
+    def time_side_by_side(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
+        """`outcomes` with the timed ones timed again, in turns (`side_by_side_p50s`): the figures that rank
+        backends against each other come from the same minutes, not from builds made minutes apart."""
+        timed = [o for o in outcomes if o.p50_ms is not None]
+        if len(timed) < 2:
+            return list(outcomes)
+        runners = [self._runner(o.rung, self.built[o.rung].directory, self.built[o.rung].model_file) for o in timed]
+        p50s = dict(zip([o.rung for o in timed], side_by_side_p50s([r.run for r in runners], self.crop)))
+        updated = [dataclasses.replace(o, p50_ms=p50s[o.rung]) if o.rung in p50s else o for o in outcomes]
+        self.outcomes.update({o.rung: o for o in updated})
+        return updated
 
     def install(self, rung: Rung, stage: Path) -> tuple[Candidate, Runner]:
         """Copy the chosen candidate's files into the bundle's staging directory; (it, a runner on the copy)."""

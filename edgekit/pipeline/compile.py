@@ -36,7 +36,7 @@ from edgekit.export.onnx_file import inspect_onnx
 from edgekit.measure.evaluate import EvalSet, compare, labels_warning, load_eval_set, run_batched, score
 from edgekit.measure.reference import OnnxReference, TorchReference
 from edgekit.model.layout import LAYER_GROUPS
-from edgekit.optimize.ladder import BackendLadder, Rules, Rung, climb, fastest_first
+from edgekit.optimize.ladder import BackendLadder, Rules, Rung, climb, fastest_first, speeds_text
 from edgekit.pipeline.candidates import SENSITIVITY_IMAGES, CandidateBuilder, CheckImages
 from edgekit.pipeline.compile_config import CompileConfig, candidates, resolve, validate
 from edgekit.pipeline.device_build import check_device_model
@@ -335,7 +335,7 @@ def _choose_fp32(
     builder: CandidateBuilder, ladders: list[BackendLadder], reference: str, progress: Progress
 ) -> tuple[Rung, dict[str, Any]]:
     """FP32: every candidate backend is built and timed; the fastest that reproduces the reference wins (by
-    `SPEED_MARGIN`; a near tie keeps the target file's order)."""
+    `SPEED_MARGIN`, timed side by side; a near tie keeps the target file's order)."""
     images = builder.images
     outcomes, problems = [], []
     for ladder in ladders:
@@ -350,6 +350,11 @@ def _choose_fp32(
     passing = [i for i, (_, problem, _) in enumerate(outcomes) if problem is None]
     if not passing:
         raise ParityError("; ".join(problems) + "; no bundle was written")
+    if sum(outcomes[i][0].p50_ms is not None for i in passing) > 1:  # ranked on timings taken in turns
+        retimed = builder.time_side_by_side([outcomes[i][0] for i in passing])
+        for i, outcome in zip(passing, retimed):
+            outcomes[i] = (outcome, *outcomes[i][1:])
+        progress.note(f"  timed side by side: {speeds_text(retimed)}")
     best = passing[fastest_first([outcomes[i][0].p50_ms for i in passing])[0]]
     record = {
         "rungs": [
@@ -446,7 +451,9 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> Manifes
             rules = Rules(config.min_agreement or None, (budget or 0.0) if with_budget else None)
             what = "FP32 on held-out images" if images.held_out is not None else "FP32 (no held-out images)"
             progress.note(f"{config.precision} builds, each checked against {what}:")
-            outcome, selection = climb(ladders, builder.evaluate, rules, LAYER_GROUPS, progress)
+            outcome, selection = climb(
+                ladders, builder.evaluate, rules, LAYER_GROUPS, progress, builder.time_side_by_side
+            )
             rung = outcome.rung
         candidate, runner = builder.install(rung, stage)
         converter = get_converter(rung.backend)
