@@ -13,7 +13,7 @@ import pytest
 from edgekit.backends.base import QuantizerSetting
 from edgekit.core.errors import EdgekitError
 from edgekit.core.progress import QUIET
-from edgekit.measure.latency import LatencyProtocol, side_by_side_p50s
+from edgekit.measure.latency import LatencyProtocol, blank_input, side_by_side_p50s
 from edgekit.measure.stats import Agreement, mean_interval
 from edgekit.optimize.ladder import SPEED_MARGIN, BackendLadder, Outcome, Rules, Rung, climb, fastest_first
 
@@ -88,19 +88,21 @@ def test_builds_timed_side_by_side_share_the_machines_drift() -> None:
     protocol = LatencyProtocol(warmup=5, iterations=50)
     machine, log = _DriftingMachine(), []
     same = [machine.run(1.0, log, "a"), machine.run(1.0, log, "b")]
-    a, b = side_by_side_p50s(same, 32, protocol, machine.clock)
+    a, b = side_by_side_p50s(same, [blank_input(32)] * 2, protocol, machine.clock)
     assert a == pytest.approx(b, rel=0.03)  # two equal builds come out equal, though the machine slowed 2x
     assert log[:10] == ["a"] * 5 + ["b"] * 5  # each warmed up, then in turns, each round starting one along
     assert log[10:16] == ["a", "b", "b", "a", "a", "b"] and log.count("a") == log.count("b") == 55
     # The same two builds timed one after the other: the later one looks slower by the drift alone, beyond
     # the speed margin the ranking trusts.
     machine, log = _DriftingMachine(), []
-    first, second = (side_by_side_p50s([machine.run(1.0, log, n)], 32, protocol, machine.clock)[0] for n in "ab")
+    first, second = (
+        side_by_side_p50s([machine.run(1.0, log, name)], [blank_input(32)], protocol, machine.clock)[0] for name in "ab"
+    )
     assert second > first * (1 + SPEED_MARGIN)
     # A build really faster by 30 % still comes out faster side by side.
     machine, log = _DriftingMachine(), []
     slow, fast = side_by_side_p50s(
-        [machine.run(1.0, log, "a"), machine.run(0.7, log, "b")], 32, protocol, machine.clock
+        [machine.run(1.0, log, "a"), machine.run(0.7, log, "b")], [blank_input(32)] * 2, protocol, machine.clock
     )
     assert fast == pytest.approx(0.7 * slow, rel=0.05)
 

@@ -36,22 +36,26 @@ def p50_ms(
 ) -> float:
     """The statistic decisions use: batch-`protocol.batch` p50 of `run` on a `crop`×`crop` input (of the
     layout `spec` gives the model, float32 NCHW without one)."""
-    # Values do not change the work done.
-    batch = spec.blank_batch(protocol.batch) if spec else np.zeros((protocol.batch, 3, crop, crop), np.float32)
-    return float(measure(run, batch, protocol)["p50_ms"])
+    return float(measure(run, blank_input(crop, spec, protocol), protocol)["p50_ms"])
+
+
+def blank_input(crop: int, spec: PreprocessSpec | None = None, protocol: LatencyProtocol = PROTOCOL) -> np.ndarray:
+    """The batch decisions are timed on: zeros (values do not change the work done), `protocol.batch`
+    images in the layout `spec` gives the model, float32 NCHW `crop`×`crop` without one."""
+    return spec.blank_batch(protocol.batch) if spec else np.zeros((protocol.batch, 3, crop, crop), np.float32)
 
 
 def side_by_side_p50s(
     runs: Sequence[Callable[[np.ndarray], object]],
-    crop: int,
+    batches: Sequence[np.ndarray],
     protocol: LatencyProtocol = PROTOCOL,
     clock: Callable[[], float] = time.perf_counter,
 ) -> list[float]:
-    """`p50_ms` of each of `runs`, timed in turns: one call of each per round, each round starting one
-    further along. Builds timed one after another, minutes apart, carry the machine's drift (another
-    process, clock and thermal changes) into their difference; timed in turns, drift falls on all alike."""
-    batch = np.zeros((protocol.batch, 3, crop, crop), np.float32)
-    for run in runs:
+    """`p50_ms` of each of `runs` on its batch, timed in turns: one call of each per round, each round
+    starting one further along. Builds timed one after another, minutes apart, carry the machine's drift
+    (another process, clock or thermal changes) into their difference; timed in turns, drift falls on all
+    alike."""
+    for run, batch in zip(runs, batches):
         for _ in range(protocol.warmup):
             run(batch)
     times: list[list[float]] = [[] for _ in runs]
@@ -59,7 +63,7 @@ def side_by_side_p50s(
         for offset in range(len(runs)):
             index = (round_ + offset) % len(runs)
             start = clock()
-            runs[index](batch)
+            runs[index](batches[index])
             times[index].append((clock() - start) * 1000.0)
     return [float(np.percentile(samples, 50)) for samples in times]
 

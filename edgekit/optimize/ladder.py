@@ -161,7 +161,7 @@ class Rules:
 
 
 def speeds_text(outcomes: Sequence[Outcome]) -> str:
-    """ "a p50 1.20 ms, b p50 0.90 ms": the timed ones of `outcomes`, for progress notes."""
+    """The timed ones of `outcomes` for progress notes: "a p50 1.20 ms, b p50 0.90 ms"."""
     return ", ".join(f"{o.rung.backend} p50 {o.p50_ms:.2f} ms" for o in outcomes if o.p50_ms is not None)
 
 

@@ -19,7 +19,7 @@ from edgekit.core.errors import EdgekitError
 from edgekit.core.progress import QUIET, Progress
 from edgekit.measure.evaluate import run_batched
 from edgekit.measure.host import host_problem
-from edgekit.measure.latency import p50_ms, side_by_side_p50s
+from edgekit.measure.latency import blank_input, p50_ms, side_by_side_p50s
 from edgekit.measure.stats import Agreement
 from edgekit.optimize.ladder import Outcome, Rung
 from edgekit.runtime.model import Runner
@@ -133,7 +133,8 @@ class CandidateBuilder:
         if len(timed) < 2:
             return list(outcomes)
         runners = [self._runner(o.rung, self.built[o.rung].directory, self.built[o.rung].model_file) for o in timed]
-        p50s = dict(zip([o.rung for o in timed], side_by_side_p50s([r.run for r in runners], self.crop)))
+        batches = [blank_input(self.crop)] * len(runners)
+        p50s = dict(zip([o.rung for o in timed], side_by_side_p50s([r.run for r in runners], batches)))
         updated = [dataclasses.replace(o, p50_ms=p50s[o.rung]) if o.rung in p50s else o for o in outcomes]
         self.outcomes.update({o.rung: o for o in updated})
         return updated

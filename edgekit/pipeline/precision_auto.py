@@ -20,7 +20,7 @@ from edgekit.core.progress import QUIET, Progress
 from edgekit.data.images import has_class_folders
 from edgekit.measure.decide import fastest_within_budget, top1_drop_pts
 from edgekit.measure.host import host_problem
-from edgekit.measure.latency import p50_ms
+from edgekit.measure.latency import blank_input, side_by_side_p50s
 from edgekit.pipeline.compile import compile_bundle
 from edgekit.pipeline.compile_config import CompileConfig, resolve, validate
 from edgekit.runtime.bundle import publish, write_manifest
@@ -84,10 +84,7 @@ def compile_auto(config: CompileConfig, progress: Progress = QUIET, timer: Bundl
             if timer is not None:
                 by_device = dict(timer(trial_out))
                 p50 = max(by_device.values())
-            elif problem is None:
-                model = BundleModel(trial_out, manifest, None, config.threads)
-                p50 = p50_ms(model.runner.run, model.preprocessing.crop, spec=model.preprocessing)
-            else:
+            elif problem is not None:
                 untimed[precision] = problem
             models = manifest.section("accuracy")["models"]
             drop = top1_drop_pts(models["reference"]["top1"], models["bundle"]["top1"])
@@ -102,7 +99,7 @@ def compile_auto(config: CompileConfig, progress: Progress = QUIET, timer: Bundl
                     "builds": manifest.section("selection").get("rungs", []),  # every backend/rung it tried
                 }
             )
-            speed = f"not timed here ({problem})" if p50 is None else f"p50 {p50:.2f} ms"
+            speed = f"not timed here ({problem})" if problem else "timed below" if p50 is None else f"p50 {p50:.2f} ms"
             if by_device is not None:
                 speed += " (" + ", ".join(f"{name} {ms:.2f}" for name, ms in by_device.items()) + ")"
             progress.note(f"  {precision}: {speed}, top-1 drop {drop:.2f} pts")
@@ -110,6 +107,9 @@ def compile_auto(config: CompileConfig, progress: Progress = QUIET, timer: Bundl
         if not built:
             reasons = "; ".join(f"{c['precision']}: {c['rejected']}" for c in candidates)
             raise EdgekitError(f"--precision auto: no precision could be compiled: {reasons}")
+        if timer is None:
+            _time_here_side_by_side([c for c in built if c["precision"] not in untimed], manifests, Path(work), config)
+            progress.note(f"--precision auto, timed side by side: {_speeds(built)}")
         if timer is not None:  # a board lost midway: every candidate is compared on the boards that timed all
             for candidate in built:
                 candidate["p50_ms"] = max(candidate["p50_ms_by_device"][name] for name in _timed_on_all(built))
@@ -137,6 +137,23 @@ def compile_auto(config: CompileConfig, progress: Progress = QUIET, timer: Bundl
         final = write_manifest(source, manifests[chosen["precision"]].replace(precision_auto=record))
         publish(source, out, config.force)  # the chosen bundle is renamed into place, not copied
         return final
+
+
+def _time_here_side_by_side(
+    candidates: list[dict[str, Any]], manifests: dict[str, Manifest], work: Path, config: CompileConfig
+) -> None:
+    """Sets each candidate's `p50_ms`, timed on this host after all were built, in turns (`side_by_side_p50s`):
+    compiles minutes apart would carry the machine's drift into the comparison."""
+    if not candidates:
+        return
+    models = [BundleModel(work / c["precision"], manifests[c["precision"]], None, config.threads) for c in candidates]
+    batches = [blank_input(m.preprocessing.crop, m.preprocessing) for m in models]
+    for candidate, p50 in zip(candidates, side_by_side_p50s([m.runner.run for m in models], batches)):
+        candidate["p50_ms"] = p50
+
+
+def _speeds(candidates: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{c['precision']} p50 {c['p50_ms']:.2f} ms" for c in candidates if c["p50_ms"] is not None)
 
 
 def _timed_on_all(built: list[dict[str, Any]]) -> list[str]:
