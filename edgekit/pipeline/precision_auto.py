@@ -110,7 +110,7 @@ def compile_auto(config: CompileConfig, progress: Progress = QUIET, timer: Bundl
         if timer is None:
             _time_here_side_by_side([c for c in built if c["precision"] not in untimed], manifests, Path(work), config)
             progress.note(f"--precision auto, timed side by side: {_speeds(built)}")
-        if timer is not None:  # a board lost midway: every candidate is compared on the boards that timed all
+        else:  # a board lost midway: every candidate is compared on the boards that timed all
             for candidate in built:
                 candidate["p50_ms"] = max(candidate["p50_ms_by_device"][name] for name in _timed_on_all(built))
         # FP32 is the reference itself: it always fits (its drop on the same images is rounding only).
