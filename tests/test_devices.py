@@ -378,8 +378,8 @@ def test_precision_auto_and_pruning_are_timed_on_the_devices(
         _add(devices, name, server, device_venv, tmp_path / f"cache-{name}", threads=threads)
     out = tmp_path / "auto"
     result = devices("compile", trained["path"], "--precision", "auto", "--backend", "onnxruntime", "--val",
-                     data_dirs["val"], "--calib", data_dirs["train"], "--calib-size", "64", "--device", "one-thread",
-                     "--device", "two-threads", "--out", out, "--json")  # fmt: skip
+                     data_dirs["val"], "--calib", data_dirs["train"], "--calib-size", "64", "--min-agreement", "0",
+                     "--device", "one-thread", "--device", "two-threads", "--out", out, "--json")  # fmt: skip
     assert result.returncode == 0, result.stderr
     auto = json.loads(result.stdout)["precision_auto"]
     timed = [c for c in auto["candidates"] if "rejected" not in c]
