@@ -34,7 +34,7 @@ from edgekit.data.fashion_mnist import write_image_folder
 from edgekit.data.preprocess import PreprocessSpec
 from edgekit.measure.environment import environment
 from edgekit.measure.evaluate import load_eval_set, run_batched, score
-from edgekit.measure.latency import LatencyProtocol, measure
+from edgekit.measure.latency import TimingProtocol, time_runs
 from edgekit.measure.reference import TorchReference
 from edgekit.model.checkpoint import load_checkpoint
 from edgekit.model.finetune import FinetuneConfig, run_finetune
@@ -112,10 +112,13 @@ def main() -> None:
         for size in (1, 8):
             batch = rng.standard_normal((size, 3, 224, 224)).astype(np.float32)
             iterations = args.iterations if size == 1 else max(10, args.iterations // 4)
-            for name, run in candidates.items():
-                stats = measure(run, batch, LatencyProtocol(args.warmup, iterations), progress, f"{name} b{size}")
-                rows.append({"runtime": name, **stats})
-                progress.note(f"{name:<45} batch {size}: p50 {stats['p50_ms']:.2f} ms")
+            protocol = TimingProtocol(args.warmup, iterations)  # every runtime timed in turns: one loop, no drift
+            timings = time_runs(
+                list(candidates.values()), [batch] * len(candidates), protocol, None, progress, f"b{size}"
+            )
+            for name, timing in zip(candidates, timings):
+                rows.append({"runtime": name, **timing.to_dict()})
+                progress.note(f"{name:<45} batch {size}: p50 {timing.p50_ms:.2f} ms")
 
         accuracy = {}
         if args.accuracy:

@@ -42,7 +42,7 @@ from edgekit.data.datasets import folder_dataset
 from edgekit.data.fashion_mnist import write_image_folder
 from edgekit.measure.environment import environment
 from edgekit.measure.evaluate import load_eval_set, run_batched
-from edgekit.measure.latency import LatencyProtocol, measure
+from edgekit.measure.latency import TimingProtocol, time_runs
 from edgekit.measure.stats import PairedDifference, wilson
 from edgekit.model.checkpoint import load_checkpoint
 from edgekit.model.finetune import FinetuneConfig, run_finetune
@@ -220,11 +220,13 @@ def main() -> None:
         runners = {name: BundleModel.open(path, threads=threads).runner.run for name, path in at224.items()}
         batch = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
         samples: dict[str, list[float]] = {name: [] for name in runners}
-        for round_index in range(args.rounds):
-            for name, run in runners.items():
-                stats = measure(run, batch, LatencyProtocol(10, args.iterations))
-                samples[name].append(stats["p50_ms"])
-                progress.note(f"round {round_index + 1} {name}: p50 {stats['p50_ms']:.2f} ms")
+        # The one timing loop: every variant timed in turns, rounds × iterations calls each.
+        names = list(runners)
+        protocol = TimingProtocol(warmup=10, iterations=args.rounds * args.iterations)
+        timings = time_runs([runners[n] for n in names], [batch] * len(names), protocol)
+        for name, timing in zip(names, timings):
+            samples[name].append(timing.p50_ms)
+            progress.note(f"{name}: p50 {timing.p50_ms:.2f} ms ({timing.n} calls, in turns)")
 
     def accuracy(correct: np.ndarray) -> dict[str, Any]:
         low, high = wilson(int(correct.sum()), len(correct))

@@ -31,7 +31,7 @@ from edgekit.data.datasets import folder_dataset, stratified_split
 from edgekit.data.fashion_mnist import write_image_folder
 from edgekit.measure.environment import environment
 from edgekit.measure.evaluate import load_eval_set, run_batched
-from edgekit.measure.latency import LatencyProtocol, measure
+from edgekit.measure.latency import TimingProtocol, time_runs
 from edgekit.measure.reference import TorchReference
 from edgekit.model.checkpoint import load_checkpoint, save_checkpoint
 from edgekit.model.finetune import FinetuneConfig, run_finetune
@@ -159,11 +159,13 @@ def main() -> None:
                 runners[key] = BundleModel.open(bundles[f"{precision}-224"], threads=threads).runner.run
 
         batch = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
-        for round_index in range(args.rounds):
-            for key, run in runners.items():
-                stats = measure(run, batch, LatencyProtocol(10, args.iterations))
-                rows[key]["latency_samples_ms"].append(stats["p50_ms"])
-                progress.note(f"round {round_index + 1} {key}: p50 {stats['p50_ms']:.2f} ms")
+        # The one timing loop: every variant timed in turns, rounds × iterations calls each.
+        names = list(runners)
+        protocol = TimingProtocol(warmup=10, iterations=args.rounds * args.iterations)
+        timings = time_runs([runners[n] for n in names], [batch] * len(names), protocol)
+        for key, timing in zip(names, timings):
+            rows[key]["latency_samples_ms"].append(timing.p50_ms)
+            progress.note(f"{key}: p50 {timing.p50_ms:.2f} ms ({timing.n} calls, in turns)")
         for row in rows.values():
             row["p50_ms"] = float(np.median(row["latency_samples_ms"]))
 

@@ -156,7 +156,7 @@ def compile_command(
     from edgekit.optimize.prune_config import PruneSettings
     from edgekit.pipeline.compile_config import CompileConfig, resolve
     from edgekit.pipeline.precision_auto import compile_model
-    from edgekit.runtime.describe import guard_rows, parity_line
+    from edgekit.runtime.describe import accuracy_line, guard_rows
 
     progress = Progress(enabled=not quiet)
     settings: PruneSettings = prune_settings(stage_options, "--prune", max_accuracy_drop)
@@ -201,7 +201,7 @@ def compile_command(
         return
     click.echo(f"bundle: {config.out}")
     if manifest.has("precision_auto"):
-        budget = manifest.section("precision_auto")["budget_pts"]
+        budget = manifest.section("precision_auto")["max_accuracy_drop_pts"]
         click.echo(f"  --precision auto chose {manifest.precision} (budget {budget:g} pts)")
         measured_on = manifest.section("precision_auto").get("measured_on")
         if measured_on:
@@ -210,7 +210,7 @@ def compile_command(
         f"  {manifest.target_name} / {manifest.backend} / {manifest.precision}, "
         f"{len(manifest.classes)} classes, input {manifest.input.shape}"
     )
-    click.echo(f"  vs FP32 {parity_line(manifest)}")
+    click.echo(f"  vs FP32 {accuracy_line(manifest)}")
     for name, row in manifest.section("accuracy").get("models", {}).items():
         click.echo(f"  top-1 {name}: {with_interval(row['top1'], row.get('top1_ci95'))}")
     if manifest.has("pruning"):

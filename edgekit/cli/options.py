@@ -283,3 +283,25 @@ trust_engine_option = click.option(
 cuda_graph_option = click.option(
     "--cuda-graph", is_flag=True, help="TensorRT: replay the network as a captured CUDA graph (less launch overhead)."
 )
+
+
+def max_accuracy_drop_option(help: str, default: float | None = None) -> Callable[[Any], Any]:
+    """--max-accuracy-drop: the one option name for the top-1 budget (`measure.decide.Budget`), everywhere.
+    `--budget`, its old name on sweep and report, is still read (hidden) and means the same."""
+
+    def old_name(ctx: click.Context, _param: click.Parameter, value: float | None) -> None:
+        if value is not None:  # given on the command line: processed before the options that were not
+            click.echo("note: --budget is now called --max-accuracy-drop", err=True)
+            ctx.meta["edgekit_old_budget"] = value
+
+    def new_name(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+        given = ctx.get_parameter_source(param.name or "") is not click.core.ParameterSource.DEFAULT
+        return value if given else ctx.meta.get("edgekit_old_budget", value)
+
+    def decorate(command: Any) -> Any:
+        command = click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=default,
+                               show_default=default is not None, callback=new_name, help=help)(command)  # fmt: skip
+        return click.option("--budget", type=click.FloatRange(min=0), default=None, hidden=True, expose_value=False,
+                            callback=old_name)(command)  # fmt: skip
+
+    return decorate

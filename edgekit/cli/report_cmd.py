@@ -6,16 +6,20 @@ from pathlib import Path
 
 import click
 
-from edgekit.cli.options import json_option, print_json
+from edgekit.cli.options import json_option, max_accuracy_drop_option, print_json
+from edgekit.measure.decide import DEFAULT_MAX_DROP_PTS
 
 
 @click.command()
 @click.argument("results", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), required=True, help="Report directory.")
-@click.option("--budget", type=float, default=1.0, show_default=True, help="Top-1 points a variant may lose vs FP32.")
+@max_accuracy_drop_option(
+    "Top-1 points a variant may lose against FP32 (the headline is the fastest within it).",
+    default=DEFAULT_MAX_DROP_PTS,
+)
 @click.option("--title", default=None, help="Page title (default: model and target).")
 @json_option
-def report(results: tuple[Path, ...], out: Path, budget: float, title: str | None, as_json: bool) -> None:
+def report(results: tuple[Path, ...], out: Path, max_accuracy_drop: float, title: str | None, as_json: bool) -> None:
     """Write report.html (self-contained, plots inline) and report.md from `edgekit bench` results.
 
     RESULTS are bench.json files (or the directories holding them) of variants of one model.
@@ -25,7 +29,7 @@ def report(results: tuple[Path, ...], out: Path, budget: float, title: str | Non
     require_workstation("report")
     from edgekit.report.write import write_report
 
-    written = write_report(list(results), out, budget, title)
+    written = write_report(list(results), out, max_accuracy_drop, title)
     if as_json:
         print_json(written)
         return

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from edgekit.cli.options import json_option, print_json, threads_option, trust_pickle_option
+from edgekit.cli.options import json_option, max_accuracy_drop_option, print_json, threads_option, trust_pickle_option
+from edgekit.measure.decide import DEFAULT_MAX_DROP_PTS
 
 
 def _float_list(_ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
@@ -33,7 +34,9 @@ def _float_list(_ctx: click.Context, param: click.Parameter, value: str) -> tupl
 @click.option("--calib", type=click.Path(path_type=Path, file_okay=False), help="INT8 calibration images.")
 @click.option("--recover-data", type=click.Path(path_type=Path, file_okay=False), help="Recovery images for pruning.")
 @click.option("--recover-epochs", type=click.IntRange(min=0), default=None, help="Recovery epochs (default 3).")
-@click.option("--budget", type=float, default=1.0, show_default=True, help="Top-1 points a variant may lose.")
+@max_accuracy_drop_option(
+    "Top-1 points a variant may lose against FP32 (quantized builds and the headline).", default=DEFAULT_MAX_DROP_PTS
+)
 @click.option("--iterations", type=click.IntRange(min=1), default=30, show_default=True, help="Timed runs per batch.")
 @click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), required=True, help="Sweep directory.")
 @click.option(
@@ -55,7 +58,7 @@ def sweep(
     calib: Path | None,
     recover_data: Path | None,
     recover_epochs: int | None,
-    budget: float,
+    max_accuracy_drop: float,
     iterations: int,
     out: Path,
     devices: tuple[str, ...],
@@ -84,7 +87,7 @@ def sweep(
         calib=calib,
         recover_data=recover_data,
         recover_epochs=recover_epochs,
-        budget_pts=budget,
+        max_accuracy_drop=max_accuracy_drop,
         iterations=iterations,
         threads=threads,
         trust_pickle=trust_pickle,

@@ -9,6 +9,7 @@ on both decode paths: "exact" (torchvision's transform bit for bit) and "fast" (
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,13 +19,12 @@ import numpy as np
 
 from edgekit.data.images import decode_image, read_file
 from edgekit.data.preprocess import PreprocessSpec, model_input, resize_and_crop
-from edgekit.measure.stats import wilson
+from edgekit.measure.latency import TimingProtocol, time_in_turns
+from edgekit.measure.stats import top1_agreement
 
 STAGES = ("read", "decode", "resize_crop", "normalise", "network", "postprocess")
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(values, q)) if len(values) else 0.0
+PATHS = ("exact", "fast")
+WARMUP = 3
 
 
 def end_to_end(
@@ -32,64 +32,77 @@ def end_to_end(
     spec: PreprocessSpec,
     network: Callable[[np.ndarray], np.ndarray],
     postprocess: Callable[[np.ndarray], np.ndarray],
-    warmup: int = 3,
 ) -> dict[str, Any]:
     """p50 ms of each stage and p50/p90 of the whole trip, per decode path, on `files` (unreadable ones are
-    skipped); the fast path's top-1 agreement with the exact one; the files' median size."""
-    results: dict[str, Any] = {}
-    top1: dict[str, list[int]] = {}
+    skipped); the fast path's top-1 agreement with the exact one; the files' median size.
+
+    Both paths go through the one timing loop, in turns: each call takes the next file through every stage,
+    its stage splits read after the call; each file is timed once per path."""
     sizes: list[tuple[int, int]] = []
-    for decode in ("exact", "fast"):
-        path_spec = dataclasses.replace(spec, decode=decode)
-        timings: dict[str, list[float]] = {stage: [] for stage in STAGES}
-        totals: list[float] = []
-        top1[decode] = []
-        usable = 0
-        for index, file in enumerate([*files[:warmup], *files]):
-            marks = [time.perf_counter()]
-            try:
-                data = read_file(file)
-                marks.append(time.perf_counter())
-                image = decode_image(data, scale_to=path_spec.scale_to)
-            except ValueError:
-                continue
-            marks.append(time.perf_counter())
-            if decode == "exact" and index >= warmup:
-                sizes.append(image.size)
-            cropped = resize_and_crop(image, path_spec)
-            marks.append(time.perf_counter())
-            batch = model_input(cropped, path_spec)[None]  # uint8 pixels for a model that normalises itself
-            marks.append(time.perf_counter())
-            outputs = network(batch)
-            marks.append(time.perf_counter())
-            ranked = postprocess(outputs)
-            marks.append(time.perf_counter())
-            if index < warmup:
-                continue
-            usable += 1
-            top1[decode].append(int(np.asarray(ranked).reshape(-1)[0]))
-            for stage, start, end in zip(STAGES, marks, marks[1:]):
-                timings[stage].append((end - start) * 1000.0)
-            totals.append((marks[-1] - marks[0]) * 1000.0)
-        if not usable:
-            return {}
-        row = {f"{stage}_ms": _percentile(values, 50) for stage, values in timings.items()}
+    usable: list[Path] = []
+    for file in files:
+        try:
+            sizes.append(decode_image(read_file(file)).size)
+        except ValueError:
+            continue
+        usable.append(file)
+    if not usable:
+        return {}
+    calls, hooks = [], []
+    for decode in PATHS:
+        trip = _Trip(usable, dataclasses.replace(spec, decode=decode), network, postprocess)
+        calls.append(trip.next_file)
+        hooks.append(trip.splits)
+    protocol = TimingProtocol(warmup=WARMUP, iterations=len(usable))
+    timings = dict(zip(PATHS, time_in_turns(calls, protocol, after=hooks)))
+    results: dict[str, Any] = {}
+    for decode, timing in timings.items():
+        row = {f"{stage}_ms": timing.extra_p50(stage) or 0.0 for stage in STAGES}
         row.update(
             preprocess_ms=sum(row[f"{s}_ms"] for s in ("read", "decode", "resize_crop", "normalise")),
-            end_to_end_p50_ms=_percentile(totals, 50),
-            end_to_end_p90_ms=_percentile(totals, 90),
-            images=usable,
+            end_to_end_p50_ms=timing.p50_ms,
+            end_to_end_p90_ms=timing.p90_ms,
+            images=timing.n,
             decode=decode,
         )
         row["end_to_end_vs_network"] = row["end_to_end_p50_ms"] / row["network_ms"] if row["network_ms"] else None
         results[decode] = row
-    agreed = int(np.sum(np.asarray(top1["exact"]) == np.asarray(top1["fast"])))
-    n = len(top1["exact"])
+    agreement = top1_agreement(timings["exact"].extra["top1"], timings["fast"].extra["top1"])
     width, height = (int(np.median([s[i] for s in sizes])) for i in (0, 1))
-    results["fast_vs_exact"] = {
-        "images": n,
-        "top1_agreement": agreed / n,
-        "top1_agreement_ci95": list(wilson(agreed, n)),
-    }
+    results["fast_vs_exact"] = agreement.to_dict()
     results["image_size"] = f"{width}×{height} (median)"
     return results
+
+
+class _Trip:
+    """One decode path's calls for the timing loop: each call takes the next file through every stage."""
+
+    def __init__(
+        self,
+        files: Sequence[Path],
+        spec: PreprocessSpec,
+        network: Callable[[np.ndarray], np.ndarray],
+        postprocess: Callable[[np.ndarray], np.ndarray],
+    ) -> None:
+        self.files, self.spec, self.network, self.postprocess = itertools.cycle(files), spec, network, postprocess
+        self.last: dict[str, float] = {}
+
+    def next_file(self) -> None:
+        marks = [time.perf_counter()]
+        data = read_file(next(self.files))
+        marks.append(time.perf_counter())
+        image = decode_image(data, scale_to=self.spec.scale_to)
+        marks.append(time.perf_counter())
+        cropped = resize_and_crop(image, self.spec)
+        marks.append(time.perf_counter())
+        batch = model_input(cropped, self.spec)[None]  # uint8 pixels for a model that normalises itself
+        marks.append(time.perf_counter())
+        outputs = self.network(batch)
+        marks.append(time.perf_counter())
+        ranked = self.postprocess(outputs)
+        marks.append(time.perf_counter())
+        self.last = {stage: (end - start) * 1000.0 for stage, start, end in zip(STAGES, marks, marks[1:])}
+        self.last["top1"] = float(np.asarray(ranked).reshape(-1)[0])
+
+    def splits(self) -> dict[str, float]:
+        return self.last

@@ -14,7 +14,7 @@ from edgekit.core.progress import QUIET, Progress
 from edgekit.data.batches import ImageBatch, load_images, sample
 from edgekit.data.images import LabelledFolder, collect_images, has_class_folders, read_labelled_folder
 from edgekit.data.preprocess import PreprocessSpec
-from edgekit.measure.stats import indistinguishable_from_chance, wilson
+from edgekit.measure.stats import PairedDifference, indistinguishable_from_chance, top1_agreement, wilson
 
 RunFn = Callable[[np.ndarray], np.ndarray]
 MAX_CONFUSION_CLASSES = 100
@@ -32,7 +32,7 @@ def compare(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     """Max abs difference of the raw outputs and top-1 agreement."""
     return {
         "max_abs_diff": float(np.max(np.abs(reference.astype(np.float64) - candidate.astype(np.float64)))),
-        "top1_agreement": float(np.mean(reference.argmax(1) == candidate.argmax(1))),
+        "top1_agreement": top1_agreement(reference, candidate).rate,
     }
 
 
@@ -163,7 +163,11 @@ def score(
             np.add.at(confusion, (labels, predicted), 1)
             models[name]["confusion"] = confusion.tolist()
         if name != reference:
-            agree = int(np.sum(predicted == predictions[reference]))
-            models[name]["top1_agreement_with_reference"] = agree / len(labels)
-            models[name]["top1_agreement_ci95"] = list(wilson(agree, len(labels)))
+            agreement = top1_agreement(predictions[reference], predicted)
+            models[name]["top1_agreement_with_reference"] = agreement.rate
+            models[name]["top1_agreement_ci95"] = list(agreement.interval())
+            # Paired against the reference on the same images: what the accuracy rule judges (`measure.decide`).
+            models[name]["vs_reference"] = PairedDifference.of(
+                predictions[reference] == labels, predicted == labels
+            ).to_dict()
     return {"images": len(labels), "reference": reference, "models": models}

@@ -1,115 +1,171 @@
-"""The one latency protocol: warm up, then time each call; report percentiles, not a single mean.
+"""The one timing loop: every latency edgekit reports or decides on is measured by `time_in_turns`.
 
-Every latency edgekit decides on (compile's budget timings, precision auto, pruning to a latency,
-bench, sweep) is measured by `measure` under `PROTOCOL` unless the user sets other counts (bench's
---warmup/--iterations), and decisions use its batch-1 p50 (`p50_ms`).
+Protocol (`TimingProtocol`): each call is warmed up `warmup` times (first-call allocation, lazy
+initialisation, caches), then timed for `iterations` rounds, or for as many rounds as `duration_s`
+seconds allow when it is set (trtexec's `--duration`), never fewer than `iterations`. Several calls are
+timed *in turns*: one call of each per round, each round starting one further along, so that the
+machine's drift (another process, clock or thermal changes) falls on all of them alike and their ratio
+holds even on a busy machine. Decisions use the batch-1 p50 (`p50_ms`).
+
+Tail percentiles only where the sample supports them: a percentile q is reported when at least
+`TAIL_SAMPLES` samples lie at or beyond it, n·(1 − q) ≥ 5 — p90 from 50 samples, p99 from 500 —
+otherwise it is None and the sample count n says why (`core.percentiles`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from edgekit.core.percentiles import percentile_or_none
 from edgekit.core.progress import QUIET, Progress
 from edgekit.data.preprocess import PreprocessSpec
 
+After = Callable[[], "Mapping[str, float] | None"]  # per-call figures read right after a timed call
+
 
 @dataclasses.dataclass(frozen=True)
-class LatencyProtocol:
-    warmup: int = 5  # calls not counted: first-call allocation, lazy initialisation, cache warm-up
-    iterations: int = 50  # timed calls; the statistic is their median (p50), with p90/p99 beside it
+class TimingProtocol:
+    warmup: int = 5  # calls not counted, per timed callable
+    iterations: int = 50  # timed rounds (the minimum when `duration_s` is set)
+    duration_s: float | None = None  # keep timing rounds until this many seconds have passed
     batch: int = 1  # what decisions are made on: one image, the edge device's usual case
 
 
-PROTOCOL = LatencyProtocol()
+PROTOCOL = TimingProtocol()
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """One callable's timed calls: wall-clock ms per call, with the figures its `after` hook reported."""
+
+    batch: int  # images per call
+    samples_ms: tuple[float, ...]
+    extra: Mapping[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.samples_ms)
+
+    @property
+    def p50_ms(self) -> float:
+        return float(np.percentile(self.samples_ms, 50))
+
+    @property
+    def p90_ms(self) -> float | None:
+        return percentile_or_none(self.samples_ms, 90)
+
+    @property
+    def p99_ms(self) -> float | None:
+        return percentile_or_none(self.samples_ms, 99)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.batch * 1000.0 / self.p50_ms
+
+    def extra_p50(self, name: str) -> float | None:
+        values = self.extra.get(name)
+        return float(np.median(values)) if values else None
+
+    def to_dict(self) -> dict[str, Any]:
+        samples = np.asarray(self.samples_ms)
+        record: dict[str, Any] = {
+            "batch": self.batch,
+            "iterations": self.n,
+            "p50_ms": self.p50_ms,
+            "p90_ms": self.p90_ms,
+            "p99_ms": self.p99_ms,
+            "mean_ms": float(samples.mean()),
+            "min_ms": float(samples.min()),
+            "images_per_s": self.images_per_s,
+            "samples_ms": [round(t, 4) for t in self.samples_ms],  # for distributions in reports
+        }
+        device = self.extra.get("device_compute_ms")
+        if device:
+            record["device_compute_ms"] = {
+                "p50": float(np.median(device)),
+                "p99": percentile_or_none(device, 99),
+                "n": len(device),
+                "what": "GPU time of the network alone (CUDA events), without copies or host overhead",
+            }
+        return record
+
+
+def time_in_turns(
+    calls: Sequence[Callable[[], object]],
+    protocol: TimingProtocol = PROTOCOL,
+    batches: Sequence[int] | None = None,
+    after: Sequence[After | None] | None = None,
+    progress: Progress = QUIET,
+    desc: str = "timing",
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[Timing]:
+    """Each of `calls` warmed up, then timed in turns under `protocol`; one `Timing` per call, in order.
+
+    `batches`: images per call (for images/s; 1 each by default). `after[i]`, where given, is called right
+    after each timed call of `calls[i]`, outside the clock, and its figures (a GPU's own compute time, a
+    pipeline's stage splits) are kept beside the wall-clock samples."""
+    if not calls:
+        return []
+    hooks = list(after) if after is not None else [None] * len(calls)
+    for call in calls:
+        for _ in range(protocol.warmup):
+            call()
+    times: list[list[float]] = [[] for _ in calls]
+    extras: list[dict[str, list[float]]] = [{} for _ in calls]
+    deadline = None if protocol.duration_s is None else clock() + protocol.duration_s
+    rounds = itertools.count() if deadline is not None else range(protocol.iterations)
+    bar = progress.bar(rounds, desc=desc, total=None if deadline is not None else protocol.iterations, unit="round")
+    for round_ in bar:
+        if deadline is not None and round_ >= protocol.iterations and clock() >= deadline:
+            break
+        for offset in range(len(calls)):
+            index = (round_ + offset) % len(calls)
+            start = clock()
+            calls[index]()
+            times[index].append((clock() - start) * 1000.0)
+            hook = hooks[index]
+            figures = hook() if hook is not None else None
+            for name, value in (figures or {}).items():
+                if value is not None:
+                    extras[index].setdefault(name, []).append(float(value))
+    sizes = list(batches) if batches is not None else [1] * len(calls)
+    return [
+        Timing(size, tuple(samples), {k: tuple(v) for k, v in extra.items()})
+        for size, samples, extra in zip(sizes, times, extras)
+    ]
+
+
+def time_runs(
+    runs: Sequence[Callable[[np.ndarray], object]],
+    inputs: Sequence[np.ndarray],
+    protocol: TimingProtocol = PROTOCOL,
+    after: Sequence[After | None] | None = None,
+    progress: Progress = QUIET,
+    desc: str = "timing",
+) -> list[Timing]:
+    """`time_in_turns` of model runs, each on its own input batch (the batch's length is its image count)."""
+    calls = [(lambda run=run, batch=batch: run(batch)) for run, batch in zip(runs, inputs)]
+    return time_in_turns(calls, protocol, [len(batch) for batch in inputs], after, progress, desc)
 
 
 def p50_ms(
     run: Callable[[np.ndarray], object],
     crop: int,
-    protocol: LatencyProtocol = PROTOCOL,
+    protocol: TimingProtocol = PROTOCOL,
     spec: PreprocessSpec | None = None,
 ) -> float:
     """The statistic decisions use: batch-`protocol.batch` p50 of `run` on a `crop`×`crop` input (of the
     layout `spec` gives the model, float32 NCHW without one)."""
-    return float(measure(run, blank_input(crop, spec, protocol), protocol)["p50_ms"])
+    return time_runs([run], [blank_input(crop, spec, protocol)], protocol)[0].p50_ms
 
 
-def blank_input(crop: int, spec: PreprocessSpec | None = None, protocol: LatencyProtocol = PROTOCOL) -> np.ndarray:
+def blank_input(crop: int, spec: PreprocessSpec | None = None, protocol: TimingProtocol = PROTOCOL) -> np.ndarray:
     """The batch decisions are timed on: zeros (values do not change the work done), `protocol.batch`
     images in the layout `spec` gives the model, float32 NCHW `crop`×`crop` without one."""
     return spec.blank_batch(protocol.batch) if spec else np.zeros((protocol.batch, 3, crop, crop), np.float32)
-
-
-def side_by_side_p50s(
-    runs: Sequence[Callable[[np.ndarray], object]],
-    batches: Sequence[np.ndarray],
-    protocol: LatencyProtocol = PROTOCOL,
-    clock: Callable[[], float] = time.perf_counter,
-) -> list[float]:
-    """`p50_ms` of each of `runs` on its batch, timed in turns: one call of each per round, each round
-    starting one further along. Builds timed one after another, minutes apart, carry the machine's drift
-    (another process, clock or thermal changes) into their difference; timed in turns, drift falls on all
-    alike."""
-    for run, batch in zip(runs, batches):
-        for _ in range(protocol.warmup):
-            run(batch)
-    times: list[list[float]] = [[] for _ in runs]
-    for round_ in range(protocol.iterations):
-        for offset in range(len(runs)):
-            index = (round_ + offset) % len(runs)
-            start = clock()
-            runs[index](batches[index])
-            times[index].append((clock() - start) * 1000.0)
-    return [float(np.percentile(samples, 50)) for samples in times]
-
-
-def measure(
-    run: Callable[[np.ndarray], object],
-    batch: np.ndarray,
-    protocol: LatencyProtocol = PROTOCOL,
-    progress: Progress = QUIET,
-    desc: str = "timing",
-    device_time: Callable[[], float | None] | None = None,
-) -> dict[str, Any]:
-    """Wall-clock per call (ms) of `run(batch)`; the first `protocol.warmup` calls are not counted.
-
-    With `device_time` (a GPU backend's CUDA-event time of the call just made), the accelerator's
-    own compute time is reported beside the end-to-end time, which also holds copies and Python.
-    """
-    warmup, iterations = protocol.warmup, protocol.iterations
-    for _ in range(warmup):
-        run(batch)
-    times, device = [], []
-    for _ in progress.bar(range(iterations), desc=desc, total=iterations, unit="run"):
-        start = time.perf_counter()
-        run(batch)
-        times.append((time.perf_counter() - start) * 1000.0)
-        measured = device_time() if device_time is not None else None
-        if measured is not None:
-            device.append(measured)
-    samples = np.asarray(times)
-    p50 = float(np.percentile(samples, 50))
-    extra: dict[str, Any] = {}
-    if device:
-        extra["device_compute_ms"] = {
-            "p50": float(np.percentile(device, 50)),
-            "p99": float(np.percentile(device, 99)),
-            "what": "GPU time of the network alone (CUDA events), without copies or host overhead",
-        }
-    return {
-        "batch": len(batch),
-        "iterations": iterations,
-        "p50_ms": p50,
-        "p90_ms": float(np.percentile(samples, 90)),
-        "p99_ms": float(np.percentile(samples, 99)),
-        "mean_ms": float(samples.mean()),
-        "min_ms": float(samples.min()),
-        "images_per_s": len(batch) * 1000.0 / p50,
-        "samples_ms": [round(t, 4) for t in times],  # for distributions in reports
-        **extra,
-    }

@@ -25,6 +25,11 @@ def with_interval(value: float, interval: Sequence[float] | None) -> str:
     return f"{value:.2%} (95 % interval {interval[0]:.1%}–{interval[1]:.1%})"
 
 
+def _ms(value: float | None) -> str:
+    """A latency, or a dash where the sample was too small to support it (a tail percentile, `core.percentiles`)."""
+    return "—" if value is None else f"{value:.2f}"
+
+
 def summary_markdown(results: dict[str, Any]) -> str:
     bundle, env = results["bundle"], results["environment"]
     lines = [
@@ -33,21 +38,22 @@ def summary_markdown(results: dict[str, Any]) -> str:
         f"Target `{bundle['target']}`, backend `{bundle['backend']}`, precision `{bundle['precision']}`. "
         f"Measured {env['date']} on {env['cpu']} ({env['threads']} threads).",
         "",
-        "| model | batch | p50 ms | p90 ms | p99 ms | mean ms | images/s | speed-up (p50) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | batch | n | p50 ms | p90 ms | p99 ms | mean ms | images/s | speed-up (p50) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in ("reference", "bundle"):
         for row in results["latency"][name]:
             speedup = results["speedup_p50_vs_reference"].get(str(row["batch"])) if name == "bundle" else None
             lines.append(
-                f"| {name} | {row['batch']} | {row['p50_ms']:.2f} | {row['p90_ms']:.2f} | {row['p99_ms']:.2f} | "
+                f"| {name} | {row['batch']} | {row['iterations']} | {row['p50_ms']:.2f} | {_ms(row['p90_ms'])} | "
+                f"{_ms(row['p99_ms'])} | "
                 f"{row['mean_ms']:.2f} | {row['images_per_s']:.1f} | {f'{speedup:.2f}×' if speedup else '—'} |"
             )
     for row in results["latency"]["bundle"]:
         if "device_compute_ms" in row:
             device = row["device_compute_ms"]
             lines.append(
-                f"\nBatch {row['batch']}: GPU compute {device['p50']:.2f} ms p50 / {device['p99']:.2f} ms p99 "
+                f"\nBatch {row['batch']}: GPU compute {device['p50']:.2f} ms p50 / {_ms(device['p99'])} ms p99 "
                 f"(network alone, CUDA events) of {row['p50_ms']:.2f} ms end to end."
             )
     stages = results.get("stages")

@@ -50,6 +50,11 @@ class PairedDifference:
         gained = sum(b and not a for a, b in zip(first, second))
         return cls(len(first), lost, gained)
 
+    @classmethod
+    def of_record(cls, record: dict[str, Any]) -> PairedDifference:
+        """The difference `to_dict` recorded (bench results, manifests)."""
+        return cls(int(record["images"]), int(record["lost"]), int(record["gained"]))
+
     @property
     def drop_pts(self) -> float:
         """Top-1 points the second loses against the first."""
@@ -100,6 +105,42 @@ def mean_interval(values: Sequence[float], z: float = Z95) -> tuple[float, float
 
 
 @dataclasses.dataclass(frozen=True)
+class TopOneAgreement:
+    """How often two models' top-1 classes agree on the same n images, with Wilson's interval: the one
+    agreement computation (`top1_agreement`), whatever the two are (a build and FP32, two decode paths)."""
+
+    n: int
+    agreed: int
+    matches: tuple[bool, ...]  # per image, for paired comparisons
+
+    @property
+    def rate(self) -> float:
+        return self.agreed / self.n if self.n else 0.0
+
+    def interval(self) -> tuple[float, float]:
+        return wilson(self.agreed, self.n)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"images": self.n, "top1_agreement": self.rate, "top1_agreement_ci95": list(self.interval())}
+
+
+def top1_agreement(first: Any, second: Any) -> TopOneAgreement:
+    """Top-1 agreement of two models on the same images. Each argument is either their top-1 classes (one
+    number per image) or their outputs (one row of scores per image, ranked by `argmax`)."""
+    import numpy as np
+
+    def classes(values: Any) -> Any:
+        array = np.asarray(values)
+        return array.reshape(len(array), -1).argmax(1) if array.ndim > 1 else array.astype(np.int64)
+
+    a, b = classes(first), classes(second)
+    if a.shape != b.shape:
+        raise ValueError("top-1 agreement needs the two models' results on the same images")
+    matches = tuple(bool(x) for x in (a == b).tolist())
+    return TopOneAgreement(len(matches), sum(matches), matches)
+
+
+@dataclasses.dataclass(frozen=True)
 class Agreement:
     """A build's outputs against FP32's on the same n images, without labels: top-1 agreement (Wilson), top-5
     overlap and relative logit error (per image |candidate - fp32| / |fp32|, L2), each with its interval."""
@@ -123,7 +164,7 @@ class Agreement:
         error = np.linalg.norm(candidate - reference, axis=1) / np.maximum(np.linalg.norm(reference, axis=1), 1e-12)
         return cls(
             n=len(reference),
-            agreed=int(np.sum(reference.argmax(1) == candidate.argmax(1))),
+            agreed=top1_agreement(reference, candidate).agreed,
             top5_overlap=mean_interval(overlap),
             logit_error=mean_interval(error.tolist()),
             max_abs_diff=float(np.max(np.abs(candidate - reference))) if len(reference) else 0.0,

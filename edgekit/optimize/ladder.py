@@ -1,17 +1,15 @@
 """The accuracy guard's ladder: which quantized build ships, decided by measurements on held-out images.
 
 Every build is compared with FP32 on held-out images it was never calibrated on (label-free: top-1
-agreement, per image) and, where `--max-accuracy-drop` and labelled `--val` images are given, on the
-labels (`PairedDifference`). Verdicts: "pass" (agreement at or above the floor, and the top-1 drop not above
-the budget beyond the noise: a drop whose 95 % interval reaches the budget buys nothing), "inside_noise"
-(agreement below the floor, but the interval reaches it) or "fail" (below it beyond the noise, or the drop
-above the budget beyond the noise).
+agreement, per image, against `--min-agreement`) and, where `--max-accuracy-drop` and labelled `--val`
+images are given, on the labels (paired, against the budget). Both are judged by the one accuracy rule
+(`measure.decide`): "pass", "unconfirmed" (within the limit, but these images cannot confirm it: it ships,
+said plainly with how many images would confirm it), "inside_noise" or "fail" (neither ships).
 
-The climb, cheapest first, stops at the first build that passes:
-1. every backend the target lists is built with its quantizer's defaults and timed (where this host is
-   the device), then timed again side by side, in turns, so that the machine's drift between builds made
-   minutes apart does not decide; backends are visited fastest first, so the first to pass is the fastest
-   that passes.
+The climb, cheapest first, stops at the first build that ships:
+1. every backend the target lists is built with its quantizer's defaults; where this host is the device,
+   they are then timed once, together, in turns (`measure.latency`), so that the machine's drift does not
+   decide; backends are visited fastest first, so the first to ship is the fastest that ships.
    "Faster" needs a clear margin (`SPEED_MARGIN`, `fastest_first`): two builds of one graph differ by
    more than a few percent from run to run, so a near tie keeps the target file's order and the same
    model compiles to the same backend on every run;
@@ -21,8 +19,8 @@ The climb, cheapest first, stops at the first build that passes:
    lowers the output error beyond the noise (paired, on calibration images, so the held-out images stay
    unseen) are candidates, most helpful first, added until the build passes; no group is kept for a
    difference inside the noise.
-If nothing passes, an EdgekitError lists what every rung achieved (and, when the best build is short of the
-floor only within the noise, how many held-out images would tell): a build below the floor never ships.
+If nothing ships, an EdgekitError lists what every rung achieved (and, when the best build is short only
+within the noise, how many images would tell): a build past a limit never ships.
 """
 
 from __future__ import annotations
@@ -36,9 +34,9 @@ import numpy as np
 from edgekit.backends.base import QuantizerSetting
 from edgekit.core.errors import EdgekitError
 from edgekit.core.progress import QUIET, Progress
+from edgekit.measure.decide import VERDICTS, AgreementFloor, Budget, Verdict, worst
 from edgekit.measure.stats import Agreement, PairedDifference, mean_interval
 
-VERDICTS = ("fail", "inside_noise", "pass")  # worst first
 SPEED_MARGIN = 0.15  # a backend overtakes one listed before it only when its p50 is this much lower
 
 
@@ -128,36 +126,48 @@ class Rules:
     min_agreement: float | None  # top-1 agreement floor on held-out images, a fraction (None: no guard)
     max_drop_pts: float | None  # top-1 points the build may lose on labelled images (None: no budget)
 
-    def verdict(self, outcome: Outcome) -> str:
-        if outcome.error:
-            return "fail"
-        verdicts = ["pass"]
+    def judgements(self, outcome: Outcome) -> list[tuple[str, Verdict]]:
+        """Each rule's verdict on `outcome` (`measure.decide`), with the images it was judged on, in words."""
+        judged = []
         if self.min_agreement is not None and outcome.guard is not None:
-            verdicts.append(outcome.guard.verdict(self.min_agreement))
-        budget = outcome.budget
-        if self.max_drop_pts is not None and budget is not None and budget.exceeds(self.max_drop_pts):
-            verdicts.append("fail")  # a drop above the budget but inside the noise buys no latency: it passes
-        return min(verdicts, key=VERDICTS.index)
+            judged.append(("held-out images", AgreementFloor(self.min_agreement).judge(outcome.guard)))
+        if self.max_drop_pts is not None and outcome.budget is not None:
+            judged.append(("labelled images", Budget(self.max_drop_pts).judge(outcome.budget)))
+        return judged
+
+    def judge(self, outcome: Outcome) -> Verdict:
+        if outcome.error:
+            return Verdict("fail")
+        return worst([verdict for _, verdict in self.judgements(outcome)])
+
+    def verdict(self, outcome: Outcome) -> str:
+        return self.judge(outcome).verdict
 
     def noise_note(self, outcome: Outcome) -> str:
-        """Why an inside-the-noise build was not improved on, and how many images would decide."""
+        """What these images could not settle about `outcome` (unconfirmed, or inside the noise), and how many
+        images would; "" where every rule is settled."""
         parts = []
-        if self.min_agreement is not None and outcome.guard is not None and outcome.guard.rate < self.min_agreement:
-            needed = outcome.guard.images_needed(self.min_agreement)
-            more = f"; about {needed} held-out images would tell" if needed else ""
-            parts.append(
-                f"agreement {outcome.guard.rate:.2%} on {outcome.guard.n} held-out images is below "
-                f"{self.min_agreement * 100:g} % but not beyond the noise{more}"
-            )
-        budget = outcome.budget
-        if self.max_drop_pts is not None and budget is not None and budget.drop_pts > self.max_drop_pts:
-            needed = budget.images_needed(self.max_drop_pts)
-            more = f"; about {needed} labelled images would tell" if needed else ""
-            parts.append(
-                f"top-1 drop {budget.drop_pts:.2f} pts on {budget.n} images is above the "
-                f"{self.max_drop_pts:g}-point budget but not beyond the noise{more}"
-            )
+        for (noun, verdict), figure in zip(self.judgements(outcome), self._figures(outcome)):
+            words = verdict.words(noun)
+            if words:
+                parts.append(f"{figure}: {words}")
         return "; ".join(parts)
+
+    def _figures(self, outcome: Outcome) -> list[str]:
+        figures = []
+        if self.min_agreement is not None and outcome.guard is not None:
+            low, high = outcome.guard.interval()
+            figures.append(
+                f"agreement {outcome.guard.rate:.2%} ({low:.1%}–{high:.1%}) on {outcome.guard.n} held-out images "
+                f"against the {self.min_agreement * 100:g} % floor"
+            )
+        if self.max_drop_pts is not None and outcome.budget is not None:
+            low, high = outcome.budget.interval_pts()
+            figures.append(
+                f"top-1 drop {outcome.budget.drop_pts:.2f} pts ({low:.2f} to {high:.2f}) on {outcome.budget.n} "
+                f"images against the {self.max_drop_pts:g}-point budget"
+            )
+        return figures
 
 
 def speeds_text(outcomes: Sequence[Outcome]) -> str:
@@ -187,11 +197,12 @@ def climb(
     rules: Rules,
     groups: Sequence[str],
     progress: Progress = QUIET,
-    time_side_by_side: Callable[[Sequence[Outcome]], list[Outcome]] | None = None,
+    time_together: Callable[[Sequence[Outcome]], list[Outcome]] | None = None,
 ) -> tuple[Outcome, dict[str, Any]]:
     """(the build that ships, the record of the climb for the manifest); EdgekitError when none passes.
 
-    `time_side_by_side` times the backends' default builds again, in turns, before they are ranked."""
+    `time_together` times the backends' default builds (those this host can time), once, in turns, before
+    they are ranked; later rungs are not timed (they are ranked within their backend by their verdicts)."""
     tried: list[Outcome] = []
 
     def run(rung: Rung) -> Outcome:
@@ -205,17 +216,19 @@ def climb(
         return outcome
 
     defaults = [run(Rung(ladder.backend)) for ladder in ladders]
-    if time_side_by_side is not None and sum(d.p50_ms is not None for d in defaults) > 1:
-        defaults = time_side_by_side(defaults)
+    if time_together is not None:
+        defaults = time_together(defaults)
         tried[: len(defaults)] = defaults
-        progress.note(f"  timed side by side: {speeds_text(defaults)}")
+        timed = speeds_text(defaults)
+        if timed:
+            progress.note(f"  timed together, in turns: {timed}")
     order = fastest_first([d.p50_ms for d in defaults])
     best_of: dict[int, Outcome] = {}
     current: Outcome | None = None
     for i in order:  # the fastest backend that passes, with its quantizer's other settings if need be
         best = defaults[i]
         for setting in ladders[i].settings:
-            if rules.verdict(best) == "pass":
+            if rules.judge(best).ships:
                 break
             outcome = run(Rung(ladders[i].backend, setting))
             if _rank(outcome, rules) > _rank(best, rules):
@@ -223,11 +236,11 @@ def climb(
         best_of[i] = best
         if current is None or _rank(best, rules) > _rank(current, rules):
             current = best
-        if rules.verdict(current) == "pass":
+        if rules.judge(current).ships:
             break
     assert current is not None
     sensitivity: dict[str, Any] | None = None
-    if rules.verdict(current) != "pass":
+    if not rules.judge(current).ships:
         # Layer groups in FP32 on the fastest backend that can keep them, from its best setting; only groups
         # whose effect is beyond the noise are candidates (`_keep_groups`).
         keeper = next((i for i in order if ladders[i].keeps_layer_groups and not best_of[i].error), None)
@@ -248,7 +261,7 @@ def climb(
     }
     if sensitivity is not None:
         record["sensitivity"] = sensitivity
-    if verdict != "pass":
+    if not rules.judge(current).ships:
         lines = "; ".join(f"{o.rung.describe()}: {_summary(o)}" for o in tried)
         noise = f" (the best is short only within the noise: {rules.noise_note(current)})" if verdict != "fail" else ""
         raise GuardFailure(
@@ -258,7 +271,7 @@ def climb(
             record,
         )
     note = rules.noise_note(current)
-    if note:  # shipped, but short of a rule by less than these images can tell: say how many would
+    if note:  # shipped, but not confirmed by these images: said plainly, with how many images would confirm it
         record["note"] = note
         progress.note(f"warning: {note}")
     return current, record
@@ -296,7 +309,7 @@ def _keep_groups(
         outcome = run(Rung(base.rung.backend, base.rung.setting, tuple(significant[:count])))
         if best is None or _rank(outcome, rules) > _rank(best, rules):
             best = outcome
-        if rules.verdict(outcome) == "pass":
+        if rules.judge(outcome).ships:
             return outcome, record
     return best, record
 

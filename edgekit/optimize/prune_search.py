@@ -3,9 +3,9 @@ within `--max-accuracy-drop` top-1 points of the *original* model on held-out la
 
 Candidates are multiples of `search_step` up to `max_ratio`. Accuracy falls as the ratio grows, so the
 search bisects: about log2(candidates) prune-and-recover runs instead of one per candidate. Each verdict is
-the accuracy guard's rule on a paired comparison with the original on the same images
-(`PairedDifference`): a ratio whose drop is above the budget is refused even inside the noise, and the
-record says how many images would tell.
+the one accuracy rule (`measure.decide.Budget`) on a paired comparison with the original on the same
+images: a ratio whose drop is above the budget is refused even inside the noise, one within it but not
+confirmed is taken and said to be unconfirmed, and the record says how many images would tell.
 
 Every trained candidate (weights and measurements) is kept in a state directory beside the output, written
 file by file with a rename, so an interrupted search started again with the same model, images and pruning
@@ -33,6 +33,7 @@ from edgekit.core.errors import EdgekitError
 from edgekit.core.files import write_text_atomic
 from edgekit.core.progress import QUIET, Progress
 from edgekit.data.preprocess import PreprocessSpec
+from edgekit.measure.decide import Budget
 from edgekit.measure.stats import PairedDifference
 from edgekit.model.architecture import apply_channel_plan, channel_plan
 from edgekit.model.checkpoint import save_checkpoint
@@ -117,12 +118,6 @@ class SearchState:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def _verdict(difference: PairedDifference, budget: float) -> str:
-    if difference.drop_pts <= budget:
-        return "pass"
-    return "fail" if difference.exceeds(budget) else "inside_noise"
-
-
 def search_ratio(
     module: nn.Module,
     settings: PruneSettings,
@@ -157,35 +152,35 @@ def search_ratio(
         before = outcome.report["before"]
         assert outcome.final_correct is not None
         difference = PairedDifference.of(original_correct, outcome.final_correct)
-        verdict = _verdict(difference, budget)
+        verdict = Budget(budget).judge(difference)
         tried[ratio] = (outcome, difference, verdict)
         low_pts, high_pts = difference.interval_pts()
         progress.note(
             f"ratio {ratio:.0%}: {outcome.report['macs_removed']:.0%} fewer MACs, top-1 drop "
             f"{difference.drop_pts:.2f} pts (95 % interval {low_pts:.2f} to {high_pts:.2f}) on {difference.n} images "
-            f"→ {verdict}"
+            f"→ {verdict.verdict}"
         )
-        if verdict == "pass":
+        if verdict.ships:
             low = (low + high) // 2
         else:
             high = (low + high) // 2
     record = {
         "budget_pts": budget,
         "candidates": ratios,
-        "rule": "paired top-1 against the original on the same held-out images; a ratio passes when its drop "
-        "is within the budget (95 % interval: Wilson on the discordant images)",
+        "rule": "measure.decide.Budget: paired top-1 against the original on the same held-out images; a ratio "
+        "ships when its drop is within the budget (pass, or unconfirmed where the 95 % interval reaches past it)",
         "tried": [
             {"ratio": ratio, "macs_removed": o.report["macs_removed"], "top1": o.report["top1"],
-             "drop_vs_original": d.to_dict(), "verdict": v,
-             **({"images_needed": d.images_needed(budget)} if v == "inside_noise" else {})}
+             "drop_vs_original": d.to_dict(), "verdict": v.verdict,
+             **({"images_needed": v.images_needed} if v.images_needed else {})}
             for ratio, (o, d, v) in sorted(tried.items())
         ],
         "chosen": ratios[low] if low >= 0 else None,
     }  # fmt: skip
     if low < 0:
         _, difference, verdict = tried[ratios[0]]
-        needed = difference.images_needed(budget) if verdict == "inside_noise" else None
-        more = f" (inside the noise: about {needed} labelled images would tell)" if needed else ""
+        words = verdict.words("labelled images")
+        more = f" ({words})" if words else ""
         raise EdgekitError(
             f"no pruning ratio keeps top-1 within {budget:g} points of the original: the smallest tried, "
             f"{ratios[0]:.0%}, loses {difference.drop_pts:.2f} pts on {difference.n} images{more}; recover longer "
@@ -193,18 +188,17 @@ def search_ratio(
             f"--max-accuracy-drop. The trained candidates stay in {state.directory} and a rerun reuses them. "
             "Nothing was written"
         )
-    chosen, difference, _ = tried[ratios[low]]
-    high_pts = difference.interval_pts()[1]
-    record["confirmed"] = high_pts <= budget
-    if high_pts > budget:
-        # Passing is the point estimate's verdict; whether the true drop is within the budget, these images
+    chosen, difference, verdict = tried[ratios[low]]
+    record["verdict"] = verdict.verdict
+    record["confirmed"] = verdict.verdict == "pass"
+    if verdict.verdict == "unconfirmed":
+        # Shipping is the point estimate's verdict; whether the true drop is within the budget, these images
         # cannot tell. Say so, and how many would (benchmarks/results/prune_methods.md: a 0.5-point drop on
         # 1,000 images was 1.5 points on 3,000 others).
-        needed = difference.images_needed(budget)
-        record["images_needed"] = needed
-        more = f"; about {needed} held-out images would confirm it" if needed else ""
+        record["images_needed"] = verdict.images_needed
         progress.note(
             f"warning: the chosen ratio's drop, {difference.drop_pts:.2f} pts, is within the budget, but its 95 % "
-            f"interval reaches {high_pts:.2f} pts on these {difference.n} images{more}"
+            f"interval reaches {difference.interval_pts()[1]:.2f} pts on these {difference.n} images: "
+            f"{verdict.words('held-out images')}"
         )
     return chosen, record

@@ -7,8 +7,8 @@ accuracy and top-1 agreement on the user's labelled images.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,7 +27,7 @@ from edgekit.measure.endtoend import end_to_end
 from edgekit.measure.environment import environment
 from edgekit.measure.evaluate import labels_warning, load_eval_set, run_batched, score
 from edgekit.measure.host import measured_on
-from edgekit.measure.latency import PROTOCOL, LatencyProtocol, measure
+from edgekit.measure.latency import PROTOCOL, Timing, TimingProtocol, time_in_turns, time_runs
 from edgekit.measure.results import RESULTS_SCHEMA, write_results
 from edgekit.pipeline.references import load_reference
 from edgekit.runtime.manifest import Manifest
@@ -36,6 +36,7 @@ from edgekit.targets import target_from_record
 
 STAGE_IMAGES = 30
 THROUGHPUT_IMAGES = 128
+THROUGHPUT_ROUNDS = 3  # the median of three passes over the stream
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +54,6 @@ class BenchConfig:
     images: Path | None = None  # encoded images for the end-to-end timing (default: --val's)
     throughput: bool = False  # also images/s from files through the decode pool
     class_names: tuple[str, ...] | None = None  # --classes: output names to match --val's folders by
-    time_reference: bool = True  # `edgekit sweep` times the shared reference once, not once per variant
     find_reference: bool = True  # False (`--no-reference`, a bench on a device): no FP32 reference at all
     run_options: dict[str, Any] | None = None  # the backend's (TensorRT: trust_engine_host_code, cuda_graph)
 
@@ -128,25 +128,21 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
         notes.append("the model has a fixed batch of 1: larger batches run as one call per image")
 
     spec = model.preprocessing
-    protocol = LatencyProtocol(warmup=config.warmup, iterations=config.iterations)
+    protocol = TimingProtocol(warmup=config.warmup, iterations=config.iterations)
     rng = np.random.default_rng(0)
-    latency: dict[str, list[dict[str, float]]] = {"bundle": [], "reference": []}
+    latency: dict[str, list[dict[str, Any]]] = {"bundle": [], "reference": []}
+    network_timings: dict[int, Timing] = {}
     for size in config.batch_sizes:
         pixels = rng.integers(0, 256, (size, spec.crop, spec.crop, 3), dtype=np.uint8)
         floats = float_input(pixels, spec)  # the reference takes float input whatever the bundle takes
-        batch = pixels if spec.normalise_in_model else floats
-        latency["bundle"].append(
-            measure(
-                model.runner.run,
-                batch,
-                protocol,
-                progress,
-                f"bundle b{size}",
-                device_time=model.runner.device_ms,
-            )
-        )
-        if reference is not None and config.time_reference:
-            latency["reference"].append(measure(reference.run, floats, protocol, progress, f"reference b{size}"))
+        runs, inputs = [model.runner.run], [pixels if spec.normalise_in_model else floats]
+        if reference is not None:
+            runs, inputs = [*runs, reference.run], [*inputs, floats]  # in turns: the speed-up carries no drift
+        timings = time_runs(runs, inputs, protocol, [model.runner.device_ms], progress, f"batch {size}")
+        network_timings[size] = timings[0]
+        latency["bundle"].append(timings[0].to_dict())
+        if len(timings) > 1:
+            latency["reference"].append(timings[1].to_dict())
 
     accuracy = None
     if config.val is not None:
@@ -183,7 +179,7 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
         gpu_stages = _gpu_stage_times(model, files[:STAGE_IMAGES])
         if gpu_stages:
             stages = {**stages, "gpu": gpu_stages}
-        throughput = _throughput(model, files, config, latency, progress) if config.throughput else None
+        throughput = _throughput(model, files, config, network_timings, progress) if config.throughput else None
     first = latency["bundle"][0]
     speedups = {str(b["batch"]): r["p50_ms"] / b["p50_ms"] for b, r in zip(latency["bundle"], latency["reference"])}
     results = {
@@ -228,17 +224,17 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
 
 
 def _gpu_stage_times(model: BundleModel, files: list[Path]) -> dict[str, float] | None:
-    """Median CUDA-event time of each stage, one image at a time through the GPU preprocessing kernel.
-    The files are decoded only where the backend has that kernel (a CPU backend says so on the first)."""
+    """Median CUDA-event time of each stage, one image at a time through the GPU preprocessing kernel, by the
+    one timing loop (each call the next file's image). The files are decoded only where the backend has that
+    kernel (a CPU backend says so on the first)."""
     if model.runner.run_images([read_image(files[0])], model.preprocessing) is None:
         return None
-    images = [read_image(file) for file in files]
-    samples: dict[str, list[float]] = {}
-    for image in [*images[:3], *images]:  # the first three warm up (table upload, lazy init)
-        model.runner.run_images([image], model.preprocessing)
-        for stage, value in model.runner.stage_ms().items():
-            samples.setdefault(stage, []).append(value)
-    return {stage: float(np.median(values[3:])) for stage, values in samples.items()}
+    images = itertools.cycle([read_image(file) for file in files])
+    protocol = TimingProtocol(warmup=3, iterations=len(files))  # the warm-up: table upload, lazy init
+    timing = time_in_turns(
+        [lambda: model.runner.run_images([next(images)], model.preprocessing)], protocol, after=[model.runner.stage_ms]
+    )[0]
+    return {stage: float(np.median(values)) for stage, values in timing.extra.items()}
 
 
 def model_identity(manifest: Manifest) -> str:
@@ -268,24 +264,25 @@ def _stage_files(config: BenchConfig, spec: PreprocessSpec, scratch: Path) -> tu
 
 
 def _throughput(
-    model: BundleModel, files: list[Path], config: BenchConfig, latency: dict[str, Any], progress: Progress
+    model: BundleModel, files: list[Path], config: BenchConfig, network: dict[int, Timing], progress: Progress
 ) -> dict[str, Any]:
     """Images/s from encoded files through `iter_predict` (decoding overlapped with the network) against the
-    network's own images/s at the same batch size."""
+    network's own images/s at the same batch size: the one timing loop, each call the whole stream."""
     batch = max(config.batch_sizes)
     stream = [files[i % len(files)] for i in range(max(THROUGHPUT_IMAGES, len(files)))]
-    for _ in model.iter_predict(stream[: 2 * batch], batch_size=batch):  # warm-up: threads, lazy init
-        pass
-    start = time.perf_counter()
-    done = sum(1 for _ in model.iter_predict(stream, batch_size=batch))
-    seconds = time.perf_counter() - start
-    network = next(row for row in latency["bundle"] if row["batch"] == batch)
+
+    def run_stream() -> int:
+        return sum(1 for _ in model.iter_predict(stream, batch_size=batch))
+
+    protocol = TimingProtocol(warmup=1, iterations=THROUGHPUT_ROUNDS)  # the warm-up: threads, lazy init
+    timing = time_in_turns([run_stream], protocol, [len(stream)], progress=progress, desc="throughput")[0]
     record = {
         "batch": batch,
-        "images": done,
+        "images": len(stream),
+        "rounds": timing.n,
         "decode_workers": default_decode_workers(),
-        "images_per_s": done / seconds,
-        "network_images_per_s": network["images_per_s"],
+        "images_per_s": timing.images_per_s,
+        "network_images_per_s": network[batch].images_per_s,
     }
     record["ratio"] = record["images_per_s"] / record["network_images_per_s"]
     progress.note(

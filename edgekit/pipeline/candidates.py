@@ -19,8 +19,8 @@ from edgekit.core.errors import EdgekitError
 from edgekit.core.progress import QUIET, Progress
 from edgekit.measure.evaluate import run_batched
 from edgekit.measure.host import host_problem
-from edgekit.measure.latency import blank_input, p50_ms, side_by_side_p50s
-from edgekit.measure.stats import Agreement
+from edgekit.measure.latency import blank_input, time_runs
+from edgekit.measure.stats import Agreement, top1_agreement
 from edgekit.optimize.ladder import Outcome, Rung
 from edgekit.runtime.model import Runner
 from edgekit.targets import Target
@@ -114,7 +114,7 @@ class CandidateBuilder:
         agrees = guard = correct = reference_correct = None
         if images.held_out is not None and images.held_out_reference is not None:
             held = run_batched(runner.run, images.held_out, 8)
-            agrees = tuple((held.argmax(1) == images.held_out_reference.argmax(1)).tolist())
+            agrees = top1_agreement(images.held_out_reference, held).matches
             guard = Agreement.of(images.held_out_reference, held)
         if images.labels is not None:
             correct = tuple((outputs.argmax(1) == images.labels).tolist())
@@ -122,19 +122,21 @@ class CandidateBuilder:
         sensitivity: tuple[float, ...] = ()
         if images.sensitivity is not None and images.sensitivity_reference is not None:
             sensitivity = _relative_error(images.sensitivity_reference, run_batched(runner.run, images.sensitivity, 8))
-        problem = host_problem(self.target, converter.backend)
-        latency = p50_ms(runner.run, self.crop) if problem is None else None
-        return Outcome(rung, agrees, guard, correct, reference_correct, sensitivity, latency)
+        return Outcome(rung, agrees, guard, correct, reference_correct, sensitivity)
 
-    def time_side_by_side(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
-        """`outcomes` with the timed ones timed again, in turns (`side_by_side_p50s`): the figures that rank
-        backends against each other come from the same minutes, not from builds made minutes apart."""
-        timed = [o for o in outcomes if o.p50_ms is not None]
-        if len(timed) < 2:
+    def time_together(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
+        """`outcomes` with those this host can time (it is their target's device) timed once, together, in
+        turns (`measure.latency`): the figures that rank backends against each other come from the same
+        minutes, not from builds made minutes apart."""
+        timable = [
+            o for o in outcomes
+            if not o.error and host_problem(self.target, get_converter(o.rung.backend).backend) is None
+        ]  # fmt: skip
+        if not timable:
             return list(outcomes)
-        runners = [self._runner(o.rung, self.built[o.rung].directory, self.built[o.rung].model_file) for o in timed]
-        batches = [blank_input(self.crop)] * len(runners)
-        p50s = dict(zip([o.rung for o in timed], side_by_side_p50s([r.run for r in runners], batches)))
+        runners = [self._runner(o.rung, self.built[o.rung].directory, self.built[o.rung].model_file) for o in timable]
+        timings = time_runs([r.run for r in runners], [blank_input(self.crop)] * len(runners))
+        p50s = {o.rung: t.p50_ms for o, t in zip(timable, timings)}
         updated = [dataclasses.replace(o, p50_ms=p50s[o.rung]) if o.rung in p50s else o for o in outcomes]
         self.outcomes.update({o.rung: o for o in updated})
         return updated

@@ -18,18 +18,16 @@ from edgekit.backends.registry import get_backend
 from edgekit.core.errors import EdgekitError
 from edgekit.core.progress import QUIET, Progress
 from edgekit.data.images import has_class_folders
-from edgekit.measure.decide import fastest_within_budget, top1_drop_pts
+from edgekit.measure.decide import DEFAULT_MAX_DROP_PTS, Budget, fastest_that_ships
 from edgekit.measure.host import host_problem
-from edgekit.measure.latency import blank_input, side_by_side_p50s
+from edgekit.measure.latency import blank_input, time_runs
+from edgekit.measure.stats import PairedDifference
 from edgekit.pipeline.compile import compile_bundle
 from edgekit.pipeline.compile_config import CompileConfig, resolve, validate
 from edgekit.runtime.bundle import publish, write_manifest
 from edgekit.runtime.manifest import Manifest
 from edgekit.runtime.model import BundleModel
 from edgekit.targets import Target
-
-DEFAULT_BUDGET_PTS = 1.0
-
 
 # Times a finished bundle elsewhere (on the boards, `edgekit compile --device`): p50 ms by where it ran.
 BundleTimer = Callable[[Path], Mapping[str, float]]
@@ -56,9 +54,9 @@ def compile_auto(config: CompileConfig, progress: Progress = QUIET, timer: Bundl
     if not has_class_folders(config.val):
         raise EdgekitError("--precision auto needs --val DIR with one sub-directory of images per class")
     validate(dataclasses.replace(config, precision="fp32"))
-    budget = DEFAULT_BUDGET_PTS if config.max_accuracy_drop is None else config.max_accuracy_drop
+    budget = Budget(DEFAULT_MAX_DROP_PTS if config.max_accuracy_drop is None else config.max_accuracy_drop)
     if config.max_accuracy_drop is None:
-        progress.note(f"--precision auto: no --max-accuracy-drop given, using {budget:g} top-1 points")
+        progress.note(f"--precision auto: no --max-accuracy-drop given, using {budget.max_drop_pts:g} top-1 points")
     candidates: list[dict[str, Any]] = []
     untimed: dict[str, str] = {}
     manifests: dict[str, Manifest] = {}
@@ -70,7 +68,7 @@ def compile_auto(config: CompileConfig, progress: Progress = QUIET, timer: Bundl
                 precision=precision,
                 out=trial_out,
                 force=False,
-                max_accuracy_drop=None if precision == "fp32" else budget,
+                max_accuracy_drop=None if precision == "fp32" else budget.max_drop_pts,
             )
             progress.note(f"--precision auto: building {precision}")
             try:
@@ -86,8 +84,12 @@ def compile_auto(config: CompileConfig, progress: Progress = QUIET, timer: Bundl
                 p50 = max(by_device.values())
             elif problem is not None:
                 untimed[precision] = problem
-            models = manifest.section("accuracy")["models"]
-            drop = top1_drop_pts(models["reference"]["top1"], models["bundle"]["top1"])
+            accuracy = manifest.section("accuracy")
+            paired = accuracy["models"]["bundle"]["vs_reference"]
+            if precision == "fp32":  # FP32 is the reference itself: it always fits (any difference is rounding)
+                paired = PairedDifference(accuracy["images"], 0, 0).to_dict()
+            verdict = budget.judge_counts(paired)
+            drop = float(paired["drop_pts"])
             candidates.append(
                 {
                     "precision": precision,
@@ -95,37 +97,35 @@ def compile_auto(config: CompileConfig, progress: Progress = QUIET, timer: Bundl
                     "p50_ms": p50,
                     **({"p50_ms_by_device": by_device} if by_device is not None else {}),
                     "drop_pts": drop,
-                    "within_budget": drop <= budget,
+                    "vs_reference": paired,
+                    "verdict": verdict.verdict,
+                    "within_budget": verdict.ships,
                     "builds": manifest.section("selection").get("rungs", []),  # every backend/rung it tried
                 }
             )
             speed = f"not timed here ({problem})" if problem else "timed below" if p50 is None else f"p50 {p50:.2f} ms"
             if by_device is not None:
                 speed += " (" + ", ".join(f"{name} {ms:.2f}" for name, ms in by_device.items()) + ")"
-            progress.note(f"  {precision}: {speed}, top-1 drop {drop:.2f} pts")
+            unsettled = verdict.words("labelled images")
+            progress.note(f"  {precision}: {speed}, top-1 drop {drop:.2f} pts{f' ({unsettled})' if unsettled else ''}")
         built = [c for c in candidates if "rejected" not in c]
         if not built:
             reasons = "; ".join(f"{c['precision']}: {c['rejected']}" for c in candidates)
             raise EdgekitError(f"--precision auto: no precision could be compiled: {reasons}")
         if timer is None:
-            _time_here_side_by_side([c for c in built if c["precision"] not in untimed], manifests, Path(work), config)
-            progress.note(f"--precision auto, timed side by side: {_speeds(built)}")
+            _time_here_together([c for c in built if c["precision"] not in untimed], manifests, Path(work), config)
+            progress.note(f"--precision auto, timed together, in turns: {_speeds(built)}")
         else:  # a board lost midway: every candidate is compared on the boards that timed all
             for candidate in built:
                 candidate["p50_ms"] = max(candidate["p50_ms_by_device"][name] for name in _timed_on_all(built))
-        # FP32 is the reference itself: it always fits (its drop on the same images is rounding only).
-        choice = fastest_within_budget(
-            built,
-            lambda c: c["p50_ms"],
-            lambda c: 0.0 if c["precision"] == "fp32" else c["drop_pts"],
-            budget,
-            noun="precision",
+        choice = fastest_that_ships(
+            built, lambda c: c["p50_ms"], lambda c: PairedDifference.of_record(c["vs_reference"]), budget, "precision"
         )
         chosen = choice.chosen
         progress.note(f"--precision auto chose {chosen['precision']} ({choice.reason})")
         source = Path(work) / chosen["precision"]
         record: dict[str, Any] = {
-            "budget_pts": budget,
+            "max_accuracy_drop_pts": budget.max_drop_pts,
             "chosen": chosen["precision"],
             "reason": choice.reason,
             "candidates": candidates,
@@ -139,17 +139,17 @@ def compile_auto(config: CompileConfig, progress: Progress = QUIET, timer: Bundl
         return final
 
 
-def _time_here_side_by_side(
+def _time_here_together(
     candidates: list[dict[str, Any]], manifests: dict[str, Manifest], work: Path, config: CompileConfig
 ) -> None:
-    """Sets each candidate's `p50_ms`, timed on this host after all were built, in turns (`side_by_side_p50s`):
-    compiles minutes apart would carry the machine's drift into the comparison."""
+    """Sets each candidate's `p50_ms`, timed on this host once all were built, together, in turns (the one
+    timing loop): compiles minutes apart would carry the machine's drift into the comparison."""
     if not candidates:
         return
     models = [BundleModel(work / c["precision"], manifests[c["precision"]], None, config.threads) for c in candidates]
     batches = [blank_input(m.preprocessing.crop, m.preprocessing) for m in models]
-    for candidate, p50 in zip(candidates, side_by_side_p50s([m.runner.run for m in models], batches)):
-        candidate["p50_ms"] = p50
+    for candidate, timing in zip(candidates, time_runs([m.runner.run for m in models], batches)):
+        candidate["p50_ms"] = timing.p50_ms
 
 
 def _speeds(candidates: list[dict[str, Any]]) -> str:

@@ -16,7 +16,7 @@ from edgekit.data.batches import sample
 from edgekit.data.images import collect_images, read_image
 from edgekit.data.preprocess import PreprocessSpec, pixels_of, preprocess
 from edgekit.measure.evaluate import run_batched
-from edgekit.measure.stats import wilson
+from edgekit.measure.stats import top1_agreement
 from edgekit.runtime.model import Runner
 
 FAST_CHECK_IMAGES = 200
@@ -37,13 +37,14 @@ def fast_decode_check(folder: Path | None, spec: PreprocessSpec, runner: Runner,
     if not exact:
         progress.note("note: --preprocess fast: no images to measure its agreement on (pass --val DIR)")
         return {"images": 0, "note": "not measured: no readable images given (--val or --calib)"}
-    agreed = int(np.sum(runner.run(np.stack(exact)).argmax(1) == runner.run(np.stack(fast)).argmax(1)))
+    agreement = top1_agreement(runner.run(np.stack(exact)), runner.run(np.stack(fast)))
+    agreed = agreement.agreed
     record = {
         "decode": "fast",
         "images": len(exact),
         "jpeg_dct_scaled": scaled,
         "top1_agreement_with_exact": agreed / len(exact),
-        "top1_agreement_ci95": list(wilson(agreed, len(exact))),
+        "top1_agreement_ci95": list(agreement.interval()),
         "from": str(folder),
     }
     progress.note(
@@ -74,12 +75,13 @@ def fold_normalisation(
     files = ModelFiles.from_directory(stage, model_file, backend)
     runner = Runner(backend, files, threads, batch, options=backend.trusted_run_options())
     folded = run_batched(runner.run, pixels_of(inputs, spec), 8, progress, "folded model")
-    agreed = int(np.sum(folded.argmax(1) == unfolded.argmax(1)))
+    agreement = top1_agreement(unfolded, folded)
+    agreed = agreement.agreed
     record = {
         "images": len(inputs),
         "input": "uint8 NHWC pixels, normalised inside the model",
         "top1_agreement_with_float_input": agreed / len(inputs),
-        "top1_agreement_ci95": list(wilson(agreed, len(inputs))),
+        "top1_agreement_ci95": list(agreement.interval()),
         "max_abs_diff": float(np.max(np.abs(folded - unfolded))) if len(inputs) else 0.0,
     }
     progress.note(

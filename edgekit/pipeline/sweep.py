@@ -21,6 +21,7 @@ from edgekit.core.files import sha256_file, writable_directory_problem
 from edgekit.core.progress import QUIET, Progress
 from edgekit.core.versions import EDGEKIT_VERSION
 from edgekit.data.images import has_class_folders
+from edgekit.measure.decide import DEFAULT_MAX_DROP_PTS
 from edgekit.measure.host import resolve_target
 from edgekit.optimize.prune_config import PruneSettings, validate_settings
 from edgekit.pipeline.bench import BenchConfig, run_bench
@@ -41,7 +42,7 @@ class SweepConfig:
     calib: Path | None = None
     recover_data: Path | None = None
     recover_epochs: int | None = None
-    budget_pts: float = 1.0
+    max_accuracy_drop: float = DEFAULT_MAX_DROP_PTS
     iterations: int = 30
     threads: int | None = None
     trust_pickle: bool = False
@@ -67,8 +68,8 @@ def validate(config: SweepConfig) -> None:
     for flag, folder in (("--calib", config.calib), ("--recover-data", config.recover_data)):
         if folder is not None and not folder.is_dir():
             raise EdgekitError(f"{flag} {folder} is not a directory")
-    if config.budget_pts < 0 or config.iterations < 1:
-        raise EdgekitError("--budget must be >= 0 and --iterations at least 1")
+    if config.max_accuracy_drop < 0 or config.iterations < 1:
+        raise EdgekitError("--max-accuracy-drop must be >= 0 and --iterations at least 1")
     if len({_ratio_label(r) for r in config.prune_ratios}) != len(config.prune_ratios):
         raise EdgekitError("--prune lists the same ratio twice (ratios are compared in whole percent)")
     pruned = [r for r in config.prune_ratios if r > 0]
@@ -174,7 +175,7 @@ def _plans(config: SweepConfig, model_sha: str, folders: dict[str, str | None]) 
                     "recover": [folders["recover_data"], config.recover_epochs] if ratio else None,
                     "calib": folders["calib"] if quantized else None,
                     "val": folders["val"],
-                    "budget": config.budget_pts if quantized else None,
+                    "budget": config.max_accuracy_drop if quantized else None,
                     "edgekit": EDGEKIT_VERSION,
                 }
             )
@@ -233,7 +234,7 @@ def run_sweep(
                 calib=config.calib,
                 threads=config.threads,
                 trust_pickle=config.trust_pickle,
-                max_accuracy_drop=None if plan.precision == "fp32" else config.budget_pts,
+                max_accuracy_drop=None if plan.precision == "fp32" else config.max_accuracy_drop,
             )
             plan.directory.mkdir(parents=True, exist_ok=True)
             compile_bundle(compile_config, progress)
@@ -255,11 +256,11 @@ def run_sweep(
             progress.note(f"warning: {place}: {problem}")
         if not results:
             raise EdgekitError(f"no variant could be benchmarked: {'; '.join(f'{k}: {v}' for k, v in lost.items())}")
-        report = write_report(results, config.out / "report", config.budget_pts)
+        report = write_report(results, config.out / "report", config.max_accuracy_drop)
         return {"built": built, "reused": reused, "failed": failed, "lost": lost,
                 "results": [str(r) for r in results], "report": report}  # fmt: skip
     results = []
-    for index, plan in enumerate(ready):
+    for plan in ready:
         progress.note(f"benchmarking {plan.name}")
         bench = BenchConfig(
             bundle=plan.directory / "bundle",
@@ -269,9 +270,8 @@ def run_sweep(
             threads=config.threads,
             trust_pickle=config.trust_pickle,
             out=plan.directory / "bench",
-            time_reference=index == 0,  # the FP32 reference is timed once, in the same run
         )
         run_bench(bench, progress)
         results.append(plan.directory / "bench" / "bench.json")
-    report = write_report(results, config.out / "report", config.budget_pts)
+    report = write_report(results, config.out / "report", config.max_accuracy_drop)
     return {"built": built, "reused": reused, "failed": failed, "results": [str(r) for r in results], "report": report}

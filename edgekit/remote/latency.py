@@ -32,9 +32,6 @@ from edgekit.remote.session import DeviceSession
 from edgekit.runtime.bundle import read_manifest
 from edgekit.targets import Target
 
-TIMING_WARMUP = 10
-TIMING_ITERATIONS = 50
-
 
 def device_p50_ms(session: DeviceSession, bundle: Path) -> float:
     """Batch-1 p50 of `bundle` on the session's device (its engine built there first where it needs one)."""
@@ -45,8 +42,7 @@ def device_p50_ms(session: DeviceSession, bundle: Path) -> float:
             shutil.copytree(bundle, copy)
             build_on_remote(session.device, copy, {}, session=session)
             bundle = copy
-        config = BenchConfig(bundle, batch_sizes=(1,), warmup=TIMING_WARMUP, iterations=TIMING_ITERATIONS,
-                             threads=session.device.threads)  # fmt: skip
+        config = BenchConfig(bundle, batch_sizes=(1,), threads=session.device.threads)  # the one protocol
         results = remote_bench(session, config)
     if not isinstance(results.get("p50_ms"), (int, float)):
         raise EdgekitError(f"`edgekit bench` on {session.device.name} reported no batch-1 latency")

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from edgekit.measure.decide import fastest_within_budget, top1_drop_pts
+from edgekit.measure.decide import Budget, fastest_that_ships, top1_drop_pts
 from edgekit.report.results import Variant
 
 
@@ -58,21 +58,25 @@ class Headline:
     reason: str  # how it was chosen, in words
 
 
-def headline(variants: Sequence[Variant], reference: Reference, budget_pts: float) -> Headline:
-    """The fastest variant whose top-1 drop fits the budget; without accuracy, the fastest, said so."""
-    choice = fastest_within_budget(
-        variants, lambda v: v.p50_ms, lambda v: drop_pts(v, reference), budget_pts, noun="variant"
-    )
+def headline(variants: Sequence[Variant], reference: Reference, budget: Budget) -> Headline:
+    """The fastest variant that ships under the budget (the one accuracy rule, paired against FP32); without
+    accuracy, the fastest, said so."""
+    choice = fastest_that_ships(variants, lambda v: v.p50_ms, lambda v: v.vs_reference, budget, noun="variant")
     chosen, reason = choice.chosen, choice.reason
-    if all(drop_pts(v, reference) is None for v in variants):
+    if all(v.vs_reference is None for v in variants):
         reason = (
             "fastest variant; accuracy was not measured (bench with --val DIR to rank by the budget)"
             if all(v.top1 is None for v in variants)
             else "fastest variant; there is no FP32 reference to measure accuracy loss against (bench --reference)"
         )
-    speedup = reference.p50_ms / chosen.p50_ms if reference.p50_ms else None
-    drop = drop_pts(chosen, reference)
-    return Headline(chosen, speedup, drop, drop is not None and drop <= budget_pts, reason)
+    return Headline(chosen, speedup_of(chosen, reference), drop_pts(chosen, reference), choice.within_budget, reason)
+
+
+def speedup_of(variant: Variant, reference: Reference) -> float | None:
+    """The variant's speed-up over FP32: against the reference timed in its own run, in turns, where it was."""
+    if variant.speedup is not None:
+        return variant.speedup
+    return reference.p50_ms / variant.p50_ms if reference.p50_ms else None
 
 
 def summary_rows(variants: Sequence[Variant], reference: Reference) -> list[dict[str, Any]]:
@@ -86,10 +90,11 @@ def summary_rows(variants: Sequence[Variant], reference: Reference) -> list[dict
                 "precision": variant.bundle["precision"],
                 "backend": variant.bundle["backend"],
                 "p50_ms": variant.p50_ms,
+                "iterations": (variant.latency() or {}).get("iterations"),
                 "p90_ms": (variant.latency() or {}).get("p90_ms"),
                 "p99_ms": (variant.latency() or {}).get("p99_ms"),
                 "images_per_s_b8": b8["images_per_s"] if b8 else None,
-                "speedup": reference.p50_ms / variant.p50_ms if reference.p50_ms else None,
+                "speedup": speedup_of(variant, reference),
                 "top1": variant.top1,
                 "top1_ci95": variant.interval("top1_ci95"),
                 "agreement": variant.agreement,

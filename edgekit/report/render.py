@@ -10,6 +10,7 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
+from edgekit.measure.decide import Budget
 from edgekit.report import figures
 from edgekit.report.analysis import Headline, Reference, pareto_front, reference_of, summary_rows
 from edgekit.report.analysis import headline as choose_headline
@@ -60,7 +61,7 @@ def build_sections(variants: Sequence[Variant], budget: float) -> tuple[Headline
     points = [(r["p50_ms"], r["top1"]) for r in rows if r["top1"] is not None]
     measured = [i for i, r in enumerate(rows) if r["top1"] is not None]
     front = [measured[i] for i in pareto_front(points)]
-    chosen = choose_headline(variants, reference, budget)
+    chosen = choose_headline(variants, reference, Budget(budget))
     sections = [
         _overview(rows, front, reference, budget, variants),
         _latency(variants),
@@ -78,10 +79,10 @@ def _overview(
         "variants",
         f"All variants against the FP32 reference ({reference.kind or 'not timed'}: p50 {_ms(reference.p50_ms)} ms, "
         f"top-1 {_pct(reference.top1)})",
-        ["variant", "p50 ms", "p90 ms", "p99 ms", "images/s (batch 8)", "speed-up", "top-1 (95 % interval)",
+        ["variant", "n", "p50 ms", "p90 ms", "p99 ms", "images/s (batch 8)", "speed-up", "top-1 (95 % interval)",
          "Δ top-1 (pts)", "agreement with FP32 (95 % interval)", "model MB", "Pareto front"],
         [
-            [r["name"], _ms(r["p50_ms"]), _ms(r["p90_ms"]), _ms(r["p99_ms"]),
+            [r["name"], str(r["iterations"] or "—"), _ms(r["p50_ms"]), _ms(r["p90_ms"]), _ms(r["p99_ms"]),
              "—" if r["images_per_s_b8"] is None else f"{r['images_per_s_b8']:.1f}",
              "—" if r["speedup"] is None else f"{r['speedup']:.2f}×", _pct_ci(r["top1"], r["top1_ci95"]),
              _signed(r["drop_pts"]), _pct_ci(r["agreement"], r["agreement_ci95"]), f"{r['model_mb']:.1f}",

@@ -15,6 +15,7 @@ from typing import Any
 
 from edgekit.core.errors import EdgekitError
 from edgekit.measure.results import RESULTS_SCHEMA
+from edgekit.measure.stats import PairedDifference
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +58,18 @@ class Variant:
     def agreement(self) -> float | None:
         row = self._model("bundle")
         return None if row is None else row.get("top1_agreement_with_reference")
+
+    @property
+    def vs_reference(self) -> PairedDifference | None:
+        """The bundle's top-1 against the FP32 reference, paired on the same images (what the budget judges)."""
+        row = (self._model("bundle") or {}).get("vs_reference")
+        return PairedDifference.of_record(row) if isinstance(row, dict) else None
+
+    @property
+    def speedup(self) -> float | None:
+        """Reference p50 / bundle p50 at batch 1, both timed in this variant's own run, in turns."""
+        reference = self.latency("reference")
+        return float(reference["p50_ms"]) / self.p50_ms if reference else None
 
     def interval(self, key: str) -> tuple[float, float] | None:
         """The bundle's 95 % interval for `key` ("top1_ci95", "top1_agreement_ci95"), where bench recorded it."""

@@ -8,18 +8,17 @@ from typing import Any
 
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import writable_directory_problem, write_text_atomic
+from edgekit.measure.decide import DEFAULT_MAX_DROP_PTS
 from edgekit.report.analysis import reference_of
 from edgekit.report.render import build_sections, headline_text, to_html, to_markdown
 from edgekit.report.results import load_variants
 
-DEFAULT_BUDGET_PTS = 1.0
-
 
 def write_report(
-    results: Sequence[Path], out: Path, budget_pts: float = DEFAULT_BUDGET_PTS, title: str | None = None
+    results: Sequence[Path], out: Path, budget_pts: float = DEFAULT_MAX_DROP_PTS, title: str | None = None
 ) -> dict[str, Any]:
     if budget_pts < 0:
-        raise EdgekitError("--budget is in top-1 points and must be >= 0")
+        raise EdgekitError("--max-accuracy-drop is in top-1 points and must be >= 0")
     problem = writable_directory_problem(out)
     if problem or (out.exists() and not out.is_dir()):
         raise EdgekitError(f"cannot write the report to {out}: {problem or 'it is a file, not a directory'}")
@@ -43,5 +42,5 @@ def write_report(
             "within_budget": chosen.within_budget,
             "reason": chosen.reason,
         },
-        "budget_pts": budget_pts,
+        "max_accuracy_drop_pts": budget_pts,
     }

@@ -16,6 +16,23 @@ def _number(value: Any, form: str) -> str:
     return format(value, form) if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
 
 
+def accuracy_line(manifest: Manifest) -> str:
+    """The build against FP32, on real images: for a quantized build the guard's held-out figure (or the --val
+    parity), never a figure from synthetic inputs, which only show that the model runs."""
+    parity = manifest.section("parity")
+    if manifest.precision == "fp32" or parity.get("inputs") != "synthetic":
+        return parity_line(manifest)
+    guard = manifest.section("quantization").get("guard")
+    if isinstance(guard, dict) and isinstance(guard.get("top1_agreement"), (int, float)):
+        note = f"; {guard['note']}" if guard.get("note") else ""
+        return (
+            f"top-1 agreement {_number(guard['top1_agreement'], '.2%')}"
+            f"{_interval(guard.get('top1_agreement_ci95'), '.1%')} on {guard.get('images', '?')} held-out images "
+            f"({guard.get('verdict', '?')}{note})"
+        )
+    return "not measured on real images: pass --calib DIR or --val DIR (synthetic inputs only show that it runs)"
+
+
 def parity_line(manifest: Manifest) -> str:
     parity = manifest.section("parity")
     return (
@@ -149,7 +166,7 @@ def describe_bundle(path: Path, manifest: Manifest) -> dict[str, str]:
         "input": f"{manifest.input.name} {manifest.input.shape}",
         "output": f"{manifest.section('output').get('name', '?')} ({manifest.output_kind})",
         "preprocessing": ", ".join(f"{k}={v}" for k, v in spec.items()),
-        "parity": parity_line(manifest),
+        "vs FP32": accuracy_line(manifest),
         **_fast_decode_row(manifest),
         **_normalisation_row(manifest),
         "pruning": pruning_line(manifest.section("pruning")) or "none",
