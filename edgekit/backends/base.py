@@ -83,6 +83,7 @@ class Finding:
     status: str  # "ok", "missing" (not installed; fine unless a bundle needs it), "problem", "info"
     detail: str
     fix: str | None = None
+    fact: bool = False  # what the machine is (a runtime's version, its GPU): recorded for a device over SSH
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -206,11 +207,11 @@ class Backend(abc.ABC):
 
         reason = cls.unavailable_reason()
         if reason:
-            return [Finding(cls.name, "missing", reason, cls.capabilities.install_hint.split(";")[0])]
+            return [Finding(cls.name, "missing", reason, cls.capabilities.install_hint.split(";")[0], fact=True)]
         spec = importlib.util.find_spec(cls.capabilities.python_module)
         where = f" from {Path(spec.origin).parent}" if spec and spec.origin else ""
         versions = ", ".join(f"{k} {v}" for k, v in cls.versions().items())
-        return [Finding(cls.name, "ok", f"{versions}{where}")]
+        return [Finding(cls.name, "ok", f"{versions}{where}", fact=True)]
 
     @classmethod
     def describe(cls, bundle: Path, manifest: ManifestView) -> dict[str, str]:

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.backends.placements import PLACEMENTS
 from edgekit.core.errors import EdgekitError
 from edgekit.core.layer_groups import group_of
 
 METHODS = ("minmax", "percentile", "entropy")  # the default first, then the other rungs of the guard, cheapest first
-PLACEMENTS = ("cpu", "tensorrt")
 
 
 class QdqQuantizerHooks:
@@ -42,9 +42,6 @@ class QdqQuantizerHooks:
     @classmethod
     def keeps_layer_groups(cls, precision: str) -> bool:
         return precision == "int8"
-
-
-RULE_CHECKED_PLACEMENTS = ("tensorrt",)  # placements whose files must meet qdq_rules.py (TensorRT's parser)
 
 
 def nodes_in_groups(model_path: Path, groups: Iterable[str]) -> list[str]:

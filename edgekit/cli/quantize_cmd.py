@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from edgekit.backends.placements import PLACEMENTS
 from edgekit.cli.options import json_option, print_json
 
 
@@ -17,7 +18,7 @@ from edgekit.cli.options import json_option, print_json
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True)
 @click.option(
     "--placement",
-    type=click.Choice(["cpu", "tensorrt"]),
+    type=click.Choice(PLACEMENTS),
     default="cpu",
     show_default=True,
     help="cpu: ONNX Runtime's fast CPU placement; tensorrt: TensorRT's explicit-quantization rules.",

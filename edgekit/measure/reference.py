@@ -34,8 +34,6 @@ class TorchReference:
 class OnnxReference:
     """A user's ONNX file run as-is in ONNX Runtime."""
 
-    kind = "onnxruntime"  # the reference runtime (backends/registry.py)
-
     def __init__(self, path: Path, threads: int, output_kind: str, static_batch: int | None) -> None:
         from edgekit.backends.base import ModelFiles
         from edgekit.backends.registry import reference_backend
@@ -43,6 +41,7 @@ class OnnxReference:
 
         self.output_kind = output_kind
         backend = reference_backend()
+        self.kind = backend.name  # the reference runtime (backends/registry.py)
         self._runner = Runner(backend, ModelFiles.from_file(path, backend), threads, static_batch)
 
     def run(self, batch: np.ndarray) -> np.ndarray:

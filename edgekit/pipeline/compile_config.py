@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.backends.base import Converter
-from edgekit.backends.converters import choose_converter, usable_converters
+from edgekit.backends.converters import CONVERTERS, choose_converter, usable_converters
 from edgekit.core.errors import EdgekitError
 from edgekit.data.images import has_class_folders
 from edgekit.measure.host import resolve_target
@@ -133,10 +133,11 @@ def candidates(config: CompileConfig) -> list[type[Converter]]:
         folding = [c for c in found if c.folds_normalisation()]
         if not folding:
             names = ", ".join(c.backend.name for c in found)
+            able = ", ".join(name for name, c in CONVERTERS.items() if c.folds_normalisation())
             raise EdgekitError(
-                f"--normalise-in-model: the {names} backend cannot take pixels (only onnxruntime and openvino "
-                "models can; TensorRT bundles already normalise on the GPU): drop the flag or pick one of those "
-                "with --backend"
+                f"--normalise-in-model: the {names} backend cannot take pixels (only {able} models can; a GPU "
+                "backend with preprocessing kernels already normalises on the GPU): drop the flag or pick one of "
+                "those with --backend"
             )
         found = folding
     return found

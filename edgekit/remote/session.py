@@ -68,9 +68,6 @@ echo copied
 """
 
 
-FACT_TOPICS = ("jetpack", "tensorrt", "gpu", "power mode", "onnxruntime", "openvino", "memory")
-
-
 def device_facts(doctor: dict[str, Any]) -> dict[str, Any]:
     """What `edgekit doctor --json` on a device says it is, for the devices file and every result."""
     facts: dict[str, Any] = {
@@ -80,7 +77,7 @@ def device_facts(doctor: dict[str, Any]) -> dict[str, Any]:
         "machine": doctor.get("machine"),
     }
     for finding in doctor.get("findings", []):
-        if isinstance(finding, dict) and finding.get("topic") in FACT_TOPICS:
+        if isinstance(finding, dict) and finding.get("fact") is True:  # what the device is (`Finding.fact`)
             facts[str(finding["topic"])] = f"{finding.get('status')}: {finding.get('detail')}"
     facts["checked"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     return facts

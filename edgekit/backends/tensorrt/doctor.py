@@ -72,13 +72,13 @@ def diagnose() -> list[Finding]:
             if on_jetson
             else "pip install tensorrt (desktop GPUs), or use a machine with an NVIDIA GPU"
         )
-        findings.append(Finding("tensorrt", "missing", "TensorRT's Python module is not importable", fix))
+        findings.append(Finding("tensorrt", "missing", "TensorRT's Python module is not importable", fix, fact=True))
     else:
         from edgekit.backends.tensorrt.builder import tensorrt_version
 
         where = str(Path(spec.origin).parent) if spec.origin else "?"
         source = " (the system Python's, JetPack)" if where.startswith("/usr/lib/python3") else ""
-        findings.append(Finding("tensorrt", "ok", f"TensorRT {tensorrt_version()} from {where}{source}"))
+        findings.append(Finding("tensorrt", "ok", f"TensorRT {tensorrt_version()} from {where}{source}", fact=True))
 
     binding = _version("cuda-bindings") or _version("cuda-python")
     if binding is None:
@@ -98,18 +98,27 @@ def diagnose() -> list[Finding]:
 
     device = probe() if binding is not None else None
     if binding is None:
-        findings.append(Finding("gpu", "info", "no GPU probed: without a CUDA binding edgekit cannot look for one"))
+        findings.append(
+            Finding("gpu", "info", "no GPU probed: without a CUDA binding edgekit cannot look for one", fact=True)
+        )
     elif device is None:
-        findings.append(Finding("gpu", "info", "no GPU: no CUDA device is visible to this process"))
+        findings.append(Finding("gpu", "info", "no GPU: no CUDA device is visible to this process", fact=True))
     else:
         findings.append(
-            Finding("gpu", "ok", f"{describe(device)}, {device.memory_mb} MiB, CUDA driver {device.driver_version}")
+            Finding(
+                "gpu",
+                "ok",
+                f"{describe(device)}, {device.memory_mb} MiB, CUDA driver {device.driver_version}",
+                fact=True,
+            )
         )
         facts = clocks_and_power()
         power = facts.get("nvpmodel") or facts.get("pstate")
         if power:
             findings.append(
-                Finding("power mode", "info", power, "sudo jetson_clocks pins the clocks" if on_jetson else None)
+                Finding(
+                    "power mode", "info", power, "sudo jetson_clocks pins the clocks" if on_jetson else None, fact=True
+                )
             )
         cores = dla_cores()
         if cores:
