@@ -7,7 +7,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO := demo-out
 
-.PHONY: setup test lint demo data sshd clean
+.PHONY: setup test lint demo data sshd chromium clean
 
 setup: $(STAMP)
 
@@ -35,7 +35,11 @@ lint: $(STAMP)
 	$(BIN)/vermin -q -t=3.10- --violations --no-tips edgekit
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_architecture.py -k "not run_side"
 
-test: $(STAMP) data sshd lint
+# Debian's Chromium, headless, for the test that renders a report the way a browser does.
+chromium:
+	@test -x /usr/bin/chromium || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
+
+test: $(STAMP) data sshd chromium lint
 	@# test_architecture.py ran in lint, all but its run-side test (which needs the device install): not again.
 	$(BIN)/python -m pytest -q --durations=15 -k "not test_architecture or run_side"
 

@@ -6,7 +6,7 @@ Heavy modules (torch, onnxruntime, openvino) are imported lazily so that `import
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgekit.core.versions import EDGEKIT_VERSION as __version__
 
@@ -16,21 +16,21 @@ if TYPE_CHECKING:
     from edgekit.runtime.model import BundleModel
 
 
-def load(
-    bundle: str | Path,
-    backend: str | None = None,
-    threads: int | None = None,
-    trust_engine_host_code: bool = False,
-    cuda_graph: bool = False,
-) -> BundleModel:
+def load(bundle: str | Path, backend: str | None = None, threads: int | None = None, **options: Any) -> BundleModel:
     """Open a compiled bundle (hashes verified) for prediction: `edgekit.load(dir).predict(images)`.
 
-    TensorRT bundles run the engine built for this GPU and TensorRT version; a version-compatible
-    engine carries host code and loads only with `trust_engine_host_code=True`.
+    `options` are the backends' run options, each declared by its backend (`Backend.options`, the same
+    names as the command-line flags: `cuda_graph=True` for `--cuda-graph`). A backend whose model file can
+    carry code loads such a file only with its trust option set (TensorRT: a version-compatible engine,
+    `trust_engine_host_code=True`).
     """
+    from edgekit.backends.registry import RUNTIMES
     from edgekit.runtime.model import BundleModel
 
-    options = {"trust_engine_host_code": trust_engine_host_code, "cuda_graph": cuda_graph}
+    known = {option.name for runtime in RUNTIMES.values() for option in runtime.options if option.stage == "run"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(f"edgekit.load() got unknown option(s) {', '.join(unknown)}; run options: {sorted(known)}")
     return BundleModel.open(bundle, backend=backend, threads=threads, options=options)
 
 

@@ -6,6 +6,7 @@ models are trained on real images and predict with real confidence, which is wha
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -197,3 +198,24 @@ def orin_int8(trained: dict, data_dirs: dict, tmp_path_factory: pytest.TempPathF
         main(args)
     assert exit_info.value.code == 0
     return {"path": out, "manifest": json.loads((out / "manifest.json").read_text())}
+
+
+def bundle_agreement_with_checkpoint(bundle: Path, checkpoint: Path, folder: Path) -> float:
+    """Top-1 agreement of a compiled bundle with the PyTorch checkpoint it came from, on every image in
+    `folder`, computed here (not read from the manifest): the bundle through `edgekit.load`, the checkpoint
+    through torch on the same preprocessed inputs, with the transform_input the bundle recorded."""
+    import edgekit
+    from edgekit.data.batches import load_images
+    from edgekit.data.images import collect_images
+    from edgekit.data.preprocess import PreprocessSpec
+    from edgekit.model.checkpoint import load_checkpoint
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    files = collect_images([folder])
+    spec = PreprocessSpec.from_dict(manifest["preprocessing"])
+    inputs = load_images(files, dataclasses.replace(spec, normalise_in_model=False)).inputs
+    module = load_checkpoint(checkpoint, transform_input=manifest["model"]["transform_input"]).module.eval()
+    with torch.no_grad():
+        reference = module(torch.from_numpy(inputs)).numpy().argmax(1)
+    predicted = np.array([p.index for p in edgekit.load(bundle).predict(files)])
+    return agreement(predicted, reference)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -95,17 +96,75 @@ def test_tensorrt_and_cuda_are_imported_only_in_their_folder() -> None:
     assert not misplaced, misplaced
 
 
-def test_generic_code_never_compares_backend_names() -> None:
+# Where a backend's name is written outside its folder for another reason than naming the backend: each is
+# a module path, a distribution name or a file-format key that happens to be spelled the same.
+NAME_ALLOWED = {
+    ("edgekit.core.install", "onnxruntime"): "the Python module a workstation command needs installed",
+    ("edgekit.measure.environment", "onnxruntime"): "a distribution whose version results record",
+    ("edgekit.measure.environment", "openvino"): "a distribution whose version results record",
+    ("edgekit.measure.environment", "litert"): "distributions whose versions results record (ai-edge-litert...)",
+    ("edgekit.targets", "tensorrt"): "the [gpu] table's key for a GPU target's TensorRT versions (target files)",
+    ("edgekit.cli.build_cmd", "tensorrt"): "`edgekit build` makes TensorRT engines: its trtexec flags and record",
+}
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                found.add(id(first.value))
+    return found
+
+
+def backend_names_in_generic_code(package: Path) -> list[str]:
+    """Every string literal in generic code (outside edgekit/backends/) that is a backend's name or holds one
+    as a word of an identifier-like value ("tensorrt", "openvino_int8", "--tensorrt-x"); docstrings aside."""
+    words = "|".join(BACKEND_NAMES)
+    pattern = re.compile(rf"(?:^|[^a-z]|_)({words})(?:$|[^a-z]|_)")
     found = []
-    for name, path in _modules().items():
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         if name.startswith("edgekit.backends."):
             continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Compare) and all(isinstance(op, (ast.Eq, ast.NotEq)) for op in node.ops):
-                for operand in [node.left, *node.comparators]:
-                    if isinstance(operand, ast.Constant) and operand.value in BACKEND_NAMES:
-                        found.append(f"{name}:{node.lineno} compares with {operand.value!r}")
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = _docstrings(tree)
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Constant) or not isinstance(node.value, str) or id(node) in docstrings:
+                continue
+            value = node.value
+            identifier_like = " " not in value.strip() and len(value) < 60
+            match = pattern.search(value.lower()) if identifier_like else None
+            if match and (name, match.group(1)) not in NAME_ALLOWED:
+                found.append(f"{name}:{node.lineno} writes {value!r}")
+    return found
+
+
+def test_generic_code_never_names_a_backend() -> None:
+    """Generic code reaches a backend through the registries and its hooks (ARCHITECTURE.md), never by name:
+    not in a comparison, not in a dict key, not in an option's choices, not in a table of topics."""
+    found = backend_names_in_generic_code(PACKAGE)
     assert not found, found
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        'if manifest.backend == "openvino":\n    pass\n',
+        'BEST = {"x86-cpu": "onnxruntime"}\n',
+        'CHOICES = ("cpu", "tensorrt")\n',
+        'FLAG = "--litert-threads"\n',
+    ],
+)
+def test_the_backend_name_check_catches_a_planted_line(tmp_path: Path, planted: str) -> None:
+    shutil.copytree(PACKAGE, tmp_path / "edgekit", ignore=shutil.ignore_patterns("__pycache__"))
+    assert backend_names_in_generic_code(tmp_path / "edgekit") == []
+    target = tmp_path / "edgekit" / "pipeline" / "bench.py"
+    target.write_text(target.read_text(encoding="utf-8") + "\n" + planted, encoding="utf-8")
+    found = backend_names_in_generic_code(tmp_path / "edgekit")
+    assert len(found) == 1 and found[0].startswith("edgekit.pipeline.bench:"), found
 
 
 def test_import_linter_rejects_an_upward_import(tmp_path: Path) -> None:

@@ -74,7 +74,7 @@ def test_each_checkpoint_form_compiles_and_agrees_with_pytorch(
     # with it on), not assumed.
     assert manifest["model"]["transform_input"] is True and manifest["model"]["transform_input_source"] == "images"
     assert manifest["preprocessing"]["crop"] == 224  # a bare state_dict carries no preprocessing
-    assert manifest["parity"]["images"] == 40 and manifest["parity"]["top1_agreement"] >= 0.995
+    assert manifest["parity"]["images"] == 40  # its agreement is measured here, below, not read back
 
     model = edgekit.load(out)
     predicted = [p.index for p in model.predict(val_inputs["files"])]

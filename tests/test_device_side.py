@@ -161,6 +161,34 @@ def test_print_trtexec_refuses_a_cpu_bundle_and_a_foreign_release(bundle: Path, 
     assert result.returncode == 2 and "--print-trtexec is for TensorRT bundles" in result.stderr
 
 
+DEVICE_COMMANDS = """
+import json, sys
+from edgekit.cli.main import main
+bundle = sys.argv[1]
+for args in (["build", bundle, "--print-trtexec"], ["build", bundle], ["inspect", bundle], ["doctor"]):
+    try:
+        main(args)
+    except SystemExit as exit:
+        print(json.dumps({"args": args[:2], "code": exit.code}), file=sys.stderr)
+loaded = sorted(m for m in sys.modules if m.startswith("edgekit."))
+print(json.dumps(loaded))
+"""
+
+
+def test_the_device_commands_load_no_convert_half(orin_int8: dict) -> None:
+    """What `edgekit build` (the engine, or trtexec's command), `inspect` and `doctor` import when they run
+    on a TensorRT bundle: the run halves only (the device install has no converter's libraries)."""
+    result = subprocess.run(
+        [sys.executable, "-c", DEVICE_COMMANDS, str(orin_int8["path"])], capture_output=True, text=True, timeout=300
+    )
+    codes = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert [c["code"] for c in codes] == [0, 2, 0, 0], result.stderr  # no GPU here: the build itself exits 2
+    loaded = json.loads(result.stdout.splitlines()[-1])
+    assert "edgekit.backends.tensorrt.run" in loaded and "edgekit.pipeline.device_build" in loaded
+    convert = [m for m in loaded if m.endswith((".convert", ".converters", ".qdq", ".qdq_rules"))]
+    assert not convert, convert
+
+
 # ---- the Python 3.8 floor, beyond vermin -----------------------------------------------------------------
 
 _GENERICS = {"dict", "list", "tuple", "set", "frozenset", "type"}

@@ -16,6 +16,7 @@ import edgekit
 from edgekit.core.errors import EdgekitError
 from edgekit.data.images import decode_image, read_file, read_image
 from edgekit.data.preprocess import PreprocessSpec, resize_and_crop
+from edgekit.measure.stats import wilson
 from edgekit.runtime.model import ordered_map
 
 
@@ -127,10 +128,12 @@ def test_bench_times_each_stage_from_encoded_files(bundle: Path, photos: Path, r
         assert row["images"] == 4 and row["decode"] == path
         stages = [row[f"{s}_ms"] for s in ("read", "decode", "resize_crop", "normalise", "network", "postprocess")]
         assert all(value > 0 for value in stages)
-        assert row["end_to_end_p50_ms"] <= row["end_to_end_p90_ms"]
+        # Each file's trip holds its network call, so the trip's median is at least the network's; four files
+        # support no p90 (`core.percentiles`).
+        assert row["end_to_end_p50_ms"] >= row["network_ms"] and row["end_to_end_p90_ms"] is None
     agreement = trip["fast_vs_exact"]
-    low, high = agreement["top1_agreement_ci95"]
-    assert agreement["images"] == 4 and low <= agreement["top1_agreement"] <= high
+    agreed = round(agreement["top1_agreement"] * 4)
+    assert agreement["images"] == 4 and agreement["top1_agreement_ci95"] == pytest.approx(list(wilson(agreed, 4)))
     assert results["stages"]["decode_ms"] == trip["exact"]["decode_ms"]  # the report's stage table: what ships
     throughput = results["throughput"]
     assert throughput["batch"] == 2 and throughput["images"] == 128 and throughput["images_per_s"] > 0
@@ -154,8 +157,8 @@ def test_compile_preprocess_fast_records_its_measured_agreement(
     check = manifest["preprocessing_check"]
     # The model's resize is 72: the three JPEGs (even the 640×427 one) decode at a smaller DCT scale, the PNG not.
     assert check["images"] == 4 and check["jpeg_dct_scaled"] == 3
-    low, high = check["top1_agreement_ci95"]
-    assert low <= check["top1_agreement_with_exact"] <= high
+    agreed = round(check["top1_agreement_with_exact"] * 4)
+    assert check["top1_agreement_ci95"] == pytest.approx(list(wilson(agreed, 4)))
     model = edgekit.load(out)
     assert model.preprocessing.decode == "fast"
     assert model.predict([photos / "flower-12mp.jpg"])[0].label in manifest["classes"]
@@ -198,7 +201,7 @@ def test_video_file_is_predicted_frame_by_frame_like_its_frames_as_images(
     assert [r["prob"] for r in records] == pytest.approx([p.prob for p in expected], abs=1e-6)
     assert records[1]["time_s"] == pytest.approx(0.1)  # 10 fps
     assert summary["frames_read"] == summary["frames_predicted"] == len(frames) and summary["frames_dropped"] == 0
-    assert summary["latency_p50_ms"] <= summary["latency_p99_ms"] and "fps" in stderr
+    assert summary["latency_p50_ms"] > 0 and summary["latency_p99_ms"] is None and "fps" in stderr  # < 500 frames
     status, stdout, _ = run_cli("predict", bundle, video, "--every", "3", "--json")
     assert [json.loads(line).get("frame") for line in stdout.splitlines()[:-1]] == list(range(0, len(frames), 3))
 

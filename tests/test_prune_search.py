@@ -13,6 +13,7 @@ import torch
 from edgekit.core.errors import EdgekitError
 from edgekit.core.progress import Progress
 from edgekit.data.preprocess import PreprocessSpec
+from edgekit.measure.stats import PairedDifference, wilson
 from edgekit.optimize import prune_search
 from edgekit.optimize.prune import LatencyProbe, PruneData, PruneOutcome
 from edgekit.optimize.prune_config import PruneConfig, PruneSettings
@@ -89,12 +90,14 @@ def test_search_resumes_after_an_interruption_and_records_the_drop_against_the_o
     n = accuracy["original"]["images"]
     assert n == report["val_images"] == sum(1 for _ in data_dirs["val"].rglob("*.png"))
     for name in ("original", "pruned", "final"):
-        low, high = accuracy[name]["ci95"]
-        assert low <= accuracy[name]["top1"] <= high and accuracy[name]["images"] == n
+        correct = round(accuracy[name]["top1"] * n)
+        assert accuracy[name]["ci95"] == pytest.approx(list(wilson(correct, n))) and accuracy[name]["images"] == n
     drop = accuracy["drop_vs_original"]
     expected = 100 * (accuracy["original"]["top1"] - accuracy["final"]["top1"])
     assert drop["drop_pts"] == pytest.approx(expected) and drop["images"] == n
-    assert drop["ci95_pts"][0] <= drop["drop_pts"] <= drop["ci95_pts"][1]
+    assert drop["drop_pts"] == pytest.approx(100 * (drop["lost"] - drop["gained"]) / n)  # paired: discordant only
+    paired = PairedDifference(n, drop["lost"], drop["gained"])
+    assert drop["ci95_pts"] == pytest.approx(list(paired.interval_pts()))
     assert report["top1"]["before"] == accuracy["original"]["top1"]
 
 

@@ -43,8 +43,9 @@ def test_int8_bundle_builds_predicts_and_benches(
     assert guard["held_out_images"] == guard["images"] == 500 and guard["min_agreement"] == 0
     assert [r["rung"] for r in manifest["selection"]["rungs"]] == ["default"]
     models = manifest["accuracy"]["models"]
-    # A broken quantization predicts at chance; a working one mostly agrees with FP32.
-    assert models["bundle"]["top1_agreement_with_reference"] >= 0.9
+    # A broken quantization predicts at chance; a working one agrees with FP32 on nearly every image (measured
+    # 98.4-99.8 % for these builds on this model).
+    assert models["bundle"]["top1_agreement_with_reference"] >= 0.97
     assert abs(models["bundle"]["top1"] - models["reference"]["top1"]) <= 0.05
     fp32_size = (trained["path"]).stat().st_size
     assert sum((out / f).stat().st_size for f in manifest["files"]) < fp32_size / 2  # INT8 weights stored as INT8
@@ -56,7 +57,9 @@ def test_int8_bundle_builds_predicts_and_benches(
                                 "--out", tmp_path / "bench", "--json")  # fmt: skip
     results = json.loads(stdout)
     assert status == 0 and results["bundle"]["precision"] == "int8"
-    assert results["accuracy"]["models"]["bundle"]["top1_agreement_with_reference"] >= 0.9
+    # bench measures the same build on the same images by its own path: the same agreement, image for image.
+    agreement = results["accuracy"]["models"]["bundle"]["top1_agreement_with_reference"]
+    assert agreement == pytest.approx(models["bundle"]["top1_agreement_with_reference"])
 
 
 def test_fp16_bundle_on_x86_records_what_the_cpu_computes(
@@ -65,7 +68,13 @@ def test_fp16_bundle_on_x86_records_what_the_cpu_computes(
     out = tmp_path / "fp16"
     manifest = _compile(run_cli, trained, data_dirs, out, "--precision", "fp16")
     assert manifest["precision"] == "fp16" and manifest["backend"] == "openvino"
-    assert manifest["execution_precision"] in ("f16", "bf16", "f32")
+    # What the CPU computes, as OpenVINO decides it from the CPU's own capabilities: FP16 arithmetic where it has
+    # it, else BF16 (AMX / AVX512-BF16), else FP32 (edgekit must report that, not the precision it asked for).
+    import openvino
+
+    capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    expected = "f16" if "FP16" in capabilities else "bf16" if "BF16" in capabilities else "f32"
+    assert manifest["execution_precision"] == expected
     assert manifest["accuracy"]["models"]["bundle"]["top1_agreement_with_reference"] >= 0.99
 
 

@@ -168,10 +168,13 @@ def test_bench_and_prune_take_classes_like_compile(trained: dict, data_dirs: dic
         status, stdout, stderr = run_cli("bench", out, "--val", val, "--iterations", "1", "--batch-sizes", "1",
                                          "--out", tmp_path / "bench", "--json", *extra)  # fmt: skip
         assert status == 0, stderr
-        return json.loads(stdout)["accuracy"]["models"]["bundle"], stderr
+        models = json.loads(stdout)["accuracy"]["models"]
+        return {**models["bundle"], "reference_top1": models["reference"]["top1"]}, stderr
 
     named, stderr = bench()  # the bundle recorded the names: matched by name already
-    assert named["top1"] > 0.5 and "probably" not in stderr
+    # Matched by name, the bundle scores what its FP32 reference scores on these folders, far above chance.
+    assert named["top1"] == pytest.approx(named["reference_top1"], abs=0.02) and named["top1"] > 1 / 7 + 0.3
+    assert "probably" not in stderr
     wrong = tmp_path / "wrong.txt"
     wrong.write_text("\n".join(reversed(by_output)))  # the folders' sorted order: what a guess would give
     guessed, stderr = bench("--classes", wrong)

@@ -90,6 +90,25 @@ class Finding:
 
 
 @dataclasses.dataclass(frozen=True)
+class BackendOption:
+    """An option a backend declares (`Backend.options`): the CLI makes a flag of it for the commands of its
+    stage (`cli/options.py`), `edgekit.load` takes a run option by name, and a device run passes it on as
+    the same flag. No option is named anywhere else."""
+
+    name: str  # the keyword: "cuda_graph"
+    flag: str  # the command-line flag: "--cuda-graph", or "--sparse/--no-sparse" for an on/off switch
+    help: str
+    stage: str  # "run": loading a bundle (predict, bench, edgekit.load); "build": compile and build, recorded
+    choices: tuple[str, ...] = ()  # a choice among these names
+    int_range: tuple[int, int | None] | None = None  # an integer in this range (None: no upper end)
+    # Neither: a flag (given or not); a switch ("--x/--no-x"): on, off, or not given (None: the backend decides).
+
+    @property
+    def switch(self) -> bool:
+        return "/" in self.flag
+
+
+@dataclasses.dataclass(frozen=True)
 class Capabilities:
     devices: frozenset[str]  # target kinds it runs on: "cpu", "gpu"
     arches: frozenset[str]  # machine architectures it has builds for
@@ -139,6 +158,7 @@ class Backend(abc.ABC):
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities]
     preprocesses_on_device: ClassVar[bool] = False  # `run_images` is implemented (decoded frames in)
+    options: ClassVar[tuple[BackendOption, ...]] = ()  # its run and build options (`BackendOption`)
 
     def __init__(
         self, model: ModelFiles, threads: int, precision: str = "fp32", options: Mapping[str, Any] | None = None
@@ -248,6 +268,48 @@ class Backend(abc.ABC):
         """Accelerator time of the last `run`, measured on the device (None on a CPU backend)."""
         return None
 
+    # The device build (`edgekit build`): hooks of the run half, so that a device never imports a convert half.
+
+    @classmethod
+    def parse_options(cls, values: Mapping[str, Any]) -> Any:
+        """The backend's build options (`BackendOption`, stage "build": TensorRT's engine options) from the
+        values given, as the backend's own type; None when none were given. A backend without any refuses them."""
+        given = sorted(name for name, value in values.items() if value is not None)
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise EdgekitError(f"{flags} do not apply to backend {cls.name}")
+        return None
+
+    @classmethod
+    def native_build_command(cls, manifest: dict[str, Any], bundle: Path, options: Any, version: str | None) -> str:
+        """The vendor tool's command that builds the device model (`edgekit build --print-trtexec`)."""
+        raise EdgekitError(
+            f"{bundle} was compiled for {cls.name}, which has no device build; --print-trtexec is for "
+            "TensorRT bundles (compile for a GPU target)"
+        )
+
+    @classmethod
+    def check_build_on_device(cls, manifest: dict[str, Any], bundle: Path) -> None:
+        """Refuse, before anything is copied, a bundle `edgekit build` cannot extend on this machine."""
+        raise EdgekitError(
+            f"{bundle} was compiled for {cls.name}, which needs no build on the device; `edgekit build` "
+            "makes TensorRT engines: compile for a GPU target first (`edgekit compile MODEL --target "
+            "jetson-orin-nano`; `edgekit targets`)"
+        )
+
+    @classmethod
+    def build_on_device(
+        cls,
+        stage: Path,
+        manifest: dict[str, Any],
+        options: Any,
+        settings: Mapping[str, Any],
+        check: DeviceModelCheck,
+        progress: Progress,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """`edgekit build`: add this device's own model to a bundle copy in `stage`: (manifest, record)."""
+        raise NotImplementedError  # check_build_on_device refused first
+
 
 class Converter(abc.ABC):
     """Writes a backend's model file from the FP32 ONNX export (the convert half)."""
@@ -301,16 +363,6 @@ class Converter(abc.ABC):
         return False
 
     @classmethod
-    def parse_options(cls, values: Mapping[str, Any]) -> Any:
-        """The backend's own compile options (TensorRT's engine options) from the values given; None when
-        none were given. A backend without options refuses any."""
-        given = sorted(name for name, value in values.items() if value is not None)
-        if given:
-            flags = ", ".join("--" + name.replace("_", "-") for name in given)
-            raise EdgekitError(f"{flags} do not apply to backend {cls.backend.name}")
-        return None
-
-    @classmethod
     def check_options(cls, target: Target, precision: str, options: Any) -> None:
         """Refuse, before any slow work, options this target and precision cannot have."""
         return None
@@ -332,33 +384,3 @@ class Converter(abc.ABC):
         device; TensorRT on a JetPack edgekit cannot run on: the trtexec kit, checked against `samples`).
         Returns the manifest (not yet written)."""
         return manifest
-
-    @classmethod
-    def native_build_command(cls, manifest: dict[str, Any], bundle: Path, options: Any, version: str | None) -> str:
-        """The vendor tool's command that builds the device model (`edgekit build --print-trtexec`)."""
-        raise EdgekitError(
-            f"{bundle} was compiled for {cls.backend.name}, which has no device build; --print-trtexec is for "
-            "TensorRT bundles (compile for a GPU target)"
-        )
-
-    @classmethod
-    def check_build_on_device(cls, manifest: dict[str, Any], bundle: Path) -> None:
-        """Refuse, before anything is copied, a bundle `edgekit build` cannot extend on this machine."""
-        raise EdgekitError(
-            f"{bundle} was compiled for {cls.backend.name}, which needs no build on the device; `edgekit build` "
-            "makes TensorRT engines: compile for a GPU target first (`edgekit compile MODEL --target "
-            "jetson-orin-nano`; `edgekit targets`)"
-        )
-
-    @classmethod
-    def build_on_device(
-        cls,
-        stage: Path,
-        manifest: dict[str, Any],
-        options: Any,
-        settings: Mapping[str, Any],
-        check: DeviceModelCheck,
-        progress: Progress,
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """`edgekit build`: add this device's own model to a bundle copy in `stage`: (manifest, record)."""
-        raise NotImplementedError  # check_build_on_device refused first

@@ -6,7 +6,8 @@ convert halves are listed in `converters.py`, which only the workstation side im
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from edgekit.backends.base import Backend
 from edgekit.backends.litert.run import LiteRtBackend
@@ -61,3 +62,22 @@ def usable_here(names: Iterable[str]) -> list[str]:
 
 
 __all__ = ["RUNTIMES", "Backend", "check_support", "get_backend", "reference_backend", "usable_here"]
+
+
+def run_option_flags(values: Mapping[str, Any]) -> list[str]:
+    """The command-line flags that give these run options (by name) to `edgekit` on another machine, from the
+    backends' own declarations (`Backend.options`); options not given (None, or a flag left off) are left out."""
+    flags: list[str] = []
+    for backend in RUNTIMES.values():
+        for option in backend.options:
+            value = values.get(option.name)
+            if option.stage != "run" or value is None or (value is False and not option.switch):
+                continue
+            on, _, off = option.flag.partition("/")
+            if option.switch:
+                flags.append(on if value else off)
+            elif option.choices or option.int_range is not None:
+                flags += [on, str(value)]
+            else:
+                flags.append(on)
+    return flags

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from edgekit.cli.options import (
+    backend_option_values,
+    backend_options,
     classes_option,
-    cuda_graph_option,
     json_option,
     parse_int_list,
     print_json,
     threads_option,
-    trust_engine_option,
     trust_pickle_option,
 )
 
@@ -57,8 +58,7 @@ from edgekit.cli.options import (
 @classes_option
 @threads_option
 @trust_pickle_option
-@trust_engine_option
-@cuda_graph_option
+@backend_options("run")
 @json_option
 def bench(
     bundle: Path,
@@ -76,9 +76,8 @@ def bench(
     classes: Path | None,
     threads: int | None,
     trust_pickle: bool,
-    trust_engine_host_code: bool,
-    cuda_graph: bool,
     as_json: bool,
+    **run_options: Any,
 ) -> None:
     """Time BUNDLE against its FP32 PyTorch reference in the same run, and measure accuracy.
 
@@ -104,7 +103,7 @@ def bench(
         trust_pickle=trust_pickle,
         out=out,
         class_names=tuple(read_class_file(classes)) if classes else None,
-        run_options={"trust_engine_host_code": trust_engine_host_code, "cuda_graph": cuda_graph},
+        run_options=backend_option_values(run_options, "run"),
     )
     progress = Progress(enabled=True)
     if device is not None:

@@ -7,12 +7,12 @@ from typing import Any
 
 import click
 
-from edgekit.cli.options import engine_option_values, engine_options, json_option, print_json
+from edgekit.cli.options import backend_option_values, backend_options, json_option, print_json
 
 
 @click.command("build")
 @click.argument("bundle", type=click.Path(path_type=Path, file_okay=False, exists=True))
-@engine_options
+@backend_options("build")
 @click.option(
     "--cache-dir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -68,7 +68,7 @@ def build_command(
 
     config = DeviceBuildConfig(
         bundle=bundle,
-        options=engine_option_values(opts),
+        options=backend_option_values(opts, "build"),
         cache_dir=cache_dir,
         verbose=verbose,
         images=val,

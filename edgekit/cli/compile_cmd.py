@@ -8,11 +8,11 @@ from typing import Any
 import click
 
 from edgekit.cli.options import (
+    backend_option_values,
+    backend_options,
     classes_option,
     crop_option,
     devices_option,
-    engine_option_values,
-    engine_options,
     json_option,
     print_json,
     pruning_options,
@@ -107,7 +107,7 @@ def _percentage(value: float) -> float:
     help="Top-1 points the bundle may lose on labelled --val images (with --prune auto, against the original model).",
 )
 @pruning_options("--prune")
-@engine_options
+@backend_options("build")
 @threads_option
 @trust_pickle_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
@@ -191,7 +191,7 @@ def compile_command(
         method=method,
         min_agreement=min_agreement / 100,
         max_accuracy_drop=max_accuracy_drop,
-        backend_options=engine_option_values(stage_options),
+        backend_options=backend_option_values(stage_options, "build"),
         prune=settings if settings.requested else None,
     )
     config = resolve(request)

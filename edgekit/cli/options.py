@@ -229,60 +229,37 @@ def prune_settings(values: dict[str, Any], ratio_flag: str, max_accuracy_drop: f
     )
 
 
-def engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """TensorRT engine options, shared by `edgekit compile` (recorded in the bundle) and `edgekit build`."""
-    options = [
-        click.option("--dla-core", type=click.IntRange(min=0), default=None, help="Run on this DLA core."),
-        click.option(
-            "--gpu-fallback/--no-gpu-fallback",
-            default=None,
-            help="Let layers DLA cannot run fall back to the GPU (always reported; default: on).",
-        ),
-        click.option(
-            "--opt-level", type=click.IntRange(0, 5), default=None, help="TensorRT builder optimization level (0-5)."
-        ),
-        click.option(
-            "--version-compatible",
-            is_flag=True,
-            help="Engine that later TensorRT releases of the same major can load; it embeds host code.",
-        ),
-        click.option(
-            "--hardware-compatibility",
-            type=click.Choice(["none", "ampere+", "same-cc"]),
-            default=None,
-            help="One engine for several GPUs (desktop/datacenter Ampere or newer; default: none).",
-        ),
-        click.option(
-            "--sparse/--no-sparse",
-            default=None,
-            help="TensorRT sparse weights (default: on for a 2:4-pruned bundle on Ampere or newer).",
-        ),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+def _declared(stage: str) -> list[Any]:
+    """Every backend's options of `stage` (`BackendOption`), in registry order: each backend declares its own."""
+    from edgekit.backends.registry import RUNTIMES
+
+    return [option for backend in RUNTIMES.values() for option in backend.options if option.stage == stage]
 
 
-ENGINE_OPTIONS = ("dla_core", "gpu_fallback", "opt_level", "version_compatible", "hardware_compatibility", "sparse")
+def backend_options(stage: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The flags of every backend's `stage` options ("run": predict, bench; "build": compile, build), made from
+    the backends' own declarations; `backend_option_values` collects them."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(_declared(stage)):
+            if option.choices:
+                kind: Any = {"type": click.Choice(option.choices), "default": None}
+            elif option.int_range is not None:
+                kind = {"type": click.IntRange(*option.int_range), "default": None}
+            elif option.switch:
+                kind = {"default": None}
+            else:
+                kind = {"is_flag": True, "default": None}
+            command = click.option(option.flag, option.name, help=option.help, **kind)(command)
+        return command
+
+    return decorate
 
 
-def engine_option_values(values: dict[str, Any]) -> dict[str, Any]:
-    """The engine options given on the command line, by name (popped from the command's keyword arguments);
-    one not given is None, and the backend decides what that means."""
-    given = {name: values.pop(name) for name in ENGINE_OPTIONS}
-    if not given["version_compatible"]:  # a flag: absent means "not given"
-        given["version_compatible"] = None
-    return given
-
-
-trust_engine_option = click.option(
-    "--trust-engine-host-code",
-    is_flag=True,
-    help="Allow a version-compatible TensorRT engine, which runs host code stored in it: only for files you trust.",
-)
-cuda_graph_option = click.option(
-    "--cuda-graph", is_flag=True, help="TensorRT: replay the network as a captured CUDA graph (less launch overhead)."
-)
+def backend_option_values(values: dict[str, Any], stage: str) -> dict[str, Any]:
+    """The `stage` options given on the command line, by name (popped from the command's keyword arguments);
+    one not given is None, and its backend decides what that means."""
+    return {option.name: values.pop(option.name) for option in _declared(stage)}
 
 
 def max_accuracy_drop_option(help: str, default: float | None = None) -> Callable[[Any], Any]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from edgekit.cli.options import cuda_graph_option, json_option, print_json, threads_option, trust_engine_option
+from edgekit.cli.options import backend_option_values, backend_options, json_option, print_json, threads_option
 
 if TYPE_CHECKING:
     from edgekit.runtime.model import BundleModel
@@ -35,8 +35,7 @@ if TYPE_CHECKING:
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Video: stop after this many frames.")
 @click.option("--device", default=None, help="Predict on this device over SSH (`edgekit devices`).")
 @threads_option
-@trust_engine_option
-@cuda_graph_option
+@backend_options("run")
 @json_option
 def predict(
     bundle: Path,
@@ -49,9 +48,8 @@ def predict(
     max_frames: int | None,
     device: str | None,
     threads: int | None,
-    trust_engine_host_code: bool,
-    cuda_graph: bool,
     as_json: bool,
+    **run_options: Any,
 ) -> None:
     """Classify IMAGES (files or directories, searched recursively) with BUNDLE.
 
@@ -67,6 +65,7 @@ def predict(
     from edgekit.data.images import collect_images
     from edgekit.runtime.stream import StreamOptions, is_stream
 
+    given = {name: value for name, value in backend_option_values(run_options, "run").items() if value is not None}
     streams = [str(source) for source in images if is_stream(str(source))]
     if device is not None:
         if streams:
@@ -77,16 +76,13 @@ def predict(
         if len(images) != 1:
             raise EdgekitError("predict takes one video source at a time (or image files and folders, not both)")
         options = StreamOptions(every=every, frame_budget_ms=frame_budget, max_frames=max_frames)
-        model = edgekit.load(bundle, backend=backend, threads=threads, trust_engine_host_code=trust_engine_host_code,
-                             cuda_graph=cuda_graph)  # fmt: skip
+        model = edgekit.load(bundle, backend=backend, threads=threads, **given)
         _predict_stream(model, streams[0], options, top_k, as_json)
         return
     files = collect_images(images)
     if not files:
         raise EdgekitError(f"no image files found in {', '.join(map(str, images))}")
-    model = edgekit.load(
-        bundle, backend=backend, threads=threads, trust_engine_host_code=trust_engine_host_code, cuda_graph=cuda_graph
-    )
+    model = edgekit.load(bundle, backend=backend, threads=threads, **given)
     progress = Progress(enabled=True)
     predictions = list(progress.bar(model.iter_predict(files, top_k, batch_size), "predicting", len(files), "img"))
     if as_json:
@@ -146,12 +142,8 @@ def _predict_stream(model: BundleModel, source: str, options: StreamOptions, top
     summary = stats.to_dict()
     if as_json:
         click.echo(json.dumps({"summary": summary}))
-    p50 = summary["latency_p50_ms"]
-    latency = (
-        ""
-        if p50 is None
-        else (f", latency p50 {p50:.1f} / p90 {summary['latency_p90_ms']:.1f} / p99 {summary['latency_p99_ms']:.1f} ms")
-    )
+    shown = [f"p{q} {summary[f'latency_p{q}_ms']:.1f}" for q in (50, 90, 99) if summary[f"latency_p{q}_ms"] is not None]
+    latency = f", latency {' / '.join(shown)} ms" if shown else ""
     click.echo(
         f"{source}: {summary['frames_predicted']} of {summary['frames_read']} frames predicted "
         f"({summary['frames_dropped']} dropped), {summary['fps']:.1f} fps{latency}; stopped by {summary['stopped_by']}",

@@ -62,5 +62,5 @@ def quantize(
     else:
         sizes = f"{result['size_bytes'] / 1e6:.1f} MB, FP32 {result['fp32_size_bytes'] / 1e6:.1f} MB"
         click.echo(f"{precision} model: {out} ({sizes})")
-        if result.get("tensorrt_rules") is not None:
-            click.echo("  TensorRT Q/DQ rules: all met")
+        if result.get("placement_rules") is not None:
+            click.echo(f"  {placement} placement's Q/DQ rules (its parser's): {result['placement_rules']}")

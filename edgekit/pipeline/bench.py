@@ -55,7 +55,7 @@ class BenchConfig:
     throughput: bool = False  # also images/s from files through the decode pool
     class_names: tuple[str, ...] | None = None  # --classes: output names to match --val's folders by
     find_reference: bool = True  # False (`--no-reference`, a bench on a device): no FP32 reference at all
-    run_options: dict[str, Any] | None = None  # the backend's (TensorRT: trust_engine_host_code, cuda_graph)
+    run_options: dict[str, Any] | None = None  # the backends' run options (`Backend.options`), by name
 
     def results_dir(self) -> Path:
         return self.out or self.bundle.with_name(self.bundle.name + ".bench")

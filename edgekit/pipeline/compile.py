@@ -456,7 +456,7 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> Manifes
         converter = get_converter(rung.backend)
         backend = converter.backend
         if converter is not validated:
-            backend_options = converter.parse_options(config.backend_options)
+            backend_options = converter.backend.parse_options(config.backend_options)
         built = Built(candidate.model_file, candidate.facts, runner, candidate.outputs)
         parity = {
             "reference": source.reference.kind,
@@ -564,7 +564,7 @@ def _sparsity_record(pruning: dict[str, Any] | None, fp32: Path) -> dict[str, An
         "pattern": PATTERN,
         "onnx_conv_weights": {"sparse": sparse, "eligible": eligible},
         # TensorRT builds with BuilderFlag.SPARSE_WEIGHTS on Ampere+ (Orin, RTX 30+); see tensorrt/recipe.py.
-        "tensorrt_sparse_weights": "on for Ampere-or-newer GPU targets (sm_80+); dense elsewhere",
+        "gpu_sparse_weights": "on for Ampere-or-newer GPU targets (sm_80+); dense elsewhere",
         "cpu": "no speed-up: CPU backends compute the zeros like any other weight",
     }
 

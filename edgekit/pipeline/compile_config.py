@@ -105,7 +105,7 @@ def validate(config: CompileConfig) -> tuple[type[Converter], Any]:
         raise EdgekitError("--min-agreement is a percentage between 0 and 100")
     candidates(config)  # errors naming why no backend can build this precision here
     converter = choose_converter(config.target, config.precision, config.backend)
-    options = converter.parse_options(config.backend_options)
+    options = converter.backend.parse_options(config.backend_options)
     converter.check_options(config.target, config.precision, options)
     check_writable_destination(config.out, config.force)
     return converter, options

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.backends.base import ModelFiles
-from edgekit.backends.converters import get_converter
 from edgekit.backends.registry import get_backend, reference_backend
 from edgekit.core.progress import QUIET, Progress
 from edgekit.data.batches import load_images, sample, synthetic_inputs
@@ -74,17 +73,17 @@ def check_device_model(
 def native_build_command(config: DeviceBuildConfig, tensorrt_version: str | None = None) -> str:
     """`edgekit build --print-trtexec`: the vendor tool's command for this bundle, built nothing."""
     manifest = read_manifest(config.bundle, verify=True)
-    converter = get_converter(manifest.backend)
-    options = converter.parse_options(config.options)
-    return converter.native_build_command(manifest.to_dict(), config.bundle, options, tensorrt_version)
+    backend = get_backend(manifest.backend)
+    options = backend.parse_options(config.options)
+    return backend.native_build_command(manifest.to_dict(), config.bundle, options, tensorrt_version)
 
 
 def build_on_device(config: DeviceBuildConfig, progress: Progress = QUIET) -> dict[str, Any]:
     """Add a model for this device to the bundle; returns the new model's record."""
     manifest = read_manifest(config.bundle, verify=True)
-    converter = get_converter(manifest.backend)
-    converter.check_build_on_device(manifest.to_dict(), config.bundle)  # fail before copying anything
-    options = converter.parse_options(config.options)
+    backend = get_backend(manifest.backend)  # the run half: a device never imports a convert half
+    backend.check_build_on_device(manifest.to_dict(), config.bundle)  # fail before copying anything
+    options = backend.parse_options(config.options)
     settings = {"bundle": config.bundle, "cache_dir": config.cache_dir, "verbose": config.verbose}
 
     def check(stage: Path, manifest: dict[str, Any], model_file: str) -> dict[str, Any]:
@@ -96,6 +95,6 @@ def build_on_device(config: DeviceBuildConfig, progress: Progress = QUIET) -> di
             (stage / name).parent.mkdir(parents=True, exist_ok=True)
             (stage / name).write_bytes(read_verified(config.bundle, manifest, name))
         draft = manifest.to_dict()
-        updated, record = converter.build_on_device(stage, draft, options, settings, check, progress)
+        updated, record = backend.build_on_device(stage, draft, options, settings, check, progress)
         write_manifest(stage, updated)
     return record

@@ -62,9 +62,9 @@ def quantize_file(request: QuantizeRequest, progress: Progress = QUIET) -> dict[
                 violations = check_file(tmp)
                 if violations:  # our quantizer broke a rule: a bug, keep the traceback
                     raise RuntimeError(
-                        "tensorrt placement broke TensorRT rules: " + "; ".join(map(str, violations[:5]))
+                        f"{request.placement} placement broke its rules: " + "; ".join(map(str, violations[:5]))
                     )
-                result["tensorrt_rules"] = "all met"
+                result["placement_rules"] = "all met"
     result.update(size_bytes=request.out.stat().st_size, fp32_size_bytes=request.model.stat().st_size)
     return result
 

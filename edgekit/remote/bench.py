@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from edgekit.backends.registry import run_option_flags
 from edgekit.core.errors import EdgekitError
 from edgekit.measure.results import write_results
 from edgekit.pipeline.bench import BenchConfig
@@ -63,9 +64,7 @@ def remote_bench(session: DeviceSession, config: BenchConfig) -> dict[str, Any]:
         args += ["--max-images", str(config.max_images)]
     if config.throughput:
         args.append("--throughput")
-    for option, flag in (("trust_engine_host_code", "--trust-engine-host-code"), ("cuda_graph", "--cuda-graph")):
-        if (config.run_options or {}).get(option):
-            args.append(flag)
+    args += run_option_flags(config.run_options or {})
     output = session.run_edgekit(args, out_folder=True)
     try:
         results = json.loads(output)

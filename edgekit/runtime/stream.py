@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
 from edgekit.core.errors import EdgekitError
+from edgekit.core.percentiles import percentile_or_none
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".h264"})
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "srt://")
@@ -67,10 +67,9 @@ class StreamStats:
 
     def to_dict(self) -> dict[str, Any]:
         seconds = max(time.monotonic() - self.started, 1e-9)
-        percentiles = {
-            f"latency_p{q}_ms": float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else None
-            for q in (50, 90, 99)
-        }
+        # Capture-to-label latency of live frames (not a benchmark: the frames are the user's); tails only where
+        # the frame count supports them (`core.percentiles`).
+        percentiles = {f"latency_p{q}_ms": percentile_or_none(self.latencies_ms, q) for q in (50, 90, 99)}
         return {"frames_read": self.read, "frames_predicted": self.predicted, "frames_dropped": self.dropped,
                 "fps": self.predicted / seconds, "seconds": seconds, "stopped_by": self.stopped_by,
                 **percentiles}  # fmt: skip

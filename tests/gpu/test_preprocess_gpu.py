@@ -1,16 +1,14 @@
 """The fused preprocessing kernel on a real GPU: bit-identical to its CPU reference (which tests/test_kernels.py
 checks against PIL and torchvision), for every layout, pitch, dtype and batch shape, whichever way it was
-compiled; and at least 50× faster than torchvision on the CPU for a 1920×1080 frame.
+compiled. Its speed is a benchmark, not a test: benchmarks/gpu/preprocess_bench.py (tests never time).
 
 Skipped, with the reason, where cuda-python cannot use a GPU.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -102,16 +100,3 @@ def test_aot_cubin_and_fatbin_load_and_agree_with_nvrtc(gpu: CudaPreprocessor) -
             np.testing.assert_array_equal(pre.preprocess_arrays([photo]), expected)
     with CudaPreprocessor(gpu.spec, binaries={gpu.sm + 1000: b"not a cubin"}) as pre:  # nothing fits: NVRTC
         assert pre.kernel_origin.startswith("NVRTC") and "no bundled cubin" in pre.kernel_origin
-
-
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("preprocess_bench", ROOT / "benchmarks/gpu/preprocess_bench.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_full_hd_frame_is_at_least_50x_faster_thantorchvision_eval() -> None:
-    result = _bench().run(iterations=100, warmup=20, cpu_iterations=20)
-    assert result["parity_vs_torchvision"]["max_uint8_steps"] < 1e-3
-    assert result["speedup_kernel_vs_torchvision"] >= 50, result

@@ -8,7 +8,6 @@ by Q/DQ nodes placed and typed as TensorRT's parser accepts (`qdq_rules.py`).
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from edgekit.backends.base import Converter, ConvertRequest, DeviceModelCheck, S
 from edgekit.backends.qdq import QdqQuantizerHooks
 from edgekit.backends.tensorrt.recipe import BuildOptions, check_for_target
 from edgekit.backends.tensorrt.run import TensorRTBackend
-from edgekit.core.errors import EdgekitError
 from edgekit.core.progress import Progress
 from edgekit.targets import Target
 
@@ -55,12 +53,6 @@ class TensorRTConverter(QdqQuantizerHooks, Converter):
         }
 
     @classmethod
-    def parse_options(cls, values: Mapping[str, Any]) -> BuildOptions | None:
-        """Engine options from the values given (None: not given); unknown names are a bug in the caller."""
-        given = {name: value for name, value in values.items() if value is not None}
-        return BuildOptions(**given) if given else None
-
-    @classmethod
     def check_options(cls, target: Target, precision: str, options: BuildOptions | None) -> None:
         if options is not None and options != BuildOptions():
             check_for_target(target, precision, options)
@@ -80,46 +72,3 @@ class TensorRTConverter(QdqQuantizerHooks, Converter):
         from edgekit.backends.tensorrt.engine import finish_gpu_bundle
 
         return finish_gpu_bundle(stage, manifest, target, out, options, check, progress, samples)
-
-    @classmethod
-    def build_on_device(
-        cls,
-        stage: Path,
-        manifest: dict[str, Any],
-        options: BuildOptions | None,
-        settings: Mapping[str, Any],
-        check: DeviceModelCheck,
-        progress: Progress,
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """A new engine for this GPU; without options, those recorded at compile time."""
-        from edgekit.backends.tensorrt.engine import EngineSettings, add_engine
-
-        if options is None:
-            options = BuildOptions.from_dict((manifest.get("tensorrt") or {}).get("options") or {})
-        updated = add_engine(stage, manifest, options, EngineSettings(**settings), check, progress)
-        return updated, updated["tensorrt"]["engines"][-1]
-
-    @classmethod
-    def native_build_command(
-        cls, manifest: dict[str, Any], bundle: Path, options: BuildOptions | None, version: str | None
-    ) -> str:
-        """The trtexec command for TensorRT `version` (default: the oldest the target's device can have)."""
-        from edgekit.backends.tensorrt.engine import trtexec_build
-        from edgekit.backends.tensorrt.trtexec import shell_line
-        from edgekit.targets import target_from_record
-
-        target = target_from_record(manifest["target"])
-        assert target.gpu is not None  # a TensorRT bundle's target is a GPU target
-        if version is not None and not target.gpu.tensorrt.admits(version):
-            raise EdgekitError(f"{target.name}'s device has TensorRT {target.gpu.tensorrt}, not {version}")
-        if options is None:
-            options = BuildOptions.from_dict((manifest.get("tensorrt") or {}).get("options") or {})
-        return f"cd {shell_line([str(bundle)])} && " + shell_line(
-            trtexec_build(manifest, target, options, version or target.gpu.tensorrt.min)
-        )
-
-    @classmethod
-    def check_build_on_device(cls, manifest: dict[str, Any], bundle: Path) -> None:
-        from edgekit.backends.tensorrt.engine import check_device
-
-        check_device(manifest, bundle)

@@ -39,34 +39,18 @@ def timing_cache_path(cache_dir: Path, version: str, device: CudaDevice) -> Path
     return cache_dir / f"timing-trt{version}-{device.slug}-sm{device.sm}-cuda{device.driver_version}.cache"
 
 
-def device_problem(target: Target) -> str | None:
-    """Why this machine cannot build or run `target`'s engine (short), or None when it is that device."""
-    if tensorrt_version() is None:
-        return "TensorRT is not installed on this machine"
-    missing = TensorRTBackend.unavailable_reason()
-    if missing:
-        return missing
-    device = probe()
-    if device is None:
-        return "TensorRT is installed but no CUDA GPU is visible to this process"
-    assert target.gpu is not None  # a tensorrt bundle is only compiled for GPU targets
-    if device.compute_capability != target.gpu.compute_capability:
-        return f"this GPU is {describe(device)}, the target {target.name} is sm_{target.gpu.sm}"
-    return None
-
-
 def check_device(manifest: dict[str, Any], bundle: Path) -> tuple[str, CudaDevice, Target]:
     """TensorRT, cuda-python and a GPU of the bundle's target: what building here needs, or why it cannot.
     (A bundle of another backend never gets here: its converter's `check_build_on_device` refuses it.)"""
     target = target_from_record(manifest["target"])
-    problem = device_problem(target)
+    problem = TensorRTBackend.host_problem(target)
     if problem:
         raise EdgekitError(
             f"cannot build {bundle}'s engine here: {problem}; run `edgekit build {bundle}` on the {target.name} "
             f"device itself ({TensorRTBackend.capabilities.install_hint})"
         )
     version, device = tensorrt_version(), probe()
-    assert version is not None and device is not None  # device_problem checked both
+    assert version is not None and device is not None  # host_problem checked both
     return version, device, target
 
 
@@ -212,7 +196,7 @@ def finish_gpu_bundle(
             "which builds and checks the engine there with NVIDIA's trtexec"
         )
         return manifest
-    problem = device_problem(target)
+    problem = TensorRTBackend.host_problem(target)
     if problem:
         progress.note(
             f"note: no TensorRT engine was built here ({problem}); the bundle is portable: "

@@ -15,11 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.backends.base import Backend, Capabilities, Finding, ManifestView, ModelFiles
+from edgekit.backends.base import Backend, Capabilities, DeviceModelCheck, Finding, ManifestView, ModelFiles
+from edgekit.backends.tensorrt.options import OPTIONS
+from edgekit.core.errors import EdgekitError
+from edgekit.core.progress import Progress
 from edgekit.core.versions import module_available
 from edgekit.data.preprocess import PreprocessSpec
 
 if TYPE_CHECKING:
+    from edgekit.backends.tensorrt.recipe import BuildOptions
     from edgekit.targets import Target
 
 INSTALL_HINT = (
@@ -38,6 +42,7 @@ class TensorRTBackend(Backend):
         install_hint=INSTALL_HINT,
         portable_onnx=True,
     )
+    options = OPTIONS
     preprocesses_on_device = True
 
     def __init__(
@@ -79,9 +84,22 @@ class TensorRTBackend(Backend):
 
     @classmethod
     def host_problem(cls, target: Target) -> str | None:
-        from edgekit.backends.tensorrt.engine import device_problem
+        """Why this machine cannot build or run `target`'s engine (short), or None when it is that device."""
+        from edgekit.backends.tensorrt.builder import tensorrt_version
+        from edgekit.backends.tensorrt.device import describe, probe
 
-        return device_problem(target)
+        if tensorrt_version() is None:
+            return "TensorRT is not installed on this machine"
+        missing = cls.unavailable_reason()
+        if missing:
+            return missing
+        device = probe()
+        if device is None:
+            return "TensorRT is installed but no CUDA GPU is visible to this process"
+        assert target.gpu is not None  # a tensorrt bundle is only compiled for GPU targets
+        if device.compute_capability != target.gpu.compute_capability:
+            return f"this GPU is {describe(device)}, the target {target.name} is sm_{target.gpu.sm}"
+        return None
 
     @classmethod
     def host_target(cls, targets: Sequence[Target]) -> str | None:
@@ -211,3 +229,56 @@ class TensorRTBackend(Backend):
 
     def device_ms(self) -> float | None:
         return self._runner.times.network_ms
+
+    @classmethod
+    def parse_options(cls, values: Mapping[str, Any]) -> BuildOptions | None:
+        """Engine options from the values given (None: not given); unknown names are a bug in the caller."""
+        from edgekit.backends.tensorrt.recipe import BuildOptions
+
+        given = {name: value for name, value in values.items() if value is not None}
+        return BuildOptions(**given) if given else None
+
+    @classmethod
+    def build_on_device(
+        cls,
+        stage: Path,
+        manifest: dict[str, Any],
+        options: BuildOptions | None,
+        settings: Mapping[str, Any],
+        check: DeviceModelCheck,
+        progress: Progress,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A new engine for this GPU; without options, those recorded at compile time."""
+        from edgekit.backends.tensorrt.engine import EngineSettings, add_engine
+        from edgekit.backends.tensorrt.recipe import BuildOptions
+
+        if options is None:
+            options = BuildOptions.from_dict((manifest.get("tensorrt") or {}).get("options") or {})
+        updated = add_engine(stage, manifest, options, EngineSettings(**settings), check, progress)
+        return updated, updated["tensorrt"]["engines"][-1]
+
+    @classmethod
+    def native_build_command(
+        cls, manifest: dict[str, Any], bundle: Path, options: BuildOptions | None, version: str | None
+    ) -> str:
+        """The trtexec command for TensorRT `version` (default: the oldest the target's device can have)."""
+        from edgekit.backends.tensorrt.engine import trtexec_build
+        from edgekit.backends.tensorrt.recipe import BuildOptions
+        from edgekit.backends.tensorrt.trtexec import shell_line
+        from edgekit.targets import target_from_record
+
+        target = target_from_record(manifest["target"])
+        assert target.gpu is not None  # a TensorRT bundle's target is a GPU target
+        if version is not None and not target.gpu.tensorrt.admits(version):
+            raise EdgekitError(f"{target.name}'s device has TensorRT {target.gpu.tensorrt}, not {version}")
+        if options is None:
+            options = BuildOptions.from_dict((manifest.get("tensorrt") or {}).get("options") or {})
+        return f"cd {shell_line([str(bundle)])} && " + shell_line(
+            trtexec_build(manifest, target, options, version or target.gpu.tensorrt.min)
+        )
+
+    @classmethod
+    def check_build_on_device(cls, manifest: dict[str, Any], bundle: Path) -> None:
+        from edgekit.backends.tensorrt.engine import check_device
+
+        check_device(manifest, bundle)
