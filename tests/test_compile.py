@@ -151,7 +151,7 @@ def test_external_onnx_compiles_and_predicts(
     assert all(r["verdict"] == "pass" and r["p50_ms"] > 0 for r in rungs)
     first, second = (r["p50_ms"] for r in rungs)
     # Ranked on timings taken in turns after both were built, and those are what the manifest records.
-    assert f"timed side by side: onnxruntime p50 {first:.2f} ms, openvino p50 {second:.2f} ms" in stderr
+    assert f"timed together, in turns: onnxruntime p50 {first:.2f} ms, openvino p50 {second:.2f} ms" in stderr
     expected = 1 if second < (1 - SPEED_MARGIN) * first else 0
     assert manifest["selection"]["chosen"] == expected and rungs[expected]["backend"] == manifest["backend"]
 

@@ -112,7 +112,7 @@ def time_in_turns(
     pipeline's stage splits) are kept beside the wall-clock samples."""
     if not calls:
         return []
-    hooks = list(after) if after is not None else [None] * len(calls)
+    hooks = [*(after or ()), *[None] * len(calls)][: len(calls)]
     for call in calls:
         for _ in range(protocol.warmup):
             call()

@@ -80,7 +80,7 @@ def summary_markdown(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {path}{shipped} | {row['read_ms']:.2f} | {row['decode_ms']:.2f} | {row['resize_crop_ms']:.2f} | "
                 f"{row['normalise_ms']:.2f} | {row['network_ms']:.2f} | {row['postprocess_ms']:.3f} | "
-                f"{row['end_to_end_p50_ms']:.2f} | {row['end_to_end_p90_ms']:.2f} | "
+                f"{row['end_to_end_p50_ms']:.2f} | {_ms(row['end_to_end_p90_ms'])} | "
                 f"{row['end_to_end_vs_network']:.2f}× |"
             )
         agreement = trip["fast_vs_exact"]

@@ -30,7 +30,8 @@ class QuantizeRequest:
 
 
 def quantize_file(request: QuantizeRequest, progress: Progress = QUIET) -> dict[str, Any]:
-    from edgekit.backends.qdq import RULE_CHECKED_PLACEMENTS, quantize_int8, to_fp16
+    from edgekit.backends.placements import RULE_CHECKED_PLACEMENTS
+    from edgekit.backends.qdq import quantize_int8, to_fp16
     from edgekit.backends.qdq_rules import check_file
     from edgekit.data.calibration import calibration_inputs
 
