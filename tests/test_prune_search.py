@@ -189,7 +189,7 @@ def test_a_drop_above_the_budget_inside_the_noise_is_refused_and_says_how_many_i
         )
     message = str(failure.value)
     assert "no pruning ratio keeps top-1 within 1 points" in message and "40%" in message
-    assert "inside the noise" in message and "labelled images would tell" in message
+    assert "inside the noise" in message and "labelled images would decide" in message
     assert "Nothing was written" in message and str(state.directory) in message
 
 
