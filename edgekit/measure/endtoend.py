@@ -55,7 +55,9 @@ def end_to_end(
         calls.append(trip.next_file)
         hooks.append(trip.splits)
     # Every file once, and round again to 50 trips where there are fewer files, so that p90 is supported.
-    protocol = TimingProtocol(warmup=WARMUP, iterations=max(len(usable), MIN_TRIPS))
+    # One call per turn: both paths run the same model (nothing to settle), and each path's trips must stay
+    # in file order so that the two are compared file by file.
+    protocol = TimingProtocol(warmup=WARMUP, iterations=max(len(usable), MIN_TRIPS), block=1, settle=0)
     timings = dict(zip(PATHS, time_in_turns(calls, protocol, after=hooks)))
     results: dict[str, Any] = {}
     for decode, timing in timings.items():

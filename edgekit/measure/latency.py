@@ -1,11 +1,16 @@
 """The one timing loop: every latency edgekit reports or decides on is measured by `time_in_turns`.
 
-Protocol (`TimingProtocol`): each call is warmed up `warmup` times (first-call allocation, lazy
-initialisation, caches), then timed for `iterations` rounds, or for as many rounds as `duration_s`
-seconds allow when it is set (trtexec's `--duration`), never fewer than `iterations`. Several calls are
-timed *in turns*: one call of each per round, each round starting one further along, so that the
-machine's drift (another process, clock or thermal changes) falls on all of them alike and their ratio
-holds even on a busy machine. Decisions use the batch-1 p50 (`p50_ms`).
+Protocol (`TimingProtocol`): each callable is warmed up `warmup` times (first-call allocation, lazy
+initialisation, caches), then timed until it has `iterations` samples, or for as long as `duration_s`
+seconds when that is set (trtexec's `--duration`), never fewer than `iterations`. Several callables are
+timed *in turns*, in rounds, each round starting one further along, so that the machine's drift (another
+process, clock or thermal changes) falls on all of them alike and their ratio holds even on a busy
+machine. A turn is a block of `block` calls whose first `settle` are not counted: a runtime's worker
+threads keep spinning for a while after its call (ONNX Runtime's intra-op threads, OpenMP's), and a call
+of another runtime right then pays for them — measured here, OpenVINO at 4.3 ms right after ONNX Runtime
+against 2.5 ms alone, which ranked the two backwards; blocks of 10 with 3 settling calls give each its
+figure alone (benchmarks/results/compile_speed.md). One callable alone needs no settling. Decisions use
+the batch-1 p50 (`p50_ms`).
 
 Tail percentiles only where the sample supports them: a percentile q is reported when at least
 `TAIL_SAMPLES` samples lie at or beyond it, n·(1 − q) ≥ 5 — p90 from 50 samples, p99 from 500 —
@@ -32,8 +37,10 @@ After = Callable[[], "Mapping[str, float] | None"]  # per-call figures read righ
 @dataclasses.dataclass(frozen=True)
 class TimingProtocol:
     warmup: int = 5  # calls not counted, per timed callable
-    iterations: int = 50  # timed rounds (the minimum when `duration_s` is set)
+    iterations: int = 50  # samples per callable (the minimum when `duration_s` is set)
     duration_s: float | None = None  # keep timing rounds until this many seconds have passed
+    block: int = 10  # calls per turn when several callables are timed in turns
+    settle: int = 3  # calls at the start of each turn not counted (another runtime's threads still spinning)
     batch: int = 1  # what decisions are made on: one image, the edge device's usual case
 
 
@@ -118,25 +125,33 @@ def time_in_turns(
             call()
     times: list[list[float]] = [[] for _ in calls]
     extras: list[dict[str, list[float]]] = [{} for _ in calls]
+    settle, block = (0, 1) if len(calls) == 1 else (protocol.settle, max(protocol.block, protocol.settle + 1))
+    per_round = block - settle
+    needed = -(-protocol.iterations // per_round)  # rounds for `iterations` samples each
     deadline = None if protocol.duration_s is None else clock() + protocol.duration_s
-    rounds = itertools.count() if deadline is not None else range(protocol.iterations)
-    bar = progress.bar(rounds, desc=desc, total=None if deadline is not None else protocol.iterations, unit="round")
+    rounds = itertools.count() if deadline is not None else range(needed)
+    bar = progress.bar(rounds, desc=desc, total=None if deadline is not None else needed, unit="round")
     for round_ in bar:
-        if deadline is not None and round_ >= protocol.iterations and clock() >= deadline:
+        if deadline is not None and round_ >= needed and clock() >= deadline:
             break
         for offset in range(len(calls)):
             index = (round_ + offset) % len(calls)
-            start = clock()
-            calls[index]()
-            times[index].append((clock() - start) * 1000.0)
-            hook = hooks[index]
-            figures = hook() if hook is not None else None
-            for name, value in (figures or {}).items():
-                if value is not None:
-                    extras[index].setdefault(name, []).append(float(value))
+            for position in range(block):
+                start = clock()
+                calls[index]()
+                elapsed = (clock() - start) * 1000.0
+                if position < settle:
+                    continue
+                times[index].append(elapsed)
+                hook = hooks[index]
+                figures = hook() if hook is not None else None
+                for name, value in (figures or {}).items():
+                    if value is not None:
+                        extras[index].setdefault(name, []).append(float(value))
     sizes = list(batches) if batches is not None else [1] * len(calls)
+    keep = None if deadline is not None else protocol.iterations  # the last round may overshoot the count
     return [
-        Timing(size, tuple(samples), {k: tuple(v) for k, v in extra.items()})
+        Timing(size, tuple(samples[:keep]), {k: tuple(v[:keep]) for k, v in extra.items()})
         for size, samples, extra in zip(sizes, times, extras)
     ]
 
