@@ -110,6 +110,9 @@ class Outcome:
             "keep_fp32": list(self.rung.keep_fp32),
             "verdict": rules.verdict(self),
         }
+        needed = rules.judge(self).images_needed
+        if needed:
+            record["images_needed"] = needed  # about how many images (same rates) would settle the verdict
         if self.error:
             record["error"] = self.error
         if self.guard is not None:

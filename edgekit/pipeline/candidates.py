@@ -39,6 +39,10 @@ class CheckImages:
     sensitivity: np.ndarray | None = None  # calibration images, for layer-group sensitivity
     sensitivity_reference: np.ndarray | None = None
     labels: np.ndarray | None = None  # of `inputs`, when --val is labelled
+    # A cross-fitted guard (data/calibration.py): two folds of the calibration images and FP32's outputs on them;
+    # each fold is judged by a build calibrated on the other, in place of held-out images.
+    folds: tuple[np.ndarray, np.ndarray] | None = None
+    fold_references: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclasses.dataclass
@@ -47,6 +51,7 @@ class Candidate:
     model_file: str
     facts: dict[str, Any]
     outputs: np.ndarray  # on CheckImages.inputs
+    final: bool = True  # False: a cross-fitted fold's build; the one that ships is built on install
 
 
 def _relative_error(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, ...]:
@@ -86,43 +91,79 @@ class CandidateBuilder:
             self.outcomes[rung] = self._measure(rung)
         return self.outcomes[rung]
 
-    def _measure(self, rung: Rung) -> Outcome:
-        converter = get_converter(rung.backend)
-        directory = self.work / f"candidate-{len(self.outcomes)}"
-        directory.mkdir()
+    def _request(self, rung: Rung) -> ConvertRequest:
         setting = rung.setting
-        request = dataclasses.replace(
+        return dataclasses.replace(
             self.request,
             method=setting.method if setting and setting.method else self.request.method,
             options=setting.options if setting else (),
             keep_fp32=rung.keep_fp32,
         )
+
+    def _convert(self, rung: Rung, directory: Path, request: ConvertRequest) -> tuple[str, dict[str, Any]] | str:
+        """The rung's model file in `directory` (made here), or why its quantizer refused (a string)."""
+        directory.mkdir(parents=True)
         try:
-            model_file, facts = converter.convert(self.fp32, directory, request)
+            return get_converter(rung.backend).convert(self.fp32, directory, request)
         except EdgekitError as exc:  # a quantizer that refuses this rung: recorded, the ladder goes on
             shutil.rmtree(directory)
-            return Outcome(rung, error=str(exc))
+            return str(exc)
         except ValueError as exc:
             # A quantizer's numerics giving up on these images (ONNX Runtime's histogram calibrators on
             # constant activations, for one): that rung is out, the others may still work.
             shutil.rmtree(directory)
-            return Outcome(rung, error=f"the quantizer failed on these calibration images ({exc})")
-        runner = self._runner(rung, directory, model_file)
-        images = self.images
-        outputs = run_batched(runner.run, images.inputs, 8, self.progress, rung.backend)
-        self.built[rung] = Candidate(directory, model_file, facts, outputs)
+            return f"the quantizer failed on these calibration images ({exc})"
+
+    def _measure(self, rung: Rung) -> Outcome:
+        """Build the rung and measure it. Cross-fitted (`CheckImages.folds`), the rung is two builds, each
+        calibrated on one fold and judged on the other; the first also stands for the rung on the other images
+        and in the timings (the same graph and quantizer), and the build that ships, calibrated on all the
+        images, is made only for the rung chosen (`install`)."""
+        directory = self.work / f"candidate-{len(self.outcomes)}"
+        request, images = self._request(rung), self.images
+        folded = images.folds is not None and images.fold_references is not None
+        builds = []
+        for index in (0, 1) if folded else (None,):
+            if index is None:
+                built = self._convert(rung, directory, request)
+            else:
+                assert images.folds is not None
+                size = len(request.calibration) if request.calibration is not None else 0
+                fold = dataclasses.replace(request, calibration=images.folds[index][:size])
+                built = self._convert(rung, directory / f"fold-{index}", fold)
+            if isinstance(built, str):
+                return Outcome(rung, error=built if index is None else f"{built} (calibrated on half the images)")
+            builds.append((directory if index is None else directory / f"fold-{index}", *built))
+        runners = [self._runner(rung, where, model_file) for where, model_file, _ in builds]
+        outputs = run_batched(runners[0].run, images.inputs, 8, self.progress, rung.backend)
+        where, model_file, facts = builds[0]
+        self.built[rung] = Candidate(where, model_file, facts, outputs, final=not folded)
         agrees = guard = correct = reference_correct = None
-        if images.held_out is not None and images.held_out_reference is not None:
-            held = run_batched(runner.run, images.held_out, 8)
-            agrees = top1_agreement(images.held_out_reference, held).matches
-            guard = Agreement.of(images.held_out_reference, held)
+        judged = self._guard_outputs(runners)
+        if judged is not None:
+            reference, held = judged
+            agrees = top1_agreement(reference, held).matches
+            guard = Agreement.of(reference, held)
         if images.labels is not None:
             correct = tuple((outputs.argmax(1) == images.labels).tolist())
             reference_correct = tuple((images.reference.argmax(1) == images.labels).tolist())
         sensitivity: tuple[float, ...] = ()
         if images.sensitivity is not None and images.sensitivity_reference is not None:
-            sensitivity = _relative_error(images.sensitivity_reference, run_batched(runner.run, images.sensitivity, 8))
+            sensitivity = _relative_error(
+                images.sensitivity_reference, run_batched(runners[0].run, images.sensitivity, 8)
+            )
         return Outcome(rung, agrees, guard, correct, reference_correct, sensitivity)
+
+    def _guard_outputs(self, runners: Sequence[Runner]) -> tuple[np.ndarray, np.ndarray] | None:
+        """(FP32's outputs, the rung's) on the guard's images: the held-out images through its one build, or,
+        cross-fitted, each fold through the build calibrated on the other fold; None without guard images."""
+        images = self.images
+        if images.folds is not None and images.fold_references is not None:
+            judged = [run_batched(runners[0].run, images.folds[1], 8), run_batched(runners[1].run, images.folds[0], 8)]
+            return np.concatenate([images.fold_references[1], images.fold_references[0]]), np.concatenate(judged)
+        if images.held_out is None or images.held_out_reference is None:
+            return None
+        return images.held_out_reference, run_batched(runners[0].run, images.held_out, 8)
 
     def time_together(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
         """`outcomes` with those this host can time (it is their target's device) timed once, together, in
@@ -142,8 +183,17 @@ class CandidateBuilder:
         return updated
 
     def install(self, rung: Rung, stage: Path) -> tuple[Candidate, Runner]:
-        """Copy the chosen candidate's files into the bundle's staging directory; (it, a runner on the copy)."""
+        """Copy the chosen candidate's files into the bundle's staging directory; (it, a runner on the copy).
+        A cross-fitted rung's build that ships is made here, calibrated on all the images."""
         candidate = self.built[rung]
+        if not candidate.final:
+            directory = candidate.directory.parent / "final"
+            built = self._convert(rung, directory, self._request(rung))
+            if isinstance(built, str):  # both halves quantized; all of the images together did not
+                raise EdgekitError(f"{rung.describe()}: {built}")
+            model_file, facts = built
+            outputs = run_batched(self._runner(rung, directory, model_file).run, self.images.inputs, 8)
+            candidate = Candidate(directory, model_file, facts, outputs)
         backend = get_converter(rung.backend).backend
         for name in (candidate.model_file, *backend.companion_files(candidate.model_file)):
             shutil.copyfile(candidate.directory / name, stage / name)

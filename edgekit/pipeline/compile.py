@@ -292,7 +292,7 @@ def _load_calibration(config: CompileConfig, spec: PreprocessSpec) -> Calibratio
         return CalibrationSet(None, None, [])
     flag = "--calib" if config.calib is not None else "--val"
     size = config.calib_size if config.precision == "int8" else 0
-    images = calibration_inputs(folder, spec, size, flag=flag)
+    images = calibration_inputs(folder, spec, size, flag=flag, cross_fit=True)
     if config.calib is None and config.precision == "int8":
         images.warnings.append(
             "calibrating on part of the --val images (no --calib given): accuracy on --val may look better than it is"
@@ -307,7 +307,10 @@ def _guard_images(
     Where the calibration folder is too small to hold images back, the --val images (never calibrated on
     when --calib is given) and FP32's outputs on them, already computed, are the guard's."""
     fields: dict[str, Any] = {}
-    if calibration.held_out is not None:
+    if calibration.folds is not None:
+        fields.update(folds=calibration.folds, fold_references=tuple(run_batched(source.reference.run, fold, 8)
+                                                                      for fold in calibration.folds))  # fmt: skip
+    elif calibration.held_out is not None:
         held_out = calibration.held_out
         fields.update(held_out=held_out, held_out_reference=run_batched(source.reference.run, held_out, 8))
     elif val is not None:
@@ -318,7 +321,15 @@ def _guard_images(
     return fields
 
 
+def _guard_image_count(images: CheckImages) -> int:
+    if images.folds is not None:
+        return sum(len(fold) for fold in images.folds)
+    return 0 if images.held_out is None else len(images.held_out)
+
+
 def _held_out_note(calibration: CalibrationSet, images: CheckImages) -> str:
+    if calibration.folds is not None:
+        return "the calibration folder, cross-fitted: each image judged by a build calibrated on the other half"
     if images.held_out is None:
         return "none: too few images to hold some back"
     if calibration.held_out is None:
@@ -448,7 +459,11 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> Manifes
         else:
             with_budget = config.max_accuracy_drop is not None and labels is not None
             rules = Rules(config.min_agreement or None, (budget or 0.0) if with_budget else None)
-            what = "FP32 on held-out images" if images.held_out is not None else "FP32 (no held-out images)"
+            what = (
+                "FP32 on held-out images" if images.held_out is not None
+                else "FP32, cross-fitted on the calibration images" if images.folds is not None
+                else "FP32 (no held-out images)"
+            )  # fmt: skip
             progress.note(f"{config.precision} builds, each checked against {what}:")
             outcome, selection = climb(ladders, builder.evaluate, rules, LAYER_GROUPS, progress, builder.time_together)
             rung = outcome.rung
@@ -468,11 +483,12 @@ def compile_bundle(config: CompileConfig, progress: Progress = QUIET) -> Manifes
                 **built.facts,
                 "keep_fp32": list(rung.keep_fp32),
                 "guard": {
-                    "held_out_images": 0 if images.held_out is None else len(images.held_out),
+                    "held_out_images": _guard_image_count(images),
                     "held_out_from": _held_out_note(calibration, images),
                     "min_agreement": config.min_agreement,
                     **chosen.get("guard", {}),
                     "verdict": chosen["verdict"],
+                    **({"images_needed": chosen["images_needed"]} if chosen.get("images_needed") else {}),
                     **({"note": selection["note"]} if selection.get("note") else {}),
                 },
             }

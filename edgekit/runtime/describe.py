@@ -24,11 +24,12 @@ def accuracy_line(manifest: Manifest) -> str:
         return parity_line(manifest)
     guard = manifest.section("quantization").get("guard")
     if isinstance(guard, dict) and isinstance(guard.get("top1_agreement"), (int, float)):
-        note = f"; {guard['note']}" if guard.get("note") else ""
+        needed = guard.get("images_needed")
+        settle = f", about {needed} images would settle it" if needed else ""
         return (
             f"top-1 agreement {_number(guard['top1_agreement'], '.2%')}"
-            f"{_interval(guard.get('top1_agreement_ci95'), '.1%')} on {guard.get('images', '?')} held-out images "
-            f"({guard.get('verdict', '?')}{note})"
+            f"{_interval(guard.get('top1_agreement_ci95'), '.1%')} on {guard.get('images', '?')} held-out images: "
+            f"{guard.get('verdict', '?')}{settle}"
         )
     return "not measured on real images: pass --calib DIR or --val DIR (synthetic inputs only show that it runs)"
 
