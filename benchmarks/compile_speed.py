@@ -116,7 +116,7 @@ def main() -> None:
     openvino_s, _ = _compile(checkpoint, folders["calib"], args.work / "int8-openvino", "--backend", "openvino")
     bundle = BundleModel.open(args.work / "int8-default", threads=THREADS)
     test = load_eval_set(folders["test"], bundle.class_names, bundle.preprocessing, None, progress)
-    from edgekit.pipeline.references import load_reference
+    from edgekit.measure.reference import load_reference
 
     reference = load_reference(checkpoint, THREADS, bundle.manifest.transform_input)
     agreement = top1_agreement(

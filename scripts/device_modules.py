@@ -35,7 +35,7 @@ DEVICE_ROOTS = (
     "edgekit.runtime.model",
     "edgekit.runtime.describe",
     "edgekit.backends.registry",
-    "edgekit.backends.tensorrt.engine",
+    "edgekit.backends.tensorrt.bundle_engines",
     "edgekit.backends.tensorrt.trtexec",
 )
 # Never imported on a device (the workstation extra): a device-side import of one is either guarded

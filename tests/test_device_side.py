@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgekit.backends.tensorrt.bundle_engines import trtexec_build
 from edgekit.backends.tensorrt.doctor import jetson_release
-from edgekit.backends.tensorrt.engine import trtexec_build
 from edgekit.backends.tensorrt.recipe import BuildOptions
 from edgekit.backends.tensorrt.trtexec import FLAGS_FILE, check_command, write_kit
 from edgekit.core.errors import EdgekitError
@@ -245,6 +245,6 @@ def test_device_modules_exclude_the_workstation() -> None:
     finally:
         sys.path.pop(0)
     names = set(device_modules())
-    assert {"edgekit.runtime.model", "edgekit.cli.doctor_cmd", "edgekit.backends.tensorrt.engine"} <= names
+    assert {"edgekit.runtime.model", "edgekit.cli.doctor_cmd", "edgekit.backends.tensorrt.bundle_engines"} <= names
     assert not [n for n in names if is_workstation(n)]
     assert "edgekit.pipeline.compile" not in names and "edgekit.model.checkpoint" not in names

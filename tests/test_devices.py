@@ -301,7 +301,7 @@ sys.path.append({tests!r})
 from fake_tensorrt import FakeTensorRT
 
 sys.modules["tensorrt"] = FakeTensorRT("10.3.0")
-import edgekit.backends.tensorrt.engine as engine
+import edgekit.backends.tensorrt.bundle_engines as engine
 import edgekit.pipeline.device_build as device_build
 from edgekit.backends.tensorrt import device
 from edgekit.backends.tensorrt.device import CudaDevice

@@ -1,4 +1,4 @@
-"""The GPU preprocessing kernel, checked on the CPU: its arithmetic (backends/tensorrt/kernels/reference.py) equals PIL
+"""The GPU preprocessing kernel, checked on the CPU: its arithmetic (tensorrt/kernels/cpu_reference.py) equals PIL
 exactly and torchvision to float rounding on real photos; the launcher, run against a fake driver on host
 memory, feeds preprocess.cu itself (compiled as C++ for the CPU) parameters that make it reproduce the
 reference bit for bit; and the source compiles for Jetson Orin (sm_87) and Hopper (sm_90) with nvcc and
@@ -23,9 +23,9 @@ import torch
 import torchvision
 from PIL import Image
 
-from edgekit.backends.tensorrt.kernels import compile as build
 from edgekit.backends.tensorrt.kernels import launch
-from edgekit.backends.tensorrt.kernels.reference import (
+from edgekit.backends.tensorrt.kernels import toolchain as build
+from edgekit.backends.tensorrt.kernels.cpu_reference import (
     LAYOUTS,
     PRECISION_BITS,
     build_tables,

@@ -14,7 +14,7 @@ import pytest
 from edgekit.backends.tensorrt import api_check
 from edgekit.backends.tensorrt.api_check import check_backend, check_source, published_api
 from edgekit.backends.tensorrt.device import CudaDevice
-from edgekit.backends.tensorrt.engines import rebuild_command, select_engine
+from edgekit.backends.tensorrt.engine_records import rebuild_command, select_engine
 from edgekit.backends.tensorrt.recipe import BuildOptions, BuildPlan, plan_build
 from edgekit.core.errors import EdgekitError
 from edgekit.targets import get_target, version_tuple
@@ -89,9 +89,9 @@ def test_backend_source_uses_only_published_api() -> None:
 
 
 def test_conformance_check_fails_on_misspelled_and_removed_symbols() -> None:
-    source = (Path(api_check.__file__).parent / "builder.py").read_text()
+    source = (Path(api_check.__file__).parent / "trt_builder.py").read_text()
     misspelled = source.replace("config.set_memory_pool_limit(", "config.set_memory_pool_limt(")
-    found = check_source(misspelled, "builder.py")
+    found = check_source(misspelled, "trt_builder.py")
     assert [v.symbol for v in found] == ["IBuilderConfig.set_memory_pool_limt"] and set(found[0].versions) == set(
         VERSIONS
     )

@@ -102,7 +102,7 @@ def fake_trt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         monkeypatch.setitem(__import__("sys").modules, "tensorrt", fake)
         monkeypatch.setattr(TensorRTBackend, "unavailable_reason", classmethod(lambda cls: None))
         monkeypatch.setattr(device, "probe", lambda ordinal=0: gpu)
-        monkeypatch.setattr("edgekit.backends.tensorrt.engine.probe", lambda ordinal=0: gpu)
+        monkeypatch.setattr("edgekit.backends.tensorrt.bundle_engines.probe", lambda ordinal=0: gpu)
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
         # Running the engine needs a real GPU; the check's verdict is what these tests follow.
         monkeypatch.setattr("edgekit.pipeline.device_build.check_device_model", lambda *args: dict(parity))

@@ -55,7 +55,7 @@ class LatencyProbe:
     """How the pipeline times a candidate: module → (FP32 batch-1 p50 ms, or None where this host is not the
     device; FP32 ONNX bytes). Pruning never imports a backend: the pipeline supplies this."""
 
-    measure: Callable[[nn.Module], tuple[float | None, int]]
+    p50_and_size: Callable[[nn.Module], tuple[float | None, int]]
     how: str  # in words, for the report
 
 
@@ -75,7 +75,7 @@ class Meter:
 
     def latency_ms(self, module: nn.Module) -> tuple[float | None, int]:
         """(p50 ms or None, FP32 ONNX bytes)."""
-        return self.latency.measure(module)
+        return self.latency.p50_and_size(module)
 
     def all(self, module: nn.Module) -> dict[str, Any]:
         macs, params = self.macs(module)

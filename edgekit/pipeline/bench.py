@@ -28,8 +28,8 @@ from edgekit.measure.environment import environment
 from edgekit.measure.evaluate import labels_warning, load_eval_set, run_batched, score
 from edgekit.measure.host import measured_on
 from edgekit.measure.latency import PROTOCOL, Timing, TimingProtocol, time_in_turns, time_runs
+from edgekit.measure.reference import load_reference
 from edgekit.measure.results import RESULTS_SCHEMA, write_results
-from edgekit.pipeline.references import load_reference
 from edgekit.runtime.manifest import Manifest
 from edgekit.runtime.model import BundleModel, default_decode_workers, to_probabilities
 from edgekit.targets import target_from_record

@@ -46,7 +46,7 @@ def fp32_latency_meter(target: Target, crop: int, threads: int, work: Path) -> L
     converter = choose_converter(target, "fp32", None)
     problem = host_problem(target, converter.backend)
 
-    def measure(module: nn.Module) -> tuple[float | None, int]:
+    def p50_and_size(module: nn.Module) -> tuple[float | None, int]:
         with tempfile.TemporaryDirectory(dir=work) as scratch:
             onnx_path = Path(scratch) / "candidate.onnx"
             export_onnx(module, onnx_path, crop, target.onnx_opset)
@@ -65,7 +65,7 @@ def fp32_latency_meter(target: Target, crop: int, threads: int, work: Path) -> L
         if problem is None
         else f"not measured: {target.name} latency needs the device ({problem}); MACs are the proxy"
     )
-    return LatencyProbe(measure, how)
+    return LatencyProbe(p50_and_size, how)
 
 
 def with_search(config: PruneConfig) -> PruneConfig:

@@ -89,7 +89,7 @@ def device_latency_probe(timer: DeviceTimer, target: Target, crop: int, work: Pa
 
     backend = choose_converter(target, "fp32", None).backend.name  # the FP32 bundle's, as compile's default
 
-    def measure(module: nn.Module) -> tuple[float | None, int]:
+    def p50_and_size(module: nn.Module) -> tuple[float | None, int]:
         with tempfile.TemporaryDirectory(dir=work) as scratch:
             onnx_path = Path(scratch) / "candidate.onnx"
             export_onnx(module, onnx_path, crop, target.onnx_opset)
@@ -100,4 +100,4 @@ def device_latency_probe(timer: DeviceTimer, target: Target, crop: int, work: Pa
             return max(timer(bundle).values()), size
 
     where = ", ".join(timer.names)
-    return LatencyProbe(measure, f"FP32 batch 1 p50 for {target.name}, measured on {where} (the slowest decides)")
+    return LatencyProbe(p50_and_size, f"FP32 batch 1 p50 for {target.name}, measured on {where} (the slowest decides)")

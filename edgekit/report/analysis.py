@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edgekit.measure.decide import Budget, fastest_that_ships, top1_drop_pts
-from edgekit.report.results import Variant
+from edgekit.report.variants import Variant
 
 
 @dataclasses.dataclass(frozen=True)

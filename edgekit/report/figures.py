@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edgekit.report.analysis import Reference
-from edgekit.report.results import Variant
+from edgekit.report.variants import Variant
 
 STAGE_COLOURS = {
     "read": "#9ecae9",

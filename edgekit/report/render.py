@@ -14,7 +14,7 @@ from edgekit.measure.decide import Budget
 from edgekit.report import figures
 from edgekit.report.analysis import Headline, Reference, pareto_front, reference_of, summary_rows
 from edgekit.report.analysis import headline as choose_headline
-from edgekit.report.results import Variant
+from edgekit.report.variants import Variant
 
 MAX_CONFUSION_PLOT_CLASSES = 30
 

@@ -11,7 +11,7 @@ from edgekit.core.files import writable_directory_problem, write_text_atomic
 from edgekit.measure.decide import DEFAULT_MAX_DROP_PTS
 from edgekit.report.analysis import reference_of
 from edgekit.report.render import build_sections, headline_text, to_html, to_markdown
-from edgekit.report.results import load_variants
+from edgekit.report.variants import load_variants
 
 
 def write_report(

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgekit.backends.tensorrt.kernels import compile as build
+from edgekit.backends.tensorrt.kernels import toolchain as build
+from edgekit.backends.tensorrt.kernels.cpu_reference import reference_preprocess
 from edgekit.backends.tensorrt.kernels.launch import CudaPreprocessor, gpu_unavailable_reason
-from edgekit.backends.tensorrt.kernels.reference import reference_preprocess
 from edgekit.data.preprocess import PreprocessSpec
 from tests.photos import sample_photos, torchvision_eval
 

@@ -36,7 +36,7 @@ OBJECTS = {
     "context": "IExecutionContext",
     "logger": "Logger",
 }
-CHECKED_MODULES = ("builder.py", "engine_runner.py")  # the only files that call TensorRT
+CHECKED_MODULES = ("trt_builder.py", "engine_runner.py")  # the only files that call TensorRT
 LEGACY_MARK = "# trt-api: legacy"
 LEGACY_VERSIONS = ("8.6.1",)
 

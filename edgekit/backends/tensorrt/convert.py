@@ -1,5 +1,5 @@
 """TensorRT's convert half: the ONNX file TensorRT builds from, in the bundle's precision, written without
-TensorRT; and the hooks that add the kernels and the engine (engine.py) to a bundle.
+TensorRT; and the hooks that add the kernels and the engine (bundle_engines.py) to a bundle.
 
 Precision lives in that file, as TensorRT 10/11 want it: FP16 by converting the graph's types, INT8
 by Q/DQ nodes placed and typed as TensorRT's parser accepts (`qdq_rules.py`).
@@ -69,6 +69,6 @@ class TensorRTConverter(QdqQuantizerHooks, Converter):
         progress: Progress,
         samples: Samples | None = None,
     ) -> dict[str, Any]:
-        from edgekit.backends.tensorrt.engine import finish_gpu_bundle
+        from edgekit.backends.tensorrt.bundle_engines import finish_gpu_bundle
 
         return finish_gpu_bundle(stage, manifest, target, out, options, check, progress, samples)

@@ -74,7 +74,7 @@ def diagnose() -> list[Finding]:
         )
         findings.append(Finding("tensorrt", "missing", "TensorRT's Python module is not importable", fix, fact=True))
     else:
-        from edgekit.backends.tensorrt.builder import tensorrt_version
+        from edgekit.backends.tensorrt.trt_builder import tensorrt_version
 
         where = str(Path(spec.origin).parent) if spec.origin else "?"
         source = " (the system Python's, JetPack)" if where.startswith("/usr/lib/python3") else ""

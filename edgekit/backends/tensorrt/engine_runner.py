@@ -1,7 +1,7 @@
 """Running a TensorRT engine with cuda-python: device buffers, one stream, CUDA events, CUDA graphs.
 
 pycuda does not build or import without a driver, and TensorRT's own samples moved to cuda-python,
-so this is what edgekit uses. Naming follows `builder.py`'s convention (`runtime`, `engine`,
+so this is what edgekit uses. Naming follows `trt_builder.py`'s convention (`runtime`, `engine`,
 `context`) so `api_check.py` can check every TensorRT call against the published API.
 TensorRT 8.5+ run through the name-based tensor API; 8.2–8.4 (Jetson Nano) through bindings.
 """

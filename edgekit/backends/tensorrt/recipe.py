@@ -1,7 +1,7 @@
 """The TensorRT build, decided as data: flags, profile, workspace, DLA, before TensorRT is touched.
 
 `plan_build` turns (target, bundle precision, the user's options, TensorRT version) into a `BuildPlan`
-of enum *names*; `builder.py` only looks those names up in `tensorrt` and calls the API. So every
+of enum *names*; `trt_builder.py` only looks those names up in `tensorrt` and calls the API. So every
 decision is unit-tested on a machine without TensorRT, and a bad combination (DLA at FP32, DLA on a
 device without one, a version-compatible plan on TensorRT 8.5) fails in a second, not after a build.
 """

@@ -3,7 +3,7 @@
 Precision lives in that file, as TensorRT 10/11 want it: FP16 by converting the graph's types, INT8
 by Q/DQ nodes placed and typed as TensorRT's parser accepts (`optimize/qdq_rules.py`). `build` writes
 it without TensorRT, so a bundle for a Jetson can be compiled anywhere; the engine is built on the
-device by `edgekit build` (`engine.py`; convert.py writes the ONNX) and recorded in the manifest beside the ONNX.
+device by `edgekit build` (`bundle_engines.py`; convert.py writes the ONNX), recorded in the manifest.
 """
 
 from __future__ import annotations
@@ -78,15 +78,15 @@ class TensorRTBackend(Backend):
 
     @classmethod
     def versions(cls) -> dict[str, str]:
-        from edgekit.backends.tensorrt.builder import tensorrt_version
+        from edgekit.backends.tensorrt.trt_builder import tensorrt_version
 
         return {"tensorrt": tensorrt_version() or "not installed (engine built on the device)"}
 
     @classmethod
     def host_problem(cls, target: Target) -> str | None:
         """Why this machine cannot build or run `target`'s engine (short), or None when it is that device."""
-        from edgekit.backends.tensorrt.builder import tensorrt_version
         from edgekit.backends.tensorrt.device import describe, probe
+        from edgekit.backends.tensorrt.trt_builder import tensorrt_version
 
         if tensorrt_version() is None:
             return "TensorRT is not installed on this machine"
@@ -123,8 +123,8 @@ class TensorRTBackend(Backend):
 
     @classmethod
     def environment(cls) -> dict[str, Any]:
-        from edgekit.backends.tensorrt.builder import tensorrt_version
         from edgekit.backends.tensorrt.device import clocks_and_power, probe
+        from edgekit.backends.tensorrt.trt_builder import tensorrt_version
 
         device = probe()
         return {
@@ -157,7 +157,7 @@ class TensorRTBackend(Backend):
 
     @classmethod
     def describe(cls, bundle: Path, manifest: ManifestView) -> dict[str, str]:
-        from edgekit.backends.tensorrt.engines import engine_records
+        from edgekit.backends.tensorrt.engine_records import engine_records
 
         engines = engine_records(manifest.section("tensorrt"))
         rows = {"preprocessing kernel": str(manifest.section("kernels").get("summary", "?"))}
@@ -189,9 +189,9 @@ class TensorRTBackend(Backend):
         """The engine built for this TensorRT and this GPU (refused, with the rebuild command, where there is
         none), then the bundle's preprocessing cubins (NVRTC compiles the kernel where none fits)."""
         from edgekit.backends.tensorrt import device
-        from edgekit.backends.tensorrt.builder import tensorrt_version
-        from edgekit.backends.tensorrt.engines import select_engine
+        from edgekit.backends.tensorrt.engine_records import select_engine
         from edgekit.backends.tensorrt.kernels.bundle import cubin_names
+        from edgekit.backends.tensorrt.trt_builder import tensorrt_version
 
         section = manifest.section("tensorrt")
         record = select_engine(bundle, section, tensorrt_version() or "", device.probe(), options.get("dla_core"))
@@ -249,7 +249,7 @@ class TensorRTBackend(Backend):
         progress: Progress,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """A new engine for this GPU; without options, those recorded at compile time."""
-        from edgekit.backends.tensorrt.engine import EngineSettings, add_engine
+        from edgekit.backends.tensorrt.bundle_engines import EngineSettings, add_engine
         from edgekit.backends.tensorrt.recipe import BuildOptions
 
         if options is None:
@@ -262,7 +262,7 @@ class TensorRTBackend(Backend):
         cls, manifest: dict[str, Any], bundle: Path, options: BuildOptions | None, version: str | None
     ) -> str:
         """The trtexec command for TensorRT `version` (default: the oldest the target's device can have)."""
-        from edgekit.backends.tensorrt.engine import trtexec_build
+        from edgekit.backends.tensorrt.bundle_engines import trtexec_build
         from edgekit.backends.tensorrt.recipe import BuildOptions
         from edgekit.backends.tensorrt.trtexec import shell_line
         from edgekit.targets import target_from_record
@@ -279,6 +279,6 @@ class TensorRTBackend(Backend):
 
     @classmethod
     def check_build_on_device(cls, manifest: dict[str, Any], bundle: Path) -> None:
-        from edgekit.backends.tensorrt.engine import check_device
+        from edgekit.backends.tensorrt.bundle_engines import check_device
 
         check_device(manifest, bundle)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from edgekit.backends.tensorrt.kernels.compile import KERNEL_SOURCE, build_aot, sm_name
+from edgekit.backends.tensorrt.kernels.toolchain import KERNEL_SOURCE, build_aot, sm_name
 from edgekit.core.progress import Progress
 from edgekit.targets import Target
 

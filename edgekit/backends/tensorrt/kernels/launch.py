@@ -26,8 +26,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.backends.tensorrt import cuda
-from edgekit.backends.tensorrt.kernels.compile import KERNEL_NAMES, compile_for_device
-from edgekit.backends.tensorrt.kernels.reference import (
+from edgekit.backends.tensorrt.kernels.cpu_reference import (
     CropTables,
     build_tables,
     image_layout_check,
@@ -36,6 +35,7 @@ from edgekit.backends.tensorrt.kernels.reference import (
     output_dtype,
     pad_rows,
 )
+from edgekit.backends.tensorrt.kernels.toolchain import KERNEL_NAMES, compile_for_device
 from edgekit.core.errors import EdgekitError
 from edgekit.data.preprocess import PreprocessSpec
 

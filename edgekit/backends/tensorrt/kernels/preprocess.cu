@@ -3,7 +3,7 @@
 // It reproduces PIL's Image.resize (what torchvision's eval transform runs on PIL images) bit for bit:
 // PIL resamples 8-bit images in two separable passes with fixed-point coefficients, horizontal first into
 // a uint8 intermediate (rounded and clipped), then vertical. The host computes those coefficients exactly
-// as PIL does (edgekit/backends/tensorrt/kernels/reference.py, float64 then the same fixed-point conversion) for the output
+// as PIL does (edgekit/backends/tensorrt/kernels/cpu_reference.py, float64 then the same fixed-point conversion) for the output
 // pixels inside the crop only, so this kernel knows nothing about resize sizes or crop offsets: output
 // pixel (ox, oy) reads the source columns and rows its two table rows name. Each thread recomputes the
 // horizontally resampled values of the rows in its own vertical window; sharing them through shared

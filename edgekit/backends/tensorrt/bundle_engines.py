@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.backends.base import DeviceModelCheck, Samples
-from edgekit.backends.tensorrt.builder import build_engine, tensorrt_version
 from edgekit.backends.tensorrt.device import CudaDevice, describe, probe
-from edgekit.backends.tensorrt.engines import engine_file_name, engine_key
+from edgekit.backends.tensorrt.engine_records import engine_file_name, engine_key
 from edgekit.backends.tensorrt.recipe import BuildOptions, BuildPlan, plan_build
 from edgekit.backends.tensorrt.run import TensorRTBackend
+from edgekit.backends.tensorrt.trt_builder import build_engine, tensorrt_version
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import atomic_path, sha256_file
 from edgekit.core.progress import Progress
