@@ -1,9 +1,12 @@
 """`edgekit compile`: checkpoint or ONNX file → verified, self-describing bundle.
 
-    validate ─► load model + images ─► export ONNX ─► parity vs the FP32 reference on the chosen backend ─► bundle
+    validate ─► load (checkpoint or ONNX; transform_input decided) ─► [prune] ─► images (--val, calibration,
+    the guard's held-out or cross-fitted folds) ─► export FP32 ONNX ─► candidates: FP32 — every backend built,
+    parity-checked, timed together; FP16/INT8 — the accuracy guard's ladder (optimize/ladder.py) ─► install the
+    chosen one ─► [fold normalisation] ─► the backend's finish (kernels, engine) ─► manifest ─► bundle
 
 Data flows one way. Everything a user can get wrong is checked before the first progress line, so a
-mistake is a single `error:` line; the bundle is staged and renamed into place only after parity holds.
+mistake is a single `error:` line; the bundle is staged and renamed into place only after its checks hold.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Running a bundle: `edgekit.load(bundle).predict(images)`.
 
-Needs only NumPy, PIL and the bundle's runtime (ONNX Runtime / OpenVINO), never torch.
+Needs only NumPy, PIL and the bundle's runtime (ONNX Runtime, OpenVINO, LiteRT or TensorRT: the run half of
+its backend, `backends/registry.py`), never torch.
 """
 
 from __future__ import annotations
