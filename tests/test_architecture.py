@@ -244,3 +244,16 @@ def test_benchmark_scripts_import_against_this_layout(script: Path) -> None:
     code = f"import runpy, sys; sys.path.insert(0, {str(path.parent)!r}); runpy.run_path({str(path)!r}, run_name='x')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_backend_options_are_declared_once_in_the_backends_folder() -> None:
+    """The CLI finds options in each backend folder's options.py (without importing a runtime); the run half
+    carries the same declaration, so `edgekit.load` and a device run take exactly what the CLI offers."""
+    from edgekit.backends.option import declared_options
+    from edgekit.backends.registry import RUNTIMES
+
+    for stage in ("run", "build"):
+        by_runtime = [option for backend in RUNTIMES.values() for option in backend.options if option.stage == stage]
+        assert sorted(o.name for o in declared_options(stage)) == sorted(o.name for o in by_runtime)
+    flags = [option.flag.split("/")[0] for stage in ("run", "build") for option in declared_options(stage)]
+    assert len(flags) == len(set(flags)), "two backends declare the same flag"

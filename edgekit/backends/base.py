@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Dict, Protocol, Tuple
 
 import numpy as np
 
+from edgekit.backends.option import BackendOption
 from edgekit.core.errors import BundleError, EdgekitError
 from edgekit.core.versions import module_available
 from edgekit.data.preprocess import PreprocessSpec
@@ -87,25 +88,6 @@ class Finding:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-@dataclasses.dataclass(frozen=True)
-class BackendOption:
-    """An option a backend declares (`Backend.options`): the CLI makes a flag of it for the commands of its
-    stage (`cli/options.py`), `edgekit.load` takes a run option by name, and a device run passes it on as
-    the same flag. No option is named anywhere else."""
-
-    name: str  # the keyword: "cuda_graph"
-    flag: str  # the command-line flag: "--cuda-graph", or "--sparse/--no-sparse" for an on/off switch
-    help: str
-    stage: str  # "run": loading a bundle (predict, bench, edgekit.load); "build": compile and build, recorded
-    choices: tuple[str, ...] = ()  # a choice among these names
-    int_range: tuple[int, int | None] | None = None  # an integer in this range (None: no upper end)
-    # Neither: a flag (given or not); a switch ("--x/--no-x"): on, off, or not given (None: the backend decides).
-
-    @property
-    def switch(self) -> bool:
-        return "/" in self.flag
 
 
 @dataclasses.dataclass(frozen=True)

@@ -230,10 +230,10 @@ def prune_settings(values: dict[str, Any], ratio_flag: str, max_accuracy_drop: f
 
 
 def _declared(stage: str) -> list[Any]:
-    """Every backend's options of `stage` (`BackendOption`), in registry order: each backend declares its own."""
-    from edgekit.backends.registry import RUNTIMES
+    """Every backend's options of `stage` (`BackendOption`): each backend declares its own."""
+    from edgekit.backends.option import declared_options
 
-    return [option for backend in RUNTIMES.values() for option in backend.options if option.stage == stage]
+    return declared_options(stage)
 
 
 def backend_options(stage: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

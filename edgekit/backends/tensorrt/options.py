@@ -3,7 +3,7 @@ all come from here (`BackendOption`)."""
 
 from __future__ import annotations
 
-from edgekit.backends.base import BackendOption
+from edgekit.backends.option import BackendOption
 
 OPTIONS = (
     BackendOption(
