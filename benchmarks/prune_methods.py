@@ -134,6 +134,16 @@ def _bundle(model: Path, work: Path, name: str, folders: dict[str, Path], thread
     return out
 
 
+def _p50s_in_turns(bundles: dict[str, Path], threads: int, calls: int, progress: Progress) -> dict[str, list[float]]:
+    """Each bundle's batch-1 p50 at 224², all timed in turns by the one timing loop (`calls` samples each)."""
+    runners = {name: BundleModel.open(path, threads=threads).runner.run for name, path in bundles.items()}
+    batch = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    timings = time_runs(list(runners.values()), [batch] * len(runners), TimingProtocol(warmup=10, iterations=calls))
+    for name, timing in zip(runners, timings):
+        progress.note(f"{name}: p50 {timing.p50_ms:.2f} ms ({timing.n} calls, in turns)")
+    return {name: [timing.p50_ms] for name, timing in zip(runners, timings)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=None, help="the trained base model (default: train one)")
@@ -217,16 +227,7 @@ def main() -> None:
             "searched": _bundle(searched, work, "searched-int8-224", folders, threads, progress,
                                 backend=evaluated["searched"]["backend"], resize=256, crop=224, min_agreement=0.0),
         }  # fmt: skip
-        runners = {name: BundleModel.open(path, threads=threads).runner.run for name, path in at224.items()}
-        batch = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
-        samples: dict[str, list[float]] = {name: [] for name in runners}
-        # The one timing loop: every variant timed in turns, rounds × iterations calls each.
-        names = list(runners)
-        protocol = TimingProtocol(warmup=10, iterations=args.rounds * args.iterations)
-        timings = time_runs([runners[n] for n in names], [batch] * len(names), protocol)
-        for name, timing in zip(names, timings):
-            samples[name].append(timing.p50_ms)
-            progress.note(f"{name}: p50 {timing.p50_ms:.2f} ms ({timing.n} calls, in turns)")
+        samples = _p50s_in_turns(at224, threads, args.rounds * args.iterations, progress)
 
     def accuracy(correct: np.ndarray) -> dict[str, Any]:
         low, high = wilson(int(correct.sum()), len(correct))

@@ -32,7 +32,6 @@ from edgekit.core.progress import Progress
 from edgekit.core.threads import resolve_threads
 from edgekit.measure.environment import environment
 from edgekit.measure.evaluate import load_eval_set, run_batched
-from edgekit.measure.latency import TimingProtocol, time_runs
 from edgekit.measure.stats import PairedDifference, wilson
 from edgekit.model.checkpoint import load_checkpoint
 from edgekit.optimize.prune import Meter
@@ -43,8 +42,8 @@ from edgekit.targets import get_target
 
 # The same data, recipe and bundle helper as the methods table (a sibling script, not a package).
 _methods = runpy.run_path(str(Path(__file__).with_name("prune_methods.py")), run_name="imported")
-TARGET, _bundle, _data, _top1_on, _interval, _drop = (
-    _methods[name] for name in ("TARGET", "_bundle", "_data", "_top1_on", "_interval", "_drop")
+TARGET, _bundle, _data, _top1_on, _interval, _drop, _p50s_in_turns = (
+    _methods[name] for name in ("TARGET", "_bundle", "_data", "_top1_on", "_interval", "_drop", "_p50s_in_turns")
 )
 
 
@@ -116,16 +115,7 @@ def main() -> None:
                           backend=evaluated[name]["backend"], resize=256, crop=224, min_agreement=0.0)
             for index, (name, checkpoint) in enumerate(sources.items())
         }  # fmt: skip
-        runners = {name: BundleModel.open(path, threads=threads).runner.run for name, path in at224.items()}
-        batch = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
-        samples: dict[str, list[float]] = {name: [] for name in runners}
-        # The one timing loop: every variant timed in turns, rounds × iterations calls each.
-        names = list(runners)
-        protocol = TimingProtocol(warmup=10, iterations=args.rounds * args.iterations)
-        timings = time_runs([runners[n] for n in names], [batch] * len(names), protocol)
-        for name, timing in zip(names, timings):
-            samples[name].append(timing.p50_ms)
-            progress.note(f"{name}: p50 {timing.p50_ms:.2f} ms ({timing.n} calls, in turns)")
+        samples = _p50s_in_turns(at224, threads, args.rounds * args.iterations, progress)
 
     recovery = report["recovery"] or {}
     results = {
