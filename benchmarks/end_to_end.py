@@ -32,7 +32,8 @@ from edgekit.data.fashion_mnist import write_image_folder
 from edgekit.data.images import collect_images, read_image
 from edgekit.data.preprocess import PreprocessSpec, preprocess
 from edgekit.measure.environment import environment
-from edgekit.measure.stats import wilson
+from edgekit.measure.latency import TimingProtocol, time_in_turns
+from edgekit.measure.stats import top1_agreement
 from edgekit.model.finetune import FinetuneConfig, run_finetune
 from edgekit.optimize.ladder import GuardFailure
 from edgekit.pipeline.bench import BenchConfig, run_bench
@@ -95,20 +96,21 @@ def _agreement(model: BundleModel, folder: Path) -> dict[str, Any]:
         rule: list(read_image(files[0], scale_to=scale_to).size) for rule, (_, scale_to) in rules.items()
     }}  # fmt: skip
     for rule in ("fast", "to the target"):
-        agreed = int(np.sum(top1[rule] == top1["exact"]))
-        result[rule] = {"top1_agreement_with_exact": agreed / len(files), "ci95": list(wilson(agreed, len(files)))}
+        agreement = top1_agreement(top1["exact"], top1[rule])
+        result[rule] = {"top1_agreement_with_exact": agreement.rate, "ci95": list(agreement.interval())}
     result["top1_against_labels"] = {rule: float(np.mean(predicted == truth)) for rule, predicted in top1.items()}
     return result
 
 
 def _throughput(model: BundleModel, folder: Path, batch: int, images: int) -> float:
+    """Images/s through `iter_predict` from files: the one timing loop, each call the whole stream (median of 3)."""
     files = collect_images([folder])
     stream = [files[i % len(files)] for i in range(images)]
-    for _ in model.iter_predict(stream[: 2 * batch], batch_size=batch):
-        pass
-    start = time.perf_counter()
-    count = sum(1 for _ in model.iter_predict(stream, batch_size=batch))
-    return count / (time.perf_counter() - start)
+
+    def run_stream() -> int:
+        return sum(1 for _ in model.iter_predict(stream, batch_size=batch))
+
+    return time_in_turns([run_stream], TimingProtocol(warmup=1, iterations=3), [len(stream)])[0].images_per_s
 
 
 def _compile(config: CompileConfig, progress: Progress) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import argparse
 import json
 import tempfile
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from edgekit.data.fashion_mnist import write_image_folder
 from edgekit.data.images import read_image
 from edgekit.data.preprocess import preprocess
 from edgekit.measure.environment import environment
+from edgekit.measure.latency import TimingProtocol, time_in_turns
 from edgekit.model.finetune import FinetuneConfig, run_finetune
 from edgekit.pipeline.compile import compile_bundle
 from edgekit.pipeline.compile_config import CompileConfig
@@ -46,12 +46,14 @@ def _throughput(call: Any, inputs: list[np.ndarray], expected: list[np.ndarray],
         return bool(np.array_equal(call(inputs[index % len(inputs)]), expected[index % len(inputs)]))
 
     with ThreadPoolExecutor(threads) as pool:
-        start = time.perf_counter()
-        same = list(pool.map(one, range(calls)))
-        seconds = time.perf_counter() - start
-    if not all(same):
-        raise SystemExit(f"{same.count(False)} of {calls} calls from {threads} threads gave a wrong answer")
-    return calls / seconds
+
+        def all_calls() -> None:
+            same = list(pool.map(one, range(calls)))
+            if not all(same):
+                raise SystemExit(f"{same.count(False)} of {calls} calls from {threads} threads gave a wrong answer")
+
+        # The one timing loop, each call `calls` predictions over the pool: images/s of the median pass of three.
+        return time_in_turns([all_calls], TimingProtocol(warmup=0, iterations=3), [calls])[0].images_per_s
 
 
 def main() -> None:
