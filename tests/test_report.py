@@ -188,6 +188,14 @@ def test_report_refuses_mixed_models_old_schema_empty_and_unwritable(
     status, _, err = run_cli("report", tmp_path / "batch8.json", "--out", out)
     _assert_clean_failure(status, err, out, "no batch-1 latency")
 
+    # A record edited by hand (or by another tool) is read as types: the part that is wrong is named.
+    edited = json.loads(bench_results[0].read_text())
+    del edited["latency"]["reference"][0]["p50_ms"]
+    edited["accuracy"]["models"]["bundle"]["top1"] = "high"
+    (tmp_path / "edited.json").write_text(json.dumps(edited))
+    status, _, err = run_cli("report", tmp_path / "edited.json", "--out", out)
+    _assert_clean_failure(status, err, out, "latency.reference.p50_ms is missing")
+
     elsewhere = json.loads(bench_results[1].read_text())
     elsewhere["environment"]["threads"] = 64
     elsewhere["accuracy"]["images"] = 3

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
 
 from edgekit.measure.decide import Budget, fastest_that_ships, top1_drop_pts
 from edgekit.report.variants import Variant
@@ -20,9 +19,9 @@ class Reference:
 
 
 def reference_of(variants: Sequence[Variant]) -> Reference:
-    p50 = next((v.latency("reference")["p50_ms"] for v in variants if v.latency("reference")), None)
+    p50 = next((v.reference_p50_ms for v in variants if v.reference_p50_ms is not None), None)
     top1 = next((v.reference_top1 for v in variants if v.reference_top1 is not None), None)
-    kind = next((v.results["reference"]["kind"] for v in variants if v.results.get("reference")), None)
+    kind = next((v.result.reference_kind for v in variants if v.result.reference_kind), None)
     return Reference(p50, top1, kind)
 
 
@@ -79,29 +78,50 @@ def speedup_of(variant: Variant, reference: Reference) -> float | None:
     return reference.p50_ms / variant.p50_ms if reference.p50_ms else None
 
 
-def summary_rows(variants: Sequence[Variant], reference: Reference) -> list[dict[str, Any]]:
-    """One row per variant with the numbers every table and plot shares."""
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One variant with the numbers every table and plot shares."""
+
+    name: str
+    precision: str
+    backend: str
+    iterations: int | None
+    p50_ms: float
+    p90_ms: float | None
+    p99_ms: float | None
+    images_per_s_b8: float | None
+    speedup: float | None
+    top1: float | None
+    top1_ci95: tuple[float, float] | None
+    agreement: float | None
+    agreement_ci95: tuple[float, float] | None
+    drop_pts: float | None
+    model_mb: float
+    measured_on: str
+
+
+def summary_rows(variants: Sequence[Variant], reference: Reference) -> list[Row]:
     rows = []
     for variant in variants:
-        b8 = variant.latency(batch=8)
+        b1, b8, accuracy = variant.latency(), variant.latency(batch=8), variant.accuracy
         rows.append(
-            {
-                "name": variant.name,
-                "precision": variant.bundle["precision"],
-                "backend": variant.bundle["backend"],
-                "p50_ms": variant.p50_ms,
-                "iterations": (variant.latency() or {}).get("iterations"),
-                "p90_ms": (variant.latency() or {}).get("p90_ms"),
-                "p99_ms": (variant.latency() or {}).get("p99_ms"),
-                "images_per_s_b8": b8["images_per_s"] if b8 else None,
-                "speedup": speedup_of(variant, reference),
-                "top1": variant.top1,
-                "top1_ci95": variant.interval("top1_ci95"),
-                "agreement": variant.agreement,
-                "agreement_ci95": variant.interval("top1_agreement_ci95"),
-                "drop_pts": drop_pts(variant, reference),
-                "model_mb": variant.bundle["model_bytes"] / 1e6,
-                "measured_on": variant.results["measured_on"],
-            }
+            Row(
+                name=variant.name,
+                precision=variant.bundle.precision,
+                backend=variant.bundle.backend,
+                iterations=b1.iterations if b1 else None,
+                p50_ms=variant.p50_ms,
+                p90_ms=b1.p90_ms if b1 else None,
+                p99_ms=b1.p99_ms if b1 else None,
+                images_per_s_b8=b8.images_per_s if b8 else None,
+                speedup=speedup_of(variant, reference),
+                top1=variant.top1,
+                top1_ci95=accuracy.top1_ci95 if accuracy else None,
+                agreement=accuracy.agreement if accuracy else None,
+                agreement_ci95=accuracy.agreement_ci95 if accuracy else None,
+                drop_pts=drop_pts(variant, reference),
+                model_mb=variant.bundle.model_bytes / 1e6,
+                measured_on=variant.result.measured_on,
+            )
         )
     return rows

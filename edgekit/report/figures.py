@@ -6,7 +6,7 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from edgekit.report.analysis import Reference
+from edgekit.report.analysis import Reference, Row
 from edgekit.report.variants import Variant
 
 STAGE_COLOURS = {
@@ -38,17 +38,17 @@ def _svg(figure: Any) -> str:
     return text[text.index("<svg") :]  # drop the XML prolog so it can sit inside HTML
 
 
-def pareto_plot(rows: Sequence[dict[str, Any]], front: Sequence[int], reference: Reference, budget: float) -> str:
+def pareto_plot(rows: Sequence[Row], front: Sequence[int], reference: Reference, budget: float) -> str:
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7, 4.2))
     markers = "osD^vP*Xh<>"
-    for index, row in enumerate(r for r in rows if r["top1"] is not None):  # a legend: close points stay readable
-        axes.scatter(row["p50_ms"], row["top1"] * 100, marker=markers[index % len(markers)], s=45, zorder=3,
-                     label=row["name"])  # fmt: skip
+    for index, row in enumerate(r for r in rows if r.top1 is not None):  # a legend: close points stay readable
+        axes.scatter(row.p50_ms, row.top1 * 100, marker=markers[index % len(markers)], s=45, zorder=3,
+                     label=row.name)  # fmt: skip
     if front:
         axes.plot(
-            [rows[i]["p50_ms"] for i in front],
-            [rows[i]["top1"] * 100 for i in front],
+            [rows[i].p50_ms for i in front],
+            [(rows[i].top1 or 0.0) * 100 for i in front],
             color="#e45756",
             drawstyle="steps-post",
             label="Pareto front",
@@ -70,7 +70,7 @@ def pareto_plot(rows: Sequence[dict[str, Any]], front: Sequence[int], reference:
 def latency_plot(variants: Sequence[Variant]) -> str:
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7, 0.5 + 0.45 * len(variants)))
-    samples = [(v.latency() or {}).get("samples_ms") or [v.p50_ms] for v in variants]
+    samples = [list((row.samples_ms if (row := v.latency()) else ()) or [v.p50_ms]) for v in variants]
     axes.boxplot(samples, vert=False, whis=(1, 99), showfliers=True, flierprops={"markersize": 2})
     axes.set_yticks(range(1, len(variants) + 1), [v.name for v in variants])
     axes.set_xlabel("latency per call, batch 1 (ms); box = p25–p75, whiskers = p1–p99")
@@ -81,10 +81,10 @@ def latency_plot(variants: Sequence[Variant]) -> str:
 def throughput_plot(variants: Sequence[Variant]) -> str:
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7, 3.4))
-    batches = sorted({row["batch"] for v in variants for row in v.results["latency"]["bundle"]})
+    batches = sorted({row.batch for v in variants for row in v.result.latency["bundle"]})
     width = 0.8 / max(1, len(variants))
     for index, variant in enumerate(variants):
-        values = [(variant.latency(batch=b) or {}).get("images_per_s", 0.0) for b in batches]
+        values = [row.images_per_s if (row := variant.latency(batch=b)) else 0.0 for b in batches]
         axes.bar([i + index * width for i in range(len(batches))], values, width, label=variant.name)
     axes.set_xticks([i + width * (len(variants) - 1) / 2 for i in range(len(batches))], [f"batch {b}" for b in batches])
     axes.set_ylabel("images/s (p50)")
@@ -95,16 +95,17 @@ def throughput_plot(variants: Sequence[Variant]) -> str:
 
 def stage_plot(variants: Sequence[Variant]) -> str:
     plt = _pyplot()
-    with_stages = [v for v in variants if v.results.get("stages")]
+    with_stages = [v for v in variants if v.result.stages]
     figure, axes = plt.subplots(figsize=(7, 0.5 + 0.45 * len(with_stages)))
     for row, variant in enumerate(with_stages):
         left = 0.0
-        stages = variant.results["stages"]
-        split = "decode_ms" in stages
+        stages = variant.result.stages
+        assert stages is not None
+        split = stages.decode_ms is not None
         for stage, colour in STAGE_COLOURS.items():
-            if (stage == "preprocess") == split or f"{stage}_ms" not in stages:
+            value = getattr(stages, f"{stage}_ms")
+            if (stage == "preprocess") == split or value is None:
                 continue  # the split stages where recorded, else the one preprocess figure
-            value = stages[f"{stage}_ms"]
             axes.barh(row, value, left=left, color=colour, label=stage if row == 0 or not split else None)
             left += value
     axes.set_yticks(range(len(with_stages)), [v.name for v in with_stages])

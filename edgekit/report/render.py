@@ -8,11 +8,10 @@ from __future__ import annotations
 import dataclasses
 import html
 from collections.abc import Sequence
-from typing import Any
 
 from edgekit.measure.decide import Budget
 from edgekit.report import figures
-from edgekit.report.analysis import Headline, Reference, pareto_front, reference_of, summary_rows
+from edgekit.report.analysis import Headline, Reference, Row, pareto_front, reference_of, summary_rows
 from edgekit.report.analysis import headline as choose_headline
 from edgekit.report.variants import Variant
 
@@ -58,8 +57,8 @@ def _signed(value: float | None) -> str:
 def build_sections(variants: Sequence[Variant], budget: float) -> tuple[Headline, list[Section]]:
     reference = reference_of(variants)
     rows = summary_rows(variants, reference)
-    points = [(r["p50_ms"], r["top1"]) for r in rows if r["top1"] is not None]
-    measured = [i for i, r in enumerate(rows) if r["top1"] is not None]
+    points = [(r.p50_ms, r.top1) for r in rows if r.top1 is not None]
+    measured = [i for i, r in enumerate(rows) if r.top1 is not None]
     front = [measured[i] for i in pareto_front(points)]
     chosen = choose_headline(variants, reference, Budget(budget))
     sections = [
@@ -73,7 +72,7 @@ def build_sections(variants: Sequence[Variant], budget: float) -> tuple[Headline
 
 
 def _overview(
-    rows: list[dict[str, Any]], front: list[int], reference: Reference, budget: float, variants: Sequence[Variant]
+    rows: list[Row], front: list[int], reference: Reference, budget: float, variants: Sequence[Variant]
 ) -> Section:
     table = Table(
         "variants",
@@ -82,30 +81,30 @@ def _overview(
         ["variant", "n", "p50 ms", "p90 ms", "p99 ms", "images/s (batch 8)", "speed-up", "top-1 (95 % interval)",
          "Δ top-1 (pts)", "agreement with FP32 (95 % interval)", "model MB", "Pareto front"],
         [
-            [r["name"], str(r["iterations"] or "—"), _ms(r["p50_ms"]), _ms(r["p90_ms"]), _ms(r["p99_ms"]),
-             "—" if r["images_per_s_b8"] is None else f"{r['images_per_s_b8']:.1f}",
-             "—" if r["speedup"] is None else f"{r['speedup']:.2f}×", _pct_ci(r["top1"], r["top1_ci95"]),
-             _signed(r["drop_pts"]), _pct_ci(r["agreement"], r["agreement_ci95"]), f"{r['model_mb']:.1f}",
+            [r.name, str(r.iterations or "—"), _ms(r.p50_ms), _ms(r.p90_ms), _ms(r.p99_ms),
+             "—" if r.images_per_s_b8 is None else f"{r.images_per_s_b8:.1f}",
+             "—" if r.speedup is None else f"{r.speedup:.2f}×", _pct_ci(r.top1, r.top1_ci95),
+             _signed(r.drop_pts), _pct_ci(r.agreement, r.agreement_ci95), f"{r.model_mb:.1f}",
              "yes" if i in front else ""]
             for i, r in enumerate(rows)
         ],
     )  # fmt: skip
-    notes = sorted({r["measured_on"] for r in rows if not r["measured_on"].startswith("this host (the target")})
+    notes = sorted({r.measured_on for r in rows if not r.measured_on.startswith("this host (the target")})
     warnings = [f"Latency measured on {note}." for note in notes]
-    hosts = {(v.results["environment"]["cpu"], v.results["environment"]["threads"]) for v in variants}
+    hosts = {(v.result.environment.cpu, v.result.environment.threads) for v in variants}
     if len(hosts) > 1:
         warnings.append(
             "The results come from different hosts or thread counts ("
             + "; ".join(f"{cpu}, {threads} threads" for cpu, threads in sorted(hosts))
             + "): their latencies are not comparable."
         )
-    image_counts = {(v.results.get("accuracy") or {}).get("images") for v in variants} - {None}
+    image_counts = {v.result.accuracy.images for v in variants if v.result.accuracy}
     if len(image_counts) > 1:
         warnings.append(
             f"Accuracy was measured on different numbers of images ({', '.join(map(str, sorted(image_counts)))}): "
             "bench every variant with the same --val folder."
         )
-    sparse_on_cpu = [v.name for v in variants if v.bundle.get("sparsity") and v.bundle.get("target_kind") == "cpu"]
+    sparse_on_cpu = [v.name for v in variants if v.bundle.sparse and v.bundle.target_kind == "cpu"]
     if sparse_on_cpu:
         warnings.append(
             f"2:4 sparsity ({', '.join(sparse_on_cpu)}) gains nothing on a CPU backend, which computes the zeros; "
@@ -138,15 +137,15 @@ def _latency(variants: Sequence[Variant]) -> Section:
         [
             [
                 v.name,
-                _ms(s["preprocess_ms"]),
-                _ms(s["network_ms"]),
-                f"{s['postprocess_ms']:.3f}",
-                *[_ms(s.get(f"{stage}_ms")) for stage in ("read", "decode", "resize_crop", "normalise")],
-                _ms(s.get("end_to_end_p50_ms")),
-                "—" if s.get("end_to_end_vs_network") is None else f"{s['end_to_end_vs_network']:.2f}×",
+                _ms(s.preprocess_ms),
+                _ms(s.network_ms),
+                f"{s.postprocess_ms:.3f}",
+                *[_ms(value) for value in (s.read_ms, s.decode_ms, s.resize_crop_ms, s.normalise_ms)],
+                _ms(s.end_to_end_p50_ms),
+                "—" if s.end_to_end_vs_network is None else f"{s.end_to_end_vs_network:.2f}×",
             ]
             for v in variants
-            if (s := v.results.get("stages"))
+            if (s := v.result.stages)
         ],
     )
     return Section(
@@ -166,25 +165,26 @@ def _accuracy(variants: Sequence[Variant], chosen: Headline) -> Section:
         return Section(
             "Accuracy", text=["Accuracy was not measured: run `edgekit bench --val DIR` with labelled images."]
         )
-    classes = variants[0].results["classes"]
+    classes = variants[0].result.classes
     reference = next(
-        (ref for v in with_accuracy if (ref := v.results["accuracy"]["models"].get("reference")) is not None), None
+        (ref for v in with_accuracy if v.result.accuracy and (ref := v.result.accuracy.reference) is not None), None
     )
     header = ["class", *(["FP32 reference"] if reference else []), *[v.name for v in with_accuracy]]
     per_class = []
     for name in classes:
         row = [name]
         if reference:
-            row.append(_pct(reference["per_class_top1"].get(name)))
-        row += [_pct(v.results["accuracy"]["models"]["bundle"]["per_class_top1"].get(name)) for v in with_accuracy]
+            row.append(_pct(reference.per_class_top1.get(name)))
+        row += [_pct(v.accuracy.per_class_top1.get(name) if v.accuracy else None) for v in with_accuracy]
         per_class.append(row)
-    images = with_accuracy[0].results["accuracy"]["images"]
+    first = with_accuracy[0].result.accuracy
+    images = first.images if first else 0
     section = Section(
         "Accuracy",
         text=[f"Top-1 per class on {images} labelled images."],
         tables=[Table("per-class", "Per-class top-1", header, per_class)],
     )
-    matrix = (chosen.variant.results.get("accuracy") or {}).get("models", {}).get("bundle", {}).get("confusion")
+    matrix = chosen.variant.accuracy.confusion if chosen.variant.accuracy else None
     if matrix is not None and len(classes) <= MAX_CONFUSION_PLOT_CLASSES:
         title = f"Confusion matrix: {chosen.variant.name}"
         section.figures.append(("fig-confusion", figures.confusion_plot(matrix, classes, title)))
@@ -199,24 +199,23 @@ def _optimisations(variants: Sequence[Variant]) -> Section:
         "Precision, and layers kept in FP32 to meet the accuracy budget",
         ["variant", "precision", "computed in", "layers kept in FP32"],
         [
-            [v.name, v.bundle["precision"], v.bundle.get("execution_precision") or "—",
-             ", ".join(v.bundle.get("keep_fp32") or []) or "none"]
+            [v.name, v.bundle.precision, v.bundle.execution_precision or "—", ", ".join(v.bundle.keep_fp32) or "none"]
             for v in variants
         ],
     )  # fmt: skip
-    pruned = [v for v in variants if v.bundle.get("pruning")]
+    pruned = [v for v in variants if v.bundle.pruning]
     section = Section("What was optimised", tables=[quantized])
-    accounted = [v for v in pruned if v.bundle["pruning"].get("accuracy")]
+    accounted = [v for v in pruned if v.bundle.pruning and v.bundle.pruning.accuracy]
     if accounted:
         section.tables.append(_pruning_accounting(accounted))
     if pruned:
-        layers = list(pruned[0].bundle["pruning"]["channels"])
+        layers = list(pruned[0].bundle.pruning.channels) if pruned[0].bundle.pruning else []
         section.tables.append(
             Table(
                 "channels",
                 "Output channels per convolution, before → after pruning",
                 ["layer", *[v.name for v in pruned]],
-                [[layer, *[_channels(v.bundle["pruning"]["channels"].get(layer)) for v in pruned]] for layer in layers],
+                [[layer, *[_channels(_layer(v, layer)) for v in pruned]] for layer in layers],
             )
         )
     return section
@@ -226,17 +225,19 @@ def _pruning_accounting(variants: Sequence[Variant]) -> Table:
     """What pruning cost, against the original model (not only the pruned FP32), each figure with its sample
     size and interval: measured by `edgekit prune` on its validation images."""
 
-    def top1(record: dict[str, Any] | None) -> str:
-        return _pct_ci(record["top1"], record["ci95"]) if record else _pct(None)
+    def top1(record: tuple[float, tuple[float, float] | None] | None) -> str:
+        return _pct_ci(*record) if record else _pct(None)
 
     rows = []
     for v in variants:
-        accuracy = v.bundle["pruning"]["accuracy"]
-        drop = accuracy["drop_vs_original"]
-        low, high = drop["ci95_pts"]
+        accuracy = v.bundle.pruning.accuracy if v.bundle.pruning else None
+        if accuracy is None:
+            continue
+        drop = accuracy.drop
+        low, high = drop.interval_pts()
         rows.append([
-            v.name, str(accuracy["original"]["images"]), top1(accuracy.get("original")), top1(accuracy.get("pruned")),
-            top1(accuracy.get("final")), f"{drop['drop_pts']:+.2f} ({low:+.2f} to {high:+.2f})",
+            v.name, str(accuracy.images), top1(accuracy.original), top1(accuracy.pruned), top1(accuracy.final),
+            f"{drop.drop_pts:+.2f} ({low:+.2f} to {high:+.2f})",
         ])  # fmt: skip
     return Table(
         "pruning_accuracy",
@@ -247,18 +248,22 @@ def _pruning_accounting(variants: Sequence[Variant]) -> Table:
     )
 
 
-def _channels(pair: list[int] | None) -> str:
+def _layer(variant: Variant, layer: str) -> tuple[int, int] | None:
+    return variant.bundle.pruning.channels.get(layer) if variant.bundle.pruning else None
+
+
+def _channels(pair: tuple[int, int] | None) -> str:
     return "—" if pair is None else f"{pair[0]} → {pair[1]}"
 
 
 def _reproduce(variants: Sequence[Variant]) -> Section:
     rows = []
     for v in variants:
-        env = v.results["environment"]
-        libraries = ", ".join(f"{k} {val}" for k, val in env["libraries"].items())
+        env = v.result.environment
+        libraries = ", ".join(f"{k} {val}" for k, val in env.libraries.items())
         rows.append(
-            [v.name, env["date"], f"edgekit {env['edgekit']}", v.bundle["target"], env["cpu"], str(env["threads"]),
-             libraries, env.get("command", ""), str(v.path)]
+            [v.name, env.date, f"edgekit {env.edgekit}", v.bundle.target, env.cpu, str(env.threads), libraries,
+             env.command, str(v.path)]
         )  # fmt: skip
     return Section(
         "Reproduce",
@@ -276,21 +281,22 @@ def _reproduce(variants: Sequence[Variant]) -> Section:
 def headline_text(chosen: Headline, reference: Reference, variants: Sequence[Variant]) -> str:
     v = chosen.variant
     parts = [f"{v.name}"]
-    if chosen.speedup is not None:
+    reference_p50 = v.reference_p50_ms or reference.p50_ms  # timed in its own run, in turns, where it was
+    if chosen.speedup is not None and reference_p50 is not None:
         parts.append(
             f"{chosen.speedup:.2f}× faster than the FP32 reference ({reference.kind}) "
-            f"({v.p50_ms:.2f} ms vs {reference.p50_ms:.2f} ms, p50 batch 1)"
+            f"({v.p50_ms:.2f} ms vs {reference_p50:.2f} ms, p50 batch 1)"
         )
     else:
         parts.append(f"p50 {v.p50_ms:.2f} ms at batch 1")
     if chosen.drop_pts is not None:
         parts.append(f"top-1 {_signed(chosen.drop_pts)} pts ({_pct(v.top1)} vs {_pct(reference.top1)})")
-    fp32 = [x for x in variants if x.bundle["precision"] == "fp32" and not x.bundle.get("pruning")]
+    fp32 = [x for x in variants if x.bundle.precision == "fp32" and not x.bundle.pruning]
     if fp32 and fp32[0] is not v:
-        parts.append(f"{fp32[0].p50_ms / v.p50_ms:.2f}× faster than the FP32 {fp32[0].bundle['backend']} bundle")
-    size = f"model {v.bundle['model_bytes'] / 1e6:.1f} MB"
+        parts.append(f"{fp32[0].p50_ms / v.p50_ms:.2f}× faster than the FP32 {fp32[0].bundle.backend} bundle")
+    size = f"model {v.bundle.model_bytes / 1e6:.1f} MB"
     if fp32 and fp32[0] is not v:
-        size += f" ({v.bundle['model_bytes'] / fp32[0].bundle['model_bytes']:.0%} of FP32)"
+        size += f" ({v.bundle.model_bytes / fp32[0].bundle.model_bytes:.0%} of FP32)"
     parts.append(size)
     return f"Best: {', '.join(parts)}. Chosen as the {chosen.reason}."
 

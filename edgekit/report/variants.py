@@ -14,68 +14,62 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.core.errors import EdgekitError
+from edgekit.measure.bench_result import BenchResult, BundleFacts, LatencyRow, ModelAccuracy, ResultsError
 from edgekit.measure.results import RESULTS_SCHEMA
 from edgekit.measure.stats import PairedDifference
 
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """One bench result, reduced to what the report compares."""
+    """One bench result (typed: `measure.bench_result`), reduced to what the report compares."""
 
     name: str
     path: Path
-    results: dict[str, Any]
+    result: BenchResult
 
     @property
-    def bundle(self) -> dict[str, Any]:
-        return self.results["bundle"]
+    def bundle(self) -> BundleFacts:
+        return self.result.bundle
 
-    def latency(self, model: str = "bundle", batch: int = 1) -> dict[str, Any] | None:
-        return next((row for row in self.results["latency"][model] if row["batch"] == batch), None)
+    def latency(self, model: str = "bundle", batch: int = 1) -> LatencyRow | None:
+        return self.result.row(model, batch)
 
     @property
     def p50_ms(self) -> float:
         row = self.latency()
         if row is None:  # load_variants refuses such results
             raise RuntimeError("variant without a batch-1 latency")
-        return float(row["p50_ms"])
+        return row.p50_ms
 
-    def _model(self, name: str) -> dict[str, Any] | None:
-        accuracy = self.results.get("accuracy") or {}
-        return (accuracy.get("models") or {}).get(name)
+    @property
+    def reference_p50_ms(self) -> float | None:
+        """The FP32 reference's batch-1 p50, timed in this variant's own run, in turns with it."""
+        row = self.latency("reference")
+        return row.p50_ms if row else None
+
+    @property
+    def accuracy(self) -> ModelAccuracy | None:
+        return self.result.accuracy.bundle if self.result.accuracy else None
 
     @property
     def top1(self) -> float | None:
-        row = self._model("bundle")
-        return None if row is None else float(row["top1"])
+        return self.accuracy.top1 if self.accuracy else None
 
     @property
     def reference_top1(self) -> float | None:
-        row = self._model("reference")
-        return None if row is None else float(row["top1"])
-
-    @property
-    def agreement(self) -> float | None:
-        row = self._model("bundle")
-        return None if row is None else row.get("top1_agreement_with_reference")
+        reference = self.result.accuracy.reference if self.result.accuracy else None
+        return reference.top1 if reference else None
 
     @property
     def vs_reference(self) -> PairedDifference | None:
         """The bundle's top-1 against the FP32 reference, paired on the same images (what the budget judges)."""
-        row = (self._model("bundle") or {}).get("vs_reference")
-        return PairedDifference.of_record(row) if isinstance(row, dict) else None
+        return self.accuracy.vs_reference if self.accuracy else None
 
     @property
     def speedup(self) -> float | None:
         """Reference p50 / bundle p50 at batch 1, both timed in this variant's own run, in turns."""
-        reference = self.latency("reference")
-        return float(reference["p50_ms"]) / self.p50_ms if reference else None
-
-    def interval(self, key: str) -> tuple[float, float] | None:
-        """The bundle's 95 % interval for `key` ("top1_ci95", "top1_agreement_ci95"), where bench recorded it."""
-        row = self._model("bundle") or {}
-        values = row.get(key)
-        return (float(values[0]), float(values[1])) if isinstance(values, list) and len(values) == 2 else None
+        reference = self.reference_p50_ms
+        return reference / self.p50_ms if reference else None
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -98,19 +92,17 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-def variant_name(results: dict[str, Any]) -> str:
+def variant_name(result: BenchResult) -> str:
     """'int8 · pruned 30% · openvino': what a person calls the variant."""
-    bundle = results["bundle"]
-    parts = [bundle["precision"]]
-    pruning = bundle.get("pruning")
-    if pruning and pruning.get("ratio"):
-        parts.append(f"pruned {pruning['ratio']:.0%}")
-    if bundle.get("sparsity"):
+    bundle = result.bundle
+    parts = [bundle.precision]
+    if bundle.pruning and bundle.pruning.ratio:
+        parts.append(f"pruned {bundle.pruning.ratio:.0%}")
+    if bundle.sparse:
         parts.append("2:4")
-    parts.append(bundle["backend"])
-    device = results.get("device")
-    if isinstance(device, dict) and device.get("name"):
-        parts.append(f"on {device['name']}")  # the same bundle measured on several devices: one row each
+    parts.append(bundle.backend)
+    if result.device_name:
+        parts.append(f"on {result.device_name}")  # the same bundle measured on several devices: one row each
     return " · ".join(parts)
 
 
@@ -140,7 +132,12 @@ def load_variants(paths: Sequence[Path]) -> list[Variant]:
     names: dict[str, int] = {}
     variants = []
     for path, data in loaded:
-        name = variant_name(data)
+        try:
+            result = BenchResult.from_dict(data)
+        except ResultsError as exc:
+            message = f"{path} is not a complete `edgekit bench` result ({exc}); run `edgekit bench` again"
+            raise EdgekitError(message) from None
+        name = variant_name(result)
         names[name] = names.get(name, 0) + 1
-        variants.append(Variant(name if names[name] == 1 else f"{name} ({names[name]})", path, data))
+        variants.append(Variant(name if names[name] == 1 else f"{name} ({names[name]})", path, result))
     return variants

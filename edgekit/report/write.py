@@ -25,8 +25,8 @@ def write_report(
     variants = load_variants(results)
     chosen, sections = build_sections(variants, budget_pts)
     reference = reference_of(variants)
-    first = variants[0].results
-    title = title or f"edgekit report: {first['bundle'].get('source_file', 'model')} on {first['bundle']['target']}"
+    first = variants[0].bundle
+    title = title or f"edgekit report: {first.source_file or 'model'} on {first.target}"
     headline = headline_text(chosen, reference, variants)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "report.html", to_html(title, headline, sections))
