@@ -44,9 +44,10 @@ def test_int8_bundle_builds_predicts_and_benches(
     assert guard["held_out_images"] == guard["images"] == 500 and guard["min_agreement"] == 0
     assert [r["rung"] for r in manifest["selection"]["rungs"]] == ["default"]
     models = manifest["accuracy"]["models"]
-    # A broken quantization predicts at chance; a working one agrees with FP32 on nearly every image (measured
-    # 96.4-99.8 % for these builds, guard off, on this session-trained model).
-    assert models["bundle"]["top1_agreement_with_reference"] >= 0.95
+    # A broken quantization predicts at chance, a subtly wrong one (calibrated on other preprocessing) in the
+    # 80s; a working one agrees with FP32 on nearly every image (measured 96.4-99.8 % for these builds, guard
+    # off, on this session-trained model, AMD EPYC; the margin leaves room for another CPU's kernels).
+    assert models["bundle"]["top1_agreement_with_reference"] >= 0.93
     assert abs(models["bundle"]["top1"] - models["reference"]["top1"]) <= 0.05
     fp32_size = (trained["path"]).stat().st_size
     assert sum((out / f).stat().st_size for f in manifest["files"]) < fp32_size / 2  # INT8 weights stored as INT8
@@ -69,12 +70,15 @@ def test_fp16_bundle_on_x86_records_what_the_cpu_computes(
     out = tmp_path / "fp16"
     manifest = _compile(run_cli, trained, data_dirs, out, "--precision", "fp16")
     assert manifest["precision"] == "fp16" and manifest["backend"] == "openvino"
-    # What the CPU computes, as OpenVINO decides it from the CPU's own capabilities: FP16 arithmetic where it has
-    # it, else BF16 (AMX / AVX512-BF16), else FP32 (edgekit must report that, not the precision it asked for).
+    # What this CPU computes for an FP16 request, asked of OpenVINO on a model of its own (a ReLU): FP16 where the
+    # CPU has it, BF16 on AVX512-BF16 / AMX, else FP32. edgekit must report that, not the precision it asked for.
     import openvino
+    from openvino import opset13
 
-    capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    expected = "f16" if "FP16" in capabilities else "bf16" if "BF16" in capabilities else "f32"
+    parameter = opset13.parameter([1, 8], np.float32)
+    probe = openvino.Model([opset13.relu(parameter)], [parameter])
+    compiled = openvino.Core().compile_model(probe, "CPU", {"INFERENCE_PRECISION_HINT": "f16"})
+    expected = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
     assert manifest["execution_precision"] == expected
     assert manifest["accuracy"]["models"]["bundle"]["top1_agreement_with_reference"] >= 0.99
 
