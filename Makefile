@@ -56,7 +56,7 @@ demo: $(STAMP) data
 	$(BIN)/edgekit compile $(DEMO)/googlenet-fashion.pt --target x86-cpu --precision int8 --calib $(DEMO)/calib \
 		--backend onnxruntime --max-accuracy-drop 1.0 --val $(DEMO)/val --out $(DEMO)/bundle
 	$(BIN)/edgekit predict $(DEMO)/bundle $(DEMO)/val/sneaker $(DEMO)/val/bag --top-k 2 | head -n 5
-	$(BIN)/edgekit bench $(DEMO)/bundle --val $(DEMO)/val --iterations 30 --out $(DEMO)/bench
+	$(BIN)/edgekit bench $(DEMO)/bundle --val $(DEMO)/val --iterations 50 --out $(DEMO)/bench
 	$(BIN)/edgekit report $(DEMO)/bench/bench.json --out $(DEMO)/report
 	@echo
 	@echo "demo outputs:"
