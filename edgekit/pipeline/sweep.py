@@ -23,6 +23,7 @@ from edgekit.core.versions import EDGEKIT_VERSION
 from edgekit.data.images import has_class_folders
 from edgekit.measure.decide import DEFAULT_MAX_DROP_PTS
 from edgekit.measure.host import resolve_target
+from edgekit.measure.latency import PROTOCOL
 from edgekit.optimize.prune_config import PruneSettings, validate_settings
 from edgekit.pipeline.bench import BenchConfig, run_bench
 from edgekit.pipeline.compile import compile_bundle
@@ -43,7 +44,7 @@ class SweepConfig:
     recover_data: Path | None = None
     recover_epochs: int | None = None
     max_accuracy_drop: float = DEFAULT_MAX_DROP_PTS
-    iterations: int = 30
+    iterations: int = PROTOCOL.iterations
     threads: int | None = None
     trust_pickle: bool = False
 
