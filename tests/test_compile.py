@@ -13,7 +13,7 @@ import edgekit
 from edgekit.data.batches import load_images
 from edgekit.data.images import collect_images
 from edgekit.data.preprocess import PreprocessSpec
-from edgekit.optimize.ladder import SPEED_MARGIN
+from edgekit.measure.decide import SPEED_MARGIN
 from tests.conftest import agreement
 from tests.test_checkpoint import _forms
 

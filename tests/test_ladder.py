@@ -13,18 +13,10 @@ import pytest
 from edgekit.backends.base import QuantizerSetting
 from edgekit.core.errors import EdgekitError
 from edgekit.core.progress import QUIET
+from edgekit.measure.decide import SPEED_MARGIN, fastest_first
 from edgekit.measure.latency import TimingProtocol, blank_input, time_in_turns
 from edgekit.measure.stats import Agreement, mean_interval
-from edgekit.optimize.ladder import (
-    SPEED_MARGIN,
-    BackendLadder,
-    GuardFailure,
-    Outcome,
-    Rules,
-    Rung,
-    climb,
-    fastest_first,
-)
+from edgekit.optimize.ladder import BackendLadder, GuardFailure, Outcome, Rules, Rung, climb
 
 N = 500
 RULES = Rules(min_agreement=0.99, max_drop_pts=None)

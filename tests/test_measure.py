@@ -50,6 +50,13 @@ def test_fastest_that_ships_skips_faster_candidates_that_lose_too_much() -> None
     assert "2 candidate(s) within the 1-point budget" in _choose(rows, 1.0)[2]
 
 
+def test_a_later_candidate_overtakes_only_by_the_speed_margin() -> None:
+    # The same preference as the ladder's backends: within 15 % is a near tie, and the one listed first stays.
+    near: list[Row] = [("listed first", 10.0, _drop(0.0)), ("later", 9.0, _drop(0.0))]
+    clear: list[Row] = [("listed first", 10.0, _drop(0.0)), ("later", 8.0, _drop(0.0))]
+    assert _choose(near, 1.0)[0] == "listed first" and _choose(clear, 1.0)[0] == "later"
+
+
 def test_when_nothing_ships_the_least_loss_is_chosen_and_flagged() -> None:
     rows: list[Row] = [("a", 1.0, _drop(4.0)), ("b", 5.0, _drop(2.0))]
     name, within, reason = _choose(rows, 1.0)

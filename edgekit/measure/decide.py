@@ -16,7 +16,11 @@ Verdicts, from the point estimate and its 95 % interval:
   yet not within it either — it does not ship (a search that took such builds would drift past the limit
   on its luck); how many images would decide is said;
 - "fail": past the limit beyond the noise.
-A build *ships* on "pass" or "unconfirmed". Among candidates that ship, the fastest is chosen.
+A build *ships* on "pass" or "unconfirmed". Among candidates that ship, the fastest is chosen, where
+"faster" needs a clear margin (`SPEED_MARGIN`, `fastest_first`): two builds of one graph differ by more than
+a few percent from run to run, so a candidate listed later (a target file lists its backends and precisions
+fastest first) overtakes an earlier one only when its p50 is 15 % lower, and the same model compiles to the
+same choice on every run. Latencies are the one timing loop's (`measure/latency.py`), taken together.
 """
 
 from __future__ import annotations
@@ -33,6 +37,22 @@ VERDICTS = ("fail", "inside_noise", "unconfirmed", "pass")  # worst first
 SHIPS = ("unconfirmed", "pass")
 DEFAULT_MAX_DROP_PTS = 1.0  # --max-accuracy-drop where a decision needs one and none was given
 MAX_IMAGES = 1_000_000  # images_needed gives up beyond this: no realistic set would decide
+SPEED_MARGIN = 0.15  # a candidate overtakes one listed before it only when its p50 is this much lower
+
+
+def fastest_first(p50s: Sequence[float | None], margin: float = SPEED_MARGIN) -> list[int]:
+    """Indexes of `p50s` (in the target file's order) fastest first, where a later entry goes before an
+    earlier one only when it is faster by more than `margin`; untimed entries last, in file order.
+
+    Each pick is the earliest entry that no remaining entry beats by the margin, so near ties (within
+    the run-to-run noise of a latency measurement) resolve the same way on every run."""
+    remaining = [i for i, p in enumerate(p50s) if p is not None]
+    order: list[int] = []
+    while remaining:
+        fastest = min(p50s[i] for i in remaining)  # type: ignore[type-var]
+        order.append(next(i for i in remaining if fastest >= (1 - margin) * p50s[i]))  # type: ignore[operator]
+        remaining.remove(order[-1])
+    return order + [i for i, p in enumerate(p50s) if p is None]
 
 
 def top1_drop_pts(reference_top1: float, top1: float) -> float:
@@ -162,7 +182,8 @@ def fastest_that_ships(
     eligible = [c for c, d in measured if budget.judge(d).ships]
     limit = f"the {budget.max_drop_pts:g}-point budget"
     if eligible:
-        return Choice(min(eligible, key=speed), True, f"fastest of {len(eligible)} {noun}(s) within {limit}")
+        fastest = eligible[fastest_first([latency_ms(c) for c in eligible])[0]]
+        return Choice(fastest, True, f"fastest of {len(eligible)} {noun}(s) within {limit}")
     if measured:
         least = min(measured, key=lambda cd: (cd[1].drop_pts, speed(cd[0])))[0]
         return Choice(least, False, f"no {noun} is within {limit}; this one loses least")

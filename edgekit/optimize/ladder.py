@@ -10,7 +10,7 @@ The climb, cheapest first, stops at the first build that ships:
 1. every backend the target lists is built with its quantizer's defaults; where this host is the device,
    they are then timed once, together, in turns (`measure.latency`), so that the machine's drift does not
    decide; backends are visited fastest first, so the first to ship is the fastest that ships.
-   "Faster" needs a clear margin (`SPEED_MARGIN`, `fastest_first`): two builds of one graph differ by
+   "Faster" needs a clear margin (`measure.decide.fastest_first`): two builds of one graph differ by
    more than a few percent from run to run, so a near tie keeps the target file's order and the same
    model compiles to the same backend on every run;
 2. on each, the quantizer's other calibration methods, then its accuracy options
@@ -34,25 +34,8 @@ import numpy as np
 from edgekit.backends.base import QuantizerSetting
 from edgekit.core.errors import EdgekitError
 from edgekit.core.progress import QUIET, Progress
-from edgekit.measure.decide import VERDICTS, AgreementFloor, Budget, Verdict, worst
+from edgekit.measure.decide import VERDICTS, AgreementFloor, Budget, Verdict, fastest_first, worst
 from edgekit.measure.stats import Agreement, PairedDifference, mean_interval
-
-SPEED_MARGIN = 0.15  # a backend overtakes one listed before it only when its p50 is this much lower
-
-
-def fastest_first(p50s: Sequence[float | None], margin: float = SPEED_MARGIN) -> list[int]:
-    """Indexes of `p50s` (in the target file's order) fastest first, where a later entry goes before an
-    earlier one only when it is faster by more than `margin`; untimed entries last, in file order.
-
-    Each pick is the earliest entry that no remaining entry beats by the margin, so near ties (within
-    the run-to-run noise of a latency measurement) resolve the same way on every run."""
-    remaining = [i for i, p in enumerate(p50s) if p is not None]
-    order: list[int] = []
-    while remaining:
-        fastest = min(p50s[i] for i in remaining)  # type: ignore[type-var]
-        order.append(next(i for i in remaining if fastest >= (1 - margin) * p50s[i]))  # type: ignore[operator]
-        remaining.remove(order[-1])
-    return order + [i for i, p in enumerate(p50s) if p is None]
 
 
 class GuardFailure(EdgekitError):

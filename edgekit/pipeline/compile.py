@@ -30,9 +30,10 @@ from edgekit.core.threads import resolve_threads
 from edgekit.core.versions import EDGEKIT_VERSION
 from edgekit.data.calibration import CalibrationSet
 from edgekit.export.onnx_file import OnnxInfo, inspect_onnx
+from edgekit.measure.decide import fastest_first
 from edgekit.measure.evaluate import compare, labels_warning, run_batched, score
 from edgekit.model.layout import LAYER_GROUPS
-from edgekit.optimize.ladder import BackendLadder, Rules, Rung, climb, fastest_first, speeds_text
+from edgekit.optimize.ladder import BackendLadder, Rules, Rung, climb, speeds_text
 from edgekit.pipeline.candidates import SENSITIVITY_IMAGES, CandidateBuilder, CheckImages
 from edgekit.pipeline.compile_config import CompileConfig, candidates, resolve, validate
 from edgekit.pipeline.compile_source import LoadedSource, Prepared, prepare
