@@ -12,7 +12,6 @@ mistake is a single `error:` line; the bundle is staged and renamed into place o
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import platform
 import sys
 import tempfile
@@ -27,7 +26,6 @@ from edgekit.backends.registry import reference_backend
 from edgekit.core.errors import EdgekitError, ParityError
 from edgekit.core.progress import QUIET, Progress
 from edgekit.core.threads import resolve_threads
-from edgekit.core.versions import EDGEKIT_VERSION
 from edgekit.data.calibration import CalibrationSet
 from edgekit.export.onnx_file import OnnxInfo, inspect_onnx
 from edgekit.measure.decide import fastest_first
@@ -38,6 +36,7 @@ from edgekit.pipeline.candidates import SENSITIVITY_IMAGES, CandidateBuilder, Ch
 from edgekit.pipeline.compile_config import CompileConfig, candidates, resolve, validate
 from edgekit.pipeline.compile_source import LoadedSource, Prepared, prepare
 from edgekit.pipeline.device_build import check_device_model
+from edgekit.pipeline.manifest_draft import ManifestDraft
 from edgekit.pipeline.preprocess_checks import fast_decode_check, fold_normalisation
 from edgekit.runtime.bundle import staged_directory, write_manifest
 from edgekit.runtime.manifest import Manifest
@@ -271,7 +270,7 @@ def _draft(
     threads: int,
     progress: Progress,
 ) -> dict[str, Any]:
-    """The manifest as the pipeline knows it, before the backend's finish adds its part."""
+    """The manifest as the pipeline knows it (`ManifestDraft`), before the backend's finish adds its part."""
     source, info = prepared.source, checks.info
     parity = {
         "reference": source.reference.kind,
@@ -296,37 +295,24 @@ def _draft(
             f"top-1 agreement {parity['top1_agreement']:.2%} on {len(prepared.inputs)} "
             f"{'synthetic inputs' if prepared.evalset is None else 'images'}"
         )
-    draft: dict[str, Any] = {
-        "edgekit_version": EDGEKIT_VERSION,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        **source.manifest,
-        "source": {
-            "path": str(config.model.resolve()),
-            "file_name": config.model.name,
-            **source.manifest["source"],  # its sha256 included: hashed once, when loaded
-        },
-        "model": {**source.manifest["model"], "output_kind": info.output_kind},
-        "preprocessing": shipped_spec.to_dict(),
-        "model_file": built.model_file,
-        "input": {
-            "name": info.input_name,
-            "shape": shipped_spec.input_shape(info.batch),
-            "dtype": shipped_spec.input_dtype.__name__,
-            "layout": shipped_spec.input_layout,
-        },
-        "output": {"name": info.output_name, "kind": info.output_kind},
-        "onnx_opset": _shipped_opset(stage / built.model_file),
-        "precision": config.precision,
-        "execution_precision": built.runner.execution_precision(),
-        "backend": converter.backend.name,
-        "target": config.target.to_dict(),
-        "parity": parity,
-        "selection": selection,
-        "tools": _tool_versions(converter),
-    }
-    optional = {"quantization": quantization, "sparsity": checks.sparsity, "normalisation_check": normalisation}
-    draft.update({key: value for key, value in optional.items() if value is not None})
-    return draft
+    return ManifestDraft(
+        source=source.manifest,
+        source_path=config.model,
+        spec=shipped_spec,
+        info=info,
+        model_file=built.model_file,
+        onnx_opset=_shipped_opset(stage / built.model_file),
+        precision=config.precision,
+        execution_precision=built.runner.execution_precision(),
+        backend=converter.backend.name,
+        target=config.target,
+        parity=parity,
+        selection=selection,
+        tools=_tool_versions(converter),
+        quantization=quantization,
+        sparsity=checks.sparsity,
+        normalisation_check=normalisation,
+    ).to_dict()
 
 
 def _quantization_record(
