@@ -13,7 +13,7 @@ import pytest
 from edgekit.backends.base import QuantizerSetting
 from edgekit.core.errors import EdgekitError
 from edgekit.core.progress import QUIET
-from edgekit.measure.decide import SPEED_MARGIN, fastest_first
+from edgekit.measure.decide import SPEED_MARGIN, AgreementFloor, fastest_first
 from edgekit.measure.latency import TimingProtocol, blank_input, time_in_turns
 from edgekit.measure.stats import Agreement, mean_interval
 from edgekit.optimize.ladder import BackendLadder, GuardFailure, Outcome, Rules, Rung, climb
@@ -262,9 +262,11 @@ def test_agreement_figures_and_verdicts() -> None:
     assert figures.top5_overlap[0] == pytest.approx(1 - 4 * 0.2 / 200)
     low, high = figures.interval()
     assert low < 0.98 < high < 1.0
-    assert figures.verdict(0.97) == "pass" and figures.verdict(0.99) == "inside_noise"
-    assert figures.verdict(0.999) == "fail"  # the interval's upper end is below 99.9 %
-    needed = figures.images_needed(0.99)
+    # Judged by the one rule (`measure.decide`): 98 % is above 97 % but its interval reaches under it.
+    assert AgreementFloor(0.97).judge(figures).verdict == "unconfirmed"
+    assert AgreementFloor(0.99).judge(figures).verdict == "inside_noise"
+    assert AgreementFloor(0.999).judge(figures).verdict == "fail"  # the interval's upper end is below 99.9 %
+    needed = AgreementFloor(0.99).judge(figures).images_needed
     assert needed and needed > 200  # more images than these would tell 98 % from 99 %
     assert figures.logit_error[0] > 0 and figures.max_abs_diff == 1.0
     mean, lo, hi = mean_interval([1.0, 2.0, 3.0])

@@ -2,7 +2,7 @@
 
 Wilson's score interval (not the normal approximation, which collapses to a point at 0 % or 100 % and
 misbehaves on small n) at 95 % confidence. Two models compared on the same images are compared paired
-(`PairedDifference`): a decision acts only when the difference is outside the noise.
+(`PairedDifference`). What a figure and its interval decide is `measure/decide.py`'s: the one rule.
 """
 
 from __future__ import annotations
@@ -69,22 +69,6 @@ class PairedDifference:
         low, high = wilson(self.lost, discordant, z)
         scale = 100.0 * discordant / self.n
         return ((2 * low - 1) * scale, (2 * high - 1) * scale)
-
-    def exceeds(self, budget_pts: float) -> bool:
-        """Whether the drop is above the budget beyond the noise (the interval's lower end is above it)."""
-        return self.interval_pts()[0] > budget_pts
-
-    def images_needed(self, budget_pts: float) -> int | None:
-        """About how many images would tell this drop from the budget (same discordance rate), or None when
-        the drop equals the budget (no number of images would)."""
-        if not self.n:
-            return None
-        gap = abs(self.drop_pts - budget_pts) / 100.0
-        rate = (self.lost + self.gained) / self.n
-        spread = rate - (self.drop_pts / 100.0) ** 2
-        if gap <= 0 or spread <= 0:
-            return None
-        return math.ceil(Z95 * Z95 * spread / (gap * gap))
 
     def to_dict(self) -> dict[str, float | int]:
         low, high = self.interval_pts()
@@ -176,21 +160,6 @@ class Agreement:
 
     def interval(self) -> tuple[float, float]:
         return wilson(self.agreed, self.n)
-
-    def verdict(self, minimum: float) -> str:
-        """ "pass" (agreement at or above `minimum`), "fail" (below it beyond the noise: the interval's upper end
-        is under it) or "inside_noise" (below it, but these images cannot tell)."""
-        if self.rate >= minimum:
-            return "pass"
-        return "fail" if self.interval()[1] < minimum else "inside_noise"
-
-    def images_needed(self, minimum: float) -> int | None:
-        """About how many images would tell this agreement from `minimum` (same rate), or None."""
-        gap = abs(self.rate - minimum)
-        spread = self.rate * (1 - self.rate)
-        if gap <= 0 or spread <= 0:
-            return None
-        return math.ceil(Z95 * Z95 * spread / (gap * gap))
 
     def describe(self) -> str:
         low, high = self.interval()

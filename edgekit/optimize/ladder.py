@@ -112,19 +112,31 @@ class Rules:
     min_agreement: float | None  # top-1 agreement floor on held-out images, a fraction (None: no guard)
     max_drop_pts: float | None  # top-1 points the build may lose on labelled images (None: no budget)
 
-    def judgements(self, outcome: Outcome) -> list[tuple[str, Verdict]]:
-        """Each rule's verdict on `outcome` (`measure.decide`), with the images it was judged on, in words."""
+    def judgements(self, outcome: Outcome) -> list[tuple[Verdict, str, str]]:
+        """Each rule's verdict on `outcome` (`measure.decide`), the images it was judged on, and its figures in
+        words."""
         judged = []
-        if self.min_agreement is not None and outcome.guard is not None:
-            judged.append(("held-out images", AgreementFloor(self.min_agreement).judge(outcome.guard)))
-        if self.max_drop_pts is not None and outcome.budget is not None:
-            judged.append(("labelled images", Budget(self.max_drop_pts).judge(outcome.budget)))
+        guard, budget = outcome.guard, outcome.budget
+        if self.min_agreement is not None and guard is not None:
+            low, high = guard.interval()
+            figure = (
+                f"agreement {guard.rate:.2%} ({low:.1%}–{high:.1%}) on {guard.n} held-out images "
+                f"against the {self.min_agreement * 100:g} % floor"
+            )
+            judged.append((AgreementFloor(self.min_agreement).judge(guard), "held-out images", figure))
+        if self.max_drop_pts is not None and budget is not None:
+            low, high = budget.interval_pts()
+            figure = (
+                f"top-1 drop {budget.drop_pts:.2f} pts ({low:.2f} to {high:.2f}) on {budget.n} "
+                f"images against the {self.max_drop_pts:g}-point budget"
+            )
+            judged.append((Budget(self.max_drop_pts).judge(budget), "labelled images", figure))
         return judged
 
     def judge(self, outcome: Outcome) -> Verdict:
         if outcome.error:
             return Verdict("fail")
-        return worst([verdict for _, verdict in self.judgements(outcome)])
+        return worst([verdict for verdict, _, _ in self.judgements(outcome)])
 
     def verdict(self, outcome: Outcome) -> str:
         return self.judge(outcome).verdict
@@ -132,28 +144,8 @@ class Rules:
     def noise_note(self, outcome: Outcome) -> str:
         """What these images could not settle about `outcome` (unconfirmed, or inside the noise), and how many
         images would; "" where every rule is settled."""
-        parts = []
-        for (noun, verdict), figure in zip(self.judgements(outcome), self._figures(outcome)):
-            words = verdict.words(noun)
-            if words:
-                parts.append(f"{figure}: {words}")
-        return "; ".join(parts)
-
-    def _figures(self, outcome: Outcome) -> list[str]:
-        figures = []
-        if self.min_agreement is not None and outcome.guard is not None:
-            low, high = outcome.guard.interval()
-            figures.append(
-                f"agreement {outcome.guard.rate:.2%} ({low:.1%}–{high:.1%}) on {outcome.guard.n} held-out images "
-                f"against the {self.min_agreement * 100:g} % floor"
-            )
-        if self.max_drop_pts is not None and outcome.budget is not None:
-            low, high = outcome.budget.interval_pts()
-            figures.append(
-                f"top-1 drop {outcome.budget.drop_pts:.2f} pts ({low:.2f} to {high:.2f}) on {outcome.budget.n} "
-                f"images against the {self.max_drop_pts:g}-point budget"
-            )
-        return figures
+        judged = self.judgements(outcome)
+        return "; ".join(f"{figure}: {words}" for verdict, noun, figure in judged if (words := verdict.words(noun)))
 
 
 def speeds_text(outcomes: Sequence[Outcome]) -> str:
