@@ -6,7 +6,24 @@ from pathlib import Path
 
 import click
 
-from edgekit.cli.options import json_option, parse_int_list, print_json, threads_option, trust_pickle_option
+from edgekit.cli.options import (
+    json_option,
+    parse_int_list,
+    print_json,
+    threads_option,
+    training_options,
+    training_settings,
+    trust_pickle_option,
+)
+from edgekit.train.settings import LR_SCHEDULES
+
+
+def _refuse_device(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        raise click.BadParameter(
+            f"in edgekit --device names a board over SSH; to train on {value!r} give --accelerator {value}",
+            param_hint="--device",
+        )
 
 
 @click.command()
@@ -28,9 +45,22 @@ from edgekit.cli.options import json_option, parse_int_list, print_json, threads
     "--val-split", type=float, default=0.1, show_default=True, help="Stratified fraction held out when no --val."
 )
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Images per step per process (under torchrun the global batch is N× this).",
+)
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
 @click.option("--lr", type=float, default=0.01, show_default=True, help="Learning rate of the new head.")
+@click.option(
+    "--lr-schedule",
+    type=click.Choice(LR_SCHEDULES),
+    default="cosine",
+    show_default=True,
+    help="Learning-rate schedule, stepped per batch.",
+)
 @click.option("--body-lr-mult", type=float, default=0.1, show_default=True, help="Pretrained body LR = lr × this.")
 @click.option("--weight-decay", type=float, default=1e-4, show_default=True)
 @click.option("--label-smoothing", type=float, default=0.0, show_default=True)
@@ -51,6 +81,11 @@ from edgekit.cli.options import json_option, parse_int_list, print_json, threads
 )
 @click.option("--class-subset", default=None, help="fashion-mnist: comma-separated class indices, e.g. 0,1,2.")
 @click.option("--fashion-mnist-root", type=click.Path(path_type=Path, file_okay=False), default=None)
+@training_options
+@click.option(
+    "--sync-batchnorm", is_flag=True, help="Under torchrun on GPUs: BatchNorm statistics over the global batch."
+)
+@click.option("--device", hidden=True, expose_value=False, callback=_refuse_device)
 @threads_option
 @trust_pickle_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
@@ -67,6 +102,7 @@ def finetune(
     batch_size: int,
     optimizer: str,
     lr: float,
+    lr_schedule: str,
     body_lr_mult: float,
     weight_decay: float,
     label_smoothing: float,
@@ -79,14 +115,18 @@ def finetune(
     val_per_class: int,
     class_subset: str | None,
     fashion_mnist_root: Path | None,
+    sync_batchnorm: bool,
     threads: int | None,
     trust_pickle: bool,
     quiet: bool,
     as_json: bool,
+    **training: object,
 ) -> None:
     """Transfer-learn a GoogLeNet on your classes and write a checkpoint `edgekit compile` reads.
 
-    Works the same under `torchrun --nproc_per_node N` (DistributedDataParallel; rank 0 writes).
+    Trains on the GPU when PyTorch sees one (--accelerator). On several GPUs run the same command under
+    torchrun: `torchrun --nproc_per_node N --no-python edgekit finetune ...` (DistributedDataParallel, one GPU
+    per process, rank 0 writes); on several machines add torchrun's --nnodes and --rdzv-endpoint.
     """
     from edgekit.core.install import require_workstation
 
@@ -111,6 +151,7 @@ def finetune(
         batch_size=batch_size,
         optimizer=optimizer,
         lr=lr,
+        lr_schedule=lr_schedule,
         body_lr_mult=body_lr_mult,
         weight_decay=weight_decay,
         label_smoothing=label_smoothing,
@@ -120,6 +161,7 @@ def finetune(
         seed=seed,
         resume=resume,
         threads=threads or 0,
+        training=training_settings(training, sync_batchnorm),
         per_class=per_class,
         val_per_class=val_per_class,
         class_subset=subset,

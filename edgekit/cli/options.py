@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from edgekit.train.settings import AMP_MODES, AUGMENTATIONS, DEFAULT_RECOVER_AUGMENT, MAX_WORKERS
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 
 
@@ -93,6 +95,55 @@ def parse_ratio(_ctx: click.Context, param: click.Parameter, value: str | None) 
         raise click.BadParameter(f"expected a share such as 0.4, or 'auto', got {value!r}", param=param) from None
 
 
+def training_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Where training runs (`finetune`, and recovery in `prune` and `compile --prune`); see train/settings.py."""
+    options = [
+        click.option(
+            "--accelerator",
+            default="auto",
+            show_default=True,
+            metavar="auto|cpu|cuda|cuda:N",
+            help="Hardware to train on: auto is the GPU when PyTorch sees one, else the CPU. (Boards over SSH are "
+            "--device NAME.)",
+        ),
+        click.option(
+            "--amp",
+            type=click.Choice(AMP_MODES),
+            default="auto",
+            show_default=True,
+            help="Mixed-precision autocast while training. auto: BF16 on GPUs that have it, else FP16 with a "
+            "gradient scaler; FP32 on CPUs.",
+        ),
+        click.option(
+            "--workers",
+            type=click.IntRange(min=0, max=MAX_WORKERS),
+            default=None,
+            help="Image-loading worker processes per training process (default: from the cores; 0: none).",
+        ),
+        click.option(
+            "--channels-last/--no-channels-last",
+            default=None,
+            help="NHWC memory layout while training (default: on CUDA, off on CPUs).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def training_settings(values: dict[str, Any], sync_batchnorm: bool = False) -> Any:
+    """TrainingSettings from `training_options` (popped from the command's keyword arguments)."""
+    from edgekit.train.settings import TrainingSettings
+
+    return TrainingSettings(
+        accelerator=values.pop("accelerator"),
+        amp=values.pop("amp"),
+        workers=values.pop("workers"),
+        channels_last=values.pop("channels_last"),
+        sync_batchnorm=sync_batchnorm,
+    )
+
+
 def pruning_options(ratio_flag: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The pruning options shared by `edgekit prune` (ratio: --ratio) and `edgekit compile` (--prune)."""
     options = [
@@ -152,6 +203,20 @@ def pruning_options(ratio_flag: str) -> Callable[[Callable[..., Any]], Callable[
             help="Labelled images (one sub-directory per class) for a recovery fine-tune after pruning.",
         ),
         click.option(
+            "--recover-unlabelled",
+            type=click.Path(path_type=Path, file_okay=False),
+            default=None,
+            help="Images without labels (any layout: photos of the deployment scene) that recovery distils the "
+            "unpruned model's outputs on; with or instead of --recover-data.",
+        ),
+        click.option(
+            "--recover-augment",
+            type=click.Choice(AUGMENTATIONS),
+            default=DEFAULT_RECOVER_AUGMENT,
+            show_default=True,
+            help="Recovery augmentation; strong adds wider crops, colour jitter and mixup/cutmix.",
+        ),
+        click.option(
             "--recover-epochs", type=click.IntRange(min=0), default=None, help="Recovery epochs (default 3 with data)."
         ),
         click.option("--recover-lr", type=float, default=0.01, show_default=True, help="Recovery learning rate."),
@@ -187,7 +252,7 @@ def pruning_options(ratio_flag: str) -> Callable[[Callable[..., Any]], Callable[
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         for option in reversed(options):
             command = option(command)
-        return command
+        return training_options(command)
 
     return decorate
 
@@ -223,6 +288,9 @@ def prune_settings(values: dict[str, Any], ratio_flag: str, max_accuracy_drop: f
         max_ratio=values.pop("max_ratio"),
         sparsity=values.pop("sparsity"),
         recover_data=values.pop("recover_data"),
+        recover_unlabelled=values.pop("recover_unlabelled"),
+        recover_augment=values.pop("recover_augment"),
+        training=training_settings(values),
         recover_epochs=values.pop("recover_epochs"),
         recover_lr=values.pop("recover_lr"),
         distill=values.pop("distill"),

@@ -18,10 +18,11 @@ from PIL import Image
 from edgekit.core.errors import EdgekitError, environment_problem
 from edgekit.core.progress import QUIET, Progress
 from edgekit.data import fashion_mnist
-from edgekit.data.images import read_image, read_labelled_folder
+from edgekit.data.images import IMAGE_SUFFIXES, collect_images, read_image, read_labelled_folder
 
 FASHION_MNIST = "fashion-mnist"
-Sample = tuple[Any, int]  # (Path, or a uint8 greyscale array, class index)
+Sample = tuple[Any, int]  # (Path, or a uint8 greyscale array, class index or UNLABELLED)
+UNLABELLED = -1
 
 
 @dataclasses.dataclass
@@ -63,19 +64,23 @@ def _readable(path: Path) -> str | None:
         return str(exc) or type(exc).__name__
 
 
+def _readable_samples(samples: list[Sample], desc: str, progress: Progress) -> tuple[list[Sample], dict[str, str]]:
+    kept, unreadable = [], {}
+    for path, label in progress.bar(samples, desc=desc, total=len(samples), unit="img"):
+        reason = _readable(path)
+        if reason is None:
+            kept.append((path, label))
+        else:
+            unreadable[str(path)] = reason
+    return kept, unreadable
+
+
 def folder_dataset(root: Path, progress: Progress = QUIET) -> LabelledImages:
     """A labelled folder (one sub-directory per class), with unreadable files set aside."""
     folder = read_labelled_folder(root)
     if len(folder.class_names) < 2:
         raise EdgekitError(f"{root} has a single class ({folder.class_names[0]}); a classifier needs at least two")
-    samples, unreadable = [], {}
-    checked = progress.bar(folder.samples, desc=f"checking {root.name}", total=len(folder.samples), unit="img")
-    for path, label in checked:
-        reason = _readable(path)
-        if reason is None:
-            samples.append((path, label))
-        else:
-            unreadable[str(path)] = reason
+    samples, unreadable = _readable_samples(list(folder.samples), f"checking {root.name}", progress)
     counts = np.bincount([label for _, label in samples], minlength=len(folder.class_names))
     empty = [folder.class_names[i] for i, n in enumerate(counts) if n == 0]
     if empty:
@@ -84,6 +89,21 @@ def folder_dataset(root: Path, progress: Progress = QUIET) -> LabelledImages:
             f"({len(unreadable)} unreadable file(s) in total); fix or remove them"
         )
     return LabelledImages(samples, folder.class_names, unreadable)
+
+
+def unlabelled_folder(root: Path, class_names: tuple[str, ...], progress: Progress = QUIET) -> LabelledImages:
+    """Every image under `root`, in any layout, with no label (-1): for training that needs only images
+    (distillation). `class_names` are the model's, so batches mix with labelled ones."""
+    if not root.is_dir():
+        raise EdgekitError(f"{root} is not a directory of images")
+    found = [(path, UNLABELLED) for path in collect_images([root])]
+    samples, unreadable = _readable_samples(found, f"checking {root.name}", progress)
+    if not samples:
+        raise EdgekitError(
+            f"{root} holds no readable images ({len(unreadable)} unreadable file(s)); suffixes read: "
+            f"{', '.join(sorted(IMAGE_SUFFIXES))}"
+        )
+    return LabelledImages(samples, class_names, unreadable)
 
 
 def fashion_mnist_dataset(
@@ -115,3 +135,15 @@ def stratified_split(dataset: LabelledImages, fraction: float, seed: int) -> tup
         dataclasses.replace(dataset, samples=train),
         dataclasses.replace(dataset, samples=val, unreadable={}),
     )
+
+
+def held_out(dataset: LabelledImages, fraction: float, seed: int) -> tuple[LabelledImages, LabelledImages]:
+    """(rest, held out): `fraction` of the images (at least one) drawn with a fixed seed, for images without
+    labels (`stratified_split` keeps every class's share)."""
+    if len(dataset) < 2:
+        raise EdgekitError(f"{len(dataset)} image(s): holding some out to choose the best epoch needs at least 2")
+    order = np.random.default_rng(seed).permutation(len(dataset))
+    chosen = set(order[: max(1, round(len(dataset) * fraction))].tolist())
+    rest = [s for i, s in enumerate(dataset.samples) if i not in chosen]
+    kept = [s for i, s in enumerate(dataset.samples) if i in chosen]
+    return dataclasses.replace(dataset, samples=rest), dataclasses.replace(dataset, samples=kept, unreadable={})

@@ -9,6 +9,7 @@ import platform
 import sys
 from typing import Any
 
+from edgekit.core.cpu import cpu_features, cpu_model
 from edgekit.core.versions import EDGEKIT_VERSION
 
 _LIBRARIES = (
@@ -27,17 +28,6 @@ _LIBRARIES = (
 )
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment(threads: int) -> dict[str, Any]:
     versions = {}
     for name in _LIBRARIES:
@@ -49,6 +39,7 @@ def environment(threads: int) -> dict[str, Any]:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "edgekit": EDGEKIT_VERSION,
         "cpu": cpu_model(),
+        "cpu_features": cpu_features(),  # the instruction sets that decide INT8/BF16 speed
         "machine": platform.machine(),
         "logical_cores": os.cpu_count(),
         "threads": threads,

@@ -1,23 +1,23 @@
-"""`edgekit finetune`: transfer learning for GoogLeNet, single process or under torchrun (DDP).
+"""`edgekit finetune`: transfer learning for GoogLeNet on the accelerator the user has, in one process or
+under torchrun (DDP), through the one training loop (`edgekit.train`).
 
 Recipe defaults follow common practice for fine-tuning ImageNet CNNs: SGD with momentum (or AdamW),
 a cosine schedule, the new head at the base learning rate and a pretrained body at a tenth of it,
 light augmentation for training only, auxiliary losses weighted 0.3 as in the GoogLeNet paper.
-Each epoch ends with validation; the best checkpoint is kept at `out` and the latest full state
-(optimizer included) at `<out>.last.pt` for `--resume`. Both are written to a temp file and renamed,
-so Ctrl-C never destroys the last good checkpoint.
+`--batch-size` is per process, as in torchvision's reference scripts: N processes train on N× the images
+per step. Each epoch ends with validation; the best checkpoint is kept at `out` and the latest full state
+(optimizer, schedule and gradient scaler included) at `<out>.last.pt` for `--resume`. Only rank 0 writes,
+each to a temp file renamed into place, so Ctrl-C never destroys the last good checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn import functional as F
 
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import writable_directory_problem
@@ -29,8 +29,13 @@ from edgekit.data.preprocess import PreprocessSpec
 from edgekit.model.checkpoint import save_checkpoint
 from edgekit.model.freeze import active_aux_heads, apply_freeze, frozen_blocks, parameter_groups, set_train_mode
 from edgekit.model.transfer import starting_point
-
-AUX_LOSS_WEIGHT = 0.3  # GoogLeNet paper: each auxiliary loss is added with weight 0.3
+from edgekit.train import accelerator as accelerators
+from edgekit.train import world as worlds
+from edgekit.train.augment import eval_transform, train_transform
+from edgekit.train.loaders import default_workers, eval_loader, train_loader
+from edgekit.train.loop import Trainer, make_scheduler
+from edgekit.train.objectives import LabelLoss
+from edgekit.train.settings import LR_SCHEDULES, TrainingSettings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,9 +48,10 @@ class FinetuneConfig:
     val: Path | None = None  # else a stratified split of the training data
     val_split: float = 0.1
     epochs: int = 5
-    batch_size: int = 32
+    batch_size: int = 32  # per process
     optimizer: str = "sgd"
     lr: float = 0.01
+    lr_schedule: str = "cosine"
     body_lr_mult: float = 0.1
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
@@ -55,6 +61,7 @@ class FinetuneConfig:
     seed: int = 0
     resume: bool = False
     threads: int = 0
+    training: TrainingSettings = dataclasses.field(default_factory=TrainingSettings)
     per_class: int = 500  # fashion-mnist: training images per class
     val_per_class: int = 100  # fashion-mnist: validation images per class (from its test split)
     class_subset: tuple[int, ...] | None = None  # fashion-mnist: which of its 10 classes
@@ -72,6 +79,7 @@ class FinetuneConfig:
 def validate(config: FinetuneConfig) -> tuple[str, ...]:
     """Everything checkable without data or weights; returns the frozen blocks."""
     frozen = frozen_blocks(config.mode, config.freeze_until)
+    config.training.validate()
     if config.data != FASHION_MNIST and not Path(config.data).is_dir():
         raise EdgekitError(f"--data {config.data} is not a directory (or use --data {FASHION_MNIST})")
     if config.weights != "none" and not Path(config.weights).is_file():
@@ -84,6 +92,8 @@ def validate(config: FinetuneConfig) -> tuple[str, ...]:
         raise EdgekitError("--val-split must be in (0, 0.5]")
     if config.optimizer not in ("sgd", "adamw"):
         raise EdgekitError("--optimizer must be sgd or adamw")
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise EdgekitError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}")
     if min(config.epochs, config.batch_size) < 1 or config.lr <= 0:
         raise EdgekitError("--epochs and --batch-size must be at least 1 and --lr positive")
     if config.resume and not config.last_path.is_file():
@@ -116,58 +126,34 @@ def _datasets(config: FinetuneConfig, progress: Progress) -> tuple[LabelledImage
     return train, val
 
 
-def train_eval_transforms(spec: PreprocessSpec, augment: bool) -> tuple[Any, Any]:
-    from torchvision import transforms
-
-    normalize = [transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)]
-    evaluate = transforms.Compose([transforms.Resize(spec.resize), transforms.CenterCrop(spec.crop), *normalize])
-    if not augment:
-        return evaluate, evaluate
-    train = transforms.Compose(
-        [
-            transforms.RandomResizedCrop(spec.crop, scale=(0.6, 1.0)),
-            transforms.RandomHorizontalFlip(),
-            transforms.ColorJitter(brightness=0.2, contrast=0.2),
-            *normalize,
-        ]
-    )
-    return train, evaluate
-
-
-def _distributed() -> tuple[int, int]:
-    """(rank, world size); joins the process group when started by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (torch.distributed.get_rank() if world > 1 else 0), world
-
-
-def _loss(outputs: Any, labels: torch.Tensor, aux_heads: tuple[str, ...], smoothing: float) -> tuple[torch.Tensor, Any]:
-    if isinstance(outputs, torch.Tensor):  # eval mode, or no aux heads
-        return F.cross_entropy(outputs, labels, label_smoothing=smoothing), outputs
-    loss = F.cross_entropy(outputs.logits, labels, label_smoothing=smoothing)
-    for head, aux in (("aux1", outputs.aux_logits1), ("aux2", outputs.aux_logits2)):
-        if head in aux_heads and aux is not None:
-            loss = loss + AUX_LOSS_WEIGHT * F.cross_entropy(aux, labels, label_smoothing=smoothing)
-    return loss, outputs.logits
-
-
-def evaluate_top1(model: torch.nn.Module, loader: Any, world: int = 1) -> float:
-    model.eval()
-    correct = torch.zeros(2, dtype=torch.float64)
-    with torch.no_grad():
-        for images, labels in loader:
-            correct += torch.tensor([float((model(images).argmax(1) == labels).sum()), float(len(labels))])
-    if world > 1:
-        torch.distributed.all_reduce(correct)
-    return float(correct[0] / max(correct[1], 1.0))
+def _resume_state(config: FinetuneConfig, world: worlds.World) -> dict[str, Any]:
+    """The state `<out>.last.pt` holds, checked to continue this run (same epochs, same number of processes)."""
+    state = torch.load(config.last_path, map_location="cpu", weights_only=True)
+    ran = state.get("recipe", {})
+    if ran.get("epochs") not in (None, config.epochs):
+        raise EdgekitError(
+            f"--resume continues the run of {ran['epochs']} epochs that {config.last_path} belongs to: give "
+            f"--epochs {ran['epochs']} (to train longer, start a new run with --weights {config.out})"
+        )
+    processes = state.get("training", {}).get("processes", 1)
+    if processes != world.size:
+        raise EdgekitError(
+            f"--resume: {config.last_path} was written by a run of {processes} process(es) and this one has "
+            f"{world.size}; the global batch would change mid-schedule — resume with the same torchrun "
+            f"--nproc_per_node (or start a new run with --weights {config.out})"
+        )
+    return state
 
 
 def run_finetune(config: FinetuneConfig, progress: Progress = QUIET) -> dict[str, Any]:
     frozen = validate(config)
-    rank, world = _distributed()
-    progress = progress if rank == 0 else QUIET
-    torch.set_num_threads(config.threads or max(1, resolve_threads(0) // world))
+    world = worlds.from_environment()
+    threads = config.threads or max(1, resolve_threads(0) // world.size)
+    accelerator = accelerators.resolve(config.training, world.local_rank, threads)
+    worlds.join(world, accelerator.device)
+    progress = progress if world.main else QUIET
+    torch.set_num_threads(threads)
+    state = _resume_state(config, world) if config.resume else None
 
     train_set, val_set = _datasets(config, progress)
     torch.manual_seed(config.seed)  # right before the new heads are initialised: same seed, same start
@@ -177,41 +163,43 @@ def run_finetune(config: FinetuneConfig, progress: Progress = QUIET) -> dict[str
     model = start.model
     apply_freeze(model, frozen)
     aux_heads = active_aux_heads(frozen)
+    accelerator.place(model)  # before the optimizer is built, so its state is created on the accelerator
     groups = parameter_groups(model, config.lr, config.body_lr_mult, start.pretrained)
     if config.optimizer == "sgd":
         optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay, nesterov=True)
     else:
         optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
-    train_tf, eval_tf = train_eval_transforms(spec, config.augment)
-    train_data, val_data = train_set.with_transform(train_tf), val_set.with_transform(eval_tf)
-    sampler = torch.utils.data.DistributedSampler(train_data, seed=config.seed) if world > 1 else None
-    val_sampler = torch.utils.data.DistributedSampler(val_data, shuffle=False) if world > 1 else None
-    loader = torch.utils.data.DataLoader(
-        train_data,
-        batch_size=config.batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
-        generator=torch.Generator().manual_seed(config.seed),
-        drop_last=len(train_data) > config.batch_size,
-    )
-    val_loader = torch.utils.data.DataLoader(val_data, batch_size=64, sampler=val_sampler)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * len(loader))
+    workers = config.training.workers if config.training.workers is not None else default_workers(accelerator, world)
+    train_data = train_set.with_transform(train_transform(spec, "light" if config.augment else "none"))
+    classes = len(train_set.class_names)
+    loader = train_loader(train_data, classes, config.batch_size, config.seed, world, accelerator, workers)
+    val_loader = eval_loader(val_set.with_transform(eval_transform(spec)), world, accelerator, workers)
+    scheduler = make_scheduler(optimizer, config.lr_schedule, config.epochs * len(loader))
+    trainer = Trainer(
+        model, LabelLoss(aux_heads, config.label_smoothing), optimizer, scheduler, accelerator, world, config.seed,
+        progress, train_mode=lambda m: set_train_mode(m, frozen), sync_batchnorm=config.training.sync_batchnorm,
+    )  # fmt: skip
 
     first_epoch, best, history = 0, -1.0, []
-    if config.resume:
-        state = torch.load(config.last_path, map_location="cpu", weights_only=True)
+    if state is not None:
         model.load_state_dict(state["model_state_dict"])
         optimizer.load_state_dict(state["optimizer_state_dict"])
         scheduler.load_state_dict(state["scheduler_state_dict"])
+        trainer.scaler.load_state_dict(state.get("scaler_state_dict") or {})
         first_epoch, best, history = state["epoch"], state["best_val_top1"], state["history"]
         progress.note(f"resuming after epoch {first_epoch} (best val top-1 so far {best:.2%})")
-    trained_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
+    training = {**accelerator.to_dict(), "processes": world.size, "loader_workers": workers, "threads": threads}
     progress.note(
         f"{config.mode}: {len(train_set)} train / {len(val_set)} val images, {len(train_set.class_names)} classes, "
         f"{start.description}; frozen: {', '.join(frozen) if frozen else 'nothing'}; aux heads: "
-        f"{', '.join(aux_heads) or 'off'}" + (f"; {world} processes" if world > 1 else "")
+        f"{', '.join(aux_heads) or 'off'}"
+    )
+    progress.note(
+        f"training on {accelerator.describe()}"
+        + (f"; {world.size} torchrun process(es), batch {config.batch_size} each" if world.distributed else "")
+        + f"; {workers} loader worker(s)"
     )
     if train_set.unreadable:
         progress.note(
@@ -224,57 +212,39 @@ def run_finetune(config: FinetuneConfig, progress: Progress = QUIET) -> dict[str
         "mode": config.mode,
         "freeze_until": config.freeze_until,
         "recipe": config.recipe(),
+        "training": training,
         "weights_sha256": start.sha256,
         "edgekit_version": EDGEKIT_VERSION,
     }
-    started = time.perf_counter()
-    for epoch in range(first_epoch, config.epochs):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        set_train_mode(model, frozen)
-        bar = progress.counter(len(loader), f"epoch {epoch + 1}/{config.epochs}", "batch")
-        total_loss = correct = seen = 0.0
-        for images, labels in loader:
-            loss, logits = _loss(trained_model(images), labels, aux_heads, config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total_loss += float(loss.detach()) * len(labels)
-            correct += float((logits.argmax(1) == labels).sum())
-            seen += len(labels)
-            bar.update(1, loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.1%}")
-        bar.close()
-        val_top1 = evaluate_top1(model, val_loader, world)
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": total_loss / seen,
-            "train_top1": correct / seen,
-            "val_top1": val_top1,
-        }
+
+    def save(record: dict[str, Any], improved: bool) -> None:
         history.append(record)
-        improved = val_top1 > best
-        best = max(best, val_top1)
         progress.note(
-            f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.3f}, "
-            f"train top-1 {record['train_top1']:.1%}, val top-1 {val_top1:.1%}{' (best, saved)' if improved else ''}"
+            f"epoch {record['epoch']}/{config.epochs}: loss {record['train_loss']:.3f}, train top-1 "
+            f"{record['train_top1']:.1%}, val top-1 {record['val_top1']:.1%}, {record['images_per_s']:.1f} img/s "
+            f"on {accelerator.device}{' (best, saved)' if improved else ''}"
         )
-        if rank == 0:
-            weights = {"model_state_dict": model.state_dict(), **metadata, "epoch": epoch + 1, "history": history}
-            if improved:
-                save_checkpoint({**weights, "val_top1": val_top1}, config.out)
-            save_checkpoint(
-                {
-                    **weights,
-                    "optimizer_state_dict": optimizer.state_dict(),
-                    "scheduler_state_dict": scheduler.state_dict(),
-                    "best_val_top1": best,
-                },
-                config.last_path,
-            )
-    if world > 1:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+        if not world.main:
+            return
+        weights = {"model_state_dict": model.state_dict(), **metadata, "epoch": record["epoch"], "history": history}
+        if improved:
+            save_checkpoint({**weights, "val_top1": record["val_top1"]}, config.out)
+        resume = {
+            "optimizer_state_dict": optimizer.state_dict(),
+            "scheduler_state_dict": scheduler.state_dict(),
+            "scaler_state_dict": trainer.scaler.state_dict(),
+            "best_val_top1": max(best, *(r["val_top1"] for r in history)),
+        }
+        save_checkpoint({**weights, **resume}, config.last_path)
+
+    started = time.perf_counter()
+    try:
+        _, best = trainer.fit(
+            loader, config.epochs, "epoch", lambda: trainer.evaluate(val_loader), first_epoch, best, save
+        )
+        world.barrier()
+    finally:
+        world.leave()
     return {
         "checkpoint": str(config.out),
         "last": str(config.last_path),
@@ -285,8 +255,9 @@ def run_finetune(config: FinetuneConfig, progress: Progress = QUIET) -> dict[str
         "val_images": len(val_set),
         "unreadable": train_set.unreadable,
         "seconds": time.perf_counter() - started,
-        "world_size": world,
-        "rank": rank,
+        "world_size": world.size,
+        "rank": world.rank,
+        "training": training,
         "mode": config.mode,
         "frozen": list(frozen),
         "aux_heads": list(aux_heads),

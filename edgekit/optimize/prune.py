@@ -22,7 +22,7 @@ from torch import nn
 
 from edgekit.core.errors import EdgekitError
 from edgekit.core.progress import QUIET, Progress
-from edgekit.data.datasets import LabelledImages, folder_dataset, stratified_split
+from edgekit.data.datasets import LabelledImages, folder_dataset, held_out, stratified_split, unlabelled_folder
 from edgekit.data.preprocess import PreprocessSpec
 from edgekit.measure.decide import Budget, Verdict, top1_drop_pts
 from edgekit.measure.stats import PairedDifference, wilson
@@ -40,6 +40,12 @@ class PruneData:
     train: LabelledImages | None  # recovery (and Taylor) images
     val: LabelledImages | None  # before/after accuracy
     select: LabelledImages | None = None  # picks the best recovery epoch; never the images reported on
+    unlabelled: LabelledImages | None = None  # recovery images without labels (distilled only)
+    select_unlabelled: LabelledImages | None = None  # picks the best epoch by agreement when nothing is labelled
+
+    @property
+    def recovery_images(self) -> int:
+        return sum(len(part) for part in (self.train, self.unlabelled) if part is not None)
 
 
 @dataclasses.dataclass
@@ -94,9 +100,9 @@ def _importance(name: str) -> Any:
 def _eval_loader(
     dataset: LabelledImages, spec: PreprocessSpec, batch_size: int, shuffle_seed: int | None = None
 ) -> Any:
-    from edgekit.model.finetune import train_eval_transforms
+    from edgekit.train.augment import eval_transform
 
-    _, eval_tf = train_eval_transforms(spec, augment=False)
+    eval_tf = eval_transform(spec)
     generator = torch.Generator().manual_seed(shuffle_seed) if shuffle_seed is not None else None
     return torch.utils.data.DataLoader(
         dataset.with_transform(eval_tf), batch_size=batch_size, shuffle=generator is not None, generator=generator
@@ -255,25 +261,31 @@ def prune_module(
         )
 
     recovery: dict[str, Any] | None = None
-    shares = _shares(settings.epochs, settings.steps) if data.train is not None else [0] * settings.steps
+    recovering = data.recovery_images > 0
+    shares = _shares(settings.epochs, settings.steps) if recovering else [0] * settings.steps
 
     def recover_for(epochs: int, what: str) -> None:
         nonlocal recovery
-        if epochs <= 0 or data.train is None:
+        if epochs <= 0 or not recovering:
             return
         from edgekit.optimize.recover import recover
 
+        unlabelled = f" ({len(data.unlabelled)} unlabelled)" if data.unlabelled is not None else ""
         progress.note(
-            f"recovering {what} on {len(data.train)} images for {epochs} epoch(s)"
+            f"recovering {what} on {data.recovery_images} images{unlabelled} for {epochs} epoch(s)"
             + (f" with distillation from the unpruned model (T={settings.distill_temperature:g})" if teacher else "")
             + (f", feature weight {settings.feature_distill:g}" if teacher and settings.feature_distill else "")
         )
-        history = recover(
-            module, teacher, data.train, data.select, spec, epochs, settings.recover_lr, settings.batch_size,
-            settings.seed, progress, temperature=settings.distill_temperature, schedule=settings.lr_schedule,
-            feature_weight=settings.feature_distill,
-        )  # fmt: skip
-        recovery = recovery or {"epochs": 0, "distill": settings.distilling, "images": len(data.train), "history": []}
+        history, how = recover(module, teacher, data, spec, settings, epochs, progress)
+        recovery = recovery or {
+            "epochs": 0,
+            "distill": settings.distilling,
+            "images": len(data.train) if data.train is not None else 0,
+            "unlabelled_images": len(data.unlabelled) if data.unlabelled is not None else 0,
+            "augment": settings.recover_augment,
+            **how,
+            "history": [],
+        }
         recovery["epochs"] += epochs
         recovery["history"] += history
 
@@ -380,12 +392,16 @@ def load_prune_data(
 ) -> PruneData:
     """Recovery images, the images accuracy is reported on, and a held-out share of the recovery images that
     picks the best recovery epoch (choosing on the reported images would flatter the result)."""
-    train = select = None
+    train = select = unlabelled = select_unlabelled = None
     if settings.recover_data is not None:
         train = _matching(folder_dataset(settings.recover_data, progress), class_names, names_source, "--recover-data")
         train, select = stratified_split(train, VAL_SHARE, settings.seed)
+    if settings.recover_unlabelled is not None:
+        unlabelled = unlabelled_folder(settings.recover_unlabelled, class_names, progress)
+        if select is None:  # nothing labelled to pick the best epoch: agreement with the unpruned model does
+            unlabelled, select_unlabelled = held_out(unlabelled, VAL_SHARE, settings.seed)
     report = _matching(folder_dataset(val, progress), class_names, names_source, "--val") if val else select
-    return PruneData(train, report, select)
+    return PruneData(train, report, select, unlabelled, select_unlabelled)
 
 
 def final_top1(report: dict[str, Any]) -> float | None:

@@ -15,10 +15,10 @@ from edgekit.core.files import writable_directory_problem
 from edgekit.data.images import has_class_folders
 from edgekit.measure.host import host_problem
 from edgekit.targets import Target
+from edgekit.train.settings import AUGMENTATIONS, DEFAULT_RECOVER_AUGMENT, LR_SCHEDULES, TrainingSettings
 
 IMPORTANCES = ("l1", "l2", "taylor")
 SCOPES = ("uniform", "global")
-LR_SCHEDULES = ("cosine", "onecycle", "constant")  # the recovery's learning-rate schedule, per batch
 SPARSITY_PATTERNS = ("2:4",)
 DEFAULT_RECOVER_EPOCHS = 3
 
@@ -35,6 +35,8 @@ class PruneSettings:
     max_ratio: float = 0.8  # the most a target-driven search may remove from any layer
     sparsity: str | None = None  # "2:4"
     recover_data: Path | None = None  # labelled image folder for recovery fine-tuning
+    recover_unlabelled: Path | None = None  # images without labels, for distillation (any layout)
+    recover_augment: str = DEFAULT_RECOVER_AUGMENT
     recover_epochs: int | None = None  # None: DEFAULT_RECOVER_EPOCHS when recover_data is given
     recover_lr: float = 0.01
     lr_schedule: str = "cosine"
@@ -45,6 +47,8 @@ class PruneSettings:
     search_step: float = 0.1  # the ratios a search tries: multiples of this up to max_ratio
     batch_size: int = 32
     seed: int = 0
+    # where recovery trains: --accelerator, --amp, --workers
+    training: TrainingSettings = dataclasses.field(default_factory=TrainingSettings)
 
     @property
     def mode(self) -> str:
@@ -62,13 +66,18 @@ class PruneSettings:
     def distilling(self) -> bool:
         """Distillation is the default recovery: benchmarks/results/prune_methods.md measured it against
         cross-entropy alone at the same MACs and recovery budget."""
-        return self.distill if self.distill is not None else self.recover_data is not None
+        return self.distill if self.distill is not None else self.recovering
+
+    @property
+    def recovering(self) -> bool:
+        """Whether there are images to recover on (labelled, unlabelled, or both)."""
+        return self.recover_data is not None or self.recover_unlabelled is not None
 
     @property
     def epochs(self) -> int:
         if self.recover_epochs is not None:
             return self.recover_epochs
-        return DEFAULT_RECOVER_EPOCHS if self.recover_data is not None else 0
+        return DEFAULT_RECOVER_EPOCHS if self.recovering else 0
 
     @property
     def requested(self) -> bool:
@@ -133,10 +142,21 @@ def validate_settings(settings: PruneSettings, has_val: bool, flag: str = "--rat
         raise EdgekitError(f"--sparsity {settings.sparsity} is not supported; edgekit applies {SPARSITY_PATTERNS[0]}")
     if settings.recover_data is not None and not settings.recover_data.is_dir():
         raise EdgekitError(f"--recover-data {settings.recover_data} is not a directory of class sub-directories")
-    if settings.recover_epochs is not None and settings.recover_epochs > 0 and settings.recover_data is None:
-        raise EdgekitError("--recover-epochs needs --recover-data DIR (labelled images to fine-tune on)")
-    if settings.distill is True and settings.recover_data is None:
-        raise EdgekitError("--distill happens during recovery: pass --recover-data DIR")
+    if settings.recover_unlabelled is not None and not settings.recover_unlabelled.is_dir():
+        raise EdgekitError(f"--recover-unlabelled {settings.recover_unlabelled} is not a directory of images")
+    if settings.recover_unlabelled is not None and settings.distill is False:
+        raise EdgekitError(
+            "--recover-unlabelled images teach through distillation from the unpruned model: drop --no-distill"
+        )
+    if settings.recover_epochs is not None and settings.recover_epochs > 0 and not settings.recovering:
+        raise EdgekitError(
+            "--recover-epochs needs images to recover on: --recover-data DIR (labelled) and/or --recover-unlabelled DIR"
+        )
+    if settings.distill is True and not settings.recovering:
+        raise EdgekitError("--distill happens during recovery: pass --recover-data DIR or --recover-unlabelled DIR")
+    if settings.recover_augment not in AUGMENTATIONS:
+        raise EdgekitError(f"--recover-augment must be one of {', '.join(AUGMENTATIONS)}")
+    settings.training.validate()
     if settings.importance == "taylor" and settings.recover_data is None and not has_val:
         raise EdgekitError("--importance taylor needs labelled images: pass --recover-data DIR or --val DIR")
     if settings.recover_lr <= 0 or settings.batch_size < 1:

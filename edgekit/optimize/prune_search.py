@@ -64,6 +64,7 @@ def search_identity(model_sha256: str, settings: PruneSettings, data: PruneData,
         "settings": trained_with.to_dict(),
         "spec": spec.to_dict(),
         "train": images(data.train),
+        "unlabelled": images(data.unlabelled),
         "select": images(data.select),
         "val": images(data.val),
     }
