@@ -41,8 +41,8 @@ def recover(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Train `student` in place for `epochs` on `data` (a `prune.PruneData`: `train` labelled, `unlabelled`,
     `select` labelled held-out images, `select_unlabelled`); returns one record per epoch, epoch 0 being the
-    model as it came in, the kept one marked `kept`, and how it ran (accelerator, how the epoch was chosen). The student (and teacher)
-    end on the CPU again."""
+    model as it came in, the kept one marked `kept`, and how it ran (accelerator, how the epoch was
+    chosen). The student (and teacher) end on the CPU again."""
     torch.manual_seed(settings.seed)
     accelerator = accelerators.resolve(settings.training, None, torch.get_num_threads())
     world = ONE_PROCESS
