@@ -35,7 +35,7 @@ from edgekit.measure.latency import TimingProtocol, time_runs
 from edgekit.measure.reference import TorchReference
 from edgekit.model.checkpoint import load_checkpoint, save_checkpoint
 from edgekit.model.finetune import FinetuneConfig, run_finetune
-from edgekit.optimize.prune import Meter
+from edgekit.optimize.prune import Meter, PruneData
 from edgekit.optimize.prune_config import PruneConfig, PruneSettings
 from edgekit.optimize.recover import recover
 from edgekit.pipeline.compile import compile_bundle
@@ -63,9 +63,10 @@ def _control(base: Path, work: Path, epochs: int, progress: Progress) -> Path:
     loaded = load_checkpoint(base)
     spec = loaded.preprocessing
     assert spec is not None
-    train, val = stratified_split(folder_dataset(work / "train"), 0.1, 0)
+    train, select = stratified_split(folder_dataset(work / "train"), 0.1, 0)
     teacher = copy.deepcopy(loaded.module)
-    recover(loaded.module, teacher, train, val, spec, epochs, 0.01, 32, 0, progress)
+    settings = PruneSettings(recover_data=work / "train", recover_epochs=epochs, distill=True)
+    recover(loaded.module, teacher, PruneData(train, None, select), spec, settings, epochs, progress)
     out = work / "control.pt"
     checkpoint = torch.load(base, weights_only=True)
     save_checkpoint({**checkpoint, "model_state_dict": loaded.module.state_dict()}, out)

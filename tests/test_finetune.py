@@ -17,10 +17,11 @@ import edgekit
 from edgekit.core.errors import EdgekitError
 from edgekit.data.preprocess import PreprocessSpec
 from edgekit.model.checkpoint import save_checkpoint
-from edgekit.model.finetune import FinetuneConfig, _loss, run_finetune
+from edgekit.model.finetune import FinetuneConfig, run_finetune
 from edgekit.model.freeze import active_aux_heads, apply_freeze, frozen_blocks
 from edgekit.model.layout import BLOCKS
 from edgekit.model.transfer import starting_point
+from edgekit.train.objectives import LabelLoss
 
 TINY = {
     "data": "fashion-mnist",
@@ -74,7 +75,8 @@ def test_each_mode_trains_exactly_what_it_says(
 def test_aux_heads_get_gradients_and_are_gone_after_export(trained: dict, tmp_path: Path, run_cli) -> None:
     start = starting_point(str(trained["path"]), ("a", "b", "c"))
     start.model.train()
-    loss, _ = _loss(start.model(torch.randn(4, 3, 64, 64)), torch.tensor([0, 1, 2, 0]), ("aux1", "aux2"), 0.0)
+    targets = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 0]), 3).float()
+    loss, _ = LabelLoss(("aux1", "aux2"))(start.model(torch.randn(4, 3, 64, 64)), torch.empty(0), targets)
     loss.backward()
     for head in (start.model.aux1, start.model.aux2):
         assert head.fc2.weight.grad is not None and head.fc2.weight.grad.abs().sum() > 0

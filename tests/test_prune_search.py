@@ -208,7 +208,9 @@ def test_recovery_distils_by_default_and_no_distill_turns_it_off(trained: dict, 
     def parsed(distill: bool | None, recover: Path | None) -> PruneSettings:
         values = {"prune_ratio": 0.3, "target_macs": None, "target_latency": None, "importance": "l2",
                   "scope": "uniform", "steps": 1, "round_to": 8, "max_ratio": 0.8, "sparsity": None,
-                  "recover_data": recover, "recover_epochs": None, "recover_lr": 0.01, "distill": distill,
+                  "recover_data": recover, "recover_unlabelled": None, "recover_augment": "light",
+                  "accelerator": "auto", "amp": "auto", "workers": None, "channels_last": None,
+                  "recover_epochs": None, "recover_lr": 0.01, "distill": distill,
                   "temperature": 4.0, "search_step": 0.1, "feature_distill": 0.0, "lr_schedule": "cosine"}  # fmt: skip
         return prune_settings(values, "--ratio", None)
 
@@ -227,7 +229,7 @@ def test_feature_distillation_matches_the_stage_outputs_and_leaves_no_hooks(torc
 
     teacher, student = copy.deepcopy(torch_model).eval(), copy.deepcopy(torch_model).eval()
     example = torch.zeros(2, 3, 64, 64)
-    match = FeatureMatch(student, teacher, example)
+    match = FeatureMatch(student, teacher, FEATURE_POINTS, example)
     with torch.no_grad():
         for adapter in match.adapters.values():  # same channels here: identity adapters
             adapter.weight.copy_(torch.eye(adapter.weight.shape[0]).view_as(adapter.weight))

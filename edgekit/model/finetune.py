@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -127,22 +128,33 @@ def _datasets(config: FinetuneConfig, progress: Progress) -> tuple[LabelledImage
 
 
 def _resume_state(config: FinetuneConfig, world: worlds.World) -> dict[str, Any]:
-    """The state `<out>.last.pt` holds, checked to continue this run (same epochs, same number of processes)."""
+    """The state `<out>.last.pt` holds, checked to continue this run with the same number of processes."""
     state = torch.load(config.last_path, map_location="cpu", weights_only=True)
-    ran = state.get("recipe", {})
-    if ran.get("epochs") not in (None, config.epochs):
-        raise EdgekitError(
-            f"--resume continues the run of {ran['epochs']} epochs that {config.last_path} belongs to: give "
-            f"--epochs {ran['epochs']} (to train longer, start a new run with --weights {config.out})"
-        )
     processes = state.get("training", {}).get("processes", 1)
     if processes != world.size:
         raise EdgekitError(
             f"--resume: {config.last_path} was written by a run of {processes} process(es) and this one has "
-            f"{world.size}; the global batch would change mid-schedule — resume with the same torchrun "
-            f"--nproc_per_node (or start a new run with --weights {config.out})"
+            f"{world.size}; the global batch would change mid-schedule: resume with the same torchrun "
+            f"--nproc_per_node, or start a new run with --weights {config.out}"
         )
     return state
+
+
+def _restore(state: dict[str, Any], config: FinetuneConfig, trainer: Trainer, steps_per_epoch: int) -> None:
+    """Model, optimizer, gradient scaler and schedule as the interrupted run left them. A run resumed with more
+    (or fewer) --epochs follows the schedule of the new length from the step it reached."""
+    trainer.model.load_state_dict(state["model_state_dict"])
+    trainer.optimizer.load_state_dict(state["optimizer_state_dict"])
+    trainer.scaler.load_state_dict(state.get("scaler_state_dict") or {})
+    if state.get("recipe", {}).get("epochs", config.epochs) == config.epochs:
+        trainer.scheduler.load_state_dict(state["scheduler_state_dict"])
+        return
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = group["initial_lr"]
+    with warnings.catch_warnings():  # "scheduler stepped before the optimizer": here that is the point
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(state["epoch"] * steps_per_epoch):
+            trainer.scheduler.step()
 
 
 def run_finetune(config: FinetuneConfig, progress: Progress = QUIET) -> dict[str, Any]:
@@ -183,10 +195,7 @@ def run_finetune(config: FinetuneConfig, progress: Progress = QUIET) -> dict[str
 
     first_epoch, best, history = 0, -1.0, []
     if state is not None:
-        model.load_state_dict(state["model_state_dict"])
-        optimizer.load_state_dict(state["optimizer_state_dict"])
-        scheduler.load_state_dict(state["scheduler_state_dict"])
-        trainer.scaler.load_state_dict(state.get("scaler_state_dict") or {})
+        _restore(state, config, trainer, len(loader))
         first_epoch, best, history = state["epoch"], state["best_val_top1"], state["history"]
         progress.note(f"resuming after epoch {first_epoch} (best val top-1 so far {best:.2%})")
 
