@@ -199,7 +199,13 @@ def run_finetune(config: FinetuneConfig, progress: Progress = QUIET) -> dict[str
         first_epoch, best, history = state["epoch"], state["best_val_top1"], state["history"]
         progress.note(f"resuming after epoch {first_epoch} (best val top-1 so far {best:.2%})")
 
-    training = {**accelerator.to_dict(), "processes": world.size, "loader_workers": workers, "threads": threads}
+    training = {
+        **accelerator.to_dict(),
+        "processes": world.size,
+        "process_group": torch.distributed.get_backend() if world.distributed else None,  # nccl or gloo
+        "loader_workers": workers,
+        "threads": threads,
+    }
     progress.note(
         f"{config.mode}: {len(train_set)} train / {len(val_set)} val images, {len(train_set.class_names)} classes, "
         f"{start.description}; frozen: {', '.join(frozen) if frozen else 'nothing'}; aux heads: "

@@ -121,6 +121,11 @@ def get_device(name: str, path: Path | None = None) -> Device:
     devices = load_devices(path)
     if name not in devices:
         known = ", ".join(sorted(devices)) or "none yet"
+        if re.fullmatch(r"cpu|cuda(:\d+)?|gpu\d*", name):  # a PyTorch device where a board was expected
+            raise EdgekitError(
+                f"--device names a board over SSH (`edgekit devices`), and {name!r} is not one (known: {known}); "
+                f"to train on it give --accelerator {name if name.startswith(('cpu', 'cuda')) else 'cuda'}"
+            )
         raise EdgekitError(
             f"no device named {name!r} in {path or devices_file()} (known: {known}); add it with "
             f"`edgekit devices add {name} ssh://user@host`"
