@@ -262,3 +262,18 @@ def test_one_training_loop_in_the_code() -> None:
                 backward.add(str(path.relative_to(ROOT)))
     assert stepping == {"edgekit/train/loop.py"}, stepping
     assert backward == {"edgekit/train/loop.py", "edgekit/optimize/prune.py"}, backward
+
+
+def test_prune_refuses_a_missing_gpu_before_pruning_and_a_torch_device_for_a_board(
+    trained: dict, data_dirs: dict, tmp_path: Path, edgekit_cli: Callable[..., Any]
+) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = tmp_path / "p.pt"
+    result = edgekit_cli("prune", trained["path"], "--ratio", "0.3", "--recover-data", data_dirs["train"],
+                         "--accelerator", "cuda", "--out", out)  # fmt: skip
+    assert result.returncode == 2 and "PyTorch sees no CUDA GPU" in result.stderr, result.stderr
+    assert "pruning" not in result.stderr.lower() and "Traceback" not in result.stderr and not out.exists()
+    env = {**os.environ, "EDGEKIT_DEVICES": str(tmp_path / "devices.toml")}
+    result = edgekit_cli("prune", trained["path"], "--ratio", "0.3", "--device", "cuda:0", "--out", out, env=env)
+    assert result.returncode == 2 and "give --accelerator cuda:0" in result.stderr, result.stderr

@@ -157,6 +157,10 @@ def validate_settings(settings: PruneSettings, has_val: bool, flag: str = "--rat
     if settings.recover_augment not in AUGMENTATIONS:
         raise EdgekitError(f"--recover-augment must be one of {', '.join(AUGMENTATIONS)}")
     settings.training.validate()
+    if settings.recovering:  # the accelerator exists (a missing GPU is said now, not after pruning)
+        from edgekit.train.accelerator import resolve
+
+        resolve(settings.training)
     if settings.importance == "taylor" and settings.recover_data is None and not has_val:
         raise EdgekitError("--importance taylor needs labelled images: pass --recover-data DIR or --val DIR")
     if settings.recover_lr <= 0 or settings.batch_size < 1:
