@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import random
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from edgekit.core.progress import QUIET, Progress
@@ -43,8 +45,8 @@ def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, steps: int) 
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    """The global RNG's seed at the start of each epoch (dropout, and augmentation without workers): a
-    resumed run draws what the uninterrupted one drew."""
+    """The global generators' seed at the start of each epoch (dropout, and augmentation and mixing without
+    loader workers): a resumed run draws what the uninterrupted one drew."""
     return (seed * 1_000_003 + epoch * 1009 + rank) % 2**63
 
 
@@ -124,7 +126,10 @@ class Trainer:
 
     def run_epoch(self, loader: torch.utils.data.DataLoader, epoch: int, epochs: int, desc: str) -> dict[str, Any]:
         """Train on every batch of `loader` once; the record of the epoch, summed over the processes."""
-        torch.manual_seed(epoch_seed(self.seed, epoch, self.world.rank))
+        seed = epoch_seed(self.seed, epoch, self.world.rank)
+        torch.manual_seed(seed)  # and Python's and NumPy's, which mixing draws from without loader workers
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
         sampler = loader.sampler
         if isinstance(sampler, torch.utils.data.DistributedSampler):
             sampler.set_epoch(epoch)
