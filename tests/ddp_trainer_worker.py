@@ -28,7 +28,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     world = worlds.from_environment()
-    accelerator = accelerators.resolve(TrainingSettings(accelerator="cpu", workers=0), world.local_rank)
+    settings = TrainingSettings(accelerator="cpu", amp="off", channels_last=False, workers=0)  # FP32: exact sums
+    accelerator = accelerators.resolve(settings, world.local_rank)
     worlds.join(world, accelerator.device)
     spec = PreprocessSpec(resize=36, crop=32)
     images = fashion_mnist_dataset("train", 16, (0, 1, 2), 0).with_transform(eval_transform(spec))

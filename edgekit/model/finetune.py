@@ -241,7 +241,9 @@ def run_finetune(config: FinetuneConfig, progress: Progress = QUIET) -> dict[str
         )
         if not world.main:
             return
-        weights = {"model_state_dict": model.state_dict(), **metadata, "epoch": record["epoch"], "history": history}
+        # On the CPU and in PyTorch's default layout, whatever trained it: a checkpoint loads anywhere.
+        state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+        weights = {"model_state_dict": state, **metadata, "epoch": record["epoch"], "history": history}
         if improved:
             save_checkpoint({**weights, "val_top1": record["val_top1"]}, config.out)
         resume = {

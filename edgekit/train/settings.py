@@ -27,7 +27,7 @@ class TrainingSettings:
     accelerator: str = "auto"  # auto: the GPU when one is visible, else the CPU
     amp: str = "auto"  # autocast mixed precision: auto (see accelerator.resolve), off, bf16, fp16
     workers: int | None = None  # DataLoader worker processes per training process; None: from the cores
-    channels_last: bool | None = None  # None: on CUDA (tensor cores want NHWC), not on CPUs (measured)
+    channels_last: bool | None = None  # None: on (measured faster on CUDA and CPUs); accelerator.resolve
     sync_batchnorm: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch
 
     def validate(self) -> None:
