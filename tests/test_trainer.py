@@ -182,9 +182,14 @@ def test_resume_of_a_two_process_run_continues_it_exactly(tmp_path: Path, edgeki
     first_epoch = torch.load(tmp_path / "parts.pt", weights_only=True)["model_state_dict"]
     changed = sum(not torch.equal(t, first_epoch[k]) for k, t in a["model_state_dict"].items())
     assert changed > 0  # epoch 2 did train
-    # Resuming with another number of processes would change the global batch mid-schedule: refused.
+    # Resuming with another number of processes would change the global batch mid-schedule: refused; so are a
+    # changed batch size and a run that has nothing left to train.
     alone = edgekit_cli(*FINETUNE, "--out", tmp_path / "parts.pt", "--epochs", "3", "--resume")
     assert alone.returncode == 2 and "2 process(es)" in alone.stderr and "Traceback" not in alone.stderr
+    for extra, needle in ((["--epochs", "3", "--batch-size", "8"], "--batch-size 4"), (["--epochs", "2"], "more than")):
+        refused = _torchrun_finetune(tmp_path / "parts.pt", "--resume", *extra)
+        assert refused.returncode != 0 and "error: " in refused.stderr and needle in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
 
 
 def test_bf16_autocast_on_the_cpu_trains_and_its_checkpoint_compiles(tmp_path: Path, run_cli) -> None:
@@ -209,13 +214,14 @@ def test_bf16_autocast_on_the_cpu_trains_and_its_checkpoint_compiles(tmp_path: P
         (["--accelerator", "cuda:1"], "CUDA GPU"),
         (["--amp", "fp16", "--accelerator", "cpu"], "on a CPU use --amp bf16"),
         (["--sync-batchnorm", "--accelerator", "cpu"], "CUDA only"),
+        (["--sync-batchnorm"], "CUDA only: drop the flag"),  # auto, on a machine without a GPU
     ],
 )
 def test_where_training_runs_is_checked_before_anything_loads(
     args: list[str], needle: str, tmp_path: Path, edgekit_cli: Callable[..., Any]
 ) -> None:
-    if "cuda:1" in args and torch.cuda.device_count() > 1:
-        pytest.skip("this machine has a second GPU")
+    if torch.cuda.is_available() and args in (["--accelerator", "cuda:1"], ["--sync-batchnorm"]):
+        pytest.skip("this machine has a GPU")
     out = tmp_path / "m.pt"
     result = edgekit_cli(*FINETUNE, "--epochs", "1", "--out", out, *args, timeout=120)
     assert (result.returncode == 2 and result.stderr.startswith("error: ")) or "Error:" in result.stderr, result.stderr

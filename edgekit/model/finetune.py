@@ -127,9 +127,26 @@ def _datasets(config: FinetuneConfig, progress: Progress) -> tuple[LabelledImage
     return train, val
 
 
+# What a resumed run may change: how long it trains (more epochs) and where (the accelerator, threads,
+# workers). Anything else would silently not apply (the optimizer's saved state wins) or break the schedule.
+_RESUME_MAY_CHANGE = frozenset({"epochs", "resume", "threads", "training", "trust_pickle", "fashion_root", "out"})
+
+
 def _resume_state(config: FinetuneConfig, world: worlds.World) -> dict[str, Any]:
-    """The state `<out>.last.pt` holds, checked to continue this run with the same number of processes."""
+    """The state `<out>.last.pt` holds, checked to continue the run it belongs to."""
     state = torch.load(config.last_path, map_location="cpu", weights_only=True)
+    ran, now = state.get("recipe", {}), config.recipe()
+    changed = sorted(k for k in ran if k not in _RESUME_MAY_CHANGE and k in now and ran[k] != now[k])
+    if changed:
+        was = ", ".join(f"--{k.replace('_', '-')} {ran[k]}" for k in changed)
+        raise EdgekitError(
+            f"--resume continues the run {config.last_path} belongs to, which had {was}: give the same, or start "
+            f"a new run with --weights {config.out} (only --epochs and where it trains may change)"
+        )
+    if config.epochs <= state["epoch"]:
+        raise EdgekitError(
+            f"--resume: that run has trained {state['epoch']} epoch(s) already; give --epochs more than that"
+        )
     processes = state.get("training", {}).get("processes", 1)
     if processes != world.size:
         raise EdgekitError(
@@ -140,12 +157,25 @@ def _resume_state(config: FinetuneConfig, world: worlds.World) -> dict[str, Any]
     return state
 
 
+def _on_cpu(value: Any) -> Any:
+    """`value` (a state dict, nested) with every tensor on the CPU in the default layout: loads anywhere."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().contiguous()
+    if isinstance(value, dict):
+        return {key: _on_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on_cpu(item) for item in value)
+    return value
+
+
 def _restore(state: dict[str, Any], config: FinetuneConfig, trainer: Trainer, steps_per_epoch: int) -> None:
     """Model, optimizer, gradient scaler and schedule as the interrupted run left them. A run resumed with more
     (or fewer) --epochs follows the schedule of the new length from the step it reached."""
     trainer.model.load_state_dict(state["model_state_dict"])
     trainer.optimizer.load_state_dict(state["optimizer_state_dict"])
-    trainer.scaler.load_state_dict(state.get("scaler_state_dict") or {})
+    scaler = state.get("scaler_state_dict")
+    if scaler and trainer.scaler.is_enabled():  # FP16 before and now; otherwise the scaler starts afresh
+        trainer.scaler.load_state_dict(scaler)
     if state.get("recipe", {}).get("epochs", config.epochs) == config.epochs:
         trainer.scheduler.load_state_dict(state["scheduler_state_dict"])
         return
@@ -160,9 +190,24 @@ def _restore(state: dict[str, Any], config: FinetuneConfig, trainer: Trainer, st
 def run_finetune(config: FinetuneConfig, progress: Progress = QUIET) -> dict[str, Any]:
     frozen = validate(config)
     world = worlds.from_environment()
-    threads = config.threads or max(1, resolve_threads(0) // world.size)
+    threads = config.threads or max(1, resolve_threads(0) // world.local_size)
     accelerator = accelerators.resolve(config.training, world.local_rank, threads)
+    accelerators.require_cuda_for_sync_batchnorm(config.training, accelerator)
     worlds.join(world, accelerator.device)
+    try:
+        return _train(config, frozen, world, accelerator, threads, progress)
+    finally:
+        world.leave()
+
+
+def _train(
+    config: FinetuneConfig,
+    frozen: tuple[str, ...],
+    world: worlds.World,
+    accelerator: accelerators.Accelerator,
+    threads: int,
+    progress: Progress,
+) -> dict[str, Any]:
     progress = progress if world.main else QUIET
     torch.set_num_threads(threads)
     state = _resume_state(config, world) if config.resume else None
@@ -241,27 +286,21 @@ def run_finetune(config: FinetuneConfig, progress: Progress = QUIET) -> dict[str
         )
         if not world.main:
             return
-        # On the CPU and in PyTorch's default layout, whatever trained it: a checkpoint loads anywhere.
-        state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-        weights = {"model_state_dict": state, **metadata, "epoch": record["epoch"], "history": history}
+        weights = {"model_state_dict": _on_cpu(model.state_dict()), **metadata, "epoch": record["epoch"],
+                   "history": history}  # fmt: skip
         if improved:
             save_checkpoint({**weights, "val_top1": record["val_top1"]}, config.out)
         resume = {
-            "optimizer_state_dict": optimizer.state_dict(),
+            "optimizer_state_dict": _on_cpu(optimizer.state_dict()),
             "scheduler_state_dict": scheduler.state_dict(),
-            "scaler_state_dict": trainer.scaler.state_dict(),
+            "scaler_state_dict": _on_cpu(trainer.scaler.state_dict()),
             "best_val_top1": max(best, *(r["val_top1"] for r in history)),
         }
         save_checkpoint({**weights, **resume}, config.last_path)
 
     started = time.perf_counter()
-    try:
-        _, best = trainer.fit(
-            loader, config.epochs, "epoch", lambda: trainer.evaluate(val_loader), first_epoch, best, save
-        )
-        world.barrier()
-    finally:
-        world.leave()
+    _, best = trainer.fit(loader, config.epochs, "epoch", lambda: trainer.evaluate(val_loader), first_epoch, best, save)
+    world.barrier()
     return {
         "checkpoint": str(config.out),
         "last": str(config.last_path),

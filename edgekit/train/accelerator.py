@@ -65,6 +65,8 @@ class Accelerator:
 
     def describe(self) -> str:
         amp = "FP32" if self.amp_dtype is None else f"{self.amp.upper()} autocast"
+        if self.amp_dtype == torch.bfloat16 and not self.cuda and not cpu_has_native_bf16():
+            amp += " (emulated on this CPU: slower than FP32)"
         return f"{self.name}, {amp}" + (", channels_last" if self.channels_last else "")
 
 
@@ -93,18 +95,27 @@ def _cuda_device(choice: str, local_rank: int | None) -> torch.device:
     return torch.device("cuda", index)
 
 
+def require_cuda_for_sync_batchnorm(settings: TrainingSettings, accelerator: Accelerator) -> None:
+    if settings.sync_batchnorm and not accelerator.cuda:
+        raise EdgekitError(
+            f"--sync-batchnorm synchronises BatchNorm across GPUs, and this run trains on {accelerator.device}; "
+            "PyTorch has it for CUDA only: drop the flag"
+        )
+
+
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "off":
         return None
     if device.type == "cuda":
-        bf16 = torch.cuda.is_bf16_supported()
+        # Native BF16 from Ampere (compute capability 8) on; `is_bf16_supported()` also counts emulation.
+        bf16 = torch.cuda.get_device_capability(device)[0] >= 8
         if amp == "bf16" and not bf16:
             raise EdgekitError(f"--amp bf16: {torch.cuda.get_device_name(device)} has no BF16; use --amp fp16")
         return torch.float16 if amp == "fp16" or not bf16 else torch.bfloat16
     if amp == "fp16":
         raise EdgekitError("--amp fp16 trains with a gradient scaler on CUDA GPUs; on a CPU use --amp bf16 or off")
     if amp == "bf16":
-        return torch.bfloat16  # asked for: allowed without native BF16 too (the note says it will be slow)
+        return torch.bfloat16  # asked for: allowed without native BF16 too (`describe` says it will be slow)
     return torch.bfloat16 if CPU_BF16_BY_DEFAULT and cpu_has_native_bf16() else None
 
 

@@ -28,7 +28,7 @@ MIX_ALPHA = {"mixup": 0.2, "cutmix": 1.0}  # torchvision's classification refere
 def default_workers(accelerator: Accelerator, world: World) -> int:
     """Loader worker processes per training process: on CUDA, every core this process's share leaves (up to
     8); on a CPU the cores compute, so a quarter of them decode (none on a 2-core machine)."""
-    cores = max(1, resolve_threads(0) // world.size)
+    cores = max(1, resolve_threads(0) // world.local_size)
     if accelerator.cuda:
         return min(MAX_DEFAULT_WORKERS, cores - 1)
     return min(MAX_DEFAULT_WORKERS, cores // 4)

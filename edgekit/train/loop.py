@@ -1,10 +1,15 @@
 """The one training loop, used by fine-tuning and by pruning recovery.
 
 Everything in a step lives on the accelerator: the model (and teacher, hooks, adapters), the batch and its
-targets, the loss and the running statistics. The step never waits for the accelerator: loss and accuracy
-accumulate on it and are read back every `REFRESH_STEPS` steps for the progress bar (images/s, device),
-and summed over the torchrun processes at the end of the epoch. Validation counts correct images on each
-process and sums them, so the best epoch is chosen on every image exactly once.
+targets, the loss and the running statistics. The step does not wait for the accelerator (FP16's gradient
+scaler aside: it checks the gradients for infinities every step): loss and accuracy accumulate on it and
+are read back every `REFRESH_STEPS` steps for the progress bar (images/s, device), and summed over the
+torchrun processes at the end of the epoch. Validation counts correct images on each process and sums
+them, so the best epoch is chosen on every image exactly once.
+
+Each epoch reseeds the global generators (`epoch_seed`), so without loader workers a resumed run trains
+exactly what the uninterrupted one would; loader workers are seeded when they start (persistent workers:
+once per run), so with workers a resumed run's augmentation differs (not its order, sampler-seeded).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import copy
 import dataclasses
 import random
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -117,7 +123,9 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
+        with warnings.catch_warnings():  # FP16: a step the scaler skipped (inf gradients) still advances the LR
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step\\(\\)` before", UserWarning)
+            self.scheduler.step()
         has_label = targets.sum(1) > 0
         self.sums[0] += loss.detach().double() * len(images)
         self.sums[1] += ((logits.argmax(1) == targets.argmax(1)) & has_label).sum()

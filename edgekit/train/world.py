@@ -17,6 +17,7 @@ class World:
     rank: int = 0
     local_rank: int | None = None  # torchrun's LOCAL_RANK: which GPU of this machine; None outside torchrun
     size: int = 1
+    local_size: int = 1  # processes on this machine (torchrun's LOCAL_WORLD_SIZE): they share its cores
 
     @property
     def distributed(self) -> bool:
@@ -53,13 +54,14 @@ def from_environment() -> World:
         rank = int(os.environ.get("RANK", "0"))
         local = os.environ.get("LOCAL_RANK")
         local_rank = int(local) if local is not None else None
+        local_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(size)))
         if local_rank is None and size > 1:
             raise ValueError("WORLD_SIZE > 1 without LOCAL_RANK")
     except ValueError as exc:
         raise EdgekitError(f"torchrun's environment is malformed ({exc}); start edgekit with torchrun") from None
     if size < 1 or not 0 <= rank < size:
         raise EdgekitError(f"RANK {rank} / WORLD_SIZE {size}: not a torchrun environment; unset them or use torchrun")
-    return World(rank, local_rank, size)
+    return World(rank, local_rank, size, max(1, local_size))
 
 
 def join(world: World, device: torch.device) -> None:
