@@ -1,10 +1,11 @@
 """Training-time augmentation, from the preprocessing the model will be deployed with.
 
-- "light" (fine-tuning's default): random resized crops of 60-100 % of the image, flips, ±20 % brightness
-  and contrast — the model learns the classes, not the augmentation.
-- "strong" (pruning recovery's default, `benchmarks/results/prune_recovery.md`): crops of 25-100 %, flips,
-  colour jitter as torchvision's reference recipe scales it, and mixup/cutmix on the batch
-  (`loaders.MixBatch`), which stretches a small set when a teacher supplies the soft labels.
+- "light" (the default, fine-tuning and recovery): random resized crops of 60-100 % of the image, flips,
+  ±20 % brightness and contrast — the model learns the classes, not the augmentation.
+- "strong": crops of 25-100 %, flips, stronger colour jitter, and mixup/cutmix on the batch
+  (`loaders.MixBatch`), meant to stretch a small set when a teacher supplies the soft labels. In 3 recovery
+  epochs at 48×48 it cost a point against "light" (`benchmarks/results/prune_recovery.md`), so it is
+  offered, not the default: it needs the long schedules function-matching distillation is run with.
 - "none": the evaluation transform (resize the short side, centre crop).
 """
 

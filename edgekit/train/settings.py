@@ -17,7 +17,7 @@ ACCELERATORS = ("auto", "cpu", "cuda", "cuda:N")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 LR_SCHEDULES = ("cosine", "onecycle", "constant")  # per batch
 AUGMENTATIONS = ("none", "light", "strong")  # train/augment.py says what each does
-DEFAULT_RECOVER_AUGMENT = "light"  # benchmarks/results/prune_recovery.md
+DEFAULT_RECOVER_AUGMENT = "light"  # benchmarks/results/prune_recovery.md: "strong" did worse in 3 epochs
 MAX_WORKERS = 64
 _ACCELERATOR = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
 
