@@ -21,6 +21,7 @@ import torchvision
 
 from edgekit.data.fashion_mnist import dataset_root, write_image_folder
 from edgekit.model.finetune import FinetuneConfig, run_finetune
+from edgekit.train.settings import TrainingSettings
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -56,6 +57,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, data_dirs: dict[str, Path]
     config = FinetuneConfig(
         data=str(data_dirs["train"]), val=data_dirs["val"], out=out, weights=str(weights),
         body_lr_mult=1.0, epochs=4, lr=0.02, resize=72, crop=64, augment=False,
+        training=TrainingSettings(amp="off", channels_last=False),  # the model the INT8 tests were tuned on
     )  # fmt: skip
     run_finetune(config)
     return {"path": out, "checkpoint": torch.load(out, weights_only=True)}

@@ -260,7 +260,7 @@ def test_sweep_bad_input(trained: dict, data_dirs: dict[str, Path], run_cli, tmp
     _assert_clean_failure(status, err, out, "no-such-device")
     # A pruning mistake shared by every pruned variant stops the sweep before any build.
     status, _, err = run_cli(*base, "--prune", "0,0.3", "--recover-epochs", "2")
-    _assert_clean_failure(status, err, out, "needs --recover-data")
+    _assert_clean_failure(status, err, out, "--recover-epochs needs images to recover on")
 
 
 def test_report_renders_in_headless_chromium(bench_results: list[Path], run_cli, tmp_path: Path) -> None:
