@@ -126,8 +126,9 @@ def test_two_gloo_processes_train_the_weights_one_process_trains_on_the_same_glo
     two = _run_workers(2, 8, tmp_path / "two.pt")
     weights_one = torch.load(tmp_path / "one.pt", weights_only=True)
     weights_two = torch.load(tmp_path / "two.pt", weights_only=True)
-    start = torch.nn.Conv2d(3, 8, 3, stride=2)
-    assert not torch.allclose(weights_one["0.weight"], torch.manual_seed(0) and start.weight)  # it trained
+    torch.manual_seed(0)  # the worker's first layer starts from this
+    initial = torch.nn.Conv2d(3, 8, 3, stride=2).weight
+    assert not torch.allclose(weights_one["0.weight"], initial, atol=1e-3)  # it trained
     for name, tensor in weights_one.items():
         assert torch.allclose(tensor, weights_two[name], atol=1e-5), name
     # The epoch's figures are reduced over the processes: the same as one process saw.
@@ -224,7 +225,8 @@ def test_where_training_runs_is_checked_before_anything_loads(
         pytest.skip("this machine has a GPU")
     out = tmp_path / "m.pt"
     result = edgekit_cli(*FINETUNE, "--epochs", "1", "--out", out, *args, timeout=120)
-    assert (result.returncode == 2 and result.stderr.startswith("error: ")) or "Error:" in result.stderr, result.stderr
+    assert result.returncode == 2, result.stderr  # a usage mistake (click) or a bad value (edgekit): exit 2 both
+    assert result.stderr.startswith("error: ") or "Error: Invalid value for '--device'" in result.stderr
     assert needle in result.stderr and "Traceback" not in result.stderr and not out.exists()
 
 
