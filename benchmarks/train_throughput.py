@@ -35,6 +35,7 @@ from edgekit.core.progress import Progress
 from edgekit.core.threads import resolve_threads
 from edgekit.data.datasets import FASHION_MNIST, fashion_mnist_dataset
 from edgekit.data.preprocess import PreprocessSpec
+from edgekit.measure.decide import Budget
 from edgekit.measure.environment import environment
 from edgekit.measure.latency import TimingProtocol, time_in_turns
 from edgekit.measure.stats import PairedDifference, wilson
@@ -195,8 +196,9 @@ def bf16_accuracy(work: Path, progress: Progress) -> dict[str, Any]:
     for name, images in sets.items():
         paired = PairedDifference.of(runs["off"]["correct"][name], runs["bf16"]["correct"][name])
         low, high = paired.interval_pts()
+        loss = Budget(0.0).judge(paired)  # the one rule, with no loss allowed: "fail" is a significant loss
         result[name] = {"images": len(images), "drop_pts": paired.drop_pts, "interval_pts": [low, high],
-                        "paired": paired.to_dict(), "significant_loss": low > 0}  # fmt: skip
+                        "paired": paired.to_dict(), "significant_loss": loss.verdict == "fail"}  # fmt: skip
         for amp, run in runs.items():
             hits = int(run["correct"][name].sum())
             result[name][amp] = {"top1": hits / len(images), "ci95": list(wilson(hits, len(images)))}

@@ -220,7 +220,6 @@ def _train(
     model = start.model
     apply_freeze(model, frozen)
     aux_heads = active_aux_heads(frozen)
-    accelerator.place(model)  # before the optimizer is built, so its state is created on the accelerator
     groups = parameter_groups(model, config.lr, config.body_lr_mult, start.pretrained)
     if config.optimizer == "sgd":
         optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay, nesterov=True)

@@ -123,8 +123,11 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        with warnings.catch_warnings():  # FP16: a step the scaler skipped (inf gradients) still advances the LR
-            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step\\(\\)` before", UserWarning)
+        if self.scaler.is_enabled():  # FP16: a step the scaler skipped (inf gradients) still advances the LR
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step\\(\\)` before", UserWarning)
+                self.scheduler.step()
+        else:
             self.scheduler.step()
         has_label = targets.sum(1) > 0
         self.sums[0] += loss.detach().double() * len(images)

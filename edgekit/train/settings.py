@@ -13,7 +13,6 @@ from typing import Any
 
 from edgekit.core.errors import EdgekitError
 
-ACCELERATORS = ("auto", "cpu", "cuda", "cuda:N")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 LR_SCHEDULES = ("cosine", "onecycle", "constant")  # per batch
 AUGMENTATIONS = ("none", "light", "strong")  # train/augment.py says what each does
