@@ -111,7 +111,7 @@ def edgekit_step(dataset: Any, amp: str, channels_last: bool) -> Callable[[], No
     model = _model()
     optimizer = _sgd(model)
     loader = train_loader(dataset, 10, BATCH, 0, ONE_PROCESS, accelerator)
-    trainer = Trainer(model, LabelLoss(("aux1", "aux2")), optimizer, make_scheduler(optimizer, "constant", 1),
+    trainer = Trainer(model, LabelLoss({"aux_logits1": 0.3, "aux_logits2": 0.3}), optimizer, make_scheduler(optimizer, "constant", 1),
                       accelerator)  # fmt: skip
     batches, count = _forever(loader), itertools.count(1)
     model.train()

@@ -66,11 +66,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory, data_dirs: dict[str, Path]
 @pytest.fixture(scope="session")
 def torch_model(trained: dict) -> torch.nn.Module:
     """The trained network as the user holds it in PyTorch: eval mode, aux heads ignored."""
-    from edgekit.model.googlenet import build_googlenet, deployable
+    from edgekit.model import families
 
-    model = build_googlenet(NUM_CLASSES, transform_input=True, aux_logits=True)
+    model = families.build("googlenet", NUM_CLASSES, transform_input=True, aux_logits=True)
     model.load_state_dict(trained["checkpoint"]["model_state_dict"])
-    return deployable(model)
+    return families.deployable(model)
 
 
 @pytest.fixture()

@@ -108,8 +108,10 @@ def test_pickled_model_is_refused_unless_trusted(torch_model: torch.nn.Module, t
 def test_wrong_architecture_says_how_many_keys(tmp_path: Path) -> None:
     path = tmp_path / "resnet.pt"
     torch.save(torchvision.models.resnet18(weights=None, num_classes=7).state_dict(), path)
-    with pytest.raises(EdgekitError, match=r"not a torchvision GoogLeNet checkpoint: \d+ GoogLeNet key\(s\) missing"):
-        load_checkpoint(path)
+    with pytest.raises(EdgekitError, match=r"not a torchvision googlenet checkpoint: \d+ googlenet key\(s\) missing"):
+        load_checkpoint(path, arch="googlenet")
+    loaded = load_checkpoint(path)  # without --arch: what its keys and shapes say it is
+    assert (loaded.arch, loaded.arch_source, loaded.num_classes) == ("resnet18", "inferred", 7)
 
 
 def test_wrong_width_is_a_shape_error(trained: dict, tmp_path: Path) -> None:
@@ -117,8 +119,10 @@ def test_wrong_width_is_a_shape_error(trained: dict, tmp_path: Path) -> None:
     state["conv1.conv.weight"] = torch.zeros(32, 3, 7, 7)
     path = tmp_path / "narrow.pt"
     torch.save(state, path)
-    with pytest.raises(EdgekitError, match=r"wrong shape.*conv1.conv.weight"):
+    with pytest.raises(EdgekitError, match=r"has the layers of googlenet but not their shapes \(e.g. conv1.conv.weight"):
         load_checkpoint(path)
+    with pytest.raises(EdgekitError, match=r"wrong shape.*conv1.conv.weight"):
+        load_checkpoint(path, arch="googlenet")
 
 
 @pytest.mark.parametrize("kind", ["truncated", "text", "empty", "no_weights"])

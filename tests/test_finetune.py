@@ -18,11 +18,15 @@ from edgekit.core.errors import EdgekitError
 from edgekit.data.preprocess import PreprocessSpec
 from edgekit.model.checkpoint import save_checkpoint
 from edgekit.model.finetune import FinetuneConfig, run_finetune
+from edgekit.model import families
 from edgekit.model.freeze import active_aux_heads, apply_freeze, frozen_blocks
-from edgekit.model.layout import BLOCKS
 from edgekit.model.transfer import starting_point
 from edgekit.train.objectives import LabelLoss
 
+AUX = families.aux_heads("googlenet")
+# GoogLeNet's blocks in forward order, written out: the list users read in --freeze-until's error
+BLOCKS = ("conv1", "maxpool1", "conv2", "conv3", "maxpool2", "inception3a", "inception3b", "maxpool3", "inception4a",
+          "inception4b", "inception4c", "inception4d", "inception4e", "maxpool4", "inception5a", "inception5b")  # fmt: skip
 TINY = {
     "data": "fashion-mnist",
     "per_class": 8,
@@ -50,10 +54,10 @@ def _changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], pr
 def test_each_mode_trains_exactly_what_it_says(
     mode: str, freeze_until: str | None, trained: dict, tmp_path: Path
 ) -> None:
-    frozen = frozen_blocks(mode, freeze_until)
     torch.manual_seed(0)  # as run_finetune does, so the new heads start from the same init
     start = starting_point(str(trained["path"]), ("tshirt_top", "trouser", "pullover"))
-    apply_freeze(start.model, frozen)
+    frozen = frozen_blocks(mode, freeze_until, BLOCKS, "googlenet")
+    apply_freeze(start.model, AUX, frozen)
     for name in BLOCKS:
         grads = {p.requires_grad for p in getattr(start.model, name).parameters()}
         assert grads <= {name not in frozen}
@@ -68,15 +72,15 @@ def test_each_mode_trains_exactly_what_it_says(
             # Frozen blocks keep weights *and* BatchNorm statistics.
             assert _changed(before, after, name) == (name not in frozen), name
     assert _changed(before, after, "fc")
-    for head in ("aux1", "aux2"):
-        assert _changed(before, after, head) == (head in active_aux_heads(frozen)), head
+    for head in AUX:
+        assert _changed(before, after, head.module) == (head in active_aux_heads(AUX, frozen)), head
 
 
 def test_aux_heads_get_gradients_and_are_gone_after_export(trained: dict, tmp_path: Path, run_cli) -> None:
     start = starting_point(str(trained["path"]), ("a", "b", "c"))
     start.model.train()
     targets = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 0]), 3).float()
-    loss, _ = LabelLoss(("aux1", "aux2"))(start.model(torch.randn(4, 3, 64, 64)), torch.empty(0), targets)
+    loss, _ = LabelLoss({"aux_logits1": 0.3, "aux_logits2": 0.3})(start.model(torch.randn(4, 3, 64, 64)), torch.empty(0), targets)
     loss.backward()
     for head in (start.model.aux1, start.model.aux2):
         assert head.fc2.weight.grad is not None and head.fc2.weight.grad.abs().sum() > 0
@@ -196,8 +200,9 @@ def test_unreadable_files_are_counted_and_skipped(tmp_path: Path) -> None:
         ("single_class", "single class"),
         ("unreadable_class", "hold no readable images"),
         ("val_differs", "train and validation classes differ"),
-        ("not_googlenet", "not a torchvision GoogLeNet"),
-        ("bad_block", "is not a GoogLeNet block"),
+        ("unknown_model", "not a torchvision model edgekit knows"),
+        ("wrong_arch", "is not a torchvision googlenet checkpoint"),
+        ("bad_block", "is not a block of googlenet"),
         ("unwritable", "cannot write"),
         ("frozen_scratch", "needs pretrained --weights"),
     ],
@@ -226,9 +231,13 @@ def test_bad_input(case: str, needle: str, tmp_path: Path, run_cli) -> None:
         args[2] = _folder(tmp_path / "mixed", {"a": 4}, broken={"b": 3})
     elif case == "val_differs":
         args += ["--val", _folder(tmp_path / "val", {"a": 2, "c": 2})]
-    elif case == "not_googlenet":
+    elif case == "unknown_model":
+        torch.save(torchvision.models.squeezenet1_1(weights=None).state_dict(), tmp_path / "s.pt")
+        args[4] = tmp_path / "s.pt"
+    elif case == "wrong_arch":
         torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "r.pt")
         args[4] = tmp_path / "r.pt"
+        args += ["--arch", "googlenet"]
     elif case == "bad_block":
         torch.save(torchvision.models.googlenet(weights=None, init_weights=True).state_dict(), tmp_path / "g.pt")
         args[4] = tmp_path / "g.pt"
@@ -244,9 +253,11 @@ def test_bad_input(case: str, needle: str, tmp_path: Path, run_cli) -> None:
 
 
 def test_mode_rules() -> None:
-    assert frozen_blocks("feature-extract", None) == BLOCKS and active_aux_heads(BLOCKS) == ()
-    assert frozen_blocks("finetune", None) == ()
-    assert frozen_blocks("hybrid", "inception4b")[-1] == "inception4b"
-    assert active_aux_heads(frozen_blocks("hybrid", "inception4b")) == ("aux2",)
+    assert families.blocks(families.build("googlenet", 3, aux_logits=True)) == BLOCKS
+    assert frozen_blocks("feature-extract", None, BLOCKS, "googlenet") == BLOCKS
+    assert active_aux_heads(AUX, BLOCKS) == ()
+    assert frozen_blocks("finetune", None, BLOCKS, "googlenet") == ()
+    assert frozen_blocks("hybrid", "inception4b", BLOCKS, "googlenet")[-1] == "inception4b"
+    assert [h.module for h in active_aux_heads(AUX, frozen_blocks("hybrid", "inception4b", BLOCKS, "g"))] == ["aux2"]
     with pytest.raises(EdgekitError):
-        frozen_blocks("hybrid", None)
+        frozen_blocks("hybrid", None, BLOCKS, "googlenet")

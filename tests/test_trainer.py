@@ -64,7 +64,7 @@ def test_every_tensor_of_a_step_lives_on_the_accelerator() -> None:
     """The meta device stands in for a GPU: a tensor made on the CPU inside the step (a label, a loss term,
     a metric, a hook's output) either shows up in the dispatch log or fails mixing with meta tensors."""
     student = _googlenet().to("meta")
-    devices, made_on_cpu = _step_devices(student, LabelLoss(("aux1", "aux2"), smoothing=0.1))
+    devices, made_on_cpu = _step_devices(student, LabelLoss({"aux_logits1": 0.3, "aux_logits2": 0.3}, smoothing=0.1))
     assert devices == {"meta"} and not made_on_cpu, made_on_cpu
 
     teacher = _googlenet(aux=False).to("meta").eval()

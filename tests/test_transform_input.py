@@ -20,7 +20,7 @@ from edgekit.data.images import read_image
 from edgekit.data.preprocess import PreprocessSpec, preprocess
 from edgekit.model.evidence import transform_input_evidence
 from edgekit.model.finetune import FinetuneConfig, run_finetune
-from edgekit.model.googlenet import build_googlenet, deployable
+from edgekit.model import families
 from tests.conftest import NUM_CLASSES
 
 
@@ -46,9 +46,9 @@ def _plain_state_dict(checkpoint: dict, path: Path) -> Path:
 
 def _true_predictions(checkpoint: dict, files: list[Path]) -> np.ndarray:
     """The model as it was trained (its recorded setting), in PyTorch."""
-    model = build_googlenet(NUM_CLASSES, checkpoint["transform_input"], aux_logits=True)
+    model = families.build("googlenet", NUM_CLASSES, transform_input=checkpoint["transform_input"], aux_logits=True)
     model.load_state_dict(checkpoint["model_state_dict"])
-    model = deployable(model)
+    model = families.deployable(model)
     spec = PreprocessSpec(resize=72, crop=64)
     batch = np.stack([preprocess(read_image(f), spec) for f in files])
     with torch.inference_mode():
@@ -100,9 +100,9 @@ def test_without_images_the_default_is_stated(trained_off: dict, run_cli, tmp_pa
 
 
 def test_evidence_flags_preprocessing_that_fits_neither_setting(trained: dict, data_dirs: dict) -> None:
-    model = build_googlenet(NUM_CLASSES, True, aux_logits=True)
+    model = families.build("googlenet", NUM_CLASSES, transform_input=True, aux_logits=True)
     model.load_state_dict(trained["checkpoint"]["model_state_dict"])
-    model = deployable(model)
+    model = families.deployable(model)
     files = [p for folder in sorted(data_dirs["val"].iterdir()) for p in sorted(folder.iterdir())[:4]]
     right = np.stack([preprocess(read_image(f), PreprocessSpec(resize=72, crop=64)) for f in files])
     assert transform_input_evidence(model, right).preprocessing_fits

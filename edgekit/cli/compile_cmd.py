@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from edgekit.cli.options import (
+    arch_option,
     backend_option_values,
     backend_options,
     classes_option,
@@ -109,6 +110,7 @@ def _percentage(value: float) -> float:
 @pruning_options("--prune")
 @backend_options("build")
 @threads_option
+@arch_option
 @trust_pickle_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @json_option
@@ -133,6 +135,7 @@ def compile_command(
     min_agreement: float,
     max_accuracy_drop: float | None,
     threads: int | None,
+    arch: str | None,
     trust_pickle: bool,
     quiet: bool,
     as_json: bool,
@@ -184,6 +187,7 @@ def compile_command(
         val=val,
         parity_images=parity_images,
         trust_pickle=trust_pickle,
+        arch=arch,
         threads=threads,
         target_from_host=target is None,
         calib=calib,

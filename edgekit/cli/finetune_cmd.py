@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from edgekit.cli.options import (
+    arch_option,
     json_option,
     parse_int_list,
     print_json,
@@ -87,6 +88,7 @@ def _refuse_device(ctx: click.Context, param: click.Parameter, value: str | None
 )
 @click.option("--device", hidden=True, expose_value=False, callback=_refuse_device)
 @threads_option
+@arch_option
 @trust_pickle_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @json_option
@@ -117,6 +119,7 @@ def finetune(
     fashion_mnist_root: Path | None,
     sync_batchnorm: bool,
     threads: int | None,
+    arch: str | None,
     trust_pickle: bool,
     quiet: bool,
     as_json: bool,
@@ -167,6 +170,7 @@ def finetune(
         class_subset=subset,
         fashion_root=fashion_mnist_root,
         trust_pickle=trust_pickle,
+        arch=arch,
     )
     summary = run_finetune(config, Progress(enabled=not quiet))
     if summary["rank"] != 0:  # under torchrun only rank 0 reports

@@ -7,10 +7,10 @@ from typing import Any
 
 import click
 
-from edgekit.cli.options import json_option, print_json, trust_pickle_option
+from edgekit.cli.options import arch_option, json_option, print_json, trust_pickle_option
 
 
-def _describe(path: Path, trust_pickle: bool) -> tuple[dict[str, Any], dict[str, str] | None]:
+def _describe(path: Path, trust_pickle: bool, arch: str | None = None) -> tuple[dict[str, Any], dict[str, str] | None]:
     """(what --json prints, the rows printed otherwise; None: print the JSON's keys)."""
     if path.is_dir():
         from edgekit.runtime.bundle import read_manifest
@@ -30,19 +30,21 @@ def _describe(path: Path, trust_pickle: bool) -> tuple[dict[str, Any], dict[str,
     from edgekit.model.checkpoint import load_checkpoint
     from edgekit.runtime.describe import pruning_line
 
-    loaded = load_checkpoint(path, trust_pickle=trust_pickle)
+    loaded = load_checkpoint(path, trust_pickle=trust_pickle, arch=arch)
     info = {
         "kind": "checkpoint",
         "path": str(path),
         "sha256": loaded.sha256,
         "form": loaded.checkpoint_form,
+        "arch": loaded.arch,
+        "arch_source": loaded.arch_source,
         "num_classes": loaded.num_classes,
         "classes": list(loaded.class_names),
         "classes_source": loaded.class_names_source,
         "transform_input": loaded.transform_input,
         "transform_input_source": loaded.transform_input_source,
         "dropped_aux_keys": loaded.dropped_aux_keys,
-        "preprocessing": loaded.preprocessing.to_dict() if loaded.preprocessing else None,
+        "preprocessing": loaded.preprocessing.to_dict(),
         "parameters": sum(p.numel() for p in loaded.module.parameters()),
         "pruning": pruning_line(loaded.pruning or {}),
     }
@@ -51,11 +53,12 @@ def _describe(path: Path, trust_pickle: bool) -> tuple[dict[str, Any], dict[str,
 
 @click.command("inspect")
 @click.argument("path", type=click.Path(path_type=Path, exists=True))
+@arch_option
 @trust_pickle_option
 @json_option
-def inspect_command(path: Path, trust_pickle: bool, as_json: bool) -> None:
+def inspect_command(path: Path, arch: str | None, trust_pickle: bool, as_json: bool) -> None:
     """Describe a bundle (and verify its hashes), a checkpoint or an ONNX file."""
-    info, rows = _describe(path, trust_pickle)
+    info, rows = _describe(path, trust_pickle, arch)
     if as_json:
         print_json(info)
         return

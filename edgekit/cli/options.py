@@ -50,6 +50,13 @@ classes_option = click.option(
     help="The model's class names in output order: one per line or a JSON list (a plain state_dict has none; "
     "labelled folders are then matched by these names instead of by sorted order).",
 )
+arch_option = click.option(
+    "--arch",
+    metavar="NAME",
+    default=None,
+    help="The checkpoint's torchvision model (resnet18, mobilenet_v3_large, efficientnet_b0, ...). Default: the "
+    "one the checkpoint records, else the one its layer names and shapes fit.",
+)
 trust_pickle_option = click.option(
     "--trust-pickle",
     is_flag=True,

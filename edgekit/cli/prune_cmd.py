@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from edgekit.cli.options import (
+    arch_option,
     classes_option,
     crop_option,
     devices_option,
@@ -43,6 +44,7 @@ from edgekit.cli.options import (
 @resize_option
 @crop_option
 @threads_option
+@arch_option
 @trust_pickle_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @json_option
@@ -58,6 +60,7 @@ def prune(
     resize: int | None,
     crop: int | None,
     threads: int | None,
+    arch: str | None,
     trust_pickle: bool,
     quiet: bool,
     as_json: bool,
@@ -96,6 +99,7 @@ def prune(
         max_accuracy_drop=max_accuracy_drop,
         threads=threads,
         trust_pickle=trust_pickle,
+        arch=arch,
         force=force,
         class_names=tuple(read_class_file(classes)) if classes else None,
         resize=resize,

@@ -72,6 +72,24 @@ def _output_kind(model: Any, output_name: str) -> str:
     return "logits"
 
 
+def layer_groups(path: Path) -> tuple[str, ...]:
+    """The layer groups of an ONNX file that hold weights (a Conv, Gemm or MatMul), in forward order
+    (`core.layer_groups`): keeping a pooling or activation group in FP32 changes nothing worth a build.
+    The top-level group is kept where it computes something (transform_input's re-normalisation)."""
+    import onnx
+
+    from edgekit.core.layer_groups import TOP_LEVEL, group_of, groups_in_order
+
+    nodes = list(onnx.load(str(path), load_external_data=False).graph.node)
+    weighted = {group_of(n.name) for n in nodes if n.op_type in ("Conv", "Gemm", "MatMul")}
+    computing_top = any(
+        group_of(n.name) == TOP_LEVEL and n.op_type not in ("Identity", "Constant", "Flatten") for n in nodes
+    )
+    return tuple(
+        g for g in groups_in_order(n.name for n in nodes) if g in weighted or (g == TOP_LEVEL and computing_top)
+    )
+
+
 def inspect_onnx(path: Path) -> OnnxInfo:
     """Validate an image classifier ONNX file and describe its interface."""
     model = load_checked(path)

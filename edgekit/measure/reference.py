@@ -49,7 +49,11 @@ class OnnxReference:
 
 
 def load_reference(
-    path: Path, threads: int, transform_input: bool | None = None, trust_pickle: bool = False
+    path: Path,
+    threads: int,
+    transform_input: bool | None = None,
+    trust_pickle: bool = False,
+    arch: str | None = None,
 ) -> TorchReference | OnnxReference:
     """The FP32 reference for a checkpoint or ONNX path, loaded the way `compile` loaded it."""
     from edgekit.core.install import require_workstation
@@ -63,5 +67,5 @@ def load_reference(
     require_workstation(f"bench --reference {path.name}", ("torch", "torchvision"))
     from edgekit.model.checkpoint import load_checkpoint
 
-    loaded = load_checkpoint(path, trust_pickle=trust_pickle, transform_input=transform_input)
+    loaded = load_checkpoint(path, trust_pickle=trust_pickle, transform_input=transform_input, arch=arch)
     return TorchReference(loaded.module, threads)

@@ -1,10 +1,13 @@
-"""Loading the GoogLeNet checkpoints users actually have.
+"""Loading the checkpoints of torchvision classifiers users actually have.
 
+The architecture (a torchvision builder name, `model/families.py`) is the one given (`--arch`), else the
+one the checkpoint records (edgekit's own do), else the one its keys and shapes fit (`model/identify.py`).
 Accepted: a plain `state_dict`; a dict wrapping it under `model_state_dict` / `state_dict` / `model`
 / `net` (with epoch, optimizer state, class names beside it); keys prefixed by DataParallel/DDP
 (`module.`), torch.compile (`_orig_mod.`) or Lightning (`model.`); with or without the auxiliary
-classifiers; any number of classes (from `fc.weight`). Loading is `weights_only=True`: a pickled
-model object is refused unless the user says the file is trusted, because unpickling runs code.
+classifiers (GoogLeNet, Inception v3); any number of classes (from the classifier's weight). Loading is
+`weights_only=True`: a pickled model object is refused unless the user says the file is trusted, because
+unpickling runs code.
 """
 
 from __future__ import annotations
@@ -23,23 +26,27 @@ import torch
 from edgekit.core.errors import EdgekitError, environment_problem
 from edgekit.core.files import atomic_path, sha256_file
 from edgekit.data.preprocess import PreprocessSpec
+from edgekit.model import families
 from edgekit.model.architecture import CHANNEL_PLAN_KEY, apply_channel_plan
-from edgekit.model.googlenet import AUX_PREFIXES, build_googlenet, deployable
+from edgekit.model.identify import identify
 
 WRAPPER_KEYS = ("model_state_dict", "state_dict", "model", "net")
 STRIPPABLE_PREFIXES = ("module.", "_orig_mod.", "model.")
 CLASS_NAME_KEYS = ("classes", "class_names", "labels", "idx_to_class", "class_to_idx")
+ARCH_KEYS = ("arch", "architecture", "model_name")  # edgekit records "arch"; timm-style scripts the others
 TRUST_FLAG = "--trust-pickle"
 
 
 @dataclasses.dataclass
 class LoadedModel:
-    module: torch.nn.Module  # deployable GoogLeNet: eval mode, no aux heads
+    module: torch.nn.Module  # deployable: eval mode, no aux heads
+    arch: str  # torchvision builder name, e.g. "resnet18"
+    arch_source: str  # "--arch", "checkpoint", "inferred"
     class_names: tuple[str, ...]
     class_names_source: str  # "checkpoint", "--classes", "generated"
-    transform_input: bool
-    transform_input_source: str  # "flag", "checkpoint", "default"
-    preprocessing: PreprocessSpec | None  # recorded in the checkpoint, if it was
+    transform_input: bool | None  # None: the model has no such setting (only GoogLeNet and Inception v3 do)
+    transform_input_source: str | None  # "flag", "checkpoint", "default"
+    preprocessing: PreprocessSpec  # recorded in the checkpoint, else the family's ImageNet eval transform
     checkpoint_form: str  # how the weights were found, for the manifest
     dropped_aux_keys: int
     sha256: str
@@ -134,7 +141,7 @@ def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def check_architecture(
-    model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, ignore: tuple[str, ...] = ()
+    model: torch.nn.Module, arch: str, state: dict[str, torch.Tensor], path: Path, ignore: tuple[str, ...] = ()
 ) -> None:
     """Refuse a state_dict that does not fit `model`, saying how (keys starting with `ignore` are skipped)."""
     expected = {k: v for k, v in model.state_dict().items() if not k.startswith(ignore)}
@@ -145,18 +152,18 @@ def check_architecture(
     if missing or unexpected:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} GoogLeNet key(s) missing (e.g. {missing[0]})")
+            parts.append(f"{len(missing)} {arch} key(s) missing (e.g. {missing[0]})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s) (e.g. {unexpected[0]})")
         raise EdgekitError(
-            f"{path} is not a torchvision GoogLeNet checkpoint: {'; '.join(parts)}; edgekit compiles "
-            "torchvision.models.googlenet models only"
+            f"{path} is not a torchvision {arch} checkpoint: {'; '.join(parts)}; give the right one with "
+            f"--arch NAME ({families.describe_known()})"
         )
     wrong = [k for k, v in state.items() if tuple(v.shape) != tuple(expected[k].shape)]
     if wrong:
         key = wrong[0]
         raise EdgekitError(
-            f"{path}: {len(wrong)} tensor(s) have the wrong shape for a torchvision GoogLeNet "
+            f"{path}: {len(wrong)} tensor(s) have the wrong shape for a torchvision {arch} "
             f"(e.g. {key}: {tuple(state[key].shape)}, expected {tuple(expected[key].shape)})"
         )
 
@@ -204,39 +211,61 @@ def read_weights(path: Path, trust_pickle: bool = False) -> tuple[dict[str, torc
     return _strip_prefixes(state), form, meta
 
 
+def arch_of(state: dict[str, torch.Tensor], meta: Mapping[str, Any], path: Path, given: str | None) -> tuple[str, str]:
+    """(architecture, where it came from): `given` (--arch), else recorded in the checkpoint, else inferred."""
+    if given is not None:
+        return families.check_arch(given), "--arch"
+    for key in ARCH_KEYS:
+        recorded = meta.get(key)
+        if isinstance(recorded, str) and recorded.strip():
+            name = recorded.strip().removeprefix("torchvision.models.").lower()
+            if name in families.known_archs():
+                return name, "checkpoint"
+    return identify(state, path), "inferred"
+
+
+def decide_transform_input(arch: str, meta: Mapping[str, Any], given: bool | None) -> tuple[bool | None, str | None]:
+    """(transform_input, where it came from) for the models that have it; (None, None) for the others."""
+    if not families.has_transform_input(arch):
+        return None, None
+    if given is not None:
+        return given, "flag"
+    if isinstance(meta.get("transform_input"), bool):
+        return bool(meta["transform_input"]), "checkpoint"
+    # torchvision turns it on whenever the model is built with ImageNet weights, which is how users
+    # fine-tune; a bare state_dict cannot tell, so compile checks this guess on the user's images.
+    return True, "default"
+
+
 def load_checkpoint(
     path: str | os.PathLike[str],
     *,
     trust_pickle: bool = False,
     transform_input: bool | None = None,
     class_names: list[str] | None = None,
+    arch: str | None = None,
 ) -> LoadedModel:
-    """Load a GoogLeNet checkpoint in any common form into a deployable eval-mode module."""
+    """Load a torchvision classifier's checkpoint in any common form into a deployable eval-mode module."""
     path = Path(path)
     state, form, meta = read_weights(path, trust_pickle)
-    without_aux = {k: v for k, v in state.items() if not k.startswith(AUX_PREFIXES)}
-    fc_weight = without_aux.get("fc.weight")
-    if fc_weight is None or fc_weight.ndim != 2:
+    pruned = CHANNEL_PLAN_KEY in meta
+    if pruned and arch is None and not any(isinstance(meta.get(k), str) for k in ARCH_KEYS):
+        arch = families.DEFAULT_ARCH  # edgekit prune checkpoints from before other families were known
+    chosen_arch, arch_source = arch_of(state, meta, path, arch)
+    weights = families.without_aux(chosen_arch, state)
+    num_classes = families.num_classes_of(chosen_arch, weights)
+    if num_classes is None:
         raise EdgekitError(
-            f"{path} is not a torchvision GoogLeNet checkpoint: no 2-D fc.weight "
-            f"(first keys: {', '.join(list(without_aux)[:4])})"
+            f"{path} has no {chosen_arch} classifier ({', '.join(sorted(families.head_prefixes(chosen_arch)))}); "
+            f"first keys: {', '.join(list(weights)[:4])}"
         )
-    num_classes = int(fc_weight.shape[0])
+    chosen_transform, transform_source = decide_transform_input(chosen_arch, meta, transform_input)
 
-    if transform_input is not None:
-        chosen_transform, transform_source = transform_input, "flag"
-    elif isinstance(meta.get("transform_input"), bool):
-        chosen_transform, transform_source = bool(meta["transform_input"]), "checkpoint"
-    else:
-        # torchvision turns it on whenever GoogLeNet is built with ImageNet weights, which is how
-        # users fine-tune; a bare state_dict cannot tell us, so on is the safer guess.
-        chosen_transform, transform_source = True, "default"
-
-    model = build_googlenet(num_classes, chosen_transform)
-    if CHANNEL_PLAN_KEY in meta:  # a pruned GoogLeNet: same layers, fewer channels
-        apply_channel_plan(model, meta[CHANNEL_PLAN_KEY])
-    check_architecture(model, without_aux, path)
-    model.load_state_dict(without_aux, strict=False)
+    model = families.build(chosen_arch, num_classes, transform_input=bool(chosen_transform))
+    if pruned:  # a pruned model: same layers, fewer channels
+        apply_channel_plan(model, meta[CHANNEL_PLAN_KEY], chosen_arch)
+    check_architecture(model, chosen_arch, weights, path)
+    model.load_state_dict(weights, strict=False)
 
     from_checkpoint = None if class_names is not None else class_names_from(meta, num_classes)
     if class_names is not None:
@@ -248,19 +277,22 @@ def load_checkpoint(
     else:
         names, names_source = [f"class_{i}" for i in range(num_classes)], "generated"
 
-    preprocessing = None
     if isinstance(meta.get("preprocessing"), Mapping):
         preprocessing = PreprocessSpec.from_dict(dict(meta["preprocessing"]))
+    else:  # what torchvision's ImageNet weights for this model were trained with: what fine-tuning starts from
+        preprocessing = families.default_preprocessing(chosen_arch)
 
     return LoadedModel(
-        module=deployable(model),
+        module=families.deployable(model),
+        arch=chosen_arch,
+        arch_source=arch_source,
         class_names=tuple(names),
         class_names_source=names_source,
         transform_input=chosen_transform,
         transform_input_source=transform_source,
         preprocessing=preprocessing,
         checkpoint_form=form,
-        dropped_aux_keys=len(state) - len(without_aux),
+        dropped_aux_keys=len(state) - len(weights),
         sha256=sha256_file(path),
         path=path,
         # Only edgekit's own record (it comes with a channel plan): other tools use the key differently.

@@ -1,6 +1,6 @@
-"""Which input transform a GoogLeNet was trained with, read from the model itself and the user's images.
+"""Which input transform a GoogLeNet or Inception v3 was trained with, read from the model and the user's images.
 
-torchvision's GoogLeNet may re-normalise its input (`transform_input`: ImageNet mean/std to the
+torchvision's GoogLeNet and Inception v3 may re-normalise its input (`transform_input`: ImageNet mean/std to the
 (x − 0.5) / 0.5 of the original Inception). A checkpoint that does not record the setting cannot say
 which one its weights expect, and the wrong one gives a bundle that agrees with the real model at chance
 while every parity check passes (the reference makes the same assumption). The first convolution's
@@ -52,8 +52,11 @@ class TransformEvidence:
         }
 
 
+FIRST_LAYERS = ("conv1", "Conv2d_1a_3x3")  # GoogLeNet's and Inception v3's BasicConv2d: conv then bn
+
+
 def _first_layer(module: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
-    conv1 = getattr(module, "conv1", None)
+    conv1 = next((getattr(module, name) for name in FIRST_LAYERS if hasattr(module, name)), None)
     conv, bn = getattr(conv1, "conv", None), getattr(conv1, "bn", None)
     if not isinstance(conv, torch.nn.Conv2d) or not isinstance(bn, torch.nn.BatchNorm2d):
         return None
@@ -64,7 +67,7 @@ def _first_layer(module: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Mod
 
 def transform_input_evidence(module: torch.nn.Module, inputs: np.ndarray) -> TransformEvidence | None:
     """The mismatch of each setting on `inputs` (preprocessed NCHW float32), or None for a model without
-    torchvision GoogLeNet's conv1 (conv + BatchNorm) or without images."""
+    transform_input and a first conv + BatchNorm (GoogLeNet's conv1, Inception v3's Conv2d_1a_3x3) or without images."""
     layer = _first_layer(module)
     if layer is None or len(inputs) == 0 or not hasattr(module, "transform_input"):
         return None

@@ -1,9 +1,12 @@
-"""`edgekit finetune`: transfer learning for GoogLeNet on the accelerator the user has, in one process or
-under torchrun (DDP), through the one training loop (`edgekit.train`).
+"""`edgekit finetune`: transfer learning for any torchvision classifier edgekit knows (`model/families.py`) on
+the accelerator the user has, in one process or under torchrun (DDP), through the one training loop
+(`edgekit.train`).
 
 Recipe defaults follow common practice for fine-tuning ImageNet CNNs: SGD with momentum (or AdamW),
 a cosine schedule, the new head at the base learning rate and a pretrained body at a tenth of it,
-light augmentation for training only, auxiliary losses weighted 0.3 as in the GoogLeNet paper.
+light augmentation for training only, auxiliary losses weighted as each family's paper or torchvision recipe
+has them (GoogLeNet 0.3, Inception v3 0.4). Inception v3's aux head needs inputs of 299 or so: at a smaller
+crop it cannot run and is switched off (said in the output).
 `--batch-size` is per process, as in torchvision's reference scripts: N processes train on N× the images
 per step. Each epoch ends with validation; the best checkpoint is kept at `out` and the latest full state
 (optimizer, schedule and gradient scaler included) at `<out>.last.pt` for `--resume`. Only rank 0 writes,
@@ -26,9 +29,16 @@ from edgekit.core.progress import QUIET, Progress
 from edgekit.core.threads import resolve_threads
 from edgekit.core.versions import EDGEKIT_VERSION
 from edgekit.data.datasets import FASHION_MNIST, LabelledImages, fashion_mnist_dataset, folder_dataset, stratified_split
-from edgekit.data.preprocess import PreprocessSpec
+from edgekit.model import families
 from edgekit.model.checkpoint import save_checkpoint
-from edgekit.model.freeze import active_aux_heads, apply_freeze, frozen_blocks, parameter_groups, set_train_mode
+from edgekit.model.freeze import (
+    active_aux_heads,
+    apply_freeze,
+    check_mode,
+    frozen_blocks,
+    parameter_groups,
+    set_train_mode,
+)
 from edgekit.model.transfer import starting_point
 from edgekit.train import accelerator as accelerators
 from edgekit.train import world as worlds
@@ -50,6 +60,7 @@ class FinetuneConfig:
     val_split: float = 0.1
     epochs: int = 5
     batch_size: int = 32  # per process
+    arch: str | None = None  # None: recorded in --weights or inferred from them; from scratch, googlenet
     optimizer: str = "sgd"
     lr: float = 0.01
     lr_schedule: str = "cosine"
@@ -77,9 +88,11 @@ class FinetuneConfig:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
 
 
-def validate(config: FinetuneConfig) -> tuple[str, ...]:
-    """Everything checkable without data or weights; returns the frozen blocks."""
-    frozen = frozen_blocks(config.mode, config.freeze_until)
+def validate(config: FinetuneConfig) -> None:
+    """Everything checkable without data or weights."""
+    check_mode(config.mode, config.freeze_until)
+    if config.arch is not None:
+        families.check_arch(config.arch)
     config.training.validate()
     if config.data != FASHION_MNIST and not Path(config.data).is_dir():
         raise EdgekitError(f"--data {config.data} is not a directory (or use --data {FASHION_MNIST})")
@@ -104,7 +117,6 @@ def validate(config: FinetuneConfig) -> tuple[str, ...]:
         raise EdgekitError(f"cannot write {config.out}: {problem}")
     if config.out.is_dir():
         raise EdgekitError(f"cannot write {config.out}: it is a directory; give a file name such as model.pt")
-    return frozen
 
 
 def _datasets(config: FinetuneConfig, progress: Progress) -> tuple[LabelledImages, LabelledImages]:
@@ -188,21 +200,20 @@ def _restore(state: dict[str, Any], config: FinetuneConfig, trainer: Trainer, st
 
 
 def run_finetune(config: FinetuneConfig, progress: Progress = QUIET) -> dict[str, Any]:
-    frozen = validate(config)
+    validate(config)
     world = worlds.from_environment()
     threads = config.threads or max(1, resolve_threads(0) // world.local_size)
     accelerator = accelerators.resolve(config.training, world.local_rank, threads)
     accelerators.require_cuda_for_sync_batchnorm(config.training, accelerator)
     worlds.join(world, accelerator.device)
     try:
-        return _train(config, frozen, world, accelerator, threads, progress)
+        return _train(config, world, accelerator, threads, progress)
     finally:
         world.leave()
 
 
 def _train(
     config: FinetuneConfig,
-    frozen: tuple[str, ...],
     world: worlds.World,
     accelerator: accelerators.Accelerator,
     threads: int,
@@ -214,13 +225,16 @@ def _train(
 
     train_set, val_set = _datasets(config, progress)
     torch.manual_seed(config.seed)  # right before the new heads are initialised: same seed, same start
-    start = starting_point(config.weights, train_set.class_names, config.trust_pickle)
-    base = start.preprocessing or PreprocessSpec()
+    start = starting_point(config.weights, train_set.class_names, config.trust_pickle, config.arch)
+    base = start.preprocessing or families.default_preprocessing(start.arch)
     spec = base.with_overrides(resize=config.resize, crop=config.crop)
     model = start.model
-    apply_freeze(model, frozen)
-    aux_heads = active_aux_heads(frozen)
-    groups = parameter_groups(model, config.lr, config.body_lr_mult, start.pretrained)
+    frozen = frozen_blocks(config.mode, config.freeze_until, families.blocks(model), start.arch)
+    heads = _aux_heads_that_run(model, families.aux_heads(start.arch), spec.crop, progress)
+    apply_freeze(model, heads, frozen)
+    aux_heads = active_aux_heads(heads, frozen)
+    new_layers = (*families.head_prefixes(start.arch), *(f"{head.module}." for head in heads))
+    groups = parameter_groups(model, new_layers, config.lr, config.body_lr_mult, start.pretrained)
     if config.optimizer == "sgd":
         optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay, nesterov=True)
     else:
@@ -233,8 +247,9 @@ def _train(
     val_loader = eval_loader(val_set.with_transform(eval_transform(spec)), world, accelerator, workers)
     scheduler = make_scheduler(optimizer, config.lr_schedule, config.epochs * len(loader))
     trainer = Trainer(
-        model, LabelLoss(aux_heads, config.label_smoothing), optimizer, scheduler, accelerator, world, config.seed,
-        progress, train_mode=lambda m: set_train_mode(m, frozen), sync_batchnorm=config.training.sync_batchnorm,
+        model, LabelLoss({head.output: head.weight for head in aux_heads}, config.label_smoothing), optimizer,
+        scheduler, accelerator, world, config.seed, progress, train_mode=lambda m: set_train_mode(m, heads, frozen),
+        sync_batchnorm=config.training.sync_batchnorm,
     )  # fmt: skip
 
     first_epoch, best, history = 0, -1.0, []
@@ -253,7 +268,7 @@ def _train(
     progress.note(
         f"{config.mode}: {len(train_set)} train / {len(val_set)} val images, {len(train_set.class_names)} classes, "
         f"{start.description}; frozen: {', '.join(frozen) if frozen else 'nothing'}; aux heads: "
-        f"{', '.join(aux_heads) or 'off'}"
+        f"{', '.join(head.module for head in aux_heads) or 'off'}"
     )
     progress.note(
         f"training on {accelerator.describe()}"
@@ -265,6 +280,7 @@ def _train(
             f"warning: skipped {len(train_set.unreadable)} unreadable file(s), e.g. {next(iter(train_set.unreadable))}"
         )
     metadata = {
+        "arch": start.arch,
         "classes": list(train_set.class_names),
         "transform_input": start.transform_input,
         "preprocessing": spec.to_dict(),
@@ -315,5 +331,18 @@ def _train(
         "training": training,
         "mode": config.mode,
         "frozen": list(frozen),
-        "aux_heads": list(aux_heads),
+        "aux_heads": [head.module for head in aux_heads],
+        "arch": start.arch,
     }
+
+
+def _aux_heads_that_run(
+    model: torch.nn.Module, heads: tuple[families.AuxHead, ...], crop: int, progress: Progress
+) -> tuple[families.AuxHead, ...]:
+    """The aux heads, or none where they cannot run at this crop (Inception v3's needs 299): the model is
+    then trained without them, as torchvision allows (aux_logits off)."""
+    if all(crop >= head.min_crop for head in heads):
+        return heads
+    progress.note(f"note: the auxiliary head(s) need a crop of {max(h.min_crop for h in heads)}; training without them")
+    families.switch_off_aux(model)
+    return ()

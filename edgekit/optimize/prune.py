@@ -1,10 +1,13 @@
-"""Structured channel pruning of GoogLeNet with torch-pruning, judged by measured latency.
+"""Structured channel pruning of any torchvision classifier edgekit knows, with torch-pruning, judged by
+measured latency.
 
     measure ─► prune (a ratio, or in steps until a MACs/latency target) ─► 2:4 ─► recover ─► measure
 
-torch-pruning's dependency graph keeps the inception concats consistent (pruning a branch's output
-prunes the matching input channels of every consumer of the concat); edgekit never hand-edits that.
-The classifier's outputs are never pruned and the aux heads are gone before tracing. Latency is the
+torch-pruning's dependency graph keeps every coupling consistent: inception and dense concats (pruning a
+branch's output prunes the matching input channels of every consumer), residual adds (both sides of an add
+lose the same channels), depthwise convolutions (channels and groups together) and squeeze-excitation;
+edgekit never hand-edits that. The classifier's outputs are never pruned and the aux heads are gone before
+tracing. Latency is the
 FP32 batch-1 p50 of the target's own backend on this host: MACs alone are known to mislead.
 """
 
@@ -26,6 +29,7 @@ from edgekit.data.datasets import LabelledImages, folder_dataset, held_out, stra
 from edgekit.data.preprocess import PreprocessSpec
 from edgekit.measure.decide import Budget, Verdict, top1_drop_pts
 from edgekit.measure.stats import PairedDifference, wilson
+from edgekit.model import families
 from edgekit.model.architecture import channel_counts
 from edgekit.optimize import sparsity
 from edgekit.optimize.prune_config import PruneSettings
@@ -161,7 +165,7 @@ def _prune_channels(
         importance=_importance(settings.importance),
         pruning_ratio=final,
         iterative_steps=steps,
-        ignored_layers=[module.fc],  # the classifier's outputs are the user's classes
+        ignored_layers=[families.classifier(module, spec.crop)],  # the classifier's outputs are the user's classes
         round_to=settings.round_to,
         global_pruning=settings.scope == "global",
         max_pruning_ratio=settings.max_ratio if settings.scope == "global" else 1.0,
@@ -242,7 +246,7 @@ def prune_module(
     original_correct: np.ndarray | None = None,
     before: dict[str, Any] | None = None,
 ) -> PruneOutcome:
-    """Prune a deployable GoogLeNet (modified in place and returned) and measure what it gained and lost.
+    """Prune a deployable model (modified in place and returned) and measure what it gained and lost.
 
     Accuracy is kept per image on the validation images, so the drop against the original model is a
     paired comparison (`PairedDifference`); `original_correct` and `before` (its MACs, size and latency)

@@ -188,6 +188,7 @@ class PruneConfig:
     max_accuracy_drop: float | None = None  # top-1 points the pruned model may lose on the validation images
     threads: int | None = None
     trust_pickle: bool = False
+    arch: str | None = None  # torchvision builder name; None: recorded in the checkpoint, else inferred
     force: bool = False
     class_names: tuple[str, ...] | None = None  # --classes: names for a checkpoint without them
     resize: int | None = None  # preprocessing overrides, for a checkpoint that does not record its own
@@ -200,7 +201,11 @@ def validate(config: PruneConfig, fp32_backend: type[Backend], measured_elsewher
     if not config.model.is_file():
         raise EdgekitError(f"{config.model} does not exist or is not a file")
     if config.model.suffix.lower() == ".onnx":
-        raise EdgekitError("edgekit prunes PyTorch GoogLeNet checkpoints; an ONNX file cannot be pruned")
+        raise EdgekitError("edgekit prunes PyTorch checkpoints; an ONNX file cannot be pruned")
+    if config.arch is not None:
+        from edgekit.model.families import check_arch
+
+        check_arch(config.arch)
     if config.val is not None and not config.val.is_dir():
         raise EdgekitError(f"--val {config.val} is not a directory")
     validate_settings(config.settings, has_class_folders(config.val))

@@ -94,7 +94,7 @@ class SearchState:
             return None
         saved = json.loads(report_file.read_text())
         checkpoint = torch.load(weights, weights_only=True)  # written by this search; tensors and plain data
-        module = apply_channel_plan(copy.deepcopy(original), checkpoint["channel_plan"])
+        module = apply_channel_plan(copy.deepcopy(original), checkpoint["channel_plan"], type(original).__name__)
         module.load_state_dict(checkpoint["state_dict"])
         return PruneOutcome(
             module.eval(),

@@ -2,7 +2,7 @@
 (`edgekit.train`), on the accelerator the user chose.
 
 By default it is distilled from the unpruned model (`train.objectives.Distillation`), optionally also at
-the inception stages' outputs (FitNets). Distillation needs only images, so unlabelled photos of the
+the outputs of the model's last three stages (FitNets). Distillation needs only images, so unlabelled photos of the
 deployment scene (`--recover-unlabelled`) join the labelled ones, or replace them. The best epoch on the
 held-out selection images is kept, not the last: top-1 on labelled ones, else agreement with the unpruned
 model on held-out unlabelled ones.
@@ -16,6 +16,7 @@ import torch
 
 from edgekit.core.progress import QUIET, Progress
 from edgekit.data.preprocess import PreprocessSpec
+from edgekit.model import families
 from edgekit.optimize.prune_config import PruneSettings
 from edgekit.train import accelerator as accelerators
 from edgekit.train.augment import MIX, eval_transform, train_transform
@@ -26,8 +27,6 @@ from edgekit.train.world import ONE_PROCESS
 
 if TYPE_CHECKING:
     from edgekit.optimize.prune import PruneData
-
-FEATURE_POINTS = ("inception3b", "inception4e", "inception5b")  # the end of each inception stage
 
 
 def recover(
@@ -82,7 +81,8 @@ def _train(
     if teacher is not None:
         if settings.feature_distill > 0:
             example = torch.zeros(2, 3, spec.crop, spec.crop, device=accelerator.device)
-            features.append(FeatureMatch(student, teacher, FEATURE_POINTS, example))
+            points = families.stage_ends(student, example)  # GoogLeNet: inception3b, 4e, 5b
+            features.append(FeatureMatch(student, teacher, points, example))
         match = features[0] if features else None
         objective = Distillation(teacher, settings.distill_temperature, match, settings.feature_distill)
     parameters = [p for module in (student, *objective.modules) for p in module.parameters()]

@@ -123,7 +123,11 @@ def run_bench(config: BenchConfig, progress: Progress = QUIET) -> dict[str, Any]
     reference_path = _find_reference(config, manifest, notes)
     reference = None
     if reference_path is not None:
-        reference = load_reference(reference_path, threads, manifest.transform_input, trust_pickle=config.trust_pickle)
+        recorded_arch = manifest.section("model").get("arch")
+        reference = load_reference(
+            reference_path, threads, manifest.transform_input, trust_pickle=config.trust_pickle,
+            arch=recorded_arch if isinstance(recorded_arch, str) else None,
+        )  # fmt: skip
     if manifest.input.batch == 1 and max(config.batch_sizes) > 1:
         notes.append("the model has a fixed batch of 1: larger batches run as one call per image")
 

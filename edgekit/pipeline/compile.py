@@ -27,10 +27,9 @@ from edgekit.core.errors import EdgekitError, ParityError
 from edgekit.core.progress import QUIET, Progress
 from edgekit.core.threads import resolve_threads
 from edgekit.data.calibration import CalibrationSet
-from edgekit.export.onnx_file import OnnxInfo, inspect_onnx
+from edgekit.export.onnx_file import OnnxInfo, inspect_onnx, layer_groups
 from edgekit.measure.decide import fastest_first
 from edgekit.measure.evaluate import compare, labels_warning, run_batched, score
-from edgekit.model.layout import LAYER_GROUPS
 from edgekit.optimize.ladder import BackendLadder, Rules, Rung, climb, speeds_text
 from edgekit.pipeline.candidates import SENSITIVITY_IMAGES, CandidateBuilder, CheckImages
 from edgekit.pipeline.compile_config import CompileConfig, candidates, resolve, validate
@@ -254,7 +253,8 @@ def _select(
         else "FP32 (no held-out images)"
     )  # fmt: skip
     progress.note(f"{config.precision} builds, each checked against {what}:")
-    outcome, selection = climb(ladders, builder.evaluate, rules, LAYER_GROUPS, progress, builder.time_together)
+    groups = layer_groups(checks.fp32)  # the model's own blocks, in forward order
+    outcome, selection = climb(ladders, builder.evaluate, rules, groups, progress, builder.time_together)
     return outcome.rung, selection
 
 

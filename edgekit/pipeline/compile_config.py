@@ -27,6 +27,7 @@ class CompileConfig:
     force: bool = False
     class_names: tuple[str, ...] | None = None
     transform_input: bool | None = None  # None: from the checkpoint, else on
+    arch: str | None = None  # torchvision builder name; None: recorded in the checkpoint, else inferred
     resize: int | None = None  # preprocessing overrides
     crop: int | None = None
     preprocess: str | None = None  # "exact" / "fast" decode (PreprocessSpec.decode); None: the checkpoint's, else exact
@@ -74,6 +75,12 @@ def validate(config: CompileConfig) -> tuple[type[Converter], Any]:
         raise EdgekitError(
             "--transform-input/--no-transform-input apply to PyTorch checkpoints; an ONNX file has its own"
         )
+    if config.arch is not None:
+        if config.is_onnx:
+            raise EdgekitError("--arch names the architecture of a PyTorch checkpoint; an ONNX file carries its own")
+        from edgekit.model.families import check_arch
+
+        check_arch(config.arch)
     if config.val is not None and not config.val.is_dir():
         raise EdgekitError(f"--val {config.val} is not a directory")
     if config.parity_images < 1:
@@ -93,7 +100,7 @@ def validate(config: CompileConfig) -> tuple[type[Converter], Any]:
             raise EdgekitError("--max-accuracy-drop needs --val DIR with one sub-directory of images per class")
     if config.prune is not None:
         if config.is_onnx:
-            raise EdgekitError("--prune needs a PyTorch GoogLeNet checkpoint; an ONNX file cannot be pruned")
+            raise EdgekitError("--prune needs a PyTorch checkpoint; an ONNX file cannot be pruned")
         if config.precision == "auto":
             raise EdgekitError(
                 "--prune with --precision auto would prune once per precision; run `edgekit prune` first, "

@@ -59,10 +59,9 @@ def _load_checkpoint(config: CompileConfig, threads: int) -> LoadedSource:
         trust_pickle=config.trust_pickle,
         transform_input=config.transform_input,
         class_names=list(config.class_names) if config.class_names else None,
+        arch=config.arch,
     )
-    spec = (loaded.preprocessing or PreprocessSpec()).with_overrides(
-        resize=config.resize, crop=config.crop, decode=config.preprocess
-    )
+    spec = loaded.preprocessing.with_overrides(resize=config.resize, crop=config.crop, decode=config.preprocess)
     opset = config.target.onnx_opset
     pruning = loaded.pruning  # a checkpoint written by `edgekit prune` carries its record
     return LoadedSource(
@@ -74,7 +73,9 @@ def _load_checkpoint(config: CompileConfig, threads: int) -> LoadedSource:
                 "dropped_aux_keys": loaded.dropped_aux_keys,
             },
             "model": {
-                "architecture": "torchvision.models.googlenet",
+                "architecture": f"torchvision.models.{loaded.arch}",
+                "arch": loaded.arch,
+                "arch_source": loaded.arch_source,
                 "num_classes": loaded.num_classes,
                 "transform_input": loaded.transform_input,
                 "transform_input_source": loaded.transform_input_source,
@@ -86,7 +87,8 @@ def _load_checkpoint(config: CompileConfig, threads: int) -> LoadedSource:
         reference=TorchReference(loaded.module, threads),
         spec=spec,
         description=(
-            f"GoogLeNet ({loaded.checkpoint_form}), {loaded.num_classes} classes ({loaded.class_names_source} names)"
+            f"{loaded.arch} ({loaded.arch_source}; {loaded.checkpoint_form}), {loaded.num_classes} classes "
+            f"({loaded.class_names_source} names)"
         ),
         pruned=pruning is not None,
         opset=opset,

@@ -120,8 +120,8 @@ def run_prune(
     assert isinstance(config.target, Target)
     validate(config, choose_converter(config.target, "fp32", None).backend, measured_elsewhere=bool(latency_probe))
     names = list(config.class_names) if config.class_names else None
-    loaded = load_checkpoint(config.model, trust_pickle=config.trust_pickle, class_names=names)
-    spec = (loaded.preprocessing or PreprocessSpec()).with_overrides(resize=config.resize, crop=config.crop)
+    loaded = load_checkpoint(config.model, trust_pickle=config.trust_pickle, class_names=names, arch=config.arch)
+    spec = loaded.preprocessing.with_overrides(resize=config.resize, crop=config.crop)
     data = load_prune_data(config.settings, config.val, loaded.class_names, loaded.class_names_source, progress)
     threads = resolve_threads(config.threads if config.threads is not None else config.target.threads)
     torch.set_num_threads(threads)
@@ -146,6 +146,7 @@ def run_prune(
     save_checkpoint(
         {
             "model_state_dict": outcome.module.state_dict(),
+            "arch": loaded.arch,
             "classes": list(loaded.class_names),
             "transform_input": loaded.transform_input,
             "preprocessing": spec.to_dict(),

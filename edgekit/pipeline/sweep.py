@@ -63,9 +63,7 @@ def validate(config: SweepConfig) -> None:
     if any(not 0 <= r < 1 for r in config.prune_ratios) or not config.prune_ratios:
         raise EdgekitError("--prune takes ratios in [0, 1), e.g. 0,0.3,0.5 (0 = unpruned)")
     if any(r > 0 for r in config.prune_ratios) and config.model.suffix.lower() == ".onnx":
-        raise EdgekitError(
-            "pruning needs a PyTorch GoogLeNet checkpoint; an ONNX model can only be swept with --prune 0"
-        )
+        raise EdgekitError("pruning needs a PyTorch checkpoint; an ONNX model can only be swept with --prune 0")
     for flag, folder in (("--calib", config.calib), ("--recover-data", config.recover_data)):
         if folder is not None and not folder.is_dir():
             raise EdgekitError(f"{flag} {folder} is not a directory")

@@ -162,6 +162,9 @@ def describe_bundle(path: Path, manifest: Manifest) -> dict[str, str]:
         "target": manifest.target_name,
         "backend": manifest.backend,
         "precision": manifest.precision,
+        "model": f"{model.get('arch', '?')} ({model.get('arch_source', 'not recorded')})"
+        if model.get("arch")
+        else str(model.get("architecture", "?")),
         "classes": f"{len(classes)}: {', '.join(classes[:8])}{' …' if len(classes) > 8 else ''}",
         "transform_input": f"{manifest.transform_input} ({model.get('transform_input_source', 'n/a')})",
         "input": f"{manifest.input.name} {manifest.input.shape}",

@@ -1,7 +1,7 @@
 """What the one training loop minimises, given the model's output and the batch's soft targets (a zero row:
 an unlabelled image).
 
-- `LabelLoss`: cross-entropy on the labels, plus GoogLeNet's auxiliary heads (weight 0.3, as in the paper).
+- `LabelLoss`: cross-entropy on the labels, plus the auxiliary heads' (GoogLeNet's, Inception v3's), each weighted.
 - `Distillation`: Hinton et al.'s KL between temperature-softened outputs of the student and a teacher (the
   unpruned model), scaled by T², mixed with cross-entropy on whatever labels the batch has; unlabelled
   images are distilled only. The teacher sees the same (augmented, mixed) images: its soft labels follow
@@ -12,13 +12,12 @@ an unlabelled image).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch.nn import functional as F
 
-AUX_LOSS_WEIGHT = 0.3
 DISTILL_TEMPERATURE = 4.0
 DISTILL_WEIGHT = 0.7  # share of the distillation term where a batch has labels; the rest is cross-entropy
 
@@ -35,20 +34,22 @@ def _main_logits(outputs: Any) -> torch.Tensor:
 
 
 class LabelLoss:
-    """Cross-entropy on the labels; `aux_heads` names GoogLeNet's auxiliary heads that are trained."""
+    """Cross-entropy on the labels; `aux_weights` maps the fields of a train-mode output that carry trained
+    auxiliary logits (GoogLeNetOutputs' aux_logits1/2, InceptionOutputs' aux_logits) to their loss weights."""
 
-    def __init__(self, aux_heads: Sequence[str] = (), smoothing: float = 0.0) -> None:
-        self.aux_heads, self.smoothing = tuple(aux_heads), smoothing
+    def __init__(self, aux_weights: Mapping[str, float] | None = None, smoothing: float = 0.0) -> None:
+        self.aux_weights, self.smoothing = dict(aux_weights or {}), smoothing
 
     modules: tuple[torch.nn.Module, ...] = ()  # nothing trained beside the model
 
     def __call__(self, outputs: Any, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = _main_logits(outputs)
         loss = labelled_cross_entropy(logits, targets, self.smoothing)
-        if not isinstance(outputs, torch.Tensor):  # GoogLeNet in train mode: (logits, aux2, aux1)
-            for head, aux in (("aux1", outputs.aux_logits1), ("aux2", outputs.aux_logits2)):
-                if head in self.aux_heads and aux is not None:
-                    loss = loss + AUX_LOSS_WEIGHT * labelled_cross_entropy(aux, targets, self.smoothing)
+        if not isinstance(outputs, torch.Tensor):  # a named tuple: (logits, aux logits...)
+            for field, weight in self.aux_weights.items():
+                aux = getattr(outputs, field, None)
+                if aux is not None:
+                    loss = loss + weight * labelled_cross_entropy(aux, targets, self.smoothing)
         return loss, logits
 
 

@@ -80,9 +80,7 @@ class OpenVinoConverter(Converter):
             raise ValueError("INT8 needs calibration inputs")
         model = ov.Core().read_model(str(fp32_onnx))
         samples = [request.calibration[i : i + 1] for i in range(len(request.calibration))]
-        from edgekit.core.layer_groups import TOP_LEVEL
-
-        patterns = [r"^/[^/]+$" if group == TOP_LEVEL else f"^/{group}/.*" for group in request.keep_fp32]
+        patterns = _ignored_patterns(fp32_onnx, request.keep_fp32)
         ignored = nncf.IgnoredScope(patterns=patterns, validate=False) if patterns else None
         from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
         from nncf.quantization.range_estimator import RangeEstimatorParametersSet
@@ -112,3 +110,23 @@ class OpenVinoConverter(Converter):
             "bias_correction": options.get("bias_correction", "fast"),
             "calibration_images": len(samples),
         }
+
+
+def _ignored_patterns(fp32_onnx: Path, groups: tuple[str, ...]) -> list[str]:
+    """NNCF ignored-scope patterns for layer groups kept in FP32: OpenVINO names its ops after the ONNX nodes
+    ("/layer3/layer3.1/conv1/Conv" and suffixes), so a group is its nodes' shared name prefix."""
+    import re
+
+    import onnx
+
+    from edgekit.core.layer_groups import TOP_LEVEL, group_prefix
+
+    names = [node.name for node in onnx.load(str(fp32_onnx), load_external_data=False).graph.node]
+    patterns = []
+    for group in groups:
+        prefix = group_prefix(names, group)
+        if group == TOP_LEVEL:
+            patterns.append(r"^/[^/]+$")
+        elif prefix is not None:
+            patterns.append(f"^{re.escape(prefix)}.*")
+    return patterns
