@@ -123,14 +123,27 @@ def quantize_int8(
             with _quiet_quantizer():
                 quantize_static(str(prepared), str(out), reader, activation_type=QuantType.QUInt8, **common)
             return
+        from edgekit.backends.qdq_rules import residual_adds
+
+        # TensorRT's placement: the inputs of every Conv/Gemm and pooling, and both inputs of every residual
+        # Add (its output left to the next layer's input), so TensorRT fuses each Add into its Conv in INT8.
+        prepared_model = onnx.load(str(prepared))
+        residual = set(residual_adds(prepared_model))
+        other_adds = [n.name for n in prepared_model.graph.node if n.op_type == "Add" and n.name not in residual]
+        common["nodes_to_exclude"] = [*common["nodes_to_exclude"], *other_adds]
         with _quiet_quantizer():
             quantize_static(
                 str(prepared),
                 str(out),
                 reader,
                 activation_type=QuantType.QInt8,
-                op_types_to_quantize=["Conv", "Gemm", "MaxPool", "AveragePool"],
-                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+                op_types_to_quantize=["Conv", "Gemm", "MaxPool", "AveragePool", "Add"],
+                extra_options={
+                    "ActivationSymmetric": True,
+                    "WeightSymmetric": True,
+                    "QuantizeBias": False,
+                    "OpTypesToExcludeOutputQuantization": ["Add"],
+                },
                 **common,
             )
     from edgekit.backends.qdq_rules import share_concat_scales

@@ -15,7 +15,13 @@ Quantization"):
   float by the accuracy guard: TensorRT runs those in FP16/FP32).
 - float-bias: biases stay float initializers; an INT32 DequantizeLinear bias is not parsed.
 - concat-shared-scale: all DQ-fed inputs of one Concat share the same scale, so TensorRT can keep
-  the concatenation in INT8 instead of requantizing each branch.
+  the concatenation in INT8 instead of requantizing each branch (GoogLeNet, Inception v3, DenseNet).
+- residual-add: both inputs of a residual Add (one of them computed by a Conv: ResNet, MobileNetV2/V3,
+  EfficientNet, RegNet) come through DequantizeLinear: the guide's "quantize the residual input"
+  placement, under which TensorRT fuses the Add into the Conv that feeds it and runs the pair in INT8.
+  The Add's own output is quantized only where the next Conv reads it (quantized-inputs). A squeeze-excitation block needs no rule of its own: its gate (a Sigmoid or
+  HardSigmoid of a 1×1 Conv) multiplies in float, TensorRT fuses that pointwise, and the projection Conv
+  that reads the product is held to quantized-inputs like every Conv.
 - opset: at least 13 (per-channel DequantizeLinear needs its `axis` attribute).
 """
 
@@ -37,8 +43,10 @@ RULES = (
     "quantized-inputs",
     "float-bias",
     "concat-shared-scale",
+    "residual-add",
     "opset",
 )
+CONV_OPS = ("Conv", "Gemm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +127,35 @@ def check_tensorrt_qdq(model: Any, float_groups: Iterable[str] = ()) -> list[Vio
         values = {float(s.reshape(-1)[0]) for s in scales if s is not None}
         if len(values) > 1:
             found.append(Violation("concat-shared-scale", node.name, f"{len(values)} different input scales"))
+    for node in model.graph.node:
+        if node.op_type == "Add" and _is_residual(graph, node) and group_of(node.name) not in kept:
+            unquantized = [name for name in node.input if graph.dq_of(name) is None]
+            if unquantized:
+                found.append(Violation("residual-add", node.name, f"input {unquantized[0]} is not read through DQ"))
     return found
+
+
+def _source(graph: _Graph, name: str) -> Any | None:
+    """The node that computes `name`, looking through a Q/DQ pair."""
+    node = graph.producer.get(name)
+    while node is not None and node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+        node = graph.producer.get(node.input[0])
+    return node
+
+
+def _is_residual(graph: _Graph, node: Any) -> bool:
+    """An Add of two computed tensors, one of them a Conv's output: a residual connection (transform_input's
+    shift and a bias add have a constant input)."""
+    if len(node.input) != 2 or any(graph.value(name) is not None for name in node.input):
+        return False
+    sources = [_source(graph, name) for name in node.input]
+    return any(source is not None and source.op_type in CONV_OPS for source in sources)
+
+
+def residual_adds(model: Any) -> list[str]:
+    """The names of `model`'s residual Adds (see `_is_residual`), for the quantizer to quantize their inputs."""
+    graph = _Graph(model)
+    return [node.name for node in model.graph.node if node.op_type == "Add" and _is_residual(graph, node)]
 
 
 def _check_weight(graph: _Graph, node: Any, weight_dq: Any) -> list[Violation]:

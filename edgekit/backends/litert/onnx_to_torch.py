@@ -25,7 +25,7 @@ from edgekit.core.errors import EdgekitError
 
 # Inputs that must be constants (shapes, axes, indices), read as Python values at conversion time.
 _STATIC_INPUTS = {"Reshape": {1}, "Unsqueeze": {1}, "Squeeze": {1}, "Gather": {1}, "Slice": {1, 2, 3, 4},
-                  "Clip": {1, 2}, "Pad": {1, 2, 3}}  # fmt: skip
+                  "Clip": {1, 2}, "Pad": {1, 2, 3}, "ReduceMean": {1}, "ReduceMax": {1}}  # fmt: skip
 
 
 class _Node(nn.Module):
@@ -69,7 +69,8 @@ class OnnxModule(nn.Module):
 
 
 def node_name(group: str, index: int) -> str:
-    return f"{group}_{index}"
+    """`layer3_1_12` for node 12 of group layer3.1: a module name cannot hold a dot."""
+    return f"{group.replace('.', '_')}_{index}"
 
 
 def _attrs(node: Any) -> dict[str, Any]:
@@ -174,9 +175,20 @@ def _function(op: str, a: dict[str, Any], static: dict[int, Any], opset: int) ->
         "Dropout": lambda x, *_: x,
         "GlobalAveragePool": lambda x: x.mean(dim=(2, 3), keepdim=True),
         "GlobalMaxPool": lambda x: x.amax(dim=(2, 3), keepdim=True),
+        "HardSwish": F.hardswish,  # opset 14+; older exports write x · HardSigmoid(x)
     }  # fmt: skip
     if op in simple:
         return simple[op]
+    if op == "HardSigmoid":  # ONNX's defaults (0.2, 0.5) differ from torch's (1/6, 0.5): the file says which
+        alpha, beta = a.get("alpha", 0.2), a.get("beta", 0.5)
+        return lambda x: torch.clamp(x * alpha + beta, 0.0, 1.0)
+    if op in ("ReduceMean", "ReduceMax"):  # global pooling written as a reduction (keras-style exports)
+        reduce_axes = static.get(1, a.get("axes"))
+        keep = bool(a.get("keepdims", 1))
+        dims = tuple(int(i) for i in reduce_axes) if reduce_axes is not None else None
+        if op == "ReduceMean":
+            return lambda x: x.mean(dim=dims, keepdim=keep) if dims is not None else x.mean()
+        return lambda x: x.amax(dim=dims, keepdim=keep) if dims is not None else x.amax()
     if op == "Conv":
         return _conv(a)
     if op in ("MaxPool", "AveragePool"):
