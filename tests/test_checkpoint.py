@@ -119,7 +119,9 @@ def test_wrong_width_is_a_shape_error(trained: dict, tmp_path: Path) -> None:
     state["conv1.conv.weight"] = torch.zeros(32, 3, 7, 7)
     path = tmp_path / "narrow.pt"
     torch.save(state, path)
-    with pytest.raises(EdgekitError, match=r"has the layers of googlenet but not their shapes \(e.g. conv1.conv.weight"):
+    with pytest.raises(
+        EdgekitError, match=r"has the layers of googlenet but not their shapes \(e.g. conv1.conv.weight"
+    ):
         load_checkpoint(path)
     with pytest.raises(EdgekitError, match=r"wrong shape.*conv1.conv.weight"):
         load_checkpoint(path, arch="googlenet")

@@ -16,17 +16,18 @@ from PIL import Image
 import edgekit
 from edgekit.core.errors import EdgekitError
 from edgekit.data.preprocess import PreprocessSpec
+from edgekit.model import families
 from edgekit.model.checkpoint import save_checkpoint
 from edgekit.model.finetune import FinetuneConfig, run_finetune
-from edgekit.model import families
 from edgekit.model.freeze import active_aux_heads, apply_freeze, frozen_blocks
 from edgekit.model.transfer import starting_point
 from edgekit.train.objectives import LabelLoss
 
 AUX = families.aux_heads("googlenet")
 # GoogLeNet's blocks in forward order, written out: the list users read in --freeze-until's error
-BLOCKS = ("conv1", "maxpool1", "conv2", "conv3", "maxpool2", "inception3a", "inception3b", "maxpool3", "inception4a",
-          "inception4b", "inception4c", "inception4d", "inception4e", "maxpool4", "inception5a", "inception5b")  # fmt: skip
+BLOCKS = ("conv1", "maxpool1", "conv2", "conv3", "maxpool2", "inception3a", "inception3b", "maxpool3",
+          "inception4a", "inception4b", "inception4c", "inception4d", "inception4e", "maxpool4", "inception5a",
+          "inception5b")  # fmt: skip
 TINY = {
     "data": "fashion-mnist",
     "per_class": 8,
@@ -80,7 +81,9 @@ def test_aux_heads_get_gradients_and_are_gone_after_export(trained: dict, tmp_pa
     start = starting_point(str(trained["path"]), ("a", "b", "c"))
     start.model.train()
     targets = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 0]), 3).float()
-    loss, _ = LabelLoss({"aux_logits1": 0.3, "aux_logits2": 0.3})(start.model(torch.randn(4, 3, 64, 64)), torch.empty(0), targets)
+    loss, _ = LabelLoss({"aux_logits1": 0.3, "aux_logits2": 0.3})(
+        start.model(torch.randn(4, 3, 64, 64)), torch.empty(0), targets
+    )
     loss.backward()
     for head in (start.model.aux1, start.model.aux2):
         assert head.fc2.weight.grad is not None and head.fc2.weight.grad.abs().sum() > 0

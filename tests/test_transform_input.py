@@ -18,9 +18,9 @@ import torch
 import edgekit
 from edgekit.data.images import read_image
 from edgekit.data.preprocess import PreprocessSpec, preprocess
+from edgekit.model import families
 from edgekit.model.evidence import transform_input_evidence
 from edgekit.model.finetune import FinetuneConfig, run_finetune
-from edgekit.model import families
 from tests.conftest import NUM_CLASSES
 
 

@@ -19,9 +19,10 @@ Quantization"):
 - residual-add: both inputs of a residual Add (one of them computed by a Conv: ResNet, MobileNetV2/V3,
   EfficientNet, RegNet) come through DequantizeLinear: the guide's "quantize the residual input"
   placement, under which TensorRT fuses the Add into the Conv that feeds it and runs the pair in INT8.
-  The Add's own output is quantized only where the next Conv reads it (quantized-inputs). A squeeze-excitation block needs no rule of its own: its gate (a Sigmoid or
-  HardSigmoid of a 1×1 Conv) multiplies in float, TensorRT fuses that pointwise, and the projection Conv
-  that reads the product is held to quantized-inputs like every Conv.
+  The Add's own output is quantized only where the next Conv reads it (quantized-inputs). A
+  squeeze-excitation block needs no rule of its own: its gate (a Sigmoid or HardSigmoid of a 1×1 Conv)
+  multiplies in float, TensorRT fuses that pointwise, and the projection Conv that reads the product is
+  held to quantized-inputs like every Conv.
 - opset: at least 13 (per-channel DequantizeLinear needs its `axis` attribute).
 """
 

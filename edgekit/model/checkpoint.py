@@ -256,8 +256,9 @@ def load_checkpoint(
     num_classes = families.num_classes_of(chosen_arch, weights)
     if num_classes is None:
         raise EdgekitError(
-            f"{path} has no {chosen_arch} classifier ({', '.join(sorted(families.head_prefixes(chosen_arch)))}); "
-            f"first keys: {', '.join(list(weights)[:4])}"
+            f"{path} is not a torchvision {chosen_arch} checkpoint: it has no {chosen_arch} classifier "
+            f"({', '.join(sorted(families.head_prefixes(chosen_arch)))}; its first keys are "
+            f"{', '.join(list(weights)[:3])}); give the right one with --arch NAME or leave --arch out"
         )
     chosen_transform, transform_source = decide_transform_input(chosen_arch, meta, transform_input)
 

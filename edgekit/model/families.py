@@ -226,6 +226,20 @@ def _children(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
             yield name, child
 
 
+def check_input_size(model: nn.Module, crop: int, arch: str) -> None:
+    """Refuse an input size the model cannot run at (AlexNet below 63 pixels, Inception v3 below 75), before
+    any training or export starts."""
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, crop, crop))
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[0][:160]
+        raise EdgekitError(f"{arch} cannot run on {crop}×{crop} inputs ({reason}); use a larger --crop") from None
+    finally:
+        model.train(was_training)
+
+
 def stage_ends(model: nn.Module, example: torch.Tensor, count: int = 3) -> tuple[str, ...]:
     """The last block at each of the model's last `count` resolutions (GoogLeNet: inception3b, 4e, 5b; ResNet:
     layer2, layer3, layer4): where feature distillation matches a pruned student to its teacher."""

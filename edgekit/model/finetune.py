@@ -229,6 +229,7 @@ def _train(
     base = start.preprocessing or families.default_preprocessing(start.arch)
     spec = base.with_overrides(resize=config.resize, crop=config.crop)
     model = start.model
+    families.check_input_size(model, spec.crop, start.arch)
     frozen = frozen_blocks(config.mode, config.freeze_until, families.blocks(model), start.arch)
     heads = _aux_heads_that_run(model, families.aux_heads(start.arch), spec.crop, progress)
     apply_freeze(model, heads, frozen)

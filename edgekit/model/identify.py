@@ -3,7 +3,9 @@
 A state_dict names every layer and each tensor's shape, which is enough to tell ResNet-18 from 34 (more
 blocks), 34 from 50 (bottlenecks), EfficientNet-B0 from B1 (more blocks) and B1 from B2 (wider). The
 candidates are compared on every key except the classifier's class count; each family is built (on the
-meta device: no memory, no init) only when the state_dict's top-level names are that family's.
+meta device: no memory, no init) only when the state_dict's top-level names are that family's, and each
+member only when its parameter count (torchvision's weight metadata, for 1000 classes) is the state_dict's:
+RegNet cannot be built on the meta device, and building RegNetY-128GF to rule it out would take seconds.
 Where the recorded or given architecture exists it wins; this is for the checkpoints that do not say.
 """
 
@@ -53,13 +55,40 @@ def _comparable(arch: str, state: Mapping[str, tuple[int, ...]]) -> tuple[bool, 
     return True, ""
 
 
+def _imagenet_parameters(shapes: Mapping[str, tuple[int, ...]]) -> int:
+    """The parameter count of `shapes` with its classifier (the last 2-D weight, and its bias) at 1000 classes."""
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    params = {k: v for k, v in shapes.items() if not k.endswith(buffers)}
+    head = next((k for k in reversed(params) if len(params[k]) == 2), None)
+    total = 0
+    for key, shape in params.items():
+        size = 1
+        for dim in shape:
+            size *= dim
+        if head is not None and key in (head, head.removesuffix("weight") + "bias") and shape:
+            size = size // shape[0] * 1000
+        total += size
+    return total
+
+
+@functools.cache
+def _published_parameters(arch: str) -> int | None:
+    import torchvision.models
+
+    weights = next(iter(torchvision.models.get_model_weights(arch)), None)
+    count = weights.meta.get("num_params") if weights is not None else None
+    return int(count) if isinstance(count, int) else None
+
+
 def identify(state: Mapping[str, torch.Tensor], path: object) -> str:
     """The one known architecture `state` (prefixes stripped) fits, or an EdgekitError that lists the candidates."""
     shapes = {k: tuple(v.shape) for k, v in state.items() if not k.endswith("num_batches_tracked")}
     stripped = {k: v for k, v in shapes.items() if not k.startswith(("aux1.", "aux2.", "AuxLogits."))}
     members = _family_members().get(_signature(stripped), [])
+    count = _imagenet_parameters(stripped)
+    counted = [arch for arch in members if _published_parameters(arch) in (count, None)]
     exact, same_keys = [], []
-    for arch in members:
+    for arch in counted or members:  # no count matches: compare them all, to say which layers differ
         keys_match, wrong = _comparable(arch, stripped)
         if keys_match and wrong == "":
             exact.append(arch)

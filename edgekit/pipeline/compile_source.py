@@ -62,6 +62,9 @@ def _load_checkpoint(config: CompileConfig, threads: int) -> LoadedSource:
         arch=config.arch,
     )
     spec = loaded.preprocessing.with_overrides(resize=config.resize, crop=config.crop, decode=config.preprocess)
+    from edgekit.model.families import check_input_size
+
+    check_input_size(loaded.module, spec.crop, loaded.arch)
     opset = config.target.onnx_opset
     pruning = loaded.pruning  # a checkpoint written by `edgekit prune` carries its record
     return LoadedSource(

@@ -24,6 +24,7 @@ from edgekit.measure.host import host_problem, resolve_target
 from edgekit.measure.latency import p50_ms
 from edgekit.model.architecture import CHANNEL_PLAN_KEY, channel_plan
 from edgekit.model.checkpoint import load_checkpoint, save_checkpoint
+from edgekit.model.families import check_input_size
 from edgekit.optimize.prune import (
     LatencyProbe,
     PruneData,
@@ -122,6 +123,7 @@ def run_prune(
     names = list(config.class_names) if config.class_names else None
     loaded = load_checkpoint(config.model, trust_pickle=config.trust_pickle, class_names=names, arch=config.arch)
     spec = loaded.preprocessing.with_overrides(resize=config.resize, crop=config.crop)
+    check_input_size(loaded.module, spec.crop, loaded.arch)
     data = load_prune_data(config.settings, config.val, loaded.class_names, loaded.class_names_source, progress)
     threads = resolve_threads(config.threads if config.threads is not None else config.target.threads)
     torch.set_num_threads(threads)
