@@ -101,6 +101,7 @@ def _compile(checkpoint: Path, out: Path, precision: str, calib: Path, threads: 
 
 def _family(name: str, checkpoint: Path, folders: dict[str, Path], work: Path, threads: int,
             progress: Progress) -> dict[str, Any]:  # fmt: skip
+    work.mkdir(parents=True, exist_ok=True)
     loaded = load_checkpoint(checkpoint)
     spec = loaded.preprocessing
     row: dict[str, Any] = {"model": name, "arch": loaded.arch, "train_crop": spec.crop}

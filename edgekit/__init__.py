@@ -1,4 +1,5 @@
-"""edgekit: turn a fine-tuned torchvision GoogLeNet into a measured, deployable edge bundle.
+"""edgekit: turn a fine-tuned torchvision classifier (GoogLeNet, ResNet, MobileNet, EfficientNet, ...) into a
+measured, deployable edge bundle.
 
 Heavy modules (torch, onnxruntime, openvino) are imported lazily so that `import edgekit` and
 `edgekit --help` stay instant.

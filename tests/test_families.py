@@ -214,3 +214,21 @@ def test_blocks_layer_groups_and_stage_ends_are_each_familys_own(tmp_path: Path)
     assert families.stage_ends(googlenet, torch.zeros(1, 3, 96, 96)) == ("inception3b", "inception4e", "inception5b")
     with pytest.raises(EdgekitError, match=r"does not know the model .vit_b_16.*resnet18"):
         families.check_arch("vit_b_16")
+
+
+@pytest.mark.parametrize("trained_with", [True, False])
+def test_inception_v3_transform_input_is_read_from_its_first_layer(trained_with: bool, data_dirs: dict) -> None:
+    """The evidence GoogLeNet's transform_input is decided by works on Inception v3's Conv2d_1a_3x3: its
+    BatchNorm statistics, gathered on real images under one setting, pick that setting on other images."""
+    from edgekit.model.evidence import transform_input_evidence
+
+    spec = families.default_preprocessing("inception_v3").with_overrides(resize=90, crop=80)
+    files = [f for name in ("tshirt_top", "trouser", "pullover") for f in sorted((data_dirs["train"] / name).iterdir())]
+    model = families.build("inception_v3", 3, transform_input=trained_with)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None  # a cumulative average: the statistics of exactly these images
+    with torch.no_grad():
+        model.train()(torch.from_numpy(load_images(files[:48], spec).inputs))
+    evidence = transform_input_evidence(families.deployable(model), load_images(files[48:96], spec).inputs)
+    assert evidence is not None and evidence.strong and evidence.best is trained_with, evidence

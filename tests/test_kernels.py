@@ -499,3 +499,17 @@ def test_no_compiler_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(build, "find_nvcc", lambda: None)
     with pytest.raises(EdgekitError, match=r"NVRTC is not available.*nvcc not found"):
         build.compile_for_device(87)
+
+
+@pytest.mark.parametrize("arch", ["inception_v3", "efficientnet_b3", "mobilenet_v3_large"])
+def test_reference_with_each_familys_default_transform(arch: str) -> None:
+    """Inception v3 resizes to 342 and crops 299, EfficientNet-B3 320/300 bicubic: the kernel's resample and
+    crop tables follow the family's spec, not GoogLeNet's 256/224."""
+    from edgekit.model.families import default_preprocessing
+
+    spec = default_preprocessing(arch)
+    assert (spec.resize, spec.crop, spec.interpolation) == {
+        "inception_v3": (342, 299, "bilinear"), "efficientnet_b3": (320, 300, "bicubic"),
+        "mobilenet_v3_large": (256, 224, "bilinear"),
+    }[arch]  # fmt: skip
+    _assert_matches(sample_photos()["china"], spec)

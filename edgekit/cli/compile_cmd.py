@@ -49,7 +49,8 @@ def _percentage(value: float) -> float:
 @click.option(
     "--transform-input/--no-transform-input",
     default=None,
-    help="torchvision GoogLeNet's ImageNet re-normalisation inside the model (default: from the checkpoint, else on).",
+    help="GoogLeNet's and Inception v3's ImageNet re-normalisation inside the model (default: from the "
+    "checkpoint, else decided from your images).",
 )
 @resize_option
 @crop_option
@@ -142,7 +143,7 @@ def compile_command(
     devices: tuple[str, ...],
     **stage_options: Any,
 ) -> None:
-    """Compile MODEL (a GoogLeNet checkpoint or an ONNX file) into a verified bundle for a device.
+    """Compile MODEL (a torchvision classifier's PyTorch checkpoint, or an ONNX file) into a bundle for a device.
 
     The bundle directory holds the model file and manifest.json (hashes, classes, preprocessing,
     parity figures, tool versions). It is only written if the compiled model reproduces the FP32

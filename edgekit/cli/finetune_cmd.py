@@ -125,7 +125,10 @@ def finetune(
     as_json: bool,
     **training: object,
 ) -> None:
-    """Transfer-learn a GoogLeNet on your classes and write a checkpoint `edgekit compile` reads.
+    """Transfer-learn a torchvision classifier on your classes; writes a checkpoint `edgekit compile` reads.
+
+    The model is --weights' architecture (recorded, or found from its layers), or --arch (from scratch:
+    googlenet unless given).
 
     Trains on the GPU when PyTorch sees one (--accelerator). On several GPUs run the same command under
     torchrun: `torchrun --nproc_per_node N --no-python edgekit finetune ...` (DistributedDataParallel, one GPU

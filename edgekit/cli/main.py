@@ -30,7 +30,7 @@ from edgekit.core.errors import EdgekitError, environment_problem
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="edgekit")
 def cli() -> None:
-    """Turn a fine-tuned torchvision GoogLeNet into a measured, deployable bundle for an edge device.
+    """Turn a fine-tuned torchvision classifier into a measured, deployable bundle for an edge device.
 
     Start with `edgekit compile MODEL`, then `edgekit predict BUNDLE IMAGES` and
     `edgekit bench BUNDLE --val DIR`.

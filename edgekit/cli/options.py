@@ -238,7 +238,8 @@ def pruning_options(ratio_flag: str) -> Callable[[Callable[..., Any]], Callable[
             type=float,
             default=0.0,
             show_default=True,
-            help="Also match the unpruned model's inception-stage outputs (3b, 4e, 5b) with this loss weight.",
+            help="Also match the unpruned model's last three stage outputs (GoogLeNet: inception3b, 4e, 5b; ResNet: "
+            "layer2-4) with this loss weight.",
         ),
         click.option(
             "--lr-schedule",

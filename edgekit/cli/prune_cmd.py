@@ -66,7 +66,7 @@ def prune(
     as_json: bool,
     **options: Any,
 ) -> None:
-    """Remove whole channels from MODEL (a GoogLeNet checkpoint) with torch-pruning, then recover.
+    """Remove whole channels from MODEL (a torchvision classifier's checkpoint) with torch-pruning, then recover.
 
     Give a --ratio, a --target-macs / --target-latency to prune in steps until it is met, or only a
     --max-accuracy-drop to search the largest ratio within it (an interrupted search resumes). The

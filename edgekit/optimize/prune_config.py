@@ -42,7 +42,7 @@ class PruneSettings:
     lr_schedule: str = "cosine"
     distill: bool | None = None  # distil from the unpruned model during recovery; None: yes, when recovering
     distill_temperature: float = 4.0
-    feature_distill: float = 0.0  # weight of the inception-output feature term (0: logits only)
+    feature_distill: float = 0.0  # weight of the feature term on the last three stages' outputs (0: logits only)
     search_drop_pts: float | None = None  # search mode: the most top-1 points below the original model
     search_step: float = 0.1  # the ratios a search tries: multiples of this up to max_ratio
     batch_size: int = 32

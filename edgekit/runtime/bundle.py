@@ -26,7 +26,9 @@ from edgekit.core.errors import BundleError, EdgekitError
 from edgekit.core.files import current_umask, sha256_file, writable_directory_problem
 from edgekit.runtime.manifest import MANIFEST, MAX_MANIFEST_BYTES, SCHEMA_VERSION, Manifest, bundle_member, parse_json
 
-MAX_FILE_BYTES = 8 << 30  # the largest model file a bundle may hold (a GoogLeNet engine is ~30 MB)
+MAX_FILE_BYTES = (
+    8 << 30
+)  # the largest model file a bundle may hold (a GoogLeNet engine is ~30 MB, a VGG-16 one ~550 MB)
 
 
 class MissingFile(BundleError):

@@ -81,7 +81,7 @@ class GpuSpec:
         """Builder workspace: a quarter of the device's memory, at most 4 GiB.
 
         On a Jetson the GPU shares memory with the CPU and the application, so the builder must not
-        claim most of it; on big GPUs more than 4 GiB buys GoogLeNet nothing.
+        claim most of it; on big GPUs more than 4 GiB buys a classifier of this size nothing.
         """
         return min(self.memory_mb // 4, 4096)
 

@@ -1,7 +1,7 @@
 """GPU preprocessing: one fused CUDA kernel that does what torchvision's eval transform does to a PIL image.
 
 uint8 HWC source (RGB, BGR, RGBA, BGRA or greyscale; any size; pitched rows) → PIL's antialiased resize →
-centre crop → normalisation (optionally with GoogLeNet's transform_input folded in) → NCHW float32 or
+centre crop → normalisation (optionally with GoogLeNet's or Inception v3's transform_input folded in) → NCHW float32 or
 float16, written straight into a device buffer, a whole batch per launch. It equals PIL bit for bit in
 uint8 (then one float32 multiply-add per value).
 

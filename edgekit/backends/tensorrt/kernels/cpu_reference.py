@@ -22,8 +22,8 @@ from edgekit.data.preprocess import PreprocessSpec, resized_size
 
 PRECISION_BITS = 22  # PIL's fixed point for 8-bit images: 32 - 8 - 2
 _HALF = 1 << (PRECISION_BITS - 1)
-# torchvision GoogLeNet's _transform_input re-normalises with these fixed ImageNet constants, whatever
-# normalisation the preprocessing used: x_c * (std_c / 0.5) + (mean_c - 0.5) / 0.5.
+# torchvision GoogLeNet's and Inception v3's _transform_input re-normalises with these fixed ImageNet
+# constants, whatever normalisation the preprocessing used: x_c * (std_c / 0.5) + (mean_c - 0.5) / 0.5.
 TRANSFORM_INPUT_MEAN = (0.485, 0.456, 0.406)
 TRANSFORM_INPUT_STD = (0.229, 0.224, 0.225)
 
@@ -182,7 +182,7 @@ def build_tables(width: int, height: int, spec: PreprocessSpec) -> CropTables:
 
 def normalisation(spec: PreprocessSpec, transform_input: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel (scale, shift) float32 with out = v * scale + shift for a resampled uint8 value v:
-    ToTensor's /255 and Normalize folded together in float64, optionally composed with GoogLeNet's
+    ToTensor's /255 and Normalize folded together in float64, optionally composed with GoogLeNet's (or Inception v3's)
     transform_input (then the network must be run with transform_input off)."""
     mean = np.asarray(spec.mean, dtype=np.float64)
     std = np.asarray(spec.std, dtype=np.float64)

@@ -166,8 +166,8 @@ class CudaPreprocessor:
 
     `binaries`: a fatbin/cubin (bytes) or cubins by SM ({87: b"..."}) from the bundle; when none fits this
     GPU (or none is given) the source is compiled with NVRTC for it, once, at construction.
-    `transform_input=True` folds GoogLeNet's transform_input into the normalisation: the engine must then
-    have been built from a model exported with transform_input off.
+    `transform_input=True` folds GoogLeNet's or Inception v3's transform_input into the normalisation: the
+    engine must then have been built from a model exported with transform_input off.
     """
 
     def __init__(
