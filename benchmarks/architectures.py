@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgekit.backends.base import ModelFiles
 from edgekit.backends.openvino.run import OpenVinoBackend
 from edgekit.core.errors import EdgekitError
 from edgekit.core.progress import Progress
@@ -75,7 +76,7 @@ def _peer_int8(fp32_onnx: Path, calibration: np.ndarray, out: Path, threads: int
         quantized = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples))
     out.mkdir(parents=True, exist_ok=True)
     ov.save_model(quantized, str(out / "model.xml"))
-    return OpenVinoBackend(out / "model.xml", threads, "int8")
+    return OpenVinoBackend(ModelFiles.from_file(out / "model.xml", OpenVinoBackend), threads, "int8")
 
 
 def _agreement(reference: np.ndarray, other: np.ndarray) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.backends.base import ConvertRequest
+from edgekit.backends.base import ConvertRequest, ModelFiles
 from edgekit.backends.litert.convert import LiteRtConverter
 from edgekit.backends.litert.run import LiteRtBackend
 from edgekit.backends.onnxruntime.run import OnnxRuntimeBackend
@@ -94,14 +94,20 @@ def main() -> None:
             (work / f"litert_{precision}").mkdir()
             request = ConvertRequest(precision, calibration if precision == "int8" else None)
             name, _ = LiteRtConverter.convert(onnx_file, work / f"litert_{precision}", request)
-            litert[precision] = LiteRtBackend(work / f"litert_{precision}" / name, threads, precision)
+            litert[precision] = LiteRtBackend(
+                ModelFiles.from_file(work / f"litert_{precision}" / name, LiteRtBackend), threads, precision
+            )
         candidates: dict[str, Any] = {
             "PyTorch eager FP32": TorchReference(module, threads).run,
             "PyTorch channels_last FP32": TorchReference(load_checkpoint(checkpoint).module, threads, True).run,
-            "ONNX Runtime FP32": OnnxRuntimeBackend(onnx_file, threads).run,
-            "OpenVINO FP32": OpenVinoBackend(onnx_file, threads).run,
-            "ONNX Runtime INT8 (own Q/DQ placement)": OnnxRuntimeBackend(ort_int8, threads, "int8").run,
-            "OpenVINO INT8 (NNCF)": OpenVinoBackend(work / "int8" / "model.xml", threads, "int8").run,
+            "ONNX Runtime FP32": OnnxRuntimeBackend(ModelFiles.from_file(onnx_file, OnnxRuntimeBackend), threads).run,
+            "OpenVINO FP32": OpenVinoBackend(ModelFiles.from_file(onnx_file, OpenVinoBackend), threads).run,
+            "ONNX Runtime INT8 (own Q/DQ placement)": OnnxRuntimeBackend(
+                ModelFiles.from_file(ort_int8, OnnxRuntimeBackend), threads, "int8"
+            ).run,
+            "OpenVINO INT8 (NNCF)": OpenVinoBackend(
+                ModelFiles.from_file(work / "int8" / "model.xml", OpenVinoBackend), threads, "int8"
+            ).run,
             "LiteRT FP32 (XNNPACK)": litert["fp32"].run,
             "LiteRT INT8 (full integer, XNNPACK)": litert["int8"].run,
         }

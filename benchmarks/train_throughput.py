@@ -111,8 +111,8 @@ def edgekit_step(dataset: Any, amp: str, channels_last: bool) -> Callable[[], No
     model = _model()
     optimizer = _sgd(model)
     loader = train_loader(dataset, 10, BATCH, 0, ONE_PROCESS, accelerator)
-    trainer = Trainer(model, LabelLoss({"aux_logits1": 0.3, "aux_logits2": 0.3}), optimizer, make_scheduler(optimizer, "constant", 1),
-                      accelerator)  # fmt: skip
+    objective = LabelLoss({"aux_logits1": 0.3, "aux_logits2": 0.3})
+    trainer = Trainer(model, objective, optimizer, make_scheduler(optimizer, "constant", 1), accelerator)
     batches, count = _forever(loader), itertools.count(1)
     model.train()
 

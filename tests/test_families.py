@@ -98,6 +98,8 @@ def test_arch_flag_is_checked_and_inspect_shows_the_architecture(tmp_path: Path,
     assert status == 2 and "does not know the model 'resnet9000'" in stderr, stderr
     status, _, stderr = run_cli("compile", resnet, "--arch", "mobilenet_v2", "--out", tmp_path / "b")
     assert status == 2 and "not a torchvision mobilenet_v2 checkpoint" in stderr and not (tmp_path / "b").exists()
+    status, _, stderr = run_cli("compile", resnet, "--transform-input", "--out", tmp_path / "b")
+    assert status == 2 and "resnet18 has no such setting" in stderr, stderr
     status, stdout, stderr = run_cli("inspect", resnet, "--json")
     assert status == 0, stderr
     assert '"arch": "resnet18"' in stdout and '"arch_source": "inferred"' in stdout

@@ -227,6 +227,11 @@ def arch_of(state: dict[str, torch.Tensor], meta: Mapping[str, Any], path: Path,
 def decide_transform_input(arch: str, meta: Mapping[str, Any], given: bool | None) -> tuple[bool | None, str | None]:
     """(transform_input, where it came from) for the models that have it; (None, None) for the others."""
     if not families.has_transform_input(arch):
+        if given is not None:
+            raise EdgekitError(
+                f"--transform-input/--no-transform-input apply to googlenet and inception_v3; {arch} has no such "
+                "setting: leave the flag out"
+            )
         return None, None
     if given is not None:
         return given, "flag"
