@@ -234,3 +234,50 @@ def test_inception_v3_transform_input_is_read_from_its_first_layer(trained_with:
         model.train()(torch.from_numpy(load_images(files[:48], spec).inputs))
     evidence = transform_input_evidence(families.deployable(model), load_images(files[48:96], spec).inputs)
     assert evidence is not None and evidence.strong and evidence.best is trained_with, evidence
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v3_small", "efficientnet_b0", "densenet121", "vgg11", "resnet18"])
+def test_litert_rebuild_reads_each_familys_ops(arch: str, tmp_path: Path) -> None:
+    """HardSwish/HardSigmoid (MobileNetV3), SiLU as Sigmoid·Mul and SE (EfficientNet), dense concats and
+    functional pooling (DenseNet), VGG's pool as matmuls, residual adds: the ONNX file rebuilt for LiteRT
+    computes what ONNX Runtime computes."""
+    import onnxruntime
+
+    from edgekit.backends.litert.onnx_to_torch import onnx_to_torch
+    from edgekit.export.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    model = families.build(arch, 4).eval()
+    for module in model.modules():  # statistics that are not the identity, so BatchNorm is exercised
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / f"{arch}.onnx"
+    export_onnx(model, path, 64, 13)
+    batch = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
+    expected = onnxruntime.InferenceSession(str(path)).run(None, {"input": batch})[0]
+    with torch.no_grad():
+        rebuilt = onnx_to_torch(path)(torch.from_numpy(batch)).numpy()
+    np.testing.assert_allclose(rebuilt, expected, rtol=1e-3, atol=1e-4)
+
+
+def test_freezing_and_aux_loss_follow_the_family() -> None:
+    from edgekit.model.freeze import active_aux_heads, apply_freeze, frozen_blocks
+    from edgekit.train.objectives import LabelLoss
+
+    resnet = families.build("resnet18", 3)
+    frozen = frozen_blocks("hybrid", "layer2", families.blocks(resnet), "resnet18")
+    apply_freeze(resnet, (), frozen)
+    trains = {name: any(p.requires_grad for p in resnet.get_submodule(name).parameters()) for name in
+              ("conv1", "layer1", "layer2", "layer3", "layer4", "fc")}  # fmt: skip
+    assert trains == {"conv1": False, "layer1": False, "layer2": False, "layer3": True, "layer4": True, "fc": True}
+
+    inception = families.build("inception_v3", 3, aux_logits=True)
+    heads = families.aux_heads("inception_v3")
+    assert active_aux_heads(heads, frozen_blocks("hybrid", "Mixed_6d", families.blocks(inception), "x")) == heads
+    assert active_aux_heads(heads, frozen_blocks("hybrid", "Mixed_6e", families.blocks(inception), "x")) == ()
+    targets = torch.nn.functional.one_hot(torch.tensor([0, 2]), 3).float()
+    outputs = inception.train()(torch.randn(2, 3, 299, 299))  # the aux head needs 299
+    loss, _ = LabelLoss({head.output: head.weight for head in heads})(outputs, torch.empty(0), targets)
+    loss.backward()
+    assert inception.AuxLogits.fc.weight.grad is not None and inception.AuxLogits.fc.weight.grad.abs().sum() > 0
