@@ -281,3 +281,34 @@ def test_freezing_and_aux_loss_follow_the_family() -> None:
     loss, _ = LabelLoss({head.output: head.weight for head in heads})(outputs, torch.empty(0), targets)
     loss.backward()
     assert inception.AuxLogits.fc.weight.grad is not None and inception.AuxLogits.fc.weight.grad.abs().sum() > 0
+
+
+def test_imagenet_weights_of_another_family_start_a_finetune(tmp_path: Path) -> None:
+    """The file torchvision's hub would have saved (resnet18-f37072fd.pth: a plain 1000-class state_dict)
+    starts a fine-tune on the user's classes: the body is loaded, the classifier replaced."""
+    from edgekit.model.transfer import starting_point
+
+    imagenet = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18-f37072fd.pth"
+    torch.save(imagenet.state_dict(), path)
+    start = starting_point(str(path), ("cat", "dog"))
+    assert start.arch == "resnet18" and start.transform_input is None and start.pretrained
+    assert start.model.fc.out_features == 2 and "1000 → 2 new classes" in start.description
+    torch.testing.assert_close(start.model.layer4[1].conv2.weight, imagenet.layer4[1].conv2.weight)
+
+
+def test_legacy_densenet_keys_load(tmp_path: Path) -> None:
+    """DenseNet checkpoints saved before torchvision renamed `norm.1` to `norm1` still load."""
+    model = torchvision.models.densenet121(weights=None, num_classes=3).eval()
+    legacy = {
+        key.replace("norm1.", "norm.1.").replace("conv2.", "conv.2.") if ".denselayer" in key else key: value
+        for key, value in model.state_dict().items()
+    }
+    assert any(".norm.1." in key for key in legacy)
+    path = tmp_path / "densenet-old.pt"
+    torch.save(legacy, path)
+    loaded = load_checkpoint(path)
+    assert loaded.arch == "densenet121"
+    batch = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.module(batch), model(batch))

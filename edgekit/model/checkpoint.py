@@ -129,7 +129,16 @@ def _find_state_dict(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], str
     )
 
 
+# DenseNet checkpoints from before torchvision 0.3 name a dense layer's parts "norm.1", "conv.2"; torchvision
+# renames them when it loads its own weights, and so does edgekit (the same pattern).
+_LEGACY_DENSENET = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
+)
+
+
 def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The weights without wrapper prefixes, and with legacy DenseNet names in today's form."""
+    state = {_LEGACY_DENSENET.sub(r"\1\2", key): value for key, value in state.items()}
     changed = True
     while changed:
         changed = False
