@@ -134,13 +134,19 @@ def has_transform_input(arch: str) -> bool:
     return arch in WITH_TRANSFORM_INPUT
 
 
+INIT_STD = {"GoogLeNet": 0.01, "Inception3": 0.1}  # torchvision's truncated-normal init, per class
+
+
 def initialise(model: nn.Module) -> None:
-    """torchvision's init for GoogLeNet/Inception v3 (built with init_weights=False; the others init themselves)."""
-    if not hasattr(model, "transform_input"):
+    """torchvision's init for GoogLeNet/Inception v3 (built with init_weights=False; the others init themselves):
+    a truncated normal of the family's std, or of the layer's own `stddev` (Inception v3's aux head)."""
+    default = INIT_STD.get(type(model).__name__)
+    if default is None:
         return
     for module in model.modules():
         if isinstance(module, nn.Conv2d | nn.Linear):
-            nn.init.trunc_normal_(module.weight, mean=0.0, std=0.01, a=-2, b=2)
+            std = float(getattr(module, "stddev", default))
+            nn.init.trunc_normal_(module.weight, mean=0.0, std=std, a=-2, b=2)
         elif isinstance(module, nn.BatchNorm2d):
             nn.init.constant_(module.weight, 1)
             nn.init.constant_(module.bias, 0)

@@ -7,8 +7,8 @@ torch-pruning's dependency graph keeps every coupling consistent: inception and 
 branch's output prunes the matching input channels of every consumer), residual adds (both sides of an add
 lose the same channels), depthwise convolutions (channels and groups together) and squeeze-excitation;
 edgekit never hand-edits that. The classifier's outputs are never pruned and the aux heads are gone before
-tracing. Latency is the
-FP32 batch-1 p50 of the target's own backend on this host: MACs alone are known to mislead.
+tracing. Latency is the FP32 batch-1 p50 of the target's own backend on this host: MACs alone are known to
+mislead.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 (`edgekit.train`), on the accelerator the user chose.
 
 By default it is distilled from the unpruned model (`train.objectives.Distillation`), optionally also at
-the outputs of the model's last three stages (FitNets). Distillation needs only images, so unlabelled photos of the
-deployment scene (`--recover-unlabelled`) join the labelled ones, or replace them. The best epoch on the
+the outputs of the model's last three stages (FitNets). Distillation needs only images, so unlabelled photos
+of the deployment scene (`--recover-unlabelled`) join the labelled ones, or replace them. The best epoch on the
 held-out selection images is kept, not the last: top-1 on labelled ones, else agreement with the unpruned
 model on held-out unlabelled ones.
 """
