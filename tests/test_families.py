@@ -312,3 +312,28 @@ def test_legacy_densenet_keys_load(tmp_path: Path) -> None:
     batch = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded.module(batch), model(batch))
+
+
+def test_channel_plans_of_before_other_families_still_load() -> None:
+    """A GoogLeNet pruned by an earlier edgekit stored format 1 (convs and linears only, BatchNorm implied):
+    it still loads, into the same network a format-2 plan describes."""
+    import torch_pruning as tp
+
+    from edgekit.model.architecture import apply_channel_plan, channel_plan
+
+    torch.manual_seed(0)
+    pruned = families.deployable(families.build("googlenet", 3))
+    classifier = families.classifier(pruned, 64)
+    tp.pruner.BasePruner(pruned, torch.zeros(1, 3, 64, 64), importance=tp.importance.MagnitudeImportance(),
+                         pruning_ratio=0.25, ignored_layers=[classifier]).step()  # fmt: skip
+    plan = channel_plan(pruned)
+    assert plan["format"] == 2 and plan["layers"]["inception3a.branch1.bn"] == [48]
+    old = {"format": 1, "layers": {k: v[:2] for k, v in plan["layers"].items() if len(v) > 1}}
+    for described in (plan, old):
+        fresh = apply_channel_plan(families.deployable(families.build("googlenet", 3)), described, "googlenet")
+        fresh.load_state_dict(pruned.state_dict())
+        batch = torch.randn(2, 3, 64, 64)
+        with torch.no_grad():
+            torch.testing.assert_close(fresh.eval()(batch), pruned.eval()(batch))
+    with pytest.raises(EdgekitError, match="expected 3 positive integers"):
+        apply_channel_plan(families.build("googlenet", 3), {"format": 2, "layers": {"conv1.conv": [3, 48]}}, "x")
