@@ -134,6 +134,8 @@ def test_each_family_compiles_and_predicts_as_pytorch_does(
     bundle = edgekit.load(tmp_path / "bundle")
     manifest = bundle.manifest.section("model")
     assert (manifest["arch"], manifest["arch_source"]) == (arch, "checkpoint")
+    status, shown, stderr = run_cli("inspect", tmp_path / "bundle")
+    assert status == 0 and f"{arch} (checkpoint)" in shown, stderr
     files = [f for name in ("tshirt_top", "trouser", "pullover") for f in sorted((data_dirs["val"] / name).iterdir())]
     inputs = load_images(files[::3], bundle.preprocessing).inputs
     with torch.no_grad():

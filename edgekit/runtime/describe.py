@@ -166,7 +166,9 @@ def describe_bundle(path: Path, manifest: Manifest) -> dict[str, str]:
         if model.get("arch")
         else str(model.get("architecture", "?")),
         "classes": f"{len(classes)}: {', '.join(classes[:8])}{' …' if len(classes) > 8 else ''}",
-        "transform_input": f"{manifest.transform_input} ({model.get('transform_input_source', 'n/a')})",
+        "transform_input": "n/a (only GoogLeNet and Inception v3 have it)"
+        if manifest.transform_input is None
+        else f"{manifest.transform_input} ({model.get('transform_input_source', 'n/a')})",
         "input": f"{manifest.input.name} {manifest.input.shape}",
         "output": f"{manifest.section('output').get('name', '?')} ({manifest.output_kind})",
         "preprocessing": ", ".join(f"{k}={v}" for k, v in spec.items()),
