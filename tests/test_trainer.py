@@ -4,6 +4,7 @@ multi-process run, BF16 on CPUs, unlabelled recovery, and the options that choos
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import os
 import subprocess
@@ -18,13 +19,13 @@ import torchvision
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from edgekit.optimize.recover import FEATURE_POINTS
 from edgekit.train.accelerator import Accelerator
 from edgekit.train.loaders import MixBatch
 from edgekit.train.loop import Trainer, make_scheduler
 from edgekit.train.objectives import Distillation, FeatureMatch, LabelLoss
 
 ROOT = Path(__file__).resolve().parents[1]
+GOOGLENET_STAGE_ENDS = ("inception3b", "inception4e", "inception5b")  # what recovery's feature term matches
 META = Accelerator(torch.device("meta"), "meta", None, channels_last=False)
 
 
@@ -69,7 +70,7 @@ def test_every_tensor_of_a_step_lives_on_the_accelerator() -> None:
 
     teacher = _googlenet(aux=False).to("meta").eval()
     student = _googlenet(aux=False).to("meta")
-    features = FeatureMatch(student, teacher, FEATURE_POINTS, torch.zeros(2, 3, 64, 64, device="meta"))
+    features = FeatureMatch(student, teacher, GOOGLENET_STAGE_ENDS, torch.zeros(2, 3, 64, 64, device="meta"))
     devices, made_on_cpu = _step_devices(student, Distillation(teacher, 4.0, features, 0.5))
     assert devices == {"meta"} and not made_on_cpu, made_on_cpu
     assert all(p.device.type == "meta" for p in (*student.parameters(), *features.adapters.parameters()))
@@ -285,3 +286,32 @@ def test_prune_refuses_a_missing_gpu_before_pruning_and_a_torch_device_for_a_boa
     env = {**os.environ, "EDGEKIT_DEVICES": str(tmp_path / "devices.toml")}
     result = edgekit_cli("prune", trained["path"], "--ratio", "0.3", "--device", "cuda:0", "--out", out, env=env)
     assert result.returncode == 2 and "give --accelerator cuda:0" in result.stderr, result.stderr
+
+
+def test_slow_batchnorm_statistics_are_re_estimated_after_each_epoch() -> None:
+    """A BatchNorm with MobileNetV3's momentum (0.01) ends an epoch describing the data it was trained on;
+    one with PyTorch's default keeps its usual running average, untouched by the re-estimate."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4, momentum=0.01), torch.nn.Conv2d(4, 4, 1),
+        torch.nn.BatchNorm2d(4), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3),
+    )  # fmt: skip
+    images = torch.randn(64, 3, 8, 8) * 3 + 5  # far from BatchNorm's initial statistics (mean 0, variance 1)
+    targets = torch.nn.functional.one_hot(torch.randint(0, 3, (64,)), 3).float()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, targets), batch_size=8)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # weights fixed: the statistics alone are compared
+    cpu = Accelerator(torch.device("cpu"), "cpu", None, channels_last=False)
+    reference = copy.deepcopy(model).train()
+    with torch.no_grad():  # the same epoch's forward passes, with PyTorch's running averages alone
+        for batch, _ in loader:
+            reference(batch)
+    trainer = Trainer(model, LabelLoss(), optimizer, make_scheduler(optimizer, "constant", 8), cpu)
+    trainer.run_epoch(loader, 0, 1, "epoch")
+    with torch.no_grad():
+        features = model[0](images)
+    torch.testing.assert_close(model[1].running_mean, features.mean((0, 2, 3)), rtol=1e-4, atol=1e-4)
+    assert model[1].momentum == 0.01
+    # The default layer keeps exactly its running average of the epoch: the re-estimate did not touch it.
+    torch.testing.assert_close(model[3].running_mean, reference[3].running_mean)
+    torch.testing.assert_close(model[3].running_var, reference[3].running_var)
+    assert not torch.allclose(reference[1].running_mean, features.mean((0, 2, 3)), atol=0.1)  # what it fixes

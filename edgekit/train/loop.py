@@ -32,6 +32,10 @@ from edgekit.train.world import ONE_PROCESS, World
 REFRESH_STEPS = 10  # how often the progress bar reads the running loss back (a device sync on CUDA)
 
 
+SLOW_MOMENTUM = 0.1  # BatchNorm momentum below PyTorch's default: re-estimated after each epoch
+PRECISE_BN_BATCHES = 25
+
+
 class Objective(Protocol):
     modules: tuple[torch.nn.Module, ...]  # trained beside the model (feature adapters), on the accelerator
 
@@ -160,8 +164,9 @@ class Trainer:
                 bar.update(index - shown, **stats)
                 shown = index
         bar.close()
-        loss, correct, labelled, seen = self.world.sum(self.sums.clone()).tolist()
         seconds = time.perf_counter() - started
+        self._settle_slow_batchnorm(loader)
+        loss, correct, labelled, seen = self.world.sum(self.sums.clone()).tolist()
         return {
             "epoch": epoch + 1,
             "train_loss": loss / max(seen, 1),
@@ -169,6 +174,38 @@ class Trainer:
             "images_per_s": seen / max(seconds, 1e-9),
             "seconds": seconds,
         }
+
+    def _settle_slow_batchnorm(self, loader: torch.utils.data.DataLoader) -> None:
+        """Re-estimate the running statistics of trained BatchNorm layers whose momentum is below PyTorch's 0.1
+        (MobileNetV3's 0.01, tuned for hundreds of ImageNet epochs) from `PRECISE_BN_BATCHES` training batches
+        (PreciseBN): after a fine-tuning epoch of a few hundred steps their running averages still describe
+        the weights of many steps ago, and the model evaluates at chance while its training loss falls
+        (measured: MobileNetV3-Large from scratch, 10 classes, val top-1 10.0 % for 8 epochs). Other layers,
+        frozen ones included, keep their statistics."""
+        norms = [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
+        slow = [m for m in norms if m.track_running_stats and m.momentum is not None and m.momentum < SLOW_MOMENTUM]
+        if not slow:
+            return
+        kept = [m for m in norms if m not in slow]
+        momenta = [m.momentum for m in slow]
+        for norm in slow:
+            norm.reset_running_stats()
+            norm.momentum = None  # a cumulative average over the batches below
+        for norm in kept:
+            norm.eval()
+        try:
+            with torch.no_grad(), self.accelerator.autocast():
+                for _, (images, _targets) in zip(range(PRECISE_BN_BATCHES), loader):
+                    self.model(self.accelerator.inputs(images))
+        finally:
+            for norm, momentum in zip(slow, momenta):
+                norm.momentum = momentum
+            for norm in kept:
+                norm.train()
+        if self.world.distributed:  # every process keeps the average over all of them
+            for norm in slow:
+                for buffer in (norm.running_mean, norm.running_var):
+                    buffer.copy_(self.world.sum(buffer.clone()) / self.world.size)
 
     def evaluate(self, loader: torch.utils.data.DataLoader, reference: torch.nn.Module | None = None) -> Accuracy:
         """Top-1 over every image of `loader`'s dataset (summed over the processes), in FP32: against the
