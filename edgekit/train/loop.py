@@ -116,6 +116,7 @@ class Trainer:
             self.forward = trained
         # loss × images, correct labelled images, labelled images, images: on the accelerator, read rarely.
         self.sums = torch.zeros(4, dtype=torch.float64, device=accelerator.device)
+        self._settling_noted = False
 
     def step(self, images: torch.Tensor, targets: torch.Tensor) -> None:
         """One optimisation step on a batch from the loader (CPU tensors; moved here)."""
@@ -186,6 +187,12 @@ class Trainer:
         slow = [m for m in norms if m.track_running_stats and m.momentum is not None and m.momentum < SLOW_MOMENTUM]
         if not slow:
             return
+        if not self._settling_noted:
+            self._settling_noted = True
+            self.progress.note(
+                f"note: {len(slow)} BatchNorm layer(s) average slowly (momentum {slow[0].momentum:g}); their statistics "
+                f"are re-estimated on {PRECISE_BN_BATCHES} training batches after each epoch"
+            )
         kept = [m for m in norms if m not in slow]
         momenta = [m.momentum for m in slow]
         for norm in slow:
