@@ -190,8 +190,8 @@ class Trainer:
         if not self._settling_noted:
             self._settling_noted = True
             self.progress.note(
-                f"note: {len(slow)} BatchNorm layer(s) average slowly (momentum {slow[0].momentum:g}); their statistics "
-                f"are re-estimated on {PRECISE_BN_BATCHES} training batches after each epoch"
+                f"note: {len(slow)} BatchNorm layer(s) average slowly (momentum {slow[0].momentum:g}); their "
+                f"statistics are re-estimated on {PRECISE_BN_BATCHES} training batches after each epoch"
             )
         kept = [m for m in norms if m not in slow]
         momenta = [m.momentum for m in slow]
