@@ -67,6 +67,7 @@ AUX_HEADS: dict[str, tuple[AuxHead, ...]] = {
     ),
     "inception_v3": (AuxHead("AuxLogits", "Mixed_6e", "aux_logits", 0.4, min_crop=299),),
 }
+AUX_MODULES = tuple(head.module for heads in AUX_HEADS.values() for head in heads)  # every family's, by name
 WITH_TRANSFORM_INPUT = ("googlenet", "inception_v3")  # torchvision's ImageNet re-normalisation inside the model
 
 
@@ -115,7 +116,7 @@ def switch_off_aux(model: nn.Module) -> None:
     """No auxiliary heads: forward() returns the logits alone, in train mode too."""
     if hasattr(model, "aux_logits"):
         model.aux_logits = False
-        for name in ("aux1", "aux2", "AuxLogits"):
+        for name in AUX_MODULES:
             if hasattr(model, name):
                 setattr(model, name, None)
 
@@ -221,7 +222,7 @@ def blocks(model: nn.Module) -> tuple[str, ...]:
 
 
 def _children(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    skipped = {"fc", "classifier", "aux1", "aux2", "AuxLogits"}
+    skipped = {"fc", "classifier", *AUX_MODULES}
     for name, child in model.named_children():
         if name in skipped or child is None:
             continue

@@ -83,7 +83,7 @@ def _published_parameters(arch: str) -> int | None:
 def identify(state: Mapping[str, torch.Tensor], path: object) -> str:
     """The one known architecture `state` (prefixes stripped) fits, or an EdgekitError that lists the candidates."""
     shapes = {k: tuple(v.shape) for k, v in state.items() if not k.endswith("num_batches_tracked")}
-    stripped = {k: v for k, v in shapes.items() if not k.startswith(("aux1.", "aux2.", "AuxLogits."))}
+    stripped = {k: v for k, v in shapes.items() if not k.startswith(tuple(f"{m}." for m in families.AUX_MODULES))}
     members = _family_members().get(_signature(stripped), [])
     count = _imagenet_parameters(stripped)
     counted = [arch for arch in members if _published_parameters(arch) in (count, None)]
