@@ -168,6 +168,9 @@ def main() -> None:
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--threads", type=int, default=0, help="0 = all cores")
     parser.add_argument("--render", action="store_true", help="only rewrite the .md from the .json")
+    parser.add_argument(
+        "--append", action="store_true", help="add these families' rows to the existing .json (a run split in parts)"
+    )
     args = parser.parse_args()
     if args.render:
         results = json.loads((args.out / "architectures.json").read_text())
@@ -176,7 +179,27 @@ def main() -> None:
     progress = Progress()
     threads = resolve_threads(args.threads)
     started = time.perf_counter()
-    rows = []
+    earlier = json.loads((args.out / "architectures.json").read_text()) if args.append else None
+    rows: list[dict[str, Any]] = []
+
+    def save() -> None:  # after every row: a long run that stops keeps what it measured
+        results = {
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "environment": environment(threads),
+            "minutes": round((time.perf_counter() - started) / 60, 1),
+            "training": "from scratch, 2,000 Fashion-MNIST training images, 4 epochs, SGD lr 0.02 cosine, 48² "
+            "(Inception v3 80²)",
+            "calibration": "300 training-split images disjoint from the training set",
+            "test_images": 1000,
+            "rows": rows,
+        }
+        if earlier is not None:
+            results = {**results, "parts": [*earlier.get("parts", [_part(earlier)]), _part(results)]}
+            results["rows"] = [*earlier["rows"], *rows]
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "architectures.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+        (args.out / "architectures.md").write_text(render(results))
+
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         folders = {
@@ -189,25 +212,22 @@ def main() -> None:
             checkpoint = _train(arch, folders, work / f"{arch}.pt", progress)
             rows.append(_family(arch, checkpoint, folders, work / arch, threads, progress))
             rows[-1]["minutes"] = round((time.perf_counter() - family_started) / 60, 1)
-            progress.note(json.dumps(rows[-1], default=str))
+            save()
             if arch in PRUNED:
                 pruned = _prune(checkpoint, folders, work / f"{arch}-pruned.pt", threads, progress)
                 rows.append(_family(f"{arch} pruned {PRUNE_RATIO:.0%}", pruned, folders, work / f"{arch}-p", threads,
                                     progress))  # fmt: skip
-                progress.note(json.dumps(rows[-1], default=str))
-    results = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "environment": environment(threads),
-        "minutes": round((time.perf_counter() - started) / 60, 1),
-        "training": "from scratch, 2,000 Fashion-MNIST training images, 4 epochs, SGD lr 0.02 cosine, 48² "
-        "(Inception v3 80²)",
-        "calibration": "300 training-split images disjoint from the training set",
-        "test_images": 1000,
-        "rows": rows,
+                save()
+
+
+def _part(results: dict[str, Any]) -> dict[str, Any]:
+    """When and on what one part of a split run ran, and which rows it measured."""
+    return {
+        "date": results["date"],
+        "cpu": results["environment"].get("cpu"),
+        "minutes": results["minutes"],
+        "models": [row["model"] for row in results["rows"]],
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "architectures.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    (args.out / "architectures.md").write_text(render(results))
 
 
 def _fmt_agreement(record: dict[str, Any]) -> str:
@@ -225,7 +245,11 @@ def render(results: dict[str, Any]) -> str:
         f"Run {results['date']} on {env.get('cpu', '?')} ({env.get('threads', '?')} threads; CPU features: "
         f"{', '.join(env.get('cpu_features', [])) or 'n/a'}); Python {env.get('python', '?')}; "
         + ", ".join(f"{k} {v}" for k, v in env.get("libraries", {}).items())
-        + f"; {results['minutes']} min in all.",
+        + f"; {results['minutes']} min in all."
+        + "".join(
+            f" Part {i}: {part['date']}, {part['minutes']} min, {', '.join(part['models'])}."
+            for i, part in enumerate(results.get("parts", []), 1)
+        ),
         "",
         f"Models: {results['training']}. Calibration: {results['calibration']}. Agreement: top-1 agreement with "
         f"the FP32 PyTorch model on {results['test_images']:,} test-split images no build saw, at the training "

@@ -35,8 +35,8 @@ def bad_inputs(trained: dict, torch_model: torch.nn.Module, tmp_path: Path) -> d
     files["truncated"].write_bytes(trained["path"].read_bytes()[:200_000])
     files["text"] = tmp_path / "notes.pth"
     files["text"].write_text("epoch,loss\n1,0.5\n")
-    files["resnet"] = tmp_path / "resnet18.pt"
-    torch.save(torchvision.models.resnet18(weights=None, num_classes=7).state_dict(), files["resnet"])
+    files["unknown_model"] = tmp_path / "squeezenet.pt"  # a torchvision classifier edgekit does not compile
+    torch.save(torchvision.models.squeezenet1_1(weights=None, num_classes=7).state_dict(), files["unknown_model"])
     files["pickled"] = tmp_path / "model_object.pt"
     torch.save(torch_model, files["pickled"])
     good_onnx = tmp_path / "good.onnx"
@@ -53,7 +53,7 @@ def bad_inputs(trained: dict, torch_model: torch.nn.Module, tmp_path: Path) -> d
     [
         ("truncated", "truncated or corrupt"),
         ("text", "cannot read"),
-        ("resnet", "not a torchvision GoogLeNet checkpoint"),
+        ("unknown_model", "not a torchvision model edgekit knows"),
         ("pickled", "--trust-pickle"),
         ("corrupt_onnx", "ONNX"),
         ("garbage_onnx", "ONNX"),

@@ -153,9 +153,17 @@ KINDS = {
 }
 
 
+@pytest.fixture(scope="module")
+def calib_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """90 images of the three classes: 48 calibrate, the guard holds out the rest (kept small for the suite)."""
+    from edgekit.data.fashion_mnist import write_image_folder
+
+    return write_image_folder(tmp_path_factory.mktemp("calib") / "calib", "train", 30, classes=CLASSES, seed=3)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_each_kind_prunes_then_int8_passes_the_guard_or_refuses(
-    kind: str, families_trained: dict[str, Path], data_dirs: dict, tmp_path: Path
+    kind: str, families_trained: dict[str, Path], calib_folder: Path, tmp_path: Path
 ) -> None:
     arch = KINDS[kind]
     pruned = tmp_path / "pruned.pt"
@@ -169,7 +177,7 @@ def test_each_kind_prunes_then_int8_passes_the_guard_or_refuses(
 
     bundle = tmp_path / "int8"
     result = _cli(
-        "compile", pruned, "--precision", "int8", "--calib", data_dirs["train"], "--out", bundle,
+        "compile", pruned, "--precision", "int8", "--calib", calib_folder, "--calib-size", "48", "--out", bundle,
         "--backend", "onnxruntime", "-q",
     )  # fmt: skip
     if result.returncode == 0:

@@ -270,11 +270,11 @@ def test_wrong_model_and_mismatched_recovery_classes(
 ) -> None:
     import torchvision
 
-    resnet = tmp_path / "resnet.pt"
-    torch.save(torchvision.models.resnet18(weights=None, num_classes=NUM_CLASSES).state_dict(), resnet)
+    unknown = tmp_path / "squeezenet.pt"
+    torch.save(torchvision.models.squeezenet1_1(weights=None, num_classes=NUM_CLASSES).state_dict(), unknown)
     out = tmp_path / "p.pt"
-    status, _, err = run_cli("prune", resnet, "--ratio", "0.3", "--out", out)
-    _assert_clean_failure(status, err, out, "not a torchvision GoogLeNet")
+    status, _, err = run_cli("prune", unknown, "--ratio", "0.3", "--out", out)
+    _assert_clean_failure(status, err, out, "not a torchvision model edgekit knows")
 
     other = tmp_path / "other-classes"
     for name in ("cat", "dog"):
@@ -307,7 +307,7 @@ def test_corrupt_channel_plan_and_finetuning_a_pruned_checkpoint_are_refused(
         "--epochs",
         "1",
     )
-    assert status == 2 and "pruned GoogLeNet" in err, err
+    assert status == 2 and "is a pruned model; fine-tune it as part of pruning" in err, err
 
 
 def test_latency_target_for_a_device_this_host_is_not_is_refused(trained: dict, run_cli, tmp_path: Path) -> None:

@@ -225,11 +225,14 @@ def test_recovery_distils_by_default_and_no_distill_turns_it_off(trained: dict, 
 def test_feature_distillation_matches_the_stage_outputs_and_leaves_no_hooks(torch_model: torch.nn.Module) -> None:
     import copy
 
-    from edgekit.optimize.recover import FEATURE_POINTS, FeatureMatch
+    from edgekit.model.families import stage_ends
+    from edgekit.optimize.recover import FeatureMatch
 
     teacher, student = copy.deepcopy(torch_model).eval(), copy.deepcopy(torch_model).eval()
     example = torch.zeros(2, 3, 64, 64)
-    match = FeatureMatch(student, teacher, FEATURE_POINTS, example)
+    points = stage_ends(student, example)
+    assert points == ("inception3b", "inception4e", "inception5b")  # the end of each inception stage
+    match = FeatureMatch(student, teacher, points, example)
     with torch.no_grad():
         for adapter in match.adapters.values():  # same channels here: identity adapters
             adapter.weight.copy_(torch.eye(adapter.weight.shape[0]).view_as(adapter.weight))
@@ -240,7 +243,7 @@ def test_feature_distillation_matches_the_stage_outputs_and_leaves_no_hooks(torc
         student(images), teacher(images)
         assert float(match.loss()) > 1e-4  # a changed stage does not
     match.close()
-    assert all(not getattr(m, point)._forward_hooks for m in (student, teacher) for point in FEATURE_POINTS)
+    assert all(not getattr(m, point)._forward_hooks for m in (student, teacher) for point in points)
 
 
 @pytest.mark.parametrize(
