@@ -247,7 +247,8 @@ def render(results: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in env.get("libraries", {}).items())
         + f"; {results['minutes']} min in all."
         + "".join(
-            f" Part {i}: {part['date']}, {part['minutes']} min, {', '.join(part['models'])}."
+            f" Part {i}: {part['date']}, {part['minutes']} min, {', '.join(part['models'])}"
+            + (f" ({part['note']})." if part.get("note") else ".")
             for i, part in enumerate(results.get("parts", []), 1)
         ),
         "",
