@@ -40,15 +40,18 @@ from edgekit.measure.environment import environment
 from edgekit.measure.latency import TimingProtocol, time_in_turns
 from edgekit.measure.stats import PairedDifference, wilson
 from edgekit.model.checkpoint import load_checkpoint
+from edgekit.model.families import aux_heads
 from edgekit.model.finetune import FinetuneConfig, run_finetune
 from edgekit.optimize.prune import correct_per_image
 from edgekit.train import accelerator as accelerators
 from edgekit.train.augment import train_transform
 from edgekit.train.loaders import default_workers, train_loader
 from edgekit.train.loop import Trainer, make_scheduler
-from edgekit.train.objectives import AUX_LOSS_WEIGHT, LabelLoss
+from edgekit.train.objectives import LabelLoss
 from edgekit.train.settings import TrainingSettings
 from edgekit.train.world import ONE_PROCESS
+
+AUX_LOSS_WEIGHT = aux_heads("googlenet")[0].weight  # GoogLeNet's, for the plain loop
 
 BATCH, CROP = 32, 224
 PROTOCOL = TimingProtocol(warmup=3, iterations=30, block=6, settle=1)
@@ -111,7 +114,7 @@ def edgekit_step(dataset: Any, amp: str, channels_last: bool) -> Callable[[], No
     model = _model()
     optimizer = _sgd(model)
     loader = train_loader(dataset, 10, BATCH, 0, ONE_PROCESS, accelerator)
-    objective = LabelLoss({"aux_logits1": 0.3, "aux_logits2": 0.3})
+    objective = LabelLoss({head.output: head.weight for head in aux_heads("googlenet")})
     trainer = Trainer(model, objective, optimizer, make_scheduler(optimizer, "constant", 1), accelerator)
     batches, count = _forever(loader), itertools.count(1)
     model.train()
