@@ -237,9 +237,11 @@ def _part(results: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _fmt_agreement(record: dict[str, Any]) -> str:
-    if "refused" in record:
-        return f"refused: {record['refused'][:90]}"
+def _fmt_agreement(record: dict[str, Any], refusals: list[str]) -> str:
+    if "refused" in record:  # the reason is long: a numbered note under the table carries it whole
+        if record["refused"] not in refusals:
+            refusals.append(record["refused"])
+        return f"refused ({refusals.index(record['refused']) + 1})"
     low, high = record["ci95"]
     return f"{record['agreement']:.2%} ({low:.1%}–{high:.1%})"
 
@@ -271,7 +273,9 @@ def render(results: dict[str, Any]) -> str:
         "| edgekit INT8 p50 | peer INT8 p50 | edgekit/peer | targets met |",
         "|---|---:|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
-    for row in results["rows"]:
+    refusals: list[str] = []
+    order = {name: i for i, name in enumerate(FAMILIES)}  # the order, whatever order the run took
+    for row in sorted(results["rows"], key=lambda row: order.get(row["arch"], len(order))):
         p50 = row["p50_ms"]
         ours, peer = p50.get("edgekit INT8"), p50.get("peer INT8")
         ratio = ours / peer if ours and peer else None
@@ -280,12 +284,14 @@ def render(results: dict[str, Any]) -> str:
         met = "refused" in edge or (ratio is not None and ratio <= TARGET_RATIO and agreement_ok)
         peer_note = "" if _meets_floor(row["peer_int8"]) else " (below 99 %)"
         lines.append(
-            f"| {row['model']} | {row['fp32_top1']:.1%} | {_fmt_agreement(edge)} | {edge.get('backend', '—')} / "
+            f"| {row['model']} | {row['fp32_top1']:.1%} | {_fmt_agreement(edge, refusals)} | "
+            f"{edge.get('backend', '—')} / "
             f"{row.get('edgekit INT8 backend', '—')} | "
-            f"{_fmt_agreement(row['peer_int8'])}{peer_note} | {row['latency_input']}² | "
+            f"{_fmt_agreement(row['peer_int8'], refusals)}{peer_note} | {row['latency_input']}² | "
             f"{_ms(p50.get('edgekit FP32'))} | {_ms(ours)} | {_ms(peer)} | "
             f"{f'{ratio:.2f}×' if ratio else '—'} | {'yes' if met else 'no'} |"
         )
+    lines += ["", *(f"({i}) {reason}" for i, reason in enumerate(refusals, 1))] if refusals else []
     lines += [
         "",
         f"Targets: edgekit's INT8 p50 within {TARGET_RATIO}× of the peer's while agreeing ≥ {TARGET_AGREEMENT:.0%} "

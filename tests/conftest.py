@@ -221,3 +221,32 @@ def bundle_agreement_with_checkpoint(bundle: Path, checkpoint: Path, folder: Pat
         reference = module(torch.from_numpy(inputs)).numpy().argmax(1)
     predicted = np.array([p.index for p in edgekit.load(bundle).predict(files)])
     return agreement(predicted, reference)
+
+
+def json_records(stdout: str, record_type: str | None = None) -> list[dict]:
+    """The records of a `--json` output (JSON Lines, each tagged with json_version and command); with
+    `record_type`, only the records of that type (predict: "prediction", "error", "frame", "summary")."""
+    records = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+    assert all(record["json_version"] == 1 and record["command"] for record in records), stdout[:500]
+    return [r for r in records if record_type is None or r.get("type") == record_type]
+
+
+def predictions(stdout: str) -> list[dict]:
+    """`predict --json`'s per-image records (predictions and unreadable files), in order."""
+    return [r for r in json_records(stdout) if r.get("type") in ("prediction", "error")]
+
+
+def assert_json_schema(stdout: str, command: str) -> list[dict]:
+    """Every record of a `--json` output valid against its command's published schema
+    (edgekit/cli/json_schemas/), which would fail if a field documented there went missing or changed type."""
+    import jsonschema
+
+    schema = json.loads((SCHEMAS / f"{command.replace(' ', '-')}.json").read_text())
+    records = json_records(stdout)
+    assert records, "no JSON records"
+    for record in records:
+        jsonschema.validate(record, schema)
+    return records
+
+
+SCHEMAS = Path(__file__).resolve().parent.parent / "edgekit" / "cli" / "json_schemas"

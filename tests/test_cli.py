@@ -10,19 +10,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import assert_json_schema, json_records
+
 
 def test_predict_json_format(bundle: Path, data_dirs: dict, run_cli, tmp_path: Path) -> None:
     broken = tmp_path / "broken.jpg"
     broken.write_text("no")
     images = sorted((data_dirs["val"] / "sandal").iterdir())[:3]
-    status, stdout, _ = run_cli("predict", bundle, *images, broken, "--json", "--top-k", "2")
-    assert status == 0
-    rows = json.loads(stdout)
-    assert [row["file"] for row in rows] == [str(p) for p in [*images, broken]]
+    status, stdout, stderr = run_cli("predict", bundle, *images, broken, "--json", "--top-k", "2")
+    assert status == 3 and "error: 1 of 4 image file(s) could not be read" in stderr
+    rows = json_records(stdout)
+    assert [row["type"] for row in rows] == ["prediction"] * 3 + ["error", "summary"]
+    assert [row["file"] for row in rows[:4]] == [str(p) for p in [*images, broken]]
     for row in rows[:3]:
         assert set(row) >= {"file", "index", "label", "prob"} and isinstance(row["index"], int)
         assert len(row["top_k"]) == 2
-    assert set(rows[3]) == {"file", "error"}
+    assert set(rows[3]) == {"json_version", "command", "type", "file", "error"}
+    assert {k: rows[4][k] for k in ("images", "predicted", "failed")} == {"images": 4, "predicted": 3, "failed": 1}
 
 
 def test_predict_text_output_and_directories(bundle: Path, data_dirs: dict, run_cli) -> None:
@@ -52,7 +56,7 @@ def test_bench_json(bundle: Path, trained: dict, data_dirs: dict, run_cli, tmp_p
         "--json",
     )
     assert status == 0, stderr
-    results = json.loads(stdout)
+    (results,) = assert_json_schema(stdout, "bench")
     assert results["p50_ms"] == results["latency"]["bundle"][0]["p50_ms"] > 0
     assert [row["batch"] for row in results["latency"]["bundle"]] == [1, 4]
     assert [row["batch"] for row in results["latency"]["reference"]] == [1, 4]
@@ -104,7 +108,7 @@ def test_inspect_everything(bundle: Path, trained: dict, run_cli) -> None:
 
 def test_targets_listing(run_cli) -> None:
     status, stdout, _ = run_cli("targets", "--json")
-    rows = {row["name"]: row for row in json.loads(stdout)}
+    rows = {row["name"]: row for row in json.loads(stdout)["targets"]}
     assert status == 0 and {"x86-cpu", "arm-cpu"} <= set(rows)
     assert rows["x86-cpu"]["backends_available_here"] == {
         "fp32": ["onnxruntime", "openvino"],

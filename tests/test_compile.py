@@ -14,7 +14,7 @@ from edgekit.data.batches import load_images
 from edgekit.data.images import collect_images
 from edgekit.data.preprocess import PreprocessSpec
 from edgekit.measure.decide import SPEED_MARGIN
-from tests.conftest import agreement
+from tests.conftest import agreement, assert_json_schema
 from tests.test_checkpoint import _forms
 
 
@@ -88,7 +88,7 @@ def test_edgekit_checkpoint_uses_its_preprocessing_and_reports_accuracy(
     status, stdout, stderr = run_cli("compile", trained["path"], "--out", out, "--val", data_dirs["val"], "--json")
     assert status == 0, stderr
     assert "target x86-cpu (this host; no --target given)" in stderr
-    manifest = json.loads(stdout)
+    (manifest,) = assert_json_schema(stdout, "compile")
     assert manifest["target"]["name"] == "x86-cpu"
     assert manifest["input"]["shape"] == [None, 3, 64, 64]
     assert manifest["classes"] == trained["checkpoint"]["classes"]

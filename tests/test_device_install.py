@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import predictions
+
 ROOT = Path(__file__).resolve().parent.parent
 WORKSTATION_PACKAGES = {
     "torch", "torchvision", "onnx", "openvino", "nncf", "torch-pruning", "torch_pruning", "matplotlib",
@@ -41,7 +43,7 @@ def test_device_install_holds_no_workstation_package(device_venv: Path) -> None:
 def test_device_install_runs_the_device_commands(device_venv: Path, bundle: Path, image: Path, data_dirs: dict) -> None:
     result = _edgekit(device_venv, "predict", bundle, image, "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)[0]["label"]
+    assert predictions(result.stdout)[0]["label"]
 
     result = _edgekit(device_venv, "inspect", bundle)
     assert result.returncode == 0 and "verified" in result.stdout, result.stderr

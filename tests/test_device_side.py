@@ -99,7 +99,9 @@ def test_release_specific_translation() -> None:
     old = trtexec_build(_manifest("jetson-nano", "fp16", None), nano, BuildOptions(), "8.2.1")
     assert "--fp16" in old and "--workspace=1024" in old and "--buildOnly" in old
     assert "--minShapes=input:1x3x224x224" in old and "--maxShapes=input:4x3x224x224" in old
-    new = trtexec_build(_manifest("jetson-orin-nx", "int8", 1), orin, BuildOptions(dla_core=1), "10.3.0")
+    new = trtexec_build(
+        _manifest("jetson-orin-nx", "int8", 1), orin, BuildOptions(dla_core=1, gpu_fallback=True), "10.3.0"
+    )
     assert "--stronglyTyped" in new and "--int8" not in new and "--useDLACore=1" in new and "--allowGPUFallback" in new
     assert not any(w.startswith("--minShapes") for w in new)  # a fixed batch takes no shapes
     newest = trtexec_build(_manifest("jetson-orin-nx", "int8", None), orin, BuildOptions(), "11.1.0")

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import predictions
+
 SSHD = Path("/usr/sbin/sshd")
 
 
@@ -123,7 +125,7 @@ def _add(run: Callable[..., subprocess.CompletedProcess[str]], name: str, server
          cache: Path, config: Path | None = None, port: int | None = None, edgekit: str | None = None,
          threads: int | None = None) -> None:  # fmt: skip
     args = ["devices", "add", name, f"ssh://root@127.0.0.1:{port or server.port}",
-            "--ssh-config", config or server.client_config(name), "--cache", cache,
+            "--ssh-config", config or server.client_config(name), "--cache-dir", cache,
             "--edgekit", edgekit or venv / "bin" / "edgekit"]  # fmt: skip
     if threads is not None:
         args += ["--threads", str(threads)]
@@ -190,7 +192,7 @@ def test_bench_on_a_device_copies_once_and_labels_its_results(
     remote = devices("predict", bundle, *images, "--device", "board", "--top-k", "2", "--json")
     local = devices("predict", bundle, *images, "--top-k", "2", "--json")
     assert remote.returncode == 0 and local.returncode == 0, remote.stderr + local.stderr
-    there, here = json.loads(remote.stdout), json.loads(local.stdout)
+    there, here = predictions(remote.stdout), predictions(local.stdout)
     assert [p["file"] for p in there] == [str(i) for i in images] == [p["file"] for p in here]
     for a, b in zip(there, here):
         assert [r["index"] for r in a["top_k"]] == [r["index"] for r in b["top_k"]]
@@ -395,7 +397,9 @@ def test_precision_auto_and_pruning_are_timed_on_the_devices(
 
     # Pruning to a latency measured on the board (x86-cpu here: the loopback device is this machine).
     pruned = tmp_path / "pruned.pt"
-    first = devices("prune", trained["path"], "--ratio", "0.2", "--device", "one-thread", "--out", pruned, "--json")
+    first = devices(
+        "prune", trained["path"], "--prune-ratio", "0.2", "--device", "one-thread", "--out", pruned, "--json"
+    )
     assert first.returncode == 0, first.stderr
     report = json.loads(first.stdout)
     assert "measured on one-thread" in report["latency"]["how"]

@@ -18,6 +18,7 @@ from edgekit.data.images import decode_image, read_file, read_image
 from edgekit.data.preprocess import PreprocessSpec, resize_and_crop
 from edgekit.measure.stats import wilson
 from edgekit.runtime.model import ordered_map
+from tests.conftest import json_records
 
 
 @pytest.fixture(scope="module")
@@ -193,8 +194,9 @@ def test_video_file_is_predicted_frame_by_frame_like_its_frames_as_images(
     video, frames = clip
     status, stdout, stderr = run_cli("predict", bundle, video, "--json", "--top-k", "2")
     assert status == 0, stderr
-    lines = [json.loads(line) for line in stdout.splitlines()]
-    records, summary = lines[:-1], lines[-1]["summary"]
+    lines = json_records(stdout)
+    records, summary = lines[:-1], lines[-1]
+    assert {r["type"] for r in records} == {"frame"} and summary["type"] == "summary"
     expected = edgekit.load(bundle).predict(frames, top_k=2)
     assert [r["frame"] for r in records] == list(range(len(frames)))
     assert [r["label"] for r in records] == [p.label for p in expected]
@@ -203,7 +205,7 @@ def test_video_file_is_predicted_frame_by_frame_like_its_frames_as_images(
     assert summary["frames_read"] == summary["frames_predicted"] == len(frames) and summary["frames_dropped"] == 0
     assert summary["latency_p50_ms"] > 0 and summary["latency_p99_ms"] is None and "fps" in stderr  # < 500 frames
     status, stdout, _ = run_cli("predict", bundle, video, "--every", "3", "--json")
-    assert [json.loads(line).get("frame") for line in stdout.splitlines()[:-1]] == list(range(0, len(frames), 3))
+    assert [r["frame"] for r in json_records(stdout, "frame")] == list(range(0, len(frames), 3))
 
 
 def test_a_frame_budget_drops_the_frames_that_waited_too_long(
@@ -214,7 +216,7 @@ def test_a_frame_budget_drops_the_frames_that_waited_too_long(
     video, frames = clip
     status, stdout, stderr = run_cli("predict", bundle, video, "--frame-budget", "0.001", "--json")
     assert status == 0, stderr
-    summary = json.loads(stdout.splitlines()[-1])["summary"]
+    (summary,) = json_records(stdout, "summary")
     assert summary["frames_read"] == len(frames) and summary["frames_dropped"] > 0
     assert summary["frames_predicted"] + summary["frames_dropped"] == len(frames)
 

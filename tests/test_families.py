@@ -167,7 +167,7 @@ def test_each_kind_prunes_then_int8_passes_the_guard_or_refuses(
 ) -> None:
     arch = KINDS[kind]
     pruned = tmp_path / "pruned.pt"
-    result = _cli("prune", families_trained[arch], "--ratio", "0.3", "--out", pruned, "-q")
+    result = _cli("prune", families_trained[arch], "--prune-ratio", "0.3", "--out", pruned, "-q")
     assert result.returncode == 0, result.stderr
     loaded = load_checkpoint(pruned)
     assert loaded.arch == arch and loaded.pruning is not None

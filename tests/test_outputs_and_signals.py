@@ -5,7 +5,6 @@ bombs, FIFOs and devices, huge numbers and hostile metadata."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import resource
 import shutil
@@ -22,6 +21,7 @@ from PIL import Image
 from edgekit.core.errors import EdgekitError
 from edgekit.data import images as images_module
 from edgekit.data.images import read_image
+from tests.conftest import predictions
 
 
 def _one_error_line(result: subprocess.CompletedProcess[str], needle: str, status: int = 2) -> None:
@@ -144,8 +144,8 @@ def bomb(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_image_bombs_are_refused_before_decoding(bundle: Path, bomb: Path, image: Path, edgekit_cli) -> None:
     assert bomb.stat().st_size < 2_000_000
     result = edgekit_cli("predict", bundle, bomb, image, "--json")
-    assert result.returncode == 0, result.stderr
-    rows = {Path(r["file"]).name: r for r in json.loads(result.stdout)}
+    assert result.returncode == 3, result.stderr
+    rows = {Path(r["file"]).name: r for r in predictions(result.stdout)}
     assert "13000×13000 pixels is more than the 120,000,000" in rows["bomb.png"]["error"]
     assert rows[image.name]["label"]
     result = edgekit_cli("predict", bundle, image, env={**os.environ, "EDGEKIT_MAX_IMAGE_PIXELS": "100"})
@@ -157,8 +157,8 @@ def test_devices_and_fifos_are_named_for_what_they_are(bundle: Path, image: Path
     fifo = tmp_path / "camera.jpg"
     os.mkfifo(fifo)  # nobody writes to it: opening it blocking would hang predict
     result = edgekit_cli("predict", bundle, "/dev/null", fifo, image, "--json", timeout=120)
-    assert result.returncode == 0, result.stderr
-    rows = {r["file"]: r for r in json.loads(result.stdout)}
+    assert result.returncode == 3, result.stderr
+    rows = {r["file"]: r for r in predictions(result.stdout)}
     assert "not a regular file" in rows["/dev/null"]["error"] and "not a regular file" in rows[str(fifo)]["error"]
     _one_error_line(edgekit_cli("predict", bundle, tmp_path / "missing.jpg"), "does not exist")
 

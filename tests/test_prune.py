@@ -15,7 +15,7 @@ from torch import nn
 
 from edgekit.model.checkpoint import load_checkpoint
 from edgekit.optimize.sparsity import apply_2_4, finalize, is_2_4_sparse, mask_2_4, onnx_sparse_weights
-from tests.conftest import NUM_CLASSES, bundle_agreement_with_checkpoint
+from tests.conftest import NUM_CLASSES, bundle_agreement_with_checkpoint, json_records
 from tests.test_bad_input import _assert_clean_failure
 
 
@@ -75,7 +75,7 @@ def test_pruned_concats_are_consistent_and_channels_rounded(pruned: dict) -> Non
 
 def test_round_to_sets_the_channel_multiple(trained: dict, tmp_path: Path, run_cli) -> None:
     out = tmp_path / "r16.pt"
-    status, _, err = run_cli("prune", trained["path"], "--ratio", "0.3", "--round-to", "16", "--out", out, "-q")
+    status, _, err = run_cli("prune", trained["path"], "--prune-ratio", "0.3", "--round-to", "16", "--out", out, "-q")
     assert status == 0, err
     model = load_checkpoint(out).module
     counts = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
@@ -153,7 +153,7 @@ def test_pruned_sparse_checkpoint_compiles_predicts_and_records_sparsity(
     first_class = sorted(data_dirs["val"].iterdir())[0]
     status, stdout, err = run_cli("predict", out, first_class, "--json")
     assert status == 0, err
-    assert len(json.loads(stdout)) == 20
+    assert len(json_records(stdout, "prediction")) == 20
     # The report must not let a 2:4 variant measured on a CPU pass for a sparse speed-up.
     bench_args = ["bench", out, "--iterations", "2", "--batch-sizes", "1", "--out", tmp_path / "bench", "--json"]
     assert run_cli(*bench_args)[0] == 0
@@ -165,7 +165,7 @@ def test_compile_prune_stage_with_taylor_and_recovery(
     trained: dict, data_dirs: dict[str, Path], run_cli, tmp_path: Path
 ) -> None:
     out = tmp_path / "bundle"
-    args = ["compile", trained["path"], "--prune", "0.3", "--importance", "taylor", "--val", data_dirs["val"]]
+    args = ["compile", trained["path"], "--prune-ratio", "0.3", "--importance", "taylor", "--val", data_dirs["val"]]
     args += ["--recover-data", data_dirs["train"], "--recover-epochs", "1", "--out", out, "-q"]
     status, stdout, err = run_cli(*args)
     assert status == 0, err
@@ -251,10 +251,10 @@ def test_unreachable_latency_target_reports_best_and_writes_nothing(trained: dic
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--ratio", "1.5"], "between 0 and 1"),
-        (["--ratio", "0"], "between 0 and 1"),
-        (["--ratio", "0.3", "--target-macs", "100M"], "not several"),
-        (["--importance", "taylor", "--ratio", "0.3"], "needs labelled images"),
+        (["--prune-ratio", "1.5"], "between 0 and 1"),
+        (["--prune-ratio", "0"], "between 0 and 1"),
+        (["--prune-ratio", "0.3", "--target-macs", "100M"], "not several"),
+        (["--importance", "taylor", "--prune-ratio", "0.3"], "needs labelled images"),
         (["--target-macs", "lots"], "MAC count"),
         ([], "nothing to prune"),
     ],
@@ -273,7 +273,7 @@ def test_wrong_model_and_mismatched_recovery_classes(
     unknown = tmp_path / "squeezenet.pt"
     torch.save(torchvision.models.squeezenet1_1(weights=None, num_classes=NUM_CLASSES).state_dict(), unknown)
     out = tmp_path / "p.pt"
-    status, _, err = run_cli("prune", unknown, "--ratio", "0.3", "--out", out)
+    status, _, err = run_cli("prune", unknown, "--prune-ratio", "0.3", "--out", out)
     _assert_clean_failure(status, err, out, "not a torchvision model edgekit knows")
 
     other = tmp_path / "other-classes"
@@ -281,7 +281,7 @@ def test_wrong_model_and_mismatched_recovery_classes(
         source = next(sorted(data_dirs["val"].iterdir())[0].iterdir())
         (other / name).mkdir(parents=True)
         (other / name / source.name).write_bytes(source.read_bytes())
-    status, _, err = run_cli("prune", trained["path"], "--ratio", "0.3", "--recover-data", other, "--out", out)
+    status, _, err = run_cli("prune", trained["path"], "--prune-ratio", "0.3", "--recover-data", other, "--out", out)
     _assert_clean_failure(status, err, out, "--recover-data classes do not match")
 
 

@@ -197,7 +197,7 @@ def test_search_without_recovery_data_or_labels_is_refused(trained: dict, run_cl
     out = tmp_path / "p.pt"
     status, _, err = run_cli("prune", trained["path"], "--out", out, "--max-accuracy-drop", "1")
     _assert_clean_failure(status, err, out, "pass --recover-data DIR")
-    status, _, err = run_cli("compile", trained["path"], "--prune", "auto", "--out", tmp_path / "b")
+    status, _, err = run_cli("compile", trained["path"], "--prune-ratio", "auto", "--out", tmp_path / "b")
     assert status == 2 and err.startswith("error: ") and "--max-accuracy-drop" in err, err
     assert len(err.strip().splitlines()) == 1
 
@@ -206,19 +206,19 @@ def test_recovery_distils_by_default_and_no_distill_turns_it_off(trained: dict, 
     from edgekit.cli.options import prune_settings
 
     def parsed(distill: bool | None, recover: Path | None) -> PruneSettings:
-        values = {"prune_ratio": 0.3, "target_macs": None, "target_latency": None, "importance": "l2",
+        values = {"prune_ratio": (0.3,), "target_macs": None, "target_latency": None, "importance": "l2",
                   "scope": "uniform", "steps": 1, "round_to": 8, "max_ratio": 0.8, "sparsity": None,
                   "recover_data": recover, "recover_unlabelled": None, "recover_augment": "light",
                   "accelerator": "auto", "amp": "auto", "workers": None, "channels_last": None,
                   "recover_epochs": None, "recover_lr": 0.01, "distill": distill,
                   "temperature": 4.0, "search_step": 0.1, "feature_distill": 0.0, "lr_schedule": "cosine"}  # fmt: skip
-        return prune_settings(values, "--ratio", None)
+        return prune_settings(values, None)
 
     assert parsed(None, tmp_path).distilling and not parsed(False, tmp_path).distilling
     assert not parsed(None, None).distilling  # nothing to recover on: nothing to distil
     # --distill without recovery images is still a mistake, said before anything loads.
     out = tmp_path / "p.pt"
-    status, _, err = run_cli("prune", trained["path"], "--out", out, "--ratio", "0.3", "--distill")
+    status, _, err = run_cli("prune", trained["path"], "--out", out, "--prune-ratio", "0.3", "--distill")
     _assert_clean_failure(status, err, out, "--distill happens during recovery")
 
 
@@ -258,6 +258,6 @@ def test_recovery_options_are_checked_before_loading(
     trained: dict, run_cli, tmp_path: Path, args: list[str], needle: str
 ) -> None:
     out = tmp_path / "p.pt"
-    status, _, err = run_cli("prune", trained["path"], "--out", out, "--ratio", "0.3", "--recover-data", tmp_path,
+    status, _, err = run_cli("prune", trained["path"], "--out", out, "--prune-ratio", "0.3", "--recover-data", tmp_path,
                              *args)  # fmt: skip
     _assert_clean_failure(status, err, out, needle)

@@ -220,7 +220,7 @@ def test_sweep_builds_benchmarks_reports_and_rebuilds_only_new_variants(
 ) -> None:
     out = tmp_path / "sweep"
     args = ["sweep", trained["path"], "--val", data_dirs["val"], "--iterations", "3", "--out", out, "--json"]
-    status, stdout, err = run_cli(*args, "--prune", "0,0.4", "--precisions", "fp32,int8")
+    status, stdout, err = run_cli(*args, "--prune-ratio", "0,0.4", "--precisions", "fp32,int8")
     assert status == 0, err
     first = json.loads(stdout)
     assert sorted(first["built"]) == ["fp32-prune00", "fp32-prune40", "int8-prune00", "int8-prune40"]
@@ -242,7 +242,7 @@ def test_sweep_builds_benchmarks_reports_and_rebuilds_only_new_variants(
         reference, bundle = r["latency"]["reference"][0], r["latency"]["bundle"][0]
         assert r["speedup_p50_vs_reference"]["1"] == pytest.approx(reference["p50_ms"] / bundle["p50_ms"])
 
-    status, stdout, err = run_cli(*args, "--prune", "0,0.4,0.5", "--precisions", "int8")
+    status, stdout, err = run_cli(*args, "--prune-ratio", "0,0.4,0.5", "--precisions", "int8")
     assert status == 0, err
     second = json.loads(stdout)
     assert second["built"] == ["int8-prune50"]
@@ -252,14 +252,14 @@ def test_sweep_builds_benchmarks_reports_and_rebuilds_only_new_variants(
 def test_sweep_bad_input(trained: dict, data_dirs: dict[str, Path], run_cli, tmp_path: Path) -> None:
     out = tmp_path / "sweep"
     base = ["sweep", trained["path"], "--val", data_dirs["val"], "--out", out]
-    status, _, err = run_cli(*base, "--prune", "0,1.2")
+    status, _, err = run_cli(*base, "--prune-ratio", "0,1.2")
     _assert_clean_failure(status, err, out, "ratios in [0, 1)")
     status, _, err = run_cli(*base, "--precisions", "fp32,int4")
     _assert_clean_failure(status, err, out, "int4")
     status, _, err = run_cli(*base, "--target", "no-such-device")
     _assert_clean_failure(status, err, out, "no-such-device")
     # A pruning mistake shared by every pruned variant stops the sweep before any build.
-    status, _, err = run_cli(*base, "--prune", "0,0.3", "--recover-epochs", "2")
+    status, _, err = run_cli(*base, "--prune-ratio", "0,0.3", "--recover-epochs", "2")
     _assert_clean_failure(status, err, out, "--recover-epochs needs images to recover on")
 
 

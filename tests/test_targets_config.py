@@ -164,7 +164,7 @@ def test_targets_json_lists_gpu_facts(run_cli) -> None:
     import json
 
     status, stdout, _ = run_cli("targets", "--json")
-    rows = {row["name"]: row for row in json.loads(stdout)}
+    rows = {row["name"]: row for row in json.loads(stdout)["targets"]}
     orin = rows["jetson-orin-nx"]
     assert status == 0 and orin["gpu"]["sm"] == 87 and orin["gpu"]["dla_cores"] == 2
     assert orin["gpu"]["tensorrt"] == {"min": "10.3", "max": "11"} and orin["gpu"]["workspace_mb"] == 4096

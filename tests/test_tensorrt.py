@@ -54,11 +54,11 @@ def test_profile_workspace_and_fixed_batch() -> None:
 
 
 def test_dla_decisions() -> None:
-    p = plan("jetson-orin-nx", "int8", "10.3.0", dla_core=1)
+    p = plan("jetson-orin-nx", "int8", "10.3.0", dla_core=1, gpu_fallback=True)
     assert p.device_type == "DLA" and p.dla_core == 1 and "GPU_FALLBACK" in p.builder_flags
     assert any("fall back to the GPU" in note for note in p.notes)
-    strict = plan("jetson-orin-nx", "int8", "10.3.0", dla_core=0, gpu_fallback=False)
-    assert "GPU_FALLBACK" not in strict.builder_flags
+    strict = plan("jetson-orin-nx", "int8", "10.3.0", dla_core=0)  # opt-in, as trtexec's --allowGPUFallback
+    assert "GPU_FALLBACK" not in strict.builder_flags and any("fails the build" in n for n in strict.notes)
     for target, precision, options, message in [
         ("jetson-orin-nano", "int8", {"dla_core": 0}, "no DLA cores"),
         ("jetson-orin-nx", "int8", {"dla_core": 2}, "0 … 1"),

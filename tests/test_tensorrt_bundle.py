@@ -7,7 +7,6 @@ speed, numerical parity of an engine) is left to the device.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from edgekit.backends.tensorrt.run import TensorRTBackend
 from edgekit.core.errors import EdgekitError
 from edgekit.pipeline.device_build import DeviceBuildConfig, build_on_device
 from edgekit.runtime.bundle import read_manifest
+from tests.conftest import json_records
 from tests.fake_tensorrt import FakeTensorRT
 
 ORIN = CudaDevice(name="Orin", compute_capability="8.7", driver_version="12.6", memory_mb=15600)
@@ -75,7 +75,7 @@ def test_build_without_tensorrt_and_predict_without_engine(orin_int8: dict, data
     # The ONNX file TensorRT builds from was checked with ONNX Runtime at compile time, so it runs there too.
     status, stdout, stderr = run_cli("predict", bundle, image, "--backend", "onnxruntime", "--json")
     assert status == 0, stderr
-    prediction = json.loads(stdout)[0]
+    (prediction,) = json_records(stdout, "prediction")
     assert prediction["file"] == str(image) and prediction["label"] in orin_int8["manifest"]["classes"]
 
 
@@ -158,7 +158,9 @@ def test_dla_build_reports_gpu_fallback(orin_int8: dict, fake_trt, tmp_path: Pat
     shutil.copytree(orin_int8["path"], bundle)
     fake = fake_trt("10.3.0")
     fake.behaviour[("IBuilderConfig", "can_run_on_DLA")] = lambda layer: False  # e.g. an op DLA lacks
-    record = build_on_device(DeviceBuildConfig(bundle, options={"dla_core": 1}), Progress(enabled=True))
+    record = build_on_device(
+        DeviceBuildConfig(bundle, options={"dla_core": 1, "gpu_fallback": True}), Progress(enabled=True)
+    )
     placement = record["placement"]
     assert placement["device"] == "DLA" and placement["dla_core"] == 1 and placement["gpu_fallback"]
     assert placement["network_layers_on_gpu"] == ["conv1", "conv1"] and placement["dla_subgraphs"] == 1
@@ -169,10 +171,10 @@ def test_dla_build_reports_gpu_fallback(orin_int8: dict, fake_trt, tmp_path: Pat
     assert repr(set_values["default_device_type="]) == "DeviceType.DLA" and set_values["DLA_core="] == 1
     # The engine's parity is faked (no GPU here): what is tested is the warning edgekit derives from it.
     fake_trt.parity.update(checked=True, top1_agreement=0.9, max_abs_diff=0.4, images=32, inputs="synthetic")
-    build_on_device(DeviceBuildConfig(bundle, options={"dla_core": 1}), Progress(enabled=True))
+    build_on_device(DeviceBuildConfig(bundle, options={"dla_core": 1, "gpu_fallback": True}), Progress(enabled=True))
     assert "the engine agrees with ONNX Runtime on only 90.0% of 32 inputs" in capsys.readouterr().err
     fake_trt.parity.update(top1_agreement=1.0, max_abs_diff=0.01)
-    build_on_device(DeviceBuildConfig(bundle, options={"dla_core": 1}), Progress(enabled=True))
+    build_on_device(DeviceBuildConfig(bundle, options={"dla_core": 1, "gpu_fallback": True}), Progress(enabled=True))
     assert "agrees with ONNX Runtime on only" not in capsys.readouterr().err
 
 

@@ -240,8 +240,8 @@ def test_recovery_distils_on_unlabelled_images_and_picks_the_epoch_by_agreement(
         (scene / f"{i}.png").write_bytes(image.read_bytes())
     out = tmp_path / "p.pt"
     status, stdout, stderr = run_cli(
-        "prune", trained["path"], "--ratio", "0.3", "--recover-unlabelled", tmp_path / "scene", "--recover-augment",
-        "strong", "--recover-epochs", "1", "--out", out, "--json",
+        "prune", trained["path"], "--prune-ratio", "0.3", "--recover-unlabelled", tmp_path / "scene",
+        "--recover-augment", "strong", "--recover-epochs", "1", "--out", out, "--json",
     )  # fmt: skip
     assert status == 0, stderr
     recovery = json.loads(stdout)["recovery"]
@@ -251,8 +251,8 @@ def test_recovery_distils_on_unlabelled_images_and_picks_the_epoch_by_agreement(
     assert [r["epoch"] for r in recovery["history"]] == [0, 1] and sum(
         r.get("kept", False) for r in recovery["history"]
     ) == 1
-    status, _, stderr = run_cli("prune", trained["path"], "--ratio", "0.3", "--recover-unlabelled", tmp_path / "scene",
-                                "--no-distill", "--out", tmp_path / "q.pt")  # fmt: skip
+    status, _, stderr = run_cli("prune", trained["path"], "--prune-ratio", "0.3", "--recover-unlabelled",
+                                tmp_path / "scene", "--no-distill", "--out", tmp_path / "q.pt")  # fmt: skip
     assert status == 2 and "distillation" in stderr and not (tmp_path / "q.pt").exists()
 
 
@@ -279,12 +279,12 @@ def test_prune_refuses_a_missing_gpu_before_pruning_and_a_torch_device_for_a_boa
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     out = tmp_path / "p.pt"
-    result = edgekit_cli("prune", trained["path"], "--ratio", "0.3", "--recover-data", data_dirs["train"],
+    result = edgekit_cli("prune", trained["path"], "--prune-ratio", "0.3", "--recover-data", data_dirs["train"],
                          "--accelerator", "cuda", "--out", out)  # fmt: skip
     assert result.returncode == 2 and "PyTorch sees no CUDA GPU" in result.stderr, result.stderr
     assert "pruning" not in result.stderr.lower() and "Traceback" not in result.stderr and not out.exists()
     env = {**os.environ, "EDGEKIT_DEVICES": str(tmp_path / "devices.toml")}
-    result = edgekit_cli("prune", trained["path"], "--ratio", "0.3", "--device", "cuda:0", "--out", out, env=env)
+    result = edgekit_cli("prune", trained["path"], "--prune-ratio", "0.3", "--device", "cuda:0", "--out", out, env=env)
     assert result.returncode == 2 and "give --accelerator cuda:0" in result.stderr, result.stderr
 
 

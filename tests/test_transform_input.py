@@ -186,7 +186,7 @@ def test_bench_and_prune_take_classes_like_compile(trained: dict, data_dirs: dic
 
     pruned = tmp_path / "pruned.pt"
     status, stdout, stderr = run_cli(
-        "prune", model, *common[:4], "--ratio", "0.1", "--val", val, "--classes", names, "--out", pruned, "--json"
+        "prune", model, *common[:4], "--prune-ratio", "0.1", "--val", val, "--classes", names, "--out", pruned, "--json"
     )
     assert status == 0, stderr
     report = json.loads(stdout)

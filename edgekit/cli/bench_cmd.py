@@ -11,9 +11,11 @@ from edgekit.cli.options import (
     backend_option_values,
     backend_options,
     classes_option,
+    iterations_option,
     json_option,
     parse_int_list,
     print_json,
+    quiet_option,
     threads_option,
     trust_pickle_option,
 )
@@ -37,9 +39,7 @@ from edgekit.cli.options import (
     help="Labelled image folder (one sub-directory per class).",
 )
 @click.option("--batch-sizes", default="1,8", show_default=True, help="Comma-separated batch sizes to time.")
-@click.option(
-    "--iterations", type=click.IntRange(min=1), default=50, show_default=True, help="Timed runs per batch size."
-)
+@iterations_option
 @click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed runs first.")
 @click.option(
     "--images",
@@ -59,6 +59,7 @@ from edgekit.cli.options import (
 @threads_option
 @trust_pickle_option
 @backend_options("run")
+@quiet_option
 @json_option
 def bench(
     bundle: Path,
@@ -76,6 +77,7 @@ def bench(
     classes: Path | None,
     threads: int | None,
     trust_pickle: bool,
+    quiet: bool,
     as_json: bool,
     **run_options: Any,
 ) -> None:
@@ -105,7 +107,7 @@ def bench(
         class_names=tuple(read_class_file(classes)) if classes else None,
         run_options=backend_option_values(run_options, "run"),
     )
-    progress = Progress(enabled=True)
+    progress = Progress(enabled=not quiet)
     if device is not None:
         from edgekit.remote.bench import bench_on_device
         from edgekit.remote.devices import get_device

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from edgekit.cli.options import backend_option_values, backend_options, json_option, print_json
+from edgekit.cli.options import backend_option_values, backend_options, json_option, print_json, quiet_option
 
 
 @click.command("build")
@@ -42,7 +42,7 @@ from edgekit.cli.options import backend_option_values, backend_options, json_opt
     help="Build on this device over SSH (`edgekit devices`) and bring the engine back into BUNDLE here.",
 )
 @click.option("--verbose", is_flag=True, help="TensorRT's INFO log during the build.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@quiet_option
 @json_option
 def build_command(
     bundle: Path,
@@ -80,7 +80,7 @@ def build_command(
     if print_trtexec:
         command = native_build_command(config, tensorrt_version)
         if as_json:
-            print_json({"command": command})
+            print_json({"trtexec": command})
         else:
             click.echo(command)
         return

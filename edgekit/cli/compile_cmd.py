@@ -8,16 +8,25 @@ from typing import Any
 import click
 
 from edgekit.cli.options import (
+    PRUNING_SECTIONS,
+    SectionedCommand,
     arch_option,
     backend_option_values,
     backend_options,
+    calib_option,
+    calib_size_option,
     classes_option,
     crop_option,
     devices_option,
+    force_option,
     json_option,
+    max_accuracy_drop_option,
+    method_option,
     print_json,
     pruning_options,
+    quiet_option,
     resize_option,
+    target_option,
     threads_option,
     trust_pickle_option,
 )
@@ -30,9 +39,22 @@ def _percentage(value: float) -> float:
     return value
 
 
-@click.command("compile")
+@click.command(
+    "compile",
+    cls=SectionedCommand,
+    sections={
+        "Input": ("arch", "classes", "trust_pickle", "transform_input", "resize", "crop", "preprocess",
+                  "normalise_in_model"),
+        "Target": ("target", "backend", "devices", "threads"),
+        "Precision and accuracy": ("precision", "calib", "calib_size", "method", "min_agreement", "max_accuracy_drop",
+                                   "val", "parity_images"),
+        **PRUNING_SECTIONS,
+        "Output": ("out", "force", "quiet", "as_json"),
+    },
+    rest="TensorRT (the engine is built on the device by `edgekit build`; these are recorded for it)",
+)  # fmt: skip
 @click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--target", "-t", default=None, help="Device target name or TOML file (default: this host).")
+@target_option
 @click.option(
     "--precision",
     "-p",
@@ -44,7 +66,7 @@ def _percentage(value: float) -> float:
 @click.option("--backend", default=None, help="Force a backend instead of the target's fastest available one.")
 @devices_option("each precision of --precision auto")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None, help="Bundle directory to create.")
-@click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
+@force_option
 @classes_option
 @click.option(
     "--transform-input/--no-transform-input",
@@ -79,20 +101,9 @@ def _percentage(value: float) -> float:
     show_default=True,
     help="At most this many --val images for the parity check.",
 )
-@click.option(
-    "--calib", type=click.Path(path_type=Path, file_okay=False), help="INT8 calibration images (no labels needed)."
-)
-@click.option(
-    "--calib-size", type=click.IntRange(min=1), default=256, show_default=True, help="Calibration images to use."
-)
-@click.option(
-    "--method",
-    type=click.Choice(["minmax", "percentile", "entropy", "mean_minmax", "histogram"]),
-    default=None,
-    help="INT8 calibration method (ONNX Runtime / TensorRT: minmax, percentile, entropy; OpenVINO's NNCF: "
-    "mean_minmax, minmax, histogram; LiteRT: minmax). Default: each quantizer's own, then the others if the "
-    "accuracy guard asks for them.",
-)
+@calib_option
+@calib_size_option
+@method_option
 @click.option(
     "--min-agreement",
     type=click.FloatRange(min=0, max=100),
@@ -102,18 +113,13 @@ def _percentage(value: float) -> float:
     help="Accuracy guard: % of held-out calibration images (never calibrated on) on which the INT8/FP16 build "
     "must give FP32's top-1; below it edgekit tries other calibrations, quantizers and FP32 layers. 0: off.",
 )
-@click.option(
-    "--max-accuracy-drop",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="Top-1 points the bundle may lose on labelled --val images (with --prune auto, against the original model).",
-)
+@max_accuracy_drop_option
 @pruning_options("--prune")
 @backend_options("build")
 @threads_option
 @arch_option
 @trust_pickle_option
-@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@quiet_option
 @json_option
 def compile_command(
     model: Path,
@@ -163,7 +169,7 @@ def compile_command(
     from edgekit.runtime.describe import accuracy_line, guard_rows
 
     progress = Progress(enabled=not quiet)
-    settings: PruneSettings = prune_settings(stage_options, "--prune", max_accuracy_drop)
+    settings: PruneSettings = prune_settings(stage_options, max_accuracy_drop)
     timer = None
     if devices:
         from edgekit.remote.devices import get_devices

@@ -7,7 +7,14 @@ from typing import Any
 
 import click
 
-from edgekit.cli.options import json_option, print_json
+from edgekit.cli.options import (
+    force_option,
+    json_option,
+    new_or_old_name,
+    print_json,
+    renamed_option,
+    threads_option,
+)
 
 
 @click.group("devices")
@@ -26,9 +33,16 @@ def devices_group() -> None:
               help="The edgekit command on the device (a path if it is not on the SSH session's PATH).")  # fmt: skip
 @click.option("--ssh-config", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="An ssh_config file for this device (ssh -F).")  # fmt: skip
-@click.option("--cache", default=None, help="Where bundles go on the device (default ~/.cache/edgekit).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="--threads for commands run there.")
-@click.option("--force", is_flag=True, help="Replace a device of the same name.")
+@click.option(
+    "--cache-dir",
+    "cache",
+    default=None,
+    callback=new_or_old_name(),
+    help="Where bundles go on the device (default ~/.cache/edgekit).",
+)
+@renamed_option("--cache", "--cache-dir", "cache")
+@threads_option
+@force_option
 def add(
     name: str, url: str, edgekit_command: str, ssh_config: Path | None, cache: str | None, threads: int | None,
     force: bool,

@@ -8,9 +8,12 @@ import click
 
 from edgekit.cli.options import (
     arch_option,
+    crop_option,
     json_option,
     parse_int_list,
     print_json,
+    quiet_option,
+    resize_option,
     threads_option,
     training_options,
     training_settings,
@@ -33,7 +36,12 @@ def _refuse_device(ctx: click.Context, param: click.Parameter, value: str | None
     "--weights", required=True, help="ImageNet weights file, an edgekit checkpoint, or 'none' (from scratch)."
 )
 @click.option(
-    "--mode", type=click.Choice(["feature-extract", "finetune", "hybrid"]), default="finetune", show_default=True
+    "--mode",
+    type=click.Choice(["feature-extract", "finetune", "hybrid"]),
+    default="finetune",
+    show_default=True,
+    help="What trains: feature-extract the new head only; finetune everything (the body at --body-lr-mult); "
+    "hybrid the blocks after --freeze-until.",
 )
 @click.option(
     "--freeze-until", default=None, help="hybrid: freeze the stem and blocks up to this one (e.g. inception4a)."
@@ -45,7 +53,9 @@ def _refuse_device(ctx: click.Context, param: click.Parameter, value: str | None
 @click.option(
     "--val-split", type=float, default=0.1, show_default=True, help="Stratified fraction held out when no --val."
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option(
+    "--epochs", type=click.IntRange(min=1), default=5, show_default=True, help="Passes over the training images."
+)
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
@@ -53,7 +63,13 @@ def _refuse_device(ctx: click.Context, param: click.Parameter, value: str | None
     show_default=True,
     help="Images per step per process (under torchrun the global batch is N× this).",
 )
-@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
+@click.option(
+    "--optimizer",
+    type=click.Choice(["sgd", "adamw"]),
+    default="sgd",
+    show_default=True,
+    help="sgd: Nesterov momentum 0.9 (the usual choice for fine-tuning CNNs); adamw: decoupled weight decay.",
+)
 @click.option("--lr", type=float, default=0.01, show_default=True, help="Learning rate of the new head.")
 @click.option(
     "--lr-schedule",
@@ -63,12 +79,16 @@ def _refuse_device(ctx: click.Context, param: click.Parameter, value: str | None
     help="Learning-rate schedule, stepped per batch.",
 )
 @click.option("--body-lr-mult", type=float, default=0.1, show_default=True, help="Pretrained body LR = lr × this.")
-@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
-@click.option("--label-smoothing", type=float, default=0.0, show_default=True)
+@click.option("--weight-decay", type=float, default=1e-4, show_default=True, help="L2 penalty on the weights.")
+@click.option(
+    "--label-smoothing", type=float, default=0.0, show_default=True, help="Share of each label spread over the others."
+)
 @click.option("--augment/--no-augment", default=True, show_default=True, help="Light augmentation of training images.")
-@click.option("--resize", type=click.IntRange(min=8), default=None, help="Shorter side before cropping (default 256).")
-@click.option("--crop", type=click.IntRange(min=8), default=None, help="Network input size (default 224).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@resize_option
+@crop_option
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the split, the shuffling and the new head."
+)
 @click.option("--resume", is_flag=True, help="Continue from <out>.last.pt where the previous run stopped.")
 @click.option(
     "--per-class", type=click.IntRange(min=1), default=500, show_default=True, help="fashion-mnist: train images/class."
@@ -81,7 +101,12 @@ def _refuse_device(ctx: click.Context, param: click.Parameter, value: str | None
     help="fashion-mnist: val images/class.",
 )
 @click.option("--class-subset", default=None, help="fashion-mnist: comma-separated class indices, e.g. 0,1,2.")
-@click.option("--fashion-mnist-root", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option(
+    "--fashion-mnist-root",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="fashion-mnist: where its idx files are (default: Debian's /usr/share/datasets/fashion-mnist).",
+)
 @training_options
 @click.option(
     "--sync-batchnorm", is_flag=True, help="Under torchrun on GPUs: BatchNorm statistics over the global batch."
@@ -90,7 +115,7 @@ def _refuse_device(ctx: click.Context, param: click.Parameter, value: str | None
 @threads_option
 @arch_option
 @trust_pickle_option
-@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@quiet_option
 @json_option
 def finetune(
     data: str,

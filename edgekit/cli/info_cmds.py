@@ -87,7 +87,7 @@ def targets_command(as_json: bool) -> None:
         row = {**target.to_dict(), "host": target.name == host, "backends_available_here": available}
         rows.append({**row, "device_side": "; ".join(notes) or None})
     if as_json:
-        print_json(rows)
+        print_json({"targets": rows})
         return
     width = max(len(row["name"]) for row in rows)
     for row in rows:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,75 @@ import click
 
 from edgekit.train.settings import AMP_MODES, AUGMENTATIONS, DEFAULT_RECOVER_AUGMENT, MAX_WORKERS
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+
+def renamed_option(old: str, new: str, name: str) -> Callable[[Any], Any]:
+    """An option's old flag, hidden: still read, with a note giving the new name, so scripts keep working.
+    The new option's callback (`new_or_old_name`) takes its value when the new flag was not given."""
+
+    def remember(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        if value is not None:  # given on the command line, so processed before the options that were not
+            click.echo(f"note: {old} is now called {new}", err=True)
+            ctx.meta[f"edgekit_old:{name}"] = value
+
+    return click.option(old, f"old_{name}", default=None, hidden=True, expose_value=False, callback=remember)
+
+
+def new_or_old_name(parse: Callable[..., Any] | None = None) -> Callable[..., Any]:
+    """The callback of an option that has an old name: its own value, else the old flag's; then `parse`."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        old = ctx.meta.get(f"edgekit_old:{param.name}")
+        if old is not None and ctx.get_parameter_source(param.name or "") is click.core.ParameterSource.DEFAULT:
+            value = param.type_cast_value(ctx, old)
+        return parse(ctx, param, value) if parse is not None else value
+
+    return callback
+
+
+json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the results on stdout as JSON Lines: objects carrying json_version and command "
+    "(docs/errors.md; schemas in edgekit/cli/json_schemas/).",
+)
+quiet_option = click.option(
+    "--quiet", "-q", is_flag=True, help="No progress bars or progress lines on stderr (results and errors still print)."
+)
+force_option = click.option(
+    "--force", is_flag=True, help="Replace an existing output of the same name instead of refusing (only that)."
+)
+target_option = click.option(
+    "--target",
+    "-t",
+    default=None,
+    metavar="NAME|FILE",
+    help="Target device: a name from `edgekit targets` or a target TOML file (default: this host).",
+)
+calib_option = click.option(
+    "--calib",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="INT8 calibration images: photos like the ones the model will see (any layout, no labels needed).",
+)
+calib_size_option = click.option(
+    "--calib-size", type=click.IntRange(min=1), default=256, show_default=True, help="Calibration images to use."
+)
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mean_minmax", "histogram")
+method_option = click.option(
+    "--method",
+    type=click.Choice(CALIBRATION_METHODS),
+    default=None,
+    help="INT8 calibration method (ONNX Runtime / TensorRT: minmax, percentile, entropy; OpenVINO's NNCF: "
+    "mean_minmax, minmax, histogram; LiteRT: minmax). Default: each quantizer's own (ONNX Runtime: minmax), then, "
+    "in compile, the others if the accuracy guard asks for them.",
+)
+iterations_option = click.option(
+    "--iterations",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Timed runs per batch size (p90 needs 50).",
+)
 
 
 def devices_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -30,19 +97,22 @@ threads_option = click.option(
     "--threads",
     type=click.IntRange(min=0, max=4096),
     default=None,
-    help="CPU threads (0 = all cores; default: the target's).",
+    help="CPU threads (0 = all cores). Default: the target's setting (for a bundle, the target it was compiled "
+    "for), else all cores.",
 )
 resize_option = click.option(
     "--resize",
     type=click.IntRange(min=8),
     default=None,
-    help="Resize the shorter side to this (default: the checkpoint's, else 256).",
+    help="Resize the shorter side to this before the centre crop (default: what the model records, else its "
+    "family's: 256 for most, 342 for Inception v3).",
 )
 crop_option = click.option(
     "--crop",
     type=click.IntRange(min=8),
     default=None,
-    help="Centre crop = network input size (default: the checkpoint's, else 224).",
+    help="Centre crop = the network's input size (default: what the model records, else its family's: 224 for "
+    "most, 299 for Inception v3).",
 )
 classes_option = click.option(
     "--classes",
@@ -64,8 +134,18 @@ trust_pickle_option = click.option(
 )
 
 
-def print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+def print_json(data: Mapping[str, Any], record_type: str | None = None) -> None:
+    """One `--json` record on stdout, tagged with the schema version and this command (core/json_lines.py)."""
+    from edgekit.core.json_lines import json_line
+
+    command_path = click.get_current_context().command_path
+    click.echo(json_line(command_path.split(" ", 1)[-1], data, record_type))
+
+
+class SomeInputsFailed(click.ClickException):
+    """The command finished, but some of its inputs could not be used (each reported): exit 3, not 0."""
+
+    exit_code = 3
 
 
 def parse_int_list(value: str, name: str, minimum: int = 1) -> tuple[int, ...]:
@@ -92,14 +172,37 @@ def parse_macs(_ctx: click.Context, param: click.Parameter, value: str | None) -
         raise click.BadParameter(f"expected a MAC count such as 600M or 0.6G, got {value!r}", param=param) from None
 
 
-def parse_ratio(_ctx: click.Context, param: click.Parameter, value: str | None) -> float | str | None:
-    """A share of channels (0.4), or 'auto': the largest ratio within --max-accuracy-drop (a search)."""
-    if value is None or value == "auto":
-        return value
-    try:
-        return float(value)
-    except ValueError:
-        raise click.BadParameter(f"expected a share such as 0.4, or 'auto', got {value!r}", param=param) from None
+def parse_ratios(_ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float | str, ...] | None:
+    """Shares of channels (0.4, or 0,0.3,0.5 for sweep), or 'auto': the largest within --max-accuracy-drop."""
+    if value is None:
+        return None
+    ratios: list[float | str] = []
+    for part in (part.strip() for part in value.split(",")):
+        try:
+            ratios.append(part if part == "auto" else float(part))
+        except ValueError:
+            raise click.BadParameter(f"expected a share such as 0.4, or 'auto', got {part!r}", param=param) from None
+    return tuple(ratios)
+
+
+def one_ratio(ratios: tuple[float | str, ...] | None) -> float | str | None:
+    """--prune-ratio where one pruning is made (prune, compile): several are for `edgekit sweep`."""
+    if ratios is None:
+        return None
+    if len(ratios) != 1:
+        raise click.BadParameter("takes one ratio here; `edgekit sweep` compares several", param_hint="--prune-ratio")
+    return ratios[0]
+
+
+prune_ratio_option = click.option(
+    "--prune-ratio",
+    "prune_ratio",
+    callback=new_or_old_name(parse_ratios),
+    default=None,
+    metavar="RATIO",
+    help="Share of each layer's channels to remove (0-1), or 'auto': the largest within --max-accuracy-drop "
+    "(searched, with recovery). sweep: comma-separated ratios, 0 = unpruned.",
+)
 
 
 def training_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -151,17 +254,12 @@ def training_settings(values: dict[str, Any], sync_batchnorm: bool = False) -> A
     )
 
 
-def pruning_options(ratio_flag: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """The pruning options shared by `edgekit prune` (ratio: --ratio) and `edgekit compile` (--prune)."""
+def pruning_options(old_ratio_flag: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The pruning options shared by `edgekit prune` and `edgekit compile`; `old_ratio_flag` is the ratio's name
+    there before it was --prune-ratio everywhere (still read)."""
     options = [
-        click.option(
-            ratio_flag,
-            "prune_ratio",
-            callback=parse_ratio,
-            default=None,
-            help="Share of each layer's channels to remove (0-1), or 'auto': the largest within --max-accuracy-drop "
-            "(searched, with recovery).",
-        ),
+        prune_ratio_option,
+        renamed_option(old_ratio_flag, "--prune-ratio", "prune_ratio"),
         click.option(
             "--target-macs", callback=parse_macs, default=None, help="Prune in steps until MACs/image ≤ this (600M)."
         ),
@@ -265,18 +363,18 @@ def pruning_options(ratio_flag: str) -> Callable[[Callable[..., Any]], Callable[
     return decorate
 
 
-def prune_settings(values: dict[str, Any], ratio_flag: str, max_accuracy_drop: float | None) -> Any:
+def prune_settings(values: dict[str, Any], max_accuracy_drop: float | None) -> Any:
     """PruneSettings from the options above (popped from the command's keyword arguments); a ratio of 'auto'
     searches for the largest within `max_accuracy_drop`."""
     from edgekit.core.errors import EdgekitError
     from edgekit.optimize.prune_config import PruneSettings
 
-    ratio = values.pop("prune_ratio")
+    ratio = one_ratio(values.pop("prune_ratio"))
     search = None
     if ratio == "auto":
         if max_accuracy_drop is None:
             raise EdgekitError(
-                f"{ratio_flag} auto searches the largest ratio within a top-1 budget: give --max-accuracy-drop P "
+                "--prune-ratio auto searches the largest ratio within a top-1 budget: give --max-accuracy-drop P "
                 "and --recover-data DIR"
             )
         ratio, search = None, max_accuracy_drop
@@ -338,23 +436,60 @@ def backend_option_values(values: dict[str, Any], stage: str) -> dict[str, Any]:
     return {option.name: values.pop(option.name) for option in _declared(stage)}
 
 
-def max_accuracy_drop_option(help: str, default: float | None = None) -> Callable[[Any], Any]:
-    """--max-accuracy-drop: the one option name for the top-1 budget (`measure.decide.Budget`), everywhere.
-    `--budget`, its old name on sweep and report, is still read (hidden) and means the same."""
+max_accuracy_drop_option = click.option(
+    "--max-accuracy-drop",
+    type=click.FloatRange(min=0),
+    default=None,
+    callback=new_or_old_name(),
+    metavar="POINTS",
+    help="Top-1 points the result may lose against FP32 (or, pruning, the original) on labelled images; a loss "
+    "inside the noise is not held against it. Default: unchecked by compile and prune; 1.0 for --precision "
+    "auto, sweep and report.",
+)
 
-    def old_name(ctx: click.Context, _param: click.Parameter, value: float | None) -> None:
-        if value is not None:  # given on the command line: processed before the options that were not
-            click.echo("note: --budget is now called --max-accuracy-drop", err=True)
-            ctx.meta["edgekit_old_budget"] = value
 
-    def new_name(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-        given = ctx.get_parameter_source(param.name or "") is not click.core.ParameterSource.DEFAULT
-        return value if given else ctx.meta.get("edgekit_old_budget", value)
+def with_old_names(*renames: tuple[str, str, str]) -> Callable[[Any], Any]:
+    """`renamed_option` for each (old flag, new flag, parameter name)."""
 
     def decorate(command: Any) -> Any:
-        command = click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=default,
-                               show_default=default is not None, callback=new_name, help=help)(command)  # fmt: skip
-        return click.option("--budget", type=click.FloatRange(min=0), default=None, hidden=True, expose_value=False,
-                            callback=old_name)(command)  # fmt: skip
+        for old, new, name in renames:
+            command = renamed_option(old, new, name)(command)
+        return command
 
     return decorate
+
+
+class SectionedCommand(click.Command):
+    """A command whose --help lists its options in sections (as trtexec groups its flags), for commands with
+    dozens of them; `sections` maps a title to parameter names, and the options no section names come last
+    under `rest`."""
+
+    def __init__(self, *args: Any, sections: dict[str, tuple[str, ...]], rest: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sections = sections
+        self.rest = rest
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        help_option = self.get_help_option(ctx)
+        rows = {param.name: param.get_help_record(ctx) for param in self.get_params(ctx) if param is not help_option}
+        named = {name for names in self.sections.values() for name in names}
+        unknown = named - rows.keys()
+        if unknown:  # a renamed option would otherwise vanish from --help
+            raise AssertionError(f"--help sections name options {self.name} does not have: {sorted(unknown)}")
+        groups = [*self.sections.items(), (self.rest, tuple(name for name in rows if name not in named))]
+        for title, names in groups:
+            records = [rows[name] for name in names if rows[name] is not None]
+            if "as_json" in names and help_option is not None:  # --help beside --json, with the output options
+                records.append(help_option.get_help_record(ctx))
+            if records:
+                with formatter.section(title):
+                    formatter.write_dl(records)
+
+
+PRUNING_SECTIONS = {
+    "Pruning": ("prune_ratio", "target_macs", "target_latency", "importance", "scope", "steps", "round_to",
+                "max_ratio", "search_step", "sparsity"),
+    "Recovery (fine-tuning after pruning)": ("recover_data", "recover_unlabelled", "recover_augment", "recover_epochs",
+                                             "recover_lr", "lr_schedule", "distill", "temperature", "feature_distill"),
+    "Training hardware": ("accelerator", "amp", "workers", "channels_last"),
+}  # fmt: skip

@@ -7,9 +7,19 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from edgekit.cli.options import backend_option_values, backend_options, json_option, print_json, threads_option
+from edgekit.cli.options import (
+    SomeInputsFailed,
+    backend_option_values,
+    backend_options,
+    json_option,
+    print_json,
+    quiet_option,
+    threads_option,
+)
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from edgekit.runtime.model import BundleModel
     from edgekit.runtime.stream import StreamOptions
 
@@ -21,7 +31,13 @@ if TYPE_CHECKING:
     "--top-k", "-k", type=click.IntRange(min=1), default=1, show_default=True, help="Classes to show per image."
 )
 @click.option("--backend", default=None, help="Run with another installed backend than the bundle's.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Images per call to the model (decoding of the next batch overlaps it).",
+)
 @click.option(
     "--every", type=click.IntRange(min=1), default=1, show_default=True, help="Video: predict every Nth frame."
 )
@@ -36,6 +52,7 @@ if TYPE_CHECKING:
 @click.option("--device", default=None, help="Predict on this device over SSH (`edgekit devices`).")
 @threads_option
 @backend_options("run")
+@quiet_option
 @json_option
 def predict(
     bundle: Path,
@@ -48,16 +65,17 @@ def predict(
     max_frames: int | None,
     device: str | None,
     threads: int | None,
+    quiet: bool,
     as_json: bool,
     **run_options: Any,
 ) -> None:
     """Classify IMAGES (files or directories, searched recursively) with BUNDLE.
 
-    An image that cannot be read is reported on its own line (or with an `error` key in --json)
-    and does not stop the others. IMAGES may instead be one video: a file, a camera (/dev/video0), an
-    RTSP/HTTP URL or, on a Jetson, "gst:" and a GStreamer pipeline ending in an appsink; one line per
-    frame (JSON lines with --json, the last one a summary), fps and latency percentiles at the end.
-    Ctrl-C stops it cleanly.
+    An image that cannot be read is reported on its own line (in --json a record of type "error")
+    and does not stop the others; the exit status is then 3. IMAGES may instead be one video: a file,
+    a camera (/dev/video0), an RTSP/HTTP URL or, on a Jetson, "gst:" and a GStreamer pipeline ending in
+    an appsink; one line per frame (--json: one record per frame, the last one a summary), fps and
+    latency percentiles at the end. Ctrl-C stops it cleanly.
     """
     import edgekit
     from edgekit.core.errors import EdgekitError
@@ -70,7 +88,8 @@ def predict(
     if device is not None:
         if streams:
             raise EdgekitError("--device predicts image files; for a camera or stream on the board, run predict there")
-        _predict_on_device(device, bundle, collect_images(images), top_k, batch_size, threads, as_json)
+        predictions = _predict_on_device(device, bundle, collect_images(images), top_k, batch_size, threads, quiet)
+        _show(predictions, as_json)
         return
     if streams:
         if len(images) != 1:
@@ -83,26 +102,37 @@ def predict(
     if not files:
         raise EdgekitError(f"no image files found in {', '.join(map(str, images))}")
     model = edgekit.load(bundle, backend=backend, threads=threads, **given)
-    progress = Progress(enabled=True)
-    predictions = list(progress.bar(model.iter_predict(files, top_k, batch_size), "predicting", len(files), "img"))
+    progress = Progress(enabled=not quiet)
+    predicted = progress.bar(model.iter_predict(files, top_k, batch_size), "predicting", len(files), "img")
+    _show((p.to_dict() for p in predicted), as_json)
+
+
+def _show(predictions: Iterable[dict[str, Any]], as_json: bool) -> None:
+    """Each prediction as it comes (a line, or a JSON record), then the summary; some unreadable: exit 3."""
+    from edgekit.core.errors import EdgekitError
+
+    total = failed = 0
+    for p in predictions:
+        total += 1
+        failed += "error" in p
+        if as_json:
+            print_json(p, "error" if "error" in p else "prediction")
+        elif "error" in p:
+            click.echo(f"{p['file']}\terror: {p['error']}")
+        else:
+            click.echo(f"{p['file']}\t" + "\t".join(f"{row['label']} {row['prob']:.3f}" for row in p["top_k"]))
     if as_json:
-        print_json([p.to_dict() for p in predictions])
-    else:
-        for p in predictions:
-            if p.error is not None:
-                click.echo(f"{p.file}\terror: {p.error}")
-            else:
-                click.echo(f"{p.file}\t" + "\t".join(f"{label} {prob:.3f}" for _, label, prob in p.top_k))
-    failed = sum(p.error is not None for p in predictions)
-    if failed == len(predictions):
+        print_json({"images": total, "predicted": total - failed, "failed": failed}, "summary")
+    if total and failed == total:
         raise EdgekitError(f"none of the {failed} image file(s) could be read")
     if failed:
-        click.echo(f"warning: {failed} of {len(predictions)} file(s) could not be read", err=True)
+        raise SomeInputsFailed(f"{failed} of {total} image file(s) could not be read (listed above); the others "
+                               "were predicted")  # fmt: skip
 
 
 def _predict_on_device(
-    name: str, bundle: Path, files: list[Path], top_k: int, batch_size: int, threads: int | None, as_json: bool
-) -> None:
+    name: str, bundle: Path, files: list[Path], top_k: int, batch_size: int, threads: int | None, quiet: bool
+) -> list[dict[str, Any]]:
     from edgekit.core.errors import EdgekitError
     from edgekit.core.progress import Progress
     from edgekit.remote.devices import get_device
@@ -110,19 +140,10 @@ def _predict_on_device(
 
     if not files:
         raise EdgekitError("no image files found to send to the device")
-    predictions = predict_on_device(get_device(name), bundle, files, top_k, batch_size, threads, Progress().note)
-    if as_json:
-        print_json(predictions)
-        return
-    for p in predictions:
-        if "error" in p:
-            click.echo(f"{p['file']}\terror: {p['error']}")
-        else:
-            click.echo(f"{p['file']}\t" + "\t".join(f"{row['label']} {row['prob']:.3f}" for row in p["top_k"]))
+    return predict_on_device(get_device(name), bundle, files, top_k, batch_size, threads, Progress(not quiet).note)
 
 
 def _predict_stream(model: BundleModel, source: str, options: StreamOptions, top_k: int, as_json: bool) -> None:
-    import json
     import signal
 
     from edgekit.runtime.stream import StreamStats, predict_stream
@@ -131,7 +152,7 @@ def _predict_stream(model: BundleModel, source: str, options: StreamOptions, top
     try:
         for record in predict_stream(model, source, options, top_k, stats):
             if as_json:
-                click.echo(json.dumps(record))
+                print_json(record, "frame")
             else:
                 when = "" if record["time_s"] is None else f" ({record['time_s']:.2f} s)"
                 ranked = "\t".join(f"{row['label']} {row['prob']:.3f}" for row in record["top_k"])
@@ -141,7 +162,7 @@ def _predict_stream(model: BundleModel, source: str, options: StreamOptions, top
         stats.stopped_by = "Ctrl-C" if signum is None else signal.Signals(signum).name
     summary = stats.to_dict()
     if as_json:
-        click.echo(json.dumps({"summary": summary}))
+        print_json(summary, "summary")
     shown = [f"p{q} {summary[f'latency_p{q}_ms']:.1f}" for q in (50, 90, 99) if summary[f"latency_p{q}_ms"] is not None]
     latency = f", latency {' / '.join(shown)} ms" if shown else ""
     click.echo(

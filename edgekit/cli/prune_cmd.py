@@ -8,45 +8,53 @@ from typing import Any
 import click
 
 from edgekit.cli.options import (
+    PRUNING_SECTIONS,
+    SectionedCommand,
     arch_option,
     classes_option,
     crop_option,
     devices_option,
+    force_option,
     json_option,
+    max_accuracy_drop_option,
     print_json,
     pruning_options,
+    quiet_option,
     resize_option,
+    target_option,
     threads_option,
     trust_pickle_option,
 )
 
 
-@click.command()
+@click.command(
+    cls=SectionedCommand,
+    sections={
+        **PRUNING_SECTIONS,
+        "Accuracy and latency": ("val", "max_accuracy_drop", "target", "devices", "threads"),
+        "Input": ("arch", "classes", "trust_pickle", "resize", "crop"),
+    },
+    rest="Output",
+)
 @click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="Pruned checkpoint to write.")
 @pruning_options("--ratio")
-@click.option("--target", "-t", default=None, help="Device whose backend measures latency (default: this host).")
+@target_option
 @click.option(
     "--val",
     type=click.Path(path_type=Path, file_okay=False),
     help="Labelled images for before/after top-1 (default: 10% of --recover-data).",
 )
-@click.option(
-    "--max-accuracy-drop",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="Top-1 points the pruned model may lose against the original. Without --ratio or targets: search the "
-    "largest ratio within it (needs --recover-data).",
-)
+@max_accuracy_drop_option
 @devices_option("latency (before, after and each step of --target-latency)")
-@click.option("--force", is_flag=True, help="Replace an existing --out file.")
+@force_option
 @classes_option
 @resize_option
 @crop_option
 @threads_option
 @arch_option
 @trust_pickle_option
-@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@quiet_option
 @json_option
 def prune(
     model: Path,
@@ -68,8 +76,9 @@ def prune(
 ) -> None:
     """Remove whole channels from MODEL (a torchvision classifier's checkpoint) with torch-pruning, then recover.
 
-    Give a --ratio, a --target-macs / --target-latency to prune in steps until it is met, or only a
-    --max-accuracy-drop to search the largest ratio within it (an interrupted search resumes). The
+    Give a --prune-ratio, a --target-macs / --target-latency to prune in steps until it is met, or only a
+    --max-accuracy-drop to search the largest ratio within it (needs --recover-data; an interrupted search
+    resumes). The
     pruned checkpoint stores its channel counts, so `edgekit compile` loads it like any other.
     """
     from edgekit.core.install import require_workstation
@@ -93,7 +102,7 @@ def prune(
     config = PruneConfig(
         model=model,
         out=out,
-        settings=prune_settings(options, "--ratio", max_accuracy_drop),
+        settings=prune_settings(options, max_accuracy_drop),
         target=target,
         val=val,
         max_accuracy_drop=max_accuracy_drop,

@@ -7,15 +7,31 @@ from pathlib import Path
 import click
 
 from edgekit.backends.placements import PLACEMENTS
-from edgekit.cli.options import json_option, print_json
+from edgekit.cli.options import (
+    calib_option,
+    calib_size_option,
+    crop_option,
+    force_option,
+    json_option,
+    method_option,
+    print_json,
+    quiet_option,
+    resize_option,
+)
 
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--precision", "-p", type=click.Choice(["int8", "fp16"]), required=True)
-@click.option("--calib", type=click.Path(path_type=Path, file_okay=False), help="INT8 calibration images.")
-@click.option("--calib-size", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True)
+@click.option(
+    "--precision",
+    "-p",
+    type=click.Choice(["int8", "fp16"]),
+    required=True,
+    help="int8: explicit Q/DQ from --calib images; fp16: typed FP16 weights and activations.",
+)
+@calib_option
+@calib_size_option
+@method_option
 @click.option(
     "--placement",
     type=click.Choice(PLACEMENTS),
@@ -23,24 +39,26 @@ from edgekit.cli.options import json_option, print_json
     show_default=True,
     help="cpu: ONNX Runtime's fast CPU placement; tensorrt: TensorRT's explicit-quantization rules.",
 )
-@click.option("--resize", type=click.IntRange(min=8), default=None, help="Preprocessing resize (default 256).")
+@resize_option
+@crop_option
 @click.option(
-    "--crop", type=click.IntRange(min=8), default=None, help="Preprocessing crop (default: the model's input)."
+    "--out", "-o", type=click.Path(path_type=Path, dir_okay=False), required=True, help="The ONNX file to write."
 )
-@click.option("--out", "-o", type=click.Path(path_type=Path, dir_okay=False), required=True)
-@click.option("--force", is_flag=True, help="Replace an existing --out file.")
+@force_option
+@quiet_option
 @json_option
 def quantize(
     model: Path,
     precision: str,
     calib: Path | None,
     calib_size: int,
-    method: str,
+    method: str | None,
     placement: str,
     resize: int | None,
     crop: int | None,
     out: Path,
     force: bool,
+    quiet: bool,
     as_json: bool,
 ) -> None:
     """Write an INT8 (explicit Q/DQ) or FP16 (typed) copy of an FP32 ONNX classifier.
@@ -56,7 +74,7 @@ def quantize(
     from edgekit.pipeline.quantize_file import QuantizeRequest, quantize_file
 
     request = QuantizeRequest(model, out, precision, calib, calib_size, method, placement, resize, crop, force)
-    result = quantize_file(request, Progress(enabled=not as_json))
+    result = quantize_file(request, Progress(enabled=not (quiet or as_json)))
     if as_json:
         print_json(result)
     else:

@@ -6,20 +6,26 @@ from pathlib import Path
 
 import click
 
-from edgekit.cli.options import json_option, max_accuracy_drop_option, print_json
+from edgekit.cli.options import json_option, max_accuracy_drop_option, print_json, quiet_option, with_old_names
 from edgekit.measure.decide import DEFAULT_MAX_DROP_PTS
 
 
 @click.command()
 @click.argument("results", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), required=True, help="Report directory.")
-@max_accuracy_drop_option(
-    "Top-1 points a variant may lose against FP32 (the headline is the fastest within it).",
-    default=DEFAULT_MAX_DROP_PTS,
-)
+@max_accuracy_drop_option
 @click.option("--title", default=None, help="Page title (default: model and target).")
+@quiet_option
 @json_option
-def report(results: tuple[Path, ...], out: Path, max_accuracy_drop: float, title: str | None, as_json: bool) -> None:
+@with_old_names(("--budget", "--max-accuracy-drop", "max_accuracy_drop"))
+def report(
+    results: tuple[Path, ...],
+    out: Path,
+    max_accuracy_drop: float | None,
+    title: str | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
     """Write report.html (self-contained, plots inline) and report.md from `edgekit bench` results.
 
     RESULTS are bench.json files (or the directories holding them) of variants of one model.
@@ -29,7 +35,8 @@ def report(results: tuple[Path, ...], out: Path, max_accuracy_drop: float, title
     require_workstation("report")
     from edgekit.report.write import write_report
 
-    written = write_report(list(results), out, max_accuracy_drop, title)
+    budget = DEFAULT_MAX_DROP_PTS if max_accuracy_drop is None else max_accuracy_drop
+    written = write_report(list(results), out, budget, title)
     if as_json:
         print_json(written)
         return

@@ -6,22 +6,25 @@ from pathlib import Path
 
 import click
 
-from edgekit.cli.options import json_option, max_accuracy_drop_option, print_json, threads_option, trust_pickle_option
+from edgekit.cli.options import (
+    calib_option,
+    iterations_option,
+    json_option,
+    max_accuracy_drop_option,
+    print_json,
+    prune_ratio_option,
+    quiet_option,
+    target_option,
+    threads_option,
+    trust_pickle_option,
+    with_old_names,
+)
 from edgekit.measure.decide import DEFAULT_MAX_DROP_PTS
-
-
-def _float_list(_ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(part) for part in value.split(",") if part.strip())
-    except ValueError:
-        raise click.BadParameter(
-            f"expected comma-separated numbers such as 0,0.3,0.5, got {value!r}", param=param
-        ) from None
 
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--target", "-t", default=None, help="Device target name or TOML file (default: this host).")
+@target_option
 @click.option(
     "--val",
     type=click.Path(path_type=Path, file_okay=False),
@@ -29,16 +32,12 @@ def _float_list(_ctx: click.Context, param: click.Parameter, value: str) -> tupl
     help="Labelled images (one sub-directory per class): accuracy of every variant.",
 )
 @click.option("--precisions", default="fp32,int8", show_default=True, help="Comma-separated precisions.")
-@click.option("--prune", "prune_ratios", default="0", show_default=True, callback=_float_list,
-              help="Comma-separated pruning ratios; 0 = unpruned.")  # fmt: skip
-@click.option("--calib", type=click.Path(path_type=Path, file_okay=False), help="INT8 calibration images.")
+@prune_ratio_option
+@calib_option
 @click.option("--recover-data", type=click.Path(path_type=Path, file_okay=False), help="Recovery images for pruning.")
 @click.option("--recover-epochs", type=click.IntRange(min=0), default=None, help="Recovery epochs (default 3).")
-@max_accuracy_drop_option(
-    "Top-1 points a variant may lose against FP32 (quantized builds and the headline).", default=DEFAULT_MAX_DROP_PTS
-)
-@click.option("--iterations", type=click.IntRange(min=1), default=50, show_default=True,
-              help="Timed calls per batch size (as bench; p90 needs 50).")  # fmt: skip
+@max_accuracy_drop_option
+@iterations_option
 @click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), required=True, help="Sweep directory.")
 @click.option(
     "--device",
@@ -48,18 +47,19 @@ def _float_list(_ctx: click.Context, param: click.Parameter, value: str) -> tupl
 )
 @threads_option
 @trust_pickle_option
-@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@quiet_option
 @json_option
+@with_old_names(("--prune", "--prune-ratio", "prune_ratio"), ("--budget", "--max-accuracy-drop", "max_accuracy_drop"))
 def sweep(
     model: Path,
     target: str | None,
     val: Path,
     precisions: str,
-    prune_ratios: tuple[float, ...],
+    prune_ratio: tuple[float | str, ...] | None,
     calib: Path | None,
     recover_data: Path | None,
     recover_epochs: int | None,
-    max_accuracy_drop: float,
+    max_accuracy_drop: float | None,
     iterations: int,
     out: Path,
     devices: tuple[str, ...],
@@ -84,11 +84,11 @@ def sweep(
         val=val,
         out=out,
         precisions=tuple(p.strip() for p in precisions.split(",") if p.strip()),
-        prune_ratios=prune_ratios,
+        prune_ratios=_ratios(prune_ratio),
         calib=calib,
         recover_data=recover_data,
         recover_epochs=recover_epochs,
-        max_accuracy_drop=max_accuracy_drop,
+        max_accuracy_drop=DEFAULT_MAX_DROP_PTS if max_accuracy_drop is None else max_accuracy_drop,
         iterations=iterations,
         threads=threads,
         trust_pickle=trust_pickle,
@@ -113,3 +113,15 @@ def sweep(
     click.echo(f"report: {result['report']['html']}")
     click.echo(f"        {result['report']['markdown']}")
     click.echo(f"best: {result['report']['headline']['variant']} ({result['report']['headline']['reason']})")
+
+
+def _ratios(given: tuple[float | str, ...] | None) -> tuple[float, ...]:
+    if given is None:
+        return (0.0,)
+    if "auto" in given:
+        raise click.BadParameter(
+            "sweep compares the ratios you list (0 = unpruned); 'auto' searches one ratio: `edgekit prune "
+            "--prune-ratio auto`",
+            param_hint="--prune-ratio",
+        )
+    return tuple(float(ratio) for ratio in given)

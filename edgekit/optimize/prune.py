@@ -444,5 +444,5 @@ def check_accuracy_drop(report: dict[str, Any], max_drop: float | None) -> None:
         f"pruning costs {drop:.2f} top-1 points ({report['top1']['before']:.2%} → {final_top1(report):.2%} on "
         f"{report['val_images']} images{detail}), more than --max-accuracy-drop {max_drop:g}; prune less, recover "
         "longer (--recover-epochs, --distill), or let edgekit search the ratio (--max-accuracy-drop without "
-        "--ratio). Nothing was written"
+        "--prune-ratio). Nothing was written"
     )

@@ -89,26 +89,26 @@ class PruneSettings:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
 
 
-def validate_settings(settings: PruneSettings, has_val: bool, flag: str = "--ratio") -> None:
+def validate_settings(settings: PruneSettings, has_val: bool) -> None:
     """Every mistake in the pruning options, caught before the model is loaded."""
     chosen = [v is not None for v in (settings.ratio, settings.target_macs, settings.target_latency_ms)]
     if sum(chosen) > 1:
-        raise EdgekitError(f"give one of {flag}, --target-macs, --target-latency, not several")
+        raise EdgekitError("give one of --prune-ratio, --target-macs, --target-latency, not several")
     if sum(chosen) == 0 and settings.sparsity is None and settings.search_drop_pts is None:
         raise EdgekitError(
-            f"nothing to prune: give {flag} R, --target-macs M, --target-latency MS, --sparsity 2:4, or "
+            "nothing to prune: give --prune-ratio R, --target-macs M, --target-latency MS, --sparsity 2:4, or "
             "--max-accuracy-drop P with --recover-data DIR to search the ratio"
         )
     if settings.mode == "search":
         if settings.recover_data is None:
             raise EdgekitError(
                 "searching the pruning ratio for --max-accuracy-drop retrains every candidate: pass --recover-data "
-                "DIR (labelled training images), or give --ratio R to prune once and check the drop"
+                "DIR (labelled training images), or give --prune-ratio R to prune once and check the drop"
             )
         if not 0 < settings.search_step < settings.max_ratio:
             raise EdgekitError("--search-step must be positive and below --max-ratio")
     if settings.ratio is not None and not 0 < settings.ratio < 1:
-        raise EdgekitError(f"{flag} is the share of channels removed and must be between 0 and 1 (exclusive)")
+        raise EdgekitError("--prune-ratio is the share of channels removed and must be between 0 and 1 (exclusive)")
     if settings.target_macs is not None and settings.target_macs <= 0:
         raise EdgekitError("--target-macs must be positive (e.g. 600M or 0.6G)")
     if settings.target_latency_ms is not None and settings.target_latency_ms <= 0:

@@ -100,13 +100,13 @@ def validate(config: CompileConfig) -> tuple[type[Converter], Any]:
             raise EdgekitError("--max-accuracy-drop needs --val DIR with one sub-directory of images per class")
     if config.prune is not None:
         if config.is_onnx:
-            raise EdgekitError("--prune needs a PyTorch checkpoint; an ONNX file cannot be pruned")
+            raise EdgekitError("--prune-ratio needs a PyTorch checkpoint; an ONNX file cannot be pruned")
         if config.precision == "auto":
             raise EdgekitError(
-                "--prune with --precision auto would prune once per precision; run `edgekit prune` first, "
+                "pruning with --precision auto would prune once per precision; run `edgekit prune` first, "
                 "then compile the pruned checkpoint with --precision auto"
             )
-        validate_settings(config.prune, has_class_folders(config.val), flag="--prune")
+        validate_settings(config.prune, has_class_folders(config.val))
         check_latency_target(config.prune, config.target, choose_converter(config.target, "fp32", None).backend)
     if not 0 <= config.min_agreement <= 1:
         raise EdgekitError("--min-agreement is a percentage between 0 and 100")

@@ -22,7 +22,7 @@ class QuantizeRequest:
     precision: str
     calib: Path | None = None
     calib_size: int = 256
-    method: str = "minmax"
+    method: str | None = None  # None: ONNX Runtime's minmax
     placement: str = "cpu"
     resize: int | None = None
     crop: int | None = None
@@ -31,10 +31,16 @@ class QuantizeRequest:
 
 def quantize_file(request: QuantizeRequest, progress: Progress = QUIET) -> dict[str, Any]:
     from edgekit.backends.placements import RULE_CHECKED_PLACEMENTS
-    from edgekit.backends.qdq import quantize_int8, to_fp16
+    from edgekit.backends.qdq import METHODS, quantize_int8, to_fp16
     from edgekit.backends.qdq_rules import check_file
     from edgekit.data.calibration import calibration_inputs
 
+    if request.method is not None and request.method not in METHODS:
+        raise EdgekitError(
+            f"quantize writes ONNX Runtime Q/DQ files: --method {request.method} is OpenVINO's NNCF (use it in "
+            f"`edgekit compile --backend openvino`); here choose one of {', '.join(METHODS)}"
+        )
+    method = request.method or "minmax"
     info = inspect_onnx(request.model)
     if request.precision == "int8" and request.calib is None:
         raise EdgekitError("--precision int8 needs --calib DIR (calibration images, labels not needed)")
@@ -55,8 +61,8 @@ def quantize_file(request: QuantizeRequest, progress: Progress = QUIET) -> dict[
             for warning in images.warnings:
                 progress.note(f"warning: {warning}")
             assert images.inputs is not None
-            quantize_int8(request.model, tmp, images.inputs, request.placement, request.method)
-            result.update(placement=request.placement, method=request.method, calibration_images=len(images.inputs))
+            quantize_int8(request.model, tmp, images.inputs, request.placement, method)
+            result.update(placement=request.placement, method=method, calibration_images=len(images.inputs))
             if images.held_out is not None:
                 result["guard"] = _guard(request.model, tmp, info, images.held_out, progress)
             if request.placement in RULE_CHECKED_PLACEMENTS:

@@ -61,16 +61,16 @@ def validate(config: SweepConfig) -> None:
             f"{', '.join(config.target.precisions)}"
         )
     if any(not 0 <= r < 1 for r in config.prune_ratios) or not config.prune_ratios:
-        raise EdgekitError("--prune takes ratios in [0, 1), e.g. 0,0.3,0.5 (0 = unpruned)")
+        raise EdgekitError("--prune-ratio takes ratios in [0, 1), e.g. 0,0.3,0.5 (0 = unpruned)")
     if any(r > 0 for r in config.prune_ratios) and config.model.suffix.lower() == ".onnx":
-        raise EdgekitError("pruning needs a PyTorch checkpoint; an ONNX model can only be swept with --prune 0")
+        raise EdgekitError("pruning needs a PyTorch checkpoint; an ONNX model can only be swept with --prune-ratio 0")
     for flag, folder in (("--calib", config.calib), ("--recover-data", config.recover_data)):
         if folder is not None and not folder.is_dir():
             raise EdgekitError(f"{flag} {folder} is not a directory")
     if config.max_accuracy_drop < 0 or config.iterations < 1:
         raise EdgekitError("--max-accuracy-drop must be >= 0 and --iterations at least 1")
     if len({_ratio_label(r) for r in config.prune_ratios}) != len(config.prune_ratios):
-        raise EdgekitError("--prune lists the same ratio twice (ratios are compared in whole percent)")
+        raise EdgekitError("--prune-ratio lists the same ratio twice (ratios are compared in whole percent)")
     pruned = [r for r in config.prune_ratios if r > 0]
     if pruned:  # a mistake shared by every pruned variant is one error now, not N skipped variants later
         validate_settings(_prune_settings(config, pruned[0]), has_val=True)

@@ -4,7 +4,6 @@ and the results come back into the workstation's files, labelled with the device
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 from edgekit.backends.registry import run_option_flags
 from edgekit.core.errors import EdgekitError
+from edgekit.core.json_lines import parse_one
 from edgekit.measure.results import write_results
 from edgekit.pipeline.bench import BenchConfig
 from edgekit.remote.devices import Device
@@ -67,7 +67,7 @@ def remote_bench(session: DeviceSession, config: BenchConfig) -> dict[str, Any]:
     args += run_option_flags(config.run_options or {})
     output = session.run_edgekit(args, out_folder=True)
     try:
-        results = json.loads(output)
+        results = parse_one(output)
     except ValueError:
         raise EdgekitError(
             f"`edgekit bench` on {device.name} printed no JSON results; run it there to see why"

@@ -11,7 +11,6 @@ it on the device: staged beside it and swapped in, so a failure leaves it as it 
 from __future__ import annotations
 
 import io
-import json
 import posixpath
 import tarfile
 import tempfile
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.core.errors import BundleError, EdgekitError
+from edgekit.core.json_lines import parse_one
 from edgekit.remote.devices import Device
 from edgekit.remote.session import DeviceSession
 from edgekit.runtime.bundle import read_manifest, read_verified, staged_directory, write_manifest
@@ -79,7 +79,7 @@ def build_on_remote(
         unpacked = Path(work)
         _unpack(returned, unpacked, device)
         try:
-            record = json.loads((unpacked / "stdout").read_text())
+            record = parse_one((unpacked / "stdout").read_text())
             built = read_manifest(unpacked / "bundle", verify=True)
         except (OSError, ValueError, BundleError) as exc:
             problem = f"the bundle {device.name} sent back does not verify ({exc}); nothing was changed"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.core.errors import EdgekitError
+from edgekit.core.json_lines import parse_lines
 from edgekit.remote.devices import Device
 from edgekit.remote.session import DeviceSession
 
@@ -42,9 +42,10 @@ def predict_on_device(
     if chosen_threads is not None:
         args += ["--threads", str(chosen_threads)]
     try:
-        predictions = json.loads(session.run_edgekit(args))
+        records = parse_lines(session.run_edgekit(args))
     except ValueError:
         raise EdgekitError(f"`edgekit predict` on {device.name} printed no JSON; run it there to see why") from None
+    predictions = [record for record in records if record.pop("type", None) in ("prediction", "error")]
     for prediction in predictions:
         number = int(Path(prediction["file"]).stem)
         prediction["file"] = str(files[number])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 import shlex
 import tarfile
 import uuid
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from edgekit.core.errors import EdgekitError
+from edgekit.core.json_lines import parse_one
 from edgekit.core.versions import EDGEKIT_VERSION
 from edgekit.remote.devices import Device
 from edgekit.remote.ssh import quote_command, remote_error, run_ssh
@@ -167,7 +167,7 @@ class DeviceSession:
         self.check_version()
         output = self.run_edgekit(["doctor", "--json"], QUICK_TIMEOUT_S, stream=False)
         try:
-            return json.loads(output)
+            return parse_one(output)
         except ValueError:
             raise EdgekitError(f"`edgekit doctor --json` on {self.device.name} printed no JSON") from None
 

@@ -22,7 +22,8 @@ OPTIONS = (
     BackendOption(
         "gpu_fallback",
         "--gpu-fallback/--no-gpu-fallback",
-        "TensorRT: let layers DLA cannot run fall back to the GPU (always reported; default: on).",
+        "TensorRT: let layers DLA cannot run fall back to the GPU (always reported). Default: off, as trtexec's "
+        "--allowGPUFallback: such a layer fails the build.",
         "build",
     ),
     BackendOption("opt_level", "--opt-level", "TensorRT builder optimization level (0-5).", "build", int_range=(0, 5)),

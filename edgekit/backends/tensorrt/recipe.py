@@ -24,7 +24,7 @@ class BuildOptions:
     """What the user may choose at `edgekit build` / `edgekit compile` time."""
 
     dla_core: int | None = None  # run on this DLA core (layers DLA cannot run fall back to the GPU)
-    gpu_fallback: bool = True  # without it, a layer DLA cannot run fails the build
+    gpu_fallback: bool = False  # opt-in as trtexec's --allowGPUFallback: else a layer DLA cannot run fails the build
     opt_level: int | None = None  # None: TensorRT's default (3)
     version_compatible: bool = False  # plan runs on later TensorRT versions; embeds host code (trust needed)
     hardware_compatibility: str = "none"  # "ampere+": one plan for every Ampere-or-newer GPU (desktops)
@@ -136,6 +136,8 @@ def plan_build(
         if options.gpu_fallback:
             builder_flags.append("GPU_FALLBACK")
             notes.append("layers DLA cannot run fall back to the GPU: the engine's layer placement is reported")
+        else:
+            notes.append("a layer DLA cannot run fails the build (--gpu-fallback lets it run on the GPU instead)")
     if options.version_compatible:
         builder_flags.append("VERSION_COMPATIBLE")
         notes.append("version-compatible plan: it embeds host code, so loading it needs --trust-engine-host-code")
