@@ -34,6 +34,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check -q --select FA100,FA102 $$($(BIN)/python scripts/device_modules.py)
 	$(BIN)/vermin -q -t=3.10- --violations --no-tips edgekit
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_architecture.py -k "not run_side"
+	@# The documentation site (mkdocs.yml): warnings are errors; built into a temporary directory, so no site/ is left.
+	d=$$(mktemp -d) && $(BIN)/mkdocs build --strict --quiet --site-dir $$d; s=$$?; rm -rf $$d; exit $$s
 
 # Debian's Chromium, headless, for the test that renders a report the way a browser does.
 chromium:
