@@ -102,7 +102,12 @@ def main() -> None:
     parser.add_argument("--well-trained", type=Path, default=None,
                         help="also a well-trained checkpoint (e.g. benchmarks/prune_methods.py's)")  # fmt: skip
     parser.add_argument("--well-trained-as", default="given", help="how --well-trained was trained, in words")
+    parser.add_argument("--render", action="store_true", help="only rewrite the .md from the .json")
     args = parser.parse_args()
+    if args.render:
+        results = json.loads((args.out / "accuracy_guard.json").read_text())
+        (args.out / "accuracy_guard.md").write_text(render(results))
+        return
     progress = Progress()
     started = time.time()
     results: dict[str, Any] = {"models": {}, "environment": environment(threads=0)}
@@ -155,11 +160,23 @@ def main() -> None:
     results["total_s"] = round(time.time() - started)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "accuracy_guard.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "accuracy_guard.md").write_text(render(results))
+    print(render(results))
+
+
+def _features(env: dict[str, Any]) -> str:
+    features = env.get("cpu_features")
+    return f"CPU features: {', '.join(features)}" if features else "CPU features not recorded by this older run"
+
+
+def render(results: dict[str, Any]) -> str:
+    """The .md, from the .json alone: every figure in it is one the run recorded."""
     env = results["environment"]
     lines = [
         "# The accuracy guard: every rung tried, per model (x86-cpu INT8, default compile)",
         "",
-        f"{env['date']}, {env['cpu']}, {env['logical_cores']} logical cores; one run, {results['total_s']} s in all.",
+        f"{env['date']}, {env['cpu']} ({_features(env)}), {env['logical_cores']} logical cores; one run, "
+        f"{results['total_s']} s in all.",
         "Agreement: top-1 agreement with FP32 on the held-out calibration images (never calibrated on), 95 % Wilson",
         "interval. Drop: top-1 points lost against FP32 on 2,000 labelled Fashion-MNIST test images, paired 95 %",
         "interval. p50: batch-1 latency on this machine, edgekit's latency protocol. Floor: 99 % agreement.",
@@ -185,7 +202,9 @@ def main() -> None:
         "",
         "## Budget on a small validation set (issue 17's case)",
         "",
-        "`--backend onnxruntime --max-accuracy-drop 0.5 --min-agreement 0`, judged on 420 labelled images:",
+        "`--backend onnxruntime --max-accuracy-drop 0.5 --min-agreement 0`, the drop judged on "
+        f"{', '.join(sorted({str(row['labelled']) for row in case['rungs']}))} labelled images (compile's "
+        "--parity-images cap):",
         "",
         "| model | build | agreement | top-1 drop, pts | p50 ms | verdict |",
         "|---|---|---:|---:|---:|---|",
@@ -193,10 +212,10 @@ def main() -> None:
         "",
         f"Kept in FP32: {', '.join(case['keep_fp32']) or 'nothing'}. {case['note'] or ''}",
         "",
-        "Reproduce: `.venv/bin/python benchmarks/accuracy_guard.py`.",
+        f"Reproduce: `.venv/bin/python {env.get('command', 'benchmarks/accuracy_guard.py')}` (`--render` rewrites this "
+        "file from the JSON).",
     ]
-    (args.out / "accuracy_guard.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
