@@ -18,6 +18,7 @@ import numpy as np
 
 from edgekit.backends.option import BackendOption
 from edgekit.core.errors import BundleError, EdgekitError
+from edgekit.core.onnx_external import refuse_external_data
 from edgekit.core.versions import module_available
 from edgekit.data.preprocess import PreprocessSpec
 
@@ -50,6 +51,11 @@ class ModelFiles:
 
     main: str
     contents: Mapping[str, bytes]
+
+    def __post_init__(self) -> None:
+        for name, data in self.contents.items():
+            if name.lower().endswith(".onnx"):
+                refuse_external_data(name, data)  # a runtime would resolve those locations itself
 
     @property
     def data(self) -> bytes:

@@ -37,12 +37,16 @@ def _dim(dim: Any) -> int | None:
 
 
 def load_checked(path: Path) -> Any:
-    """onnx.ModelProto, after onnx's own checker; a clear error for anything that is not valid ONNX."""
+    """onnx.ModelProto, after onnx's own checker, with any external data checked and taken in (so the model is
+    self-contained); a clear error for anything that is not valid ONNX."""
     import onnx
     from google.protobuf.message import DecodeError
 
+    from edgekit.export.onnx_external_data import external_data_files
+
     if not path.is_file():
         raise EdgekitError(f"{path} does not exist or is not a file")
+    external_data_files(path)  # every location checked before onnx reads one
     try:
         model = onnx.load(str(path))
     except (DecodeError, OSError, ValueError, RuntimeError) as exc:
@@ -57,6 +61,16 @@ def load_checked(path: Path) -> Any:
         first = str(exc).strip().splitlines()[0][:200]
         raise EdgekitError(f"{path} is not a valid ONNX model: {first}") from None
     return model
+
+
+def self_contained_bytes(path: Path) -> bytes:
+    """The bytes of the ONNX file at `path` with any external data taken in: what a runtime may be given (one
+    given bytes resolves external locations against its working directory)."""
+    from edgekit.export.onnx_external_data import external_data_files
+
+    if not external_data_files(path):
+        return path.read_bytes()
+    return bytes(load_checked(path).SerializeToString())
 
 
 def _output_kind(model: Any, output_name: str) -> str:

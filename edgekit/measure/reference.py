@@ -34,7 +34,10 @@ class TorchReference:
 class OnnxReference:
     """A user's ONNX file run as-is in ONNX Runtime."""
 
-    def __init__(self, path: Path, threads: int, output_kind: str, static_batch: int | None) -> None:
+    def __init__(
+        self, path: Path, threads: int, output_kind: str, static_batch: int | None, data: bytes | None = None
+    ) -> None:
+        """`data`: the file's bytes with external data taken in (`self_contained_bytes`), read if not given."""
         from edgekit.backends.base import ModelFiles
         from edgekit.backends.registry import reference_backend
         from edgekit.runtime.model import Runner
@@ -42,7 +45,11 @@ class OnnxReference:
         self.output_kind = output_kind
         backend = reference_backend()
         self.kind = backend.name  # the reference runtime (backends/registry.py)
-        self._runner = Runner(backend, ModelFiles.from_file(path, backend), threads, static_batch)
+        if data is None:
+            from edgekit.export.onnx_file import self_contained_bytes
+
+            data = self_contained_bytes(path)
+        self._runner = Runner(backend, ModelFiles(path.name, {path.name: data}), threads, static_batch)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self._runner.run(batch)

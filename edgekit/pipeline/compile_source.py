@@ -4,7 +4,6 @@ pruned where asked, and the images it is checked on — everything checked befor
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,8 @@ from edgekit.data.batches import load_images, sample, synthetic_inputs
 from edgekit.data.calibration import CalibrationSet, calibration_inputs
 from edgekit.data.images import collect_images, has_class_folders
 from edgekit.data.preprocess import PreprocessSpec
-from edgekit.export.onnx_file import inspect_onnx
+from edgekit.export.onnx_external_data import external_data_files
+from edgekit.export.onnx_file import inspect_onnx, self_contained_bytes
 from edgekit.measure.evaluate import EvalSet, load_eval_set
 from edgekit.measure.reference import OnnxReference, TorchReference
 from edgekit.pipeline.compile_config import CompileConfig, candidates
@@ -203,13 +203,16 @@ def _load_onnx(config: CompileConfig, threads: int) -> LoadedSource:
     spec = default.with_overrides(resize=config.resize, crop=config.crop, decode=config.preprocess)
     if info.height is not None and spec.crop != info.height:
         raise EdgekitError(f"{config.model} takes {info.height}×{info.width} images; --crop {spec.crop} does not fit")
-    reference = OnnxReference(config.model, threads, info.output_kind, info.batch)
+    model_bytes = self_contained_bytes(config.model)
+    files = external_data_files(config.model)
+    external = {"external_data": files} if files else {}
+    reference = OnnxReference(config.model, threads, info.output_kind, info.batch, model_bytes)
     num_classes = info.num_classes or reference.run(np.zeros((1, 3, spec.crop, spec.crop), np.float32)).shape[-1]
     if config.class_names and len(config.class_names) != num_classes:
         raise EdgekitError(f"--classes lists {len(config.class_names)} names but the model has {num_classes} outputs")
     return LoadedSource(
         manifest={
-            "source": {"format": "onnx", "sha256": sha256_file(config.model)},
+            "source": {"format": "onnx", "sha256": sha256_file(config.model), **external},
             "model": {"architecture": "onnx (external)", "num_classes": num_classes, "transform_input": None},
             "classes": list(config.class_names or (f"class_{i}" for i in range(num_classes))),
             "classes_source": "--classes" if config.class_names else "generated",
@@ -220,8 +223,8 @@ def _load_onnx(config: CompileConfig, threads: int) -> LoadedSource:
             f"ONNX opset {info.opset}, input {info.input_name!r} with batch {info.batch or 'dynamic'}, "
             f"output {info.output_kind}, {num_classes} classes; the file ships unchanged"
         ),
-        # Byte for byte: the user's graph is what ships.
-        write_onnx=lambda path: shutil.copyfile(config.model, path),
+        # The user's graph is what ships: byte for byte, or with its external data taken inside.
+        write_onnx=lambda path: path.write_bytes(model_bytes),
     )
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from edgekit.core.errors import BundleError, EdgekitError
 from edgekit.core.files import current_umask, sha256_file, writable_directory_problem
+from edgekit.core.onnx_external import refuse_external_data
 from edgekit.runtime.manifest import MANIFEST, MAX_MANIFEST_BYTES, SCHEMA_VERSION, Manifest, bundle_member, parse_json
 
 MAX_FILE_BYTES = (
@@ -186,6 +187,8 @@ def read_verified(bundle: Path, manifest: Manifest, name: str) -> bytes:
         raise BundleError(
             f"{bundle}/{name} does not match the sha256 in its manifest (modified or corrupted); recompile the bundle"
         )
+    if name.lower().endswith(".onnx"):  # whatever reads it next (a parser given its path, too) stays inside
+        refuse_external_data(f"{bundle}/{name}", data)
     return data
 
 
