@@ -7,7 +7,10 @@ speed, numerical parity of an engine) is left to the device.
 
 from __future__ import annotations
 
+import base64
+import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -201,3 +204,28 @@ def test_precision_auto_for_a_gpu_not_here_ranks_by_the_target_file(
     assert [c["precision"] for c in record["candidates"]] == ["int8", "fp16", "fp32"]
     assert all(c["p50_ms"] is None for c in record["candidates"])  # nothing was timed on the wrong machine
     assert manifest["precision"] == "int8" and (out / manifest["kernels"]["source"]).is_file()
+
+
+def test_build_drops_a_stale_signature_and_signs_again_with_key(
+    orin_int8: dict, fake_trt, run_cli, tmp_path: Path
+) -> None:
+    """Building adds the engine, so the signature made before no longer covers the bundle: it is dropped with a
+    note, and `--key` signs the built bundle (engine included) in the same step."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(orin_int8["path"], bundle)
+    key = tmp_path / "ci"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    fake_trt("10.3.0")
+    assert run_cli("sign", bundle, "--key", key)[0] == 0
+    status, _, stderr = run_cli("build", bundle)
+    assert status == 0, stderr
+    assert "signature was dropped" in stderr and not (bundle / "signature.json").exists()
+    assert run_cli("sign", bundle, "--key", key)[0] == 0
+    status, stdout, stderr = run_cli("build", bundle, "--key", key, "--json")
+    assert status == 0, stderr
+    (record,) = json_records(stdout)
+    assert record["signature"]["keyid"].startswith("SHA256:")
+    status, _, stderr = run_cli("verify", bundle, "--key", key.with_suffix(".pub"))
+    assert status == 0, stderr
+    statement = json.loads(base64.b64decode(json.loads((bundle / "signature.json").read_text())["payload"]))
+    assert any(name.endswith(".plan") for name in statement["predicate"]["files"])  # the engine is covered

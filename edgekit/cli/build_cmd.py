@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from edgekit.cli.options import backend_option_values, backend_options, json_option, print_json, quiet_option
+from edgekit.runtime.signing import SIGNATURE
 
 
 @click.command("build")
@@ -42,6 +43,13 @@ from edgekit.cli.options import backend_option_values, backend_options, json_opt
     help="Build on this device over SSH (`edgekit devices`) and bring the engine back into BUNDLE here.",
 )
 @click.option("--verbose", is_flag=True, help="TensorRT's INFO log during the build.")
+@click.option(
+    "--key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Sign the built bundle with this Ed25519 private key (as `edgekit sign`): building changes the bundle, "
+    "so a signature made before no longer holds.",
+)
 @quiet_option
 @json_option
 def build_command(
@@ -52,6 +60,7 @@ def build_command(
     tensorrt_version: str | None,
     device: str | None,
     verbose: bool,
+    key: Path | None,
     quiet: bool,
     as_json: bool,
     **opts: Any,
@@ -85,6 +94,7 @@ def build_command(
             click.echo(command)
         return
     progress = Progress(enabled=not quiet)
+    was_signed = (bundle / SIGNATURE).is_file()
     if device is not None:
         if cache_dir is not None:
             raise EdgekitError("--cache-dir names a folder here; with --device the device keeps its own timing cache")
@@ -94,6 +104,7 @@ def build_command(
         record = build_on_remote(get_device(device), bundle, config.options, val, verbose, progress.note)
     else:
         record = build_on_device(config, progress)
+    record["signature"] = _sign_again(bundle, key, was_signed, progress)
     if as_json:
         print_json(record)
         return
@@ -112,3 +123,16 @@ def build_command(
         )
     if placement.get("network_layers_on_gpu"):
         click.echo(f"  on the GPU instead of the DLA: {len(placement['network_layers_on_gpu'])} layers")
+
+
+def _sign_again(bundle: Path, key: Path | None, was_signed: bool, progress: Any) -> dict[str, str] | None:
+    """With --key, sign the built bundle; a signature made before the build was dropped with the old files."""
+    from edgekit.runtime.trust import sign
+
+    if key is None:
+        if was_signed:
+            progress.note("note: the build changed the bundle, so its signature was dropped; sign it again with "
+                          "`edgekit sign BUNDLE --key KEY` (or build with --key)")  # fmt: skip
+        return None
+    signature = sign(bundle, key, None)
+    return {"signer": signature.signer, "keyid": signature.keyid, "signed_at": signature.signed_at}

@@ -13,12 +13,14 @@ from edgekit.cli.options import arch_option, json_option, print_json, trust_pick
 def _describe(path: Path, trust_pickle: bool, arch: str | None = None) -> tuple[dict[str, Any], dict[str, str] | None]:
     """(what --json prints, the rows printed otherwise; None: print the JSON's keys)."""
     if path.is_dir():
-        from edgekit.runtime.bundle import read_manifest
+        from edgekit.runtime.bundle import read_manifest_bytes
         from edgekit.runtime.describe import describe_bundle
+        from edgekit.runtime.trust import describe
 
-        manifest = read_manifest(path, verify=True)
-        info = {"kind": "bundle", "path": str(path), "verified": True, **manifest.to_dict()}
-        return info, describe_bundle(path, manifest)
+        raw, manifest = read_manifest_bytes(path, verify=True)
+        signature = describe(path, raw, dict(manifest.files))
+        info = {"kind": "bundle", "path": str(path), "verified": True, "signature": signature, **manifest.to_dict()}
+        return info, {**describe_bundle(path, manifest), "signature": signature}
     from edgekit.core.install import require_workstation
 
     if path.suffix.lower() == ".onnx":

@@ -23,6 +23,7 @@ from edgekit.cli.predict_cmd import predict
 from edgekit.cli.prune_cmd import prune
 from edgekit.cli.quantize_cmd import quantize
 from edgekit.cli.report_cmd import report
+from edgekit.cli.sign_cmds import sign_command, verify_command
 from edgekit.cli.sweep_cmd import sweep
 from edgekit.core.errors import EdgekitError, environment_problem
 
@@ -47,6 +48,8 @@ cli.add_command(bench)
 cli.add_command(report)
 cli.add_command(sweep)
 cli.add_command(inspect_command)
+cli.add_command(sign_command)
+cli.add_command(verify_command)
 cli.add_command(targets_command)
 cli.add_command(doctor)
 cli.add_command(devices_group)

@@ -72,7 +72,7 @@ def check_device_model(
 
 def native_build_command(config: DeviceBuildConfig, tensorrt_version: str | None = None) -> str:
     """`edgekit build --print-trtexec`: the vendor tool's command for this bundle, built nothing."""
-    manifest = read_manifest(config.bundle, verify=True)
+    manifest = read_manifest(config.bundle, verify=True, trust=True)
     backend = get_backend(manifest.backend)
     options = backend.parse_options(config.options)
     return backend.native_build_command(manifest.to_dict(), config.bundle, options, tensorrt_version)
@@ -80,7 +80,7 @@ def native_build_command(config: DeviceBuildConfig, tensorrt_version: str | None
 
 def build_on_device(config: DeviceBuildConfig, progress: Progress = QUIET) -> dict[str, Any]:
     """Add a model for this device to the bundle; returns the new model's record."""
-    manifest = read_manifest(config.bundle, verify=True)
+    manifest = read_manifest(config.bundle, verify=True, trust=True)
     backend = get_backend(manifest.backend)  # the run half: a device never imports a convert half
     backend.check_build_on_device(manifest.to_dict(), config.bundle)  # fail before copying anything
     options = backend.parse_options(config.options)

@@ -26,6 +26,7 @@ from edgekit.core.errors import BundleError, EdgekitError
 from edgekit.core.files import current_umask, sha256_file, writable_directory_problem
 from edgekit.core.onnx_external import refuse_external_data
 from edgekit.runtime.manifest import MANIFEST, MAX_MANIFEST_BYTES, SCHEMA_VERSION, Manifest, bundle_member, parse_json
+from edgekit.runtime.signing import SIGNATURE
 
 MAX_FILE_BYTES = (
     8 << 30
@@ -119,7 +120,7 @@ def write_manifest(directory: Path, draft: Mapping[str, Any]) -> Manifest:
     files = {
         path.relative_to(directory).as_posix(): sha256_file(path)
         for path in sorted(directory.rglob("*"))
-        if path.is_file() and not path.is_symlink() and path.name != MANIFEST
+        if path.is_file() and not path.is_symlink() and path.name not in (MANIFEST, SIGNATURE)
     }
     data = {k: v for k, v in draft.items() if k not in ("schema_version", "files")}
     data.update(schema_version=SCHEMA_VERSION, files=files)
@@ -192,13 +193,19 @@ def read_verified(bundle: Path, manifest: Manifest, name: str) -> bytes:
     return data
 
 
-def read_manifest(bundle: str | os.PathLike[str], verify: bool = True) -> Manifest:
-    """The typed manifest of a bundle; with `verify`, also check that every listed file is intact."""
-    bundle = Path(bundle)
+def read_manifest(bundle: str | os.PathLike[str], verify: bool = True, trust: bool = False) -> Manifest:
+    """The typed manifest of a bundle; with `verify`, also check that every listed file is intact; with `trust`,
+    also that the trust policies accept its signature (runtime/trust.py), as loading and building do."""
+    return read_manifest_bytes(Path(bundle), verify, trust)[1]
+
+
+def read_manifest_bytes(bundle: Path, verify: bool = True, trust: bool = False) -> tuple[bytes, Manifest]:
+    """The manifest's exact bytes (what a signature covers) and the typed manifest parsed from them."""
     if not bundle.is_dir():
         raise BundleError(f"{bundle} is not a directory; give the bundle directory `edgekit compile` wrote")
     try:
-        text = _read_member(bundle, MANIFEST, MAX_MANIFEST_BYTES).decode("utf-8")
+        raw = _read_member(bundle, MANIFEST, MAX_MANIFEST_BYTES)
+        text = raw.decode("utf-8")
     except MissingFile:
         raise BundleError(
             f"{bundle} is not an edgekit bundle (no {MANIFEST}); create one with `edgekit compile`"
@@ -208,7 +215,21 @@ def read_manifest(bundle: str | os.PathLike[str], verify: bool = True) -> Manife
     manifest = Manifest.from_dict(parse_json(text, f"{bundle}/{MANIFEST}"))
     if verify:
         verify_files(bundle, manifest)
-    return manifest
+    if trust:
+        from edgekit.runtime.trust import check_trust
+
+        check_trust(bundle, raw, dict(manifest.files), lambda: read_signature(bundle))
+    return raw, manifest
+
+
+def read_signature(bundle: Path) -> bytes | None:
+    """The bundle's signature envelope, read as safely as its files; None when it has none."""
+    from edgekit.runtime.signing import MAX_SIGNATURE_BYTES, SIGNATURE
+
+    try:
+        return _read_member(bundle, SIGNATURE, MAX_SIGNATURE_BYTES)
+    except MissingFile:
+        return None
 
 
 def verify_files(bundle: Path, manifest: Manifest) -> None:
@@ -219,4 +240,4 @@ def verify_files(bundle: Path, manifest: Manifest) -> None:
 def unlisted_files(bundle: Path, manifest: Manifest) -> list[str]:
     """Files in the bundle directory that the manifest does not list: never loaded, never copied."""
     present = (p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file() or p.is_symlink())
-    return sorted(name for name in present if name != MANIFEST and name not in manifest.files)
+    return sorted(name for name in present if name not in (MANIFEST, SIGNATURE) and name not in manifest.files)

@@ -230,7 +230,7 @@ class BundleModel:
     ) -> BundleModel:
         """`options` are the backend's run options, e.g. TensorRT's `trust_engine_host_code`, `cuda_graph`."""
         path = Path(path)
-        return cls(path, read_manifest(path, verify=True), backend, threads, options)
+        return cls(path, read_manifest(path, verify=True, trust=True), backend, threads, options)
 
     @property
     def backend(self) -> str:
