@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -24,6 +25,10 @@ from edgekit.model.finetune import FinetuneConfig, run_finetune
 from edgekit.train.settings import TrainingSettings
 
 REPOSITORY = Path(__file__).resolve().parent.parent
+
+# The suite loads its own bundles hundreds of times: it runs as a fleet that trusts them would, parsing in this
+# process (a child per load would add minutes). tests/test_isolation.py turns the default back on.
+os.environ.setdefault("EDGEKIT_ISOLATE_PARSING", "0")
 
 NUM_CLASSES = 7
 

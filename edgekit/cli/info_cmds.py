@@ -53,14 +53,31 @@ def _describe(path: Path, trust_pickle: bool, arch: str | None = None) -> tuple[
     return info, None
 
 
+def _describe_in_child(path: Path, trust_pickle: bool, arch: str | None) -> dict[str, Any]:
+    from edgekit.core.json_lines import parse_one
+    from edgekit.runtime.isolate import run_in_child
+
+    args = ["inspect", str(path), "--json", *(["--arch", arch] if arch else []), *(["--trust-pickle"] * trust_pickle)]
+    return parse_one(run_in_child("edgekit.cli.main", args, str(path)))
+
+
 @click.command("inspect")
 @click.argument("path", type=click.Path(path_type=Path, exists=True))
 @arch_option
 @trust_pickle_option
 @json_option
 def inspect_command(path: Path, arch: str | None, trust_pickle: bool, as_json: bool) -> None:
-    """Describe a bundle (and verify its hashes), a checkpoint or an ONNX file."""
-    info, rows = _describe(path, trust_pickle, arch)
+    """Describe a bundle (and verify its hashes), a checkpoint or an ONNX file.
+
+    A model file is parsed in a child process first (EDGEKIT_ISOLATE_PARSING=0 turns that off), so a parser
+    that crashes on a hostile file ends with an error naming it.
+    """
+    from edgekit.runtime.isolate import isolation_enabled
+
+    if path.is_file() and isolation_enabled():
+        info, rows = _describe_in_child(path, trust_pickle, arch), None
+    else:
+        info, rows = _describe(path, trust_pickle, arch)
     if as_json:
         print_json(info)
         return

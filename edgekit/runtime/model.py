@@ -10,6 +10,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import itertools
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from edgekit.core.threads import resolve_threads
 from edgekit.data.images import read_image, to_rgb
 from edgekit.data.preprocess import PreprocessSpec, preprocess, preprocess_batch
 from edgekit.runtime.bundle import read_manifest, read_verified
+from edgekit.runtime.isolate import isolation_enabled, run_in_child
 from edgekit.runtime.manifest import Manifest
 
 T = TypeVar("T")
@@ -196,6 +198,10 @@ class BundleModel:
                 f"this {manifest.precision} bundle was built for {manifest.backend}, not {backend_cls.name}"
             )
         options = dict(options or {})
+        if isolation_enabled():  # a native crash in the runtime's parser ends the child, not this process
+            given_threads = "" if threads is None else str(threads)
+            probe_args = [str(path), backend or "", given_threads, json.dumps(options)]
+            run_in_child("edgekit.runtime.load_probe", probe_args, f"{path}/{manifest.model_file}")
         names = backend_cls.files_to_load(path, manifest, options)
         model = ModelFiles(names[0], {name: read_verified(path, manifest, name) for name in names})
         threads = manifest.threads if threads is None else threads
