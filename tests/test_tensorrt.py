@@ -158,6 +158,8 @@ def test_rebuild_command_and_engine_selection(tmp_path: Path) -> None:
     message = str(wrong_version.value)
     assert "TensorRT 10.3.0, this machine has 11.4.1" in message
     assert f"edgekit build {tmp_path} --dla-core 1 --opt-level 4" in message
+    with_fallback = BuildOptions(dla_core=1, gpu_fallback=True).to_dict()
+    assert rebuild_command(tmp_path, with_fallback).endswith("--dla-core 1 --gpu-fallback")
     with pytest.raises(EdgekitError, match=r"Orin \(sm_87\), this GPU is NVIDIA H200 \(sm_90\)"):
         select_engine(tmp_path, manifest["tensorrt"], "10.3.0", H200, None)
     with pytest.raises(EdgekitError, match="no CUDA GPU"):

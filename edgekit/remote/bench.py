@@ -65,7 +65,7 @@ def remote_bench(session: DeviceSession, config: BenchConfig) -> dict[str, Any]:
     if config.throughput:
         args.append("--throughput")
     args += run_option_flags(config.run_options or {})
-    output = session.run_edgekit(args, out_folder=True)
+    output = session.run_edgekit(args, out_folder=True, exclusive=True)
     try:
         results = parse_one(output)
     except ValueError:

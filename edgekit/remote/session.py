@@ -31,11 +31,13 @@ RUN_TIMEOUT_S = 3600
 
 RUN_SCRIPT = """mkdir -p {base}/runs && cd {base} || exit 1
 trap 'rm -rf {run}' EXIT
+trap 'exit 1' HUP INT TERM PIPE
+{lock}
 {prepare}
 exec 3<&0
 {command} </dev/null {redirect}&
 child=$!
-{{ cat <&3; kill -TERM "$child"; }} >/dev/null 2>&1 &
+{{ cat <&3; kill -TERM "$child"; }} 9>&- >/dev/null 2>&1 &
 watcher=$!
 wait "$child"
 status=$?
@@ -43,6 +45,18 @@ kill "$watcher" 2>/dev/null
 {finish}
 exit $status
 """
+
+# Builds and benches take the board's lock (flock on a file in the cache): two workstations building on one
+# board wait for each other instead of racing for its GPU, its timing cache and its clock. The kernel drops the
+# lock when its holder exits, however it ends (a cut connection, a reboot), so a dead run never blocks the next.
+LOCK = """exec 9>>.board.lock
+if command -v flock >/dev/null 2>&1; then
+  flock -n 9 || {{ echo "{name} is busy with another edgekit build or bench: waiting for it" >&2; flock 9; }}
+fi"""
+
+# A lost connection breaks the script's own stderr too: SIGPIPE would kill it before its EXIT trap removes the
+# run folder, so every such signal becomes an exit (the `trap ... PIPE` line above; found by
+# tests/test_device_faults.py, which cuts a real connection mid-build).
 
 # Work on a copy of a cached bundle (the cache is content-addressed: never changed in place), and send
 # back the whole run folder (edgekit's stdout as `stdout`, the changed bundle as `bundle/`) as a tar.
@@ -110,17 +124,22 @@ class DeviceSession:
             self.on_line(line)
 
     def run_edgekit(
-        self, args: Sequence[str], timeout_s: float = RUN_TIMEOUT_S, stream: bool = True, out_folder: bool = False
+        self,
+        args: Sequence[str],
+        timeout_s: float = RUN_TIMEOUT_S,
+        stream: bool = True,
+        out_folder: bool = False,
+        exclusive: bool = False,
     ) -> bytes:
         """`edgekit ARGS` on the device, in its cache folder (so bundle paths are relative); its stdout.
 
         With `out_folder`, `--out` names a run folder there that is removed afterwards, whatever happened.
         The remote side watches the connection (its stdin, held open here): when the connection is lost
         it stops edgekit with SIGTERM, which removes its partial files, so nothing is left running or half
-        written on the device."""
+        written on the device. `exclusive`: wait for the board's lock first (timings, builds)."""
         run = f"runs/{uuid.uuid4().hex}"
         words = [self.device.edgekit, *args, *(["--out", run] if out_folder else [])]
-        return self._run(words, run, timeout_s, stream)
+        return self._run(words, run, timeout_s, stream, **({"lock": self._lock()} if exclusive else {}))
 
     def run_on_copy(self, bundle: str, args: Sequence[str], timeout_s: float = RUN_TIMEOUT_S) -> bytes:
         """`edgekit ARGS` on a fresh copy of the cached `bundle` (`{bundle}` in ARGS names the copy); a tar of
@@ -134,6 +153,7 @@ class DeviceSession:
             run,
             timeout_s,
             stream=True,
+            lock=self._lock(),
             prepare=COPY_BUNDLE.format(run=quoted, bundle=shlex.quote(bundle)),
             redirect=f">{quoted}/stdout ",
             finish=SEND_RUN.format(run=quoted),
@@ -141,7 +161,7 @@ class DeviceSession:
 
     def _run(self, words: Sequence[str], run: str, timeout_s: float, stream: bool, **steps: str) -> bytes:
         """RUN_SCRIPT around `words`, with its optional `prepare`, `redirect` and `finish` steps."""
-        parts = {"prepare": "", "redirect": "", "finish": "", **steps}
+        parts = {"lock": "", "prepare": "", "redirect": "", "finish": "", **steps}
         script = RUN_SCRIPT.format(base=self.base, run=shlex.quote(run), command=quote_command(words), **parts)
         completed = run_ssh(
             self.device, f"sh -c {shlex.quote(script)}", timeout_s, on_stderr=self.note if stream else None, hold=True
@@ -149,6 +169,9 @@ class DeviceSession:
         if completed.status != 0:
             raise remote_error(self.device, completed, f"edgekit {words[1] if len(words) > 1 else ''}")
         return completed.stdout
+
+    def _lock(self) -> str:
+        return LOCK.format(name=shlex.quote(self.device.name).replace("'", ""))
 
     def check_version(self) -> str:
         if self._checked:

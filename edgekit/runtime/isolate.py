@@ -18,6 +18,7 @@ from typing import Sequence
 from edgekit.core.errors import BundleError, EdgekitError
 
 ISOLATE_ENV = "EDGEKIT_ISOLATE_PARSING"
+BUNDLE_TAG = "[bundle] "  # a child's error line that was a BundleError (load_probe.py): raised as one here
 CHILD_TIMEOUT_S = 600.0  # a TensorRT engine or a large IR on a slow board; a hang is reported, not waited out
 
 
@@ -46,7 +47,10 @@ def run_in_child(module: str, args: Sequence[str], what: str) -> str:
         )
     if result.returncode == 2:
         lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-        raise EdgekitError(lines[-1][len("error: ") :] if lines else result.stderr.strip()[-300:])
+        message = lines[-1][len("error: ") :] if lines else result.stderr.strip()[-300:]
+        if message.startswith(BUNDLE_TAG):
+            raise BundleError(message[len(BUNDLE_TAG) :])
+        raise EdgekitError(message)
     if result.returncode != 0:  # the child's own bug: keep its traceback for the report
         raise RuntimeError(f"the isolated parse of {what} failed (exit {result.returncode}):\n{result.stderr}")
     return result.stdout

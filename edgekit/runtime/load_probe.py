@@ -10,7 +10,8 @@ import json
 import sys
 from typing import Sequence
 
-from edgekit.core.errors import EdgekitError
+from edgekit.core.errors import BundleError, EdgekitError
+from edgekit.runtime.isolate import BUNDLE_TAG
 
 
 def main(argv: Sequence[str]) -> None:
@@ -20,8 +21,9 @@ def main(argv: Sequence[str]) -> None:
     try:
         BundleModel.open(bundle, backend=backend or None, threads=int(threads) if threads else None,
                          options=json.loads(options))  # fmt: skip
-    except EdgekitError as exc:
-        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+    except EdgekitError as exc:  # the caller raises the same kind (BundleError or not) with this message
+        kind = BUNDLE_TAG if isinstance(exc, BundleError) else ""
+        print("error: " + kind + " ".join(str(exc).split()), file=sys.stderr)
         sys.exit(2)
 
 

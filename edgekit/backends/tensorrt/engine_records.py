@@ -57,8 +57,8 @@ def rebuild_command(bundle: Path, options: dict[str, Any] | None = None) -> str:
     words = ["edgekit", "build", str(bundle)]
     if opts.dla_core is not None:
         words += ["--dla-core", str(opts.dla_core)]
-        if not opts.gpu_fallback:
-            words.append("--no-gpu-fallback")
+        if opts.gpu_fallback:  # opt-in (an engine recorded before it was opt-in says so explicitly here)
+            words.append("--gpu-fallback")
     if opts.opt_level is not None:
         words += ["--opt-level", str(opts.opt_level)]
     if opts.version_compatible:
