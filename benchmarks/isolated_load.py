@@ -24,6 +24,7 @@ import torch
 import torchvision
 
 from edgekit.core.progress import Progress
+from edgekit.core.threads import resolve_threads
 from edgekit.data.fashion_mnist import write_image_folder
 from edgekit.measure.environment import environment
 from edgekit.measure.latency import TimingProtocol, time_in_turns
@@ -87,7 +88,7 @@ def main() -> None:
                          "in_process_p50_ms": in_process.p50_ms, "iterations": isolated.n})  # fmt: skip
     results = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "environment": environment(0),
+        "environment": environment(resolve_threads(0)),
         "minutes": round((time.perf_counter() - started) / 60, 1),
         "rows": rows,
     }
