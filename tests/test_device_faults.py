@@ -211,3 +211,27 @@ def test_two_builds_on_one_board_wait_for_each_other(
         spans.setdefault(pid, []).append(float(when))
     (_, a_end), (b_start, _) = sorted(spans.values())
     assert a_end <= b_start, events  # one after the other, not at once
+
+
+def test_the_board_enforces_its_own_trust_policy(
+    server: Server, device_venv: Path, devices, bundle: Path, image: Path, tmp_path: Path
+) -> None:
+    """Remote runs verify on the board: its trust policy (here: signatures required, one signer) refuses an
+    unsigned bundle sent from a workstation, and accepts it once signed with the listed key."""
+    board_config = tmp_path / "board-config"
+    (board_config / "edgekit").mkdir(parents=True)
+    key = tmp_path / "ci"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    (board_config / "edgekit" / "trust.toml").write_text(
+        f'require_signature = true\n[signers]\nci = "{key.with_suffix(".pub").read_text().strip()}"\n'
+    )
+    launcher = tmp_path / "board-edgekit"
+    launcher.write_text(f'#!/bin/sh\nXDG_CONFIG_HOME={board_config} exec {device_venv / "bin" / "edgekit"} "$@"\n')
+    launcher.chmod(0o755)
+    _add(devices, "fleet", server, device_venv, tmp_path / "cache", edgekit=str(launcher))
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    _one_error(devices("predict", copy, image, "--device", "fleet"), "requires signed bundles")
+    assert devices("sign", copy, "--key", key).returncode == 0
+    signed = devices("predict", copy, image, "--device", "fleet")
+    assert signed.returncode == 0, signed.stderr
