@@ -132,57 +132,38 @@ def _slow_jetson(tmp_path: Path, venv: Path, log: Path, before_s: float) -> Path
     return wrapper
 
 
-def test_a_connection_cut_during_the_remote_build_changes_nothing_and_the_rebuild_works(
-    server: Server,
-    device_venv: Path,
-    devices,
-    env: dict,
-    orin_int8: dict,
-    tmp_path: Path,
-) -> None:
+@pytest.mark.parametrize(
+    ("phase", "before_s", "down_rate", "mark"),
+    [
+        ("during the remote build", 4, 0, "start"),
+        # The built bundle comes back as a tar at 200 kB/s: seconds for a cut to land in.
+        ("while the engine comes back", 0, 200_000, "end"),
+    ],
+)
+def test_a_connection_cut_during_a_build_changes_nothing_and_the_rebuild_works(
+    server: Server, device_venv: Path, devices, env: dict, orin_int8: dict, tmp_path: Path,
+    phase: str, before_s: float, down_rate: float, mark: str,
+) -> None:  # fmt: skip
     cache, log = tmp_path / "cache", tmp_path / "builds.log"
-    jetson = _slow_jetson(tmp_path, device_venv, log, before_s=4)
-    _add(devices, "orin", server, device_venv, cache, config=_link(server, "orin", tmp_path), edgekit=str(jetson))
+    jetson = _slow_jetson(tmp_path, device_venv, log, before_s=before_s)
+    link = _link(server, "orin", tmp_path, down=down_rate)
+    _add(devices, "orin", server, device_venv, cache, config=link, edgekit=str(jetson))
     bundle = tmp_path / "bundle"
     shutil.copytree(orin_int8["path"], bundle)
     files_before = {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
     process = _start(env, "build", bundle, "--device", "orin")
-    _wait_for(lambda: log.exists() and "start" in log.read_text(), "the build to start on the device")
+    _wait_for(lambda: log.exists() and mark in log.read_text(), f"the device to reach {phase}", 300)
+    time.sleep(0.5)
     _cut("orin")
     _one_error(_finish(process), "orin")
     assert {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()} == files_before  # nothing half-written
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bundle")]
     _wait_for(lambda: _settled(cache), "the device to remove its run folder", 30)
     # The bundle is still in the device's cache: the rebuild does not copy it again, and the lock was released.
-    rebuilt = devices("build", bundle, "--device", "orin")
-    assert rebuilt.returncode == 0 and "already on orin" in rebuilt.stderr, rebuilt.stderr
+    _add(devices, "orin-ok", server, device_venv, cache, edgekit=str(jetson))
+    rebuilt = devices("build", bundle, "--device", "orin-ok")
+    assert rebuilt.returncode == 0 and "already on orin-ok" in rebuilt.stderr, rebuilt.stderr
     assert any(p.suffix == ".plan" for p in bundle.rglob("*"))
-
-
-def test_a_connection_cut_while_the_engine_comes_back_changes_nothing(
-    server: Server,
-    device_venv: Path,
-    devices,
-    env: dict,
-    orin_int8: dict,
-    tmp_path: Path,
-) -> None:
-    cache, log = tmp_path / "cache", tmp_path / "builds.log"
-    jetson = _slow_jetson(tmp_path, device_venv, log, before_s=0)
-    # Results (the built bundle, as a tar) come down at 200 kB/s: seconds for a cut to land in.
-    link = _link(server, "down", tmp_path, down=200_000)
-    _add(devices, "orin", server, device_venv, cache, config=link, edgekit=str(jetson))
-    bundle = tmp_path / "bundle"
-    shutil.copytree(orin_int8["path"], bundle)
-    files_before = {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
-    process = _start(env, "build", bundle, "--device", "orin")
-    _wait_for(lambda: log.exists() and "end" in log.read_text(), "the build to finish on the device", 300)
-    time.sleep(0.5)
-    _cut("down")
-    _one_error(_finish(process), "orin")
-    assert {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()} == files_before
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bundle")]
-    _wait_for(lambda: _settled(cache), "the device to remove its run folder", 30)
 
 
 def test_two_builds_on_one_board_wait_for_each_other(

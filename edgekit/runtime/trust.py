@@ -96,7 +96,7 @@ def check_trust(
     signature = None
     for policy in active:
         if not policy.signers:
-            raise BundleError(f"the trust policy {policy.path} requires signatures but lists no [signers]; add them")
+            raise EdgekitError(f"the trust policy {policy.path} requires signatures but lists no [signers]; add them")
         signature = verify_signature(envelope, manifest_bytes, files, policy.signers, where)
     return signature
 
