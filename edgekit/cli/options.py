@@ -135,7 +135,7 @@ trust_pickle_option = click.option(
 
 
 def print_json(data: Mapping[str, Any], record_type: str | None = None) -> None:
-    """One `--json` record on stdout, tagged with the schema version and this command (core/json_lines.py)."""
+    """One `--json` record on stdout, tagged with json_version and this command (core/json_lines.py)."""
     from edgekit.core.json_lines import json_line
 
     command_path = click.get_current_context().command_path
