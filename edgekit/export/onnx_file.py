@@ -66,11 +66,16 @@ def load_checked(path: Path) -> Any:
 def self_contained_bytes(path: Path) -> bytes:
     """The bytes of the ONNX file at `path` with any external data taken in: what a runtime may be given (one
     given bytes resolves external locations against its working directory)."""
-    from edgekit.export.onnx_external_data import external_data_files
+    from edgekit.core.onnx_external import NotOnnx, external_tensors
 
-    if not external_data_files(path):
-        return path.read_bytes()
-    return bytes(load_checked(path).SerializeToString())
+    raw = path.read_bytes()
+    try:
+        external = external_tensors(raw)
+    except NotOnnx:
+        external = []  # load_checked, which compile ran first, reports a file that is not ONNX
+    if not external:
+        return raw
+    return bytes(load_checked(path).SerializeToString())  # checks the locations and hashes the data once
 
 
 def _output_kind(model: Any, output_name: str) -> str:
