@@ -33,6 +33,7 @@ DEVICE_ROOTS = (
     "edgekit.pipeline.device_build",
     "edgekit.pipeline.doctor",
     "edgekit.runtime.model",
+    "edgekit.serve.triton_python",  # Triton's Python backend imports it on the device (JetPack 5: Python 3.8)
     "edgekit.runtime.describe",
     "edgekit.backends.registry",
     "edgekit.backends.tensorrt.bundle_engines",
@@ -59,6 +60,13 @@ WORKSTATION = (
     "edgekit.backends.litert.convert",
     "edgekit.backends.litert.onnx_to_torch",
     "edgekit.backends.tensorrt.convert",
+    # Exporting for Triton/DeepStream and running tritonserver here; Triton's Python backend imports only
+    # edgekit.serve.triton_python on a device (a device root above).
+    "edgekit.serve.deepstream",
+    "edgekit.serve.triton_repository",
+    "edgekit.serve.serve",
+    "edgekit.serve.tritonserver",
+    "edgekit.serve.output",
 )
 # Workstation commands: the device imports their modules (for `edgekit --help`), never runs their bodies.
 WORKSTATION_COMMANDS = (
@@ -68,6 +76,7 @@ WORKSTATION_COMMANDS = (
     "edgekit.cli.quantize_cmd",
     "edgekit.cli.report_cmd",
     "edgekit.cli.sweep_cmd",
+    "edgekit.cli.serve_cmds",
 )
 
 

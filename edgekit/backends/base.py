@@ -39,6 +39,7 @@ class ManifestView(Protocol):
 
     model_file: str
     files: Mapping[str, str]
+    precision: str
 
     def section(self, name: str) -> Any: ...
 
@@ -107,6 +108,20 @@ class Capabilities:
     # backend turns it into its own model on the device later (TensorRT's engine, `edgekit build`), so a
     # bundle can be converted, and its parity checked, on a machine without the backend's runtime.
     portable_onnx: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class TritonModel:
+    """How Triton Inference Server runs a bundle's model file with one of its own backends: `platform`
+    (config.pbtxt's `platform:`) or `backend` (`backend:`), the bundle's files under the names Triton looks
+    for in a version folder, and where its instances run (`KIND_CPU`, `KIND_GPU`)."""
+
+    platform: str | None
+    backend: str | None
+    files: tuple[tuple[str, str], ...]  # (file in the bundle, its name in <model>/1/)
+    instance_kind: str = "KIND_CPU"
+    default_model_filename: str | None = None  # where the main file is not the backend's default name
+    parameters: tuple[tuple[str, str], ...] = ()  # config.pbtxt `parameters` the backend reads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,6 +240,13 @@ class Backend(abc.ABC):
     def describe(cls, bundle: Path, manifest: ManifestView) -> dict[str, str]:
         """Rows `edgekit inspect` and `edgekit compile` print about this backend's parts of a bundle."""
         return {}
+
+    @classmethod
+    def triton_model(cls, bundle: Path, manifest: ManifestView, options: Mapping[str, Any]) -> TritonModel | None:
+        """How Triton runs this bundle's model natively, or None where Triton has no backend for it (edgekit's
+        own Python-backend model serves it then). Called where the export runs: a backend with per-device
+        models (TensorRT's engines) picks the one built for this machine, as `files_to_load` does."""
+        return None
 
     @classmethod
     def trusted_run_options(cls) -> dict[str, Any]:

@@ -83,3 +83,56 @@ def _replace(path: Path, data: bytes) -> None:
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
         handle.write(data)
     os.replace(handle.name, path)
+
+
+def float_pixels_onnx(path: Path, spec: PreprocessSpec) -> None:
+    """Rewrite the ONNX file at `path` to take float32 N×3×H×W pixel values in 0..255 (what DeepStream's nvinfer
+    gives a network with net-scale-factor=1, offsets=0), normalising them itself with the bundle's
+    per-channel mean and std, which nvinfer's one scale factor cannot express.
+
+    From a float input (normalised N×3×H×W): Mul and Add in front. From a folded one (`fold_into_onnx`'s
+    uint8 N×H×W×3): its Transpose and Cast are dropped and its Mul reads the float pixels."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    weights = {init.name for init in graph.initializer}
+    inputs = [value for value in graph.input if value.name not in weights]
+    if len(inputs) != 1:
+        raise EdgekitError(f"{path.name} has {len(inputs)} inputs; nvinfer feeds exactly one")
+    image = inputs[0]
+    name = image.name
+    dims = image.type.tensor_type.shape.dim
+    batch = dims[0].dim_param or dims[0].dim_value or "batch"
+    folded = {node.name: node for node in graph.node if node.name in ("edgekit_pixels_nchw", "edgekit_cast")}
+    if image.type.tensor_type.elem_type == TensorProto.UINT8 and len(folded) == 2:
+        height, width = dims[1].dim_value, dims[2].dim_value
+        for node in folded.values():
+            graph.node.remove(node)
+        for node in graph.node:  # the folded Mul now reads the float pixels directly
+            node.input[:] = [name if value == f"{name}__float" else value for value in node.input]
+    elif image.type.tensor_type.elem_type == TensorProto.FLOAT and len(dims) == 4 and dims[1].dim_value == 3:
+        height, width = dims[2].dim_value, dims[3].dim_value
+        inner = f"{name}__normalised"
+        for node in graph.node:
+            node.input[:] = [inner if value == name else value for value in node.input]
+        scale, shift = normalisation_affine(spec)
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(scale.reshape(1, 3, 1, 1), f"{name}__scale"),
+                numpy_helper.from_array(shift.reshape(1, 3, 1, 1), f"{name}__shift"),
+            ]
+        )
+        prefix = [
+            helper.make_node("Mul", [name, f"{name}__scale"], [f"{name}__scaled"], name="edgekit_scale"),
+            helper.make_node("Add", [f"{name}__scaled", f"{name}__shift"], [inner], name="edgekit_shift"),
+        ]
+        for node in reversed(prefix):
+            graph.node.insert(0, node)
+    else:
+        raise EdgekitError(f"{path.name}'s input is neither float32 N×3×H×W nor edgekit's folded uint8 pixels")
+    graph.input.remove(image)
+    graph.input.insert(0, helper.make_tensor_value_info(name, TensorProto.FLOAT, [batch, 3, height, width]))
+    onnx.checker.check_model(model)
+    _replace(path, model.SerializeToString())

@@ -23,6 +23,7 @@ from edgekit.cli.predict_cmd import predict
 from edgekit.cli.prune_cmd import prune
 from edgekit.cli.quantize_cmd import quantize
 from edgekit.cli.report_cmd import report
+from edgekit.cli.serve_cmds import export_group, serve_command
 from edgekit.cli.sign_cmds import sign_command, verify_command
 from edgekit.cli.sweep_cmd import sweep
 from edgekit.core.errors import EdgekitError, environment_problem
@@ -50,6 +51,8 @@ cli.add_command(sweep)
 cli.add_command(inspect_command)
 cli.add_command(sign_command)
 cli.add_command(verify_command)
+cli.add_command(export_group)
+cli.add_command(serve_command)
 cli.add_command(targets_command)
 cli.add_command(doctor)
 cli.add_command(devices_group)

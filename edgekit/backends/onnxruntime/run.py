@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgekit.backends.base import Backend, Capabilities, ModelFiles, unloadable
+from edgekit.backends.base import Backend, Capabilities, ManifestView, ModelFiles, TritonModel, unloadable
 
 
 class OnnxRuntimeBackend(Backend):
@@ -46,6 +47,11 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
 
         return {"onnxruntime": ort.__version__}
+
+    @classmethod
+    def triton_model(cls, bundle: Path, manifest: ManifestView, options: Mapping[str, Any]) -> TritonModel:
+        """Triton's ONNX Runtime backend, which looks for `model.onnx`."""
+        return TritonModel("onnxruntime_onnx", None, ((manifest.model_file, "model.onnx"),))
 
     @classmethod
     def input_errors(cls) -> tuple[type[BaseException], ...]:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgekit.backends.base import Backend, Capabilities, ModelFiles, unloadable
+from edgekit.backends.base import Backend, Capabilities, ManifestView, ModelFiles, TritonModel, unloadable
 from edgekit.core.pool import Pool
 
 _HINTS = {"fp32": "f32", "int8": "f32", "fp16": "f16"}
@@ -64,6 +65,18 @@ class OpenVinoBackend(Backend):
     @classmethod
     def companion_files(cls, main: str) -> tuple[str, ...]:
         return (main[: -len(".xml")] + ".bin",) if main.endswith(".xml") else ()
+
+    @classmethod
+    def triton_model(cls, bundle: Path, manifest: ManifestView, options: Mapping[str, Any]) -> TritonModel:
+        """Triton's OpenVINO backend: IR as `model.xml` + `model.bin`, or the FP32 ONNX file, which it reads
+        too (named by `default_model_filename`)."""
+        main = manifest.model_file
+        # The backend passes these to OpenVINO as compile properties: the same precision hint edgekit runs with.
+        hints = (("PERFORMANCE_HINT", "LATENCY"), ("INFERENCE_PRECISION_HINT", _HINTS[manifest.precision]))
+        if main.endswith(".xml"):
+            files = ((main, "model.xml"), (cls.companion_files(main)[0], "model.bin"))
+            return TritonModel(None, "openvino", files, parameters=hints)
+        return TritonModel(None, "openvino", ((main, "model.onnx"),), "KIND_CPU", "model.onnx", hints)
 
     @classmethod
     def versions(cls) -> dict[str, str]:

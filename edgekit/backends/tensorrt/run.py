@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.backends.base import Backend, Capabilities, DeviceModelCheck, Finding, ManifestView, ModelFiles
+from edgekit.backends.base import (
+    Backend,
+    Capabilities,
+    DeviceModelCheck,
+    Finding,
+    ManifestView,
+    ModelFiles,
+    TritonModel,
+)
 from edgekit.backends.tensorrt.options import OPTIONS
 from edgekit.core.errors import EdgekitError
 from edgekit.core.progress import Progress
@@ -203,6 +211,13 @@ class TensorRTBackend(Backend):
                 "load it only if you trust its origin, with --trust-engine-host-code"
             )
         return (record["file"], *cubin_names(manifest.files))
+
+    @classmethod
+    def triton_model(cls, bundle: Path, manifest: ManifestView, options: Mapping[str, Any]) -> TritonModel:
+        """Triton's TensorRT backend runs the plan built for this GPU and this TensorRT (`edgekit build` on
+        the device, then the export there); Triton must run the same TensorRT release."""
+        engine = cls.files_to_load(bundle, manifest, options)[0]
+        return TritonModel("tensorrt_plan", None, ((engine, "model.plan"),), instance_kind="KIND_GPU")
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         with self._lock:
