@@ -13,7 +13,10 @@ setup: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e ".[workstation,dev,litert,video]"
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e ".[workstation,dev,litert,video,serve]"
+	@# The tritonserver binary `edgekit serve` runs. --no-deps: PyTriton pins numpy<2 for its Python proxy, which
+	@# edgekit does not use (edgekit/serve/tritonserver.py).
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -c constraints.txt nvidia-pytriton
 	touch $(STAMP)
 
 # Real labelled images (Debian's dataset-fashion-mnist), installed when missing.

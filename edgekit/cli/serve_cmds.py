@@ -43,6 +43,13 @@ def _triton_options(function: Any) -> Any:
                 show_default=True,
                 help="Model instances Triton runs side by side (each with --threads threads).",
             ),
+            click.option(
+                "--max-image-bytes",
+                type=click.IntRange(1, 2**31 - 1),
+                default=32 * 1024 * 1024,
+                show_default=True,
+                help="A request whose image is larger is refused with HTTP 400 (gRPC INVALID_ARGUMENT).",
+            ),
             threads_option,
         )
     ):
@@ -77,6 +84,7 @@ def export_triton_command(
     max_batch_size: int,
     max_queue_delay_us: int,
     instances: int,
+    max_image_bytes: int,
     threads: int | None,
     force: bool,
     as_json: bool,
@@ -94,7 +102,7 @@ def export_triton_command(
     require_workstation("export triton")
     from edgekit.serve.triton_repository import export_triton
 
-    result = export_triton(bundle, out, _settings(name, max_batch_size, max_queue_delay_us, instances, threads), force)
+    result = export_triton(bundle, out, _settings(locals()), force)
     if as_json:
         print_json(result.to_dict())
         return
@@ -223,6 +231,7 @@ def serve_command(
     max_batch_size: int,
     max_queue_delay_us: int,
     instances: int,
+    max_image_bytes: int,
     threads: int | None,
     host: str,
     http_port: int,
@@ -249,7 +258,7 @@ def serve_command(
             f"metrics {info['metrics']} (Ctrl-C stops)"
         )
 
-    settings = _settings(name, max_batch_size, max_queue_delay_us, instances, threads)
+    settings = _settings(locals())
     ended = serve(bundle, Endpoints(host, http_port, grpc_port, metrics_port), settings, ready)
     if as_json:
         print_json({"bundle": str(bundle), "status": ended})

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import importlib.util
 import os
 import shutil
 import signal
@@ -26,7 +27,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from edgekit.core.errors import EdgekitError
@@ -53,25 +54,34 @@ class Endpoints:
 
 
 def _distribution() -> tuple[Path, Path, Path]:
-    """PyTriton's tritonserver folder, its bundled libraries, and the Python backend stub for this Python."""
-    try:
-        from pytriton.utils.distribution import get_libs_path, get_stub_path
-    except ImportError:
-        raise EdgekitError(f"Triton Inference Server is not installed here ({INSTALL_HINT})") from None
-    stub = get_stub_path(f"{sys.version_info[0]}.{sys.version_info[1]}")
-    server = stub.parents[2]
-    if not (server / "bin" / "tritonserver").is_file() or not stub.is_file():
+    """PyTriton's tritonserver folder, its bundled libraries, and the Python backend stub for this Python.
+
+    Found from the installed package's files, without importing it (its Python side needs packages
+    edgekit does not), in the layout of PyTriton's wheels."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise EdgekitError(f"Triton Inference Server is not installed here ({INSTALL_HINT})")
+    package = Path(next(iter(spec.submodule_search_locations)))
+    server = package / "tritonserver"
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    stub = server / "python_backend_stubs" / version / "triton_python_backend_stub"
+    libs = package.parent / "nvidia_pytriton.libs"
+    if not (server / "bin" / "tritonserver").is_file() or not libs.is_dir():
         raise EdgekitError(
-            f"PyTriton's tritonserver has no Python backend stub for Python {sys.version_info[0]}."
-            f"{sys.version_info[1]} ({stub}); run edgekit with a Python PyTriton supports (3.8-3.13)"
+            f"PyTriton at {package} has no tritonserver binary or libraries; reinstall it ({INSTALL_HINT})"
         )
-    return server, Path(get_libs_path()), stub
+    if not stub.is_file():
+        raise EdgekitError(
+            f"PyTriton's tritonserver has no Python backend stub for Python {version}; run edgekit with a Python "
+            "PyTriton supports (3.8-3.13)"
+        )
+    return server, libs, stub
 
 
 def _prepare(workdir: Path) -> tuple[Path, dict[str, str]]:
     """A copy of the server with this Python's stub in its Python backend, and the environment it needs."""
     server, libs, stub = _distribution()
-    target = workdir / "tritonserver"
+    target = workdir / "tritonserver"  # a copy: the stub must sit in the Python backend's own folder
     shutil.copytree(server, target, ignore=shutil.ignore_patterns("python_backend_stubs"))
     shutil.copy2(stub, target / "backends" / "python" / "triton_python_backend_stub")
     env = dict(os.environ)
@@ -144,9 +154,14 @@ class TritonServer:
 
 @contextlib.contextmanager
 def run_server(
-    repository: Path, endpoints: Endpoints, startup_timeout_s: float = 300.0, log_verbose: int = 0
+    repository: Path,
+    endpoints: Endpoints,
+    startup_timeout_s: float = 300.0,
+    log_verbose: int = 0,
+    models: Sequence[str] = (),
 ) -> Iterator[TritonServer]:
-    """Start tritonserver on `repository` and wait until it is ready; stop it when the block ends."""
+    """Start tritonserver on `repository` and wait until it is ready; stop it when the block ends. `models`:
+    load only these (Triton's explicit model control), else every model in the repository."""
     _check_ports(endpoints)
     with tempfile.TemporaryDirectory(prefix="edgekit-triton-") as tmp:
         workdir = Path(tmp)
@@ -168,6 +183,8 @@ def run_server(
             "--strict-readiness=true",
             f"--log-verbose={log_verbose}",
         ]
+        if models:
+            command += ["--model-control-mode=explicit", *(f"--load-model={model}" for model in models)]
         log = workdir / "tritonserver.log"
         with open(log, "wb") as sink:
             process = subprocess.Popen(
