@@ -23,7 +23,6 @@ import argparse
 import concurrent.futures
 import datetime
 import json
-import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -80,16 +79,6 @@ def _bundle(work: Path, progress: Progress) -> Path:
     return out
 
 
-def _free_ports() -> list[int]:
-    sockets = [socket.socket() for _ in range(3)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _server_burst(url: str, files: list[bytes], clients: int, pending: list[float]) -> Callable[[], None]:
     """One burst through the server by `clients` concurrent clients; its request latencies land in `pending`
     (kept by the timing loop's `after` hook only for counted bursts)."""
@@ -137,15 +126,15 @@ def main() -> None:
         repo = work / "repository"
         repo.mkdir()
         serving_repository(bundle, repo, settings)
-        ports = _free_ports()
+        endpoints = Endpoints.on_free_ports()
         data = [path.read_bytes() for path in files]
-        with run_server(repo, Endpoints("127.0.0.1", *ports)):
+        with run_server(repo, endpoints):
             calls: dict[str, Callable[[], object]] = {"in-process predict": lambda: model.predict(files)}
             hooks: list[Any] = [None]
             latencies: dict[str, list[float]] = {}
             for n in CLIENTS:
                 label, pending, kept = f"server, {n} clients", [], []  # type: ignore[var-annotated]
-                calls[label] = _server_burst(f"127.0.0.1:{ports[0]}", data, n, pending)
+                calls[label] = _server_burst(f"127.0.0.1:{endpoints.http_port}", data, n, pending)
                 hooks.append(lambda pending=pending, kept=kept: kept.extend(pending))
                 latencies[label] = kept
             protocol = TimingProtocol(warmup=1, iterations=args.iterations, block=2, settle=1)

@@ -22,21 +22,12 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from edgekit.data.images import read_image
+from edgekit.data.images import collect_images, read_image
 from edgekit.data.preprocess import preprocess
 from edgekit.runtime.bundle import read_manifest
 from edgekit.runtime.model import BundleModel
+from edgekit.serve.tritonserver import Endpoints
 from tests.conftest import assert_json_schema, predictions
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _alive(pid: int) -> bool:
@@ -71,7 +62,8 @@ class Server:
 
 
 def _start_serve(bundle: Path, *extra: str) -> Server:
-    ports = _free_ports(3)
+    free = Endpoints.on_free_ports()
+    ports = [free.http_port, free.grpc_port, free.metrics_port]
     flags = ["--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])]
     command = [sys.executable, "-m", "edgekit.cli.main", "serve", str(bundle), "--json", "--name", "fashion", *flags]
     command += extra
@@ -276,14 +268,14 @@ def test_exported_repository_runs_on_tritonserver(
     backend, so the native model and the ensemble are checked by their configs above)."""
     import tritonclient.http as http
 
-    from edgekit.serve.tritonserver import Endpoints, run_server
+    from edgekit.serve.tritonserver import run_server
 
     repo, _ = repository
-    ports = _free_ports(3)
+    endpoints = Endpoints.on_free_ports()
     model = BundleModel.open(bundle)
     images = _images(data_dirs["val"], 5)
-    with run_server(repo, Endpoints("127.0.0.1", *ports), models=("fashion_edgekit", "fashion_preprocess")):
-        client = http.InferenceServerClient(f"127.0.0.1:{ports[0]}")
+    with run_server(repo, endpoints, models=("fashion_edgekit", "fashion_preprocess")):
+        client = http.InferenceServerClient(f"127.0.0.1:{endpoints.http_port}")
         for path in images:
             image = read_image(path)
             tensor = _infer(http, client, "fashion_preprocess", path.read_bytes(), model.manifest.input.name)
@@ -354,7 +346,8 @@ def test_deepstream_export_gives_nvinfer_the_models_own_normalisation(
         np.testing.assert_allclose(got, model.runner.run(edgekit_input), rtol=1e-4, atol=1e-4)
 
     measured = record["agreement_with_edgekit"]
-    assert measured["stretch"]["n"] == measured["keep_aspect"]["n"] == 200  # every val image
+    every_image = len(collect_images([data_dirs["val"]]))
+    assert measured["stretch"]["n"] == measured["keep_aspect"]["n"] == every_image
     chosen = record["scaling"]
     assert measured[chosen]["agreement"] >= max(m["agreement"] for m in measured.values())
     assert keys["maintain-aspect-ratio"] == ("1" if chosen == "keep_aspect" else "0")

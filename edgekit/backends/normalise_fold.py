@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from edgekit.core.errors import EdgekitError
 from edgekit.data.preprocess import PreprocessSpec, normalisation_affine
@@ -23,11 +24,7 @@ def fold_into_onnx(path: Path, spec: PreprocessSpec) -> None:
 
     model = onnx.load(str(path))
     graph = model.graph
-    weights = {init.name for init in graph.initializer}
-    inputs = [value for value in graph.input if value.name not in weights]
-    if len(inputs) != 1:
-        raise EdgekitError(f"{path.name} has {len(inputs)} inputs; folding normalisation needs exactly one")
-    image = inputs[0]
+    image = _only_input(graph, path, "folding normalisation")
     dims = image.type.tensor_type.shape.dim
     if image.type.tensor_type.elem_type != TensorProto.FLOAT or len(dims) != 4 or dims[1].dim_value != 3:
         raise EdgekitError(f"{path.name}'s input is not float32 N×3×H×W: it cannot take pixels instead")
@@ -79,6 +76,15 @@ def fold_into_openvino(xml: Path, spec: PreprocessSpec) -> None:
             os.replace(produced, xml.parent / produced.name)
 
 
+def _only_input(graph: Any, path: Path, purpose: str) -> Any:
+    """The graph's one image input (initializers listed as inputs by older exporters are not inputs)."""
+    weights = {init.name for init in graph.initializer}
+    inputs = [value for value in graph.input if value.name not in weights]
+    if len(inputs) != 1:
+        raise EdgekitError(f"{path.name} has {len(inputs)} inputs; {purpose} needs exactly one")
+    return inputs[0]
+
+
 def _replace(path: Path, data: bytes) -> None:
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
         handle.write(data)
@@ -97,11 +103,7 @@ def float_pixels_onnx(path: Path, spec: PreprocessSpec) -> None:
 
     model = onnx.load(str(path))
     graph = model.graph
-    weights = {init.name for init in graph.initializer}
-    inputs = [value for value in graph.input if value.name not in weights]
-    if len(inputs) != 1:
-        raise EdgekitError(f"{path.name} has {len(inputs)} inputs; nvinfer feeds exactly one")
-    image = inputs[0]
+    image = _only_input(graph, path, "nvinfer's input")
     name = image.name
     dims = image.type.tensor_type.shape.dim
     batch = dims[0].dim_param or dims[0].dim_value or "batch"

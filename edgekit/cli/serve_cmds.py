@@ -57,12 +57,12 @@ def _triton_options(function: Any) -> Any:
     return function
 
 
-def _settings(
-    name: str | None, max_batch_size: int, max_queue_delay_us: int, instances: int, threads: int | None
-) -> Any:
+def _settings(options: dict[str, Any]) -> Any:
+    """The shared Triton options of a command's parameters, as the library's settings."""
     from edgekit.serve.triton_repository import TritonSettings
 
-    return TritonSettings(name, max_batch_size, max_queue_delay_us, instances, threads)
+    fields = ("name", "max_batch_size", "max_queue_delay_us", "instances", "threads", "max_image_bytes")
+    return TritonSettings(**{field: options[field] for field in fields})
 
 
 @click.group("export")

@@ -44,6 +44,18 @@ class Endpoints:
     grpc_port: int = 8001
     metrics_port: int = 8002
 
+    @classmethod
+    def on_free_ports(cls, host: str = "127.0.0.1") -> Endpoints:
+        """Three ports no one listens on now (for tests and benchmarks that run beside other servers)."""
+        sockets = [socket.socket() for _ in range(3)]
+        try:
+            for probe in sockets:
+                probe.bind((host, 0))
+            return cls(host, *(probe.getsockname()[1] for probe in sockets))
+        finally:
+            for probe in sockets:
+                probe.close()
+
     def urls(self) -> dict[str, str]:
         shown = "127.0.0.1" if self.host == "0.0.0.0" else self.host
         return {
