@@ -22,8 +22,10 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import datetime
+import importlib.metadata
 import json
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +38,7 @@ from PIL import Image
 
 from edgekit.core.percentiles import percentile_or_none
 from edgekit.core.progress import Progress
+from edgekit.core.threads import resolve_threads
 from edgekit.measure.environment import environment
 from edgekit.measure.latency import TimingProtocol, time_in_turns
 from edgekit.pipeline.compile import compile_bundle
@@ -85,10 +88,12 @@ def _server_burst(url: str, files: list[bytes], clients: int, pending: list[floa
     import tritonclient.http as http
 
     pool = concurrent.futures.ThreadPoolExecutor(clients)
-    connections = [http.InferenceServerClient(url) for _ in range(clients)]
+    local = threading.local()  # tritonclient.http's connections are gevent's: each belongs to its thread
 
     def client(index: int) -> list[float]:
-        connection, taken = connections[index], []
+        if not hasattr(local, "connection"):
+            local.connection = http.InferenceServerClient(url)
+        connection, taken = local.connection, []
         for data in files[index::clients]:
             tensor = np.frombuffer(data, np.uint8)[None]
             request = http.InferInput("IMAGE", list(tensor.shape), "UINT8")
@@ -147,7 +152,8 @@ def main() -> None:
                                     "p99": percentile_or_none(taken, 99) if taken else None}})  # fmt: skip
     results = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "environment": environment(0),
+        "environment": environment(resolve_threads(0)),
+        "triton": {name: importlib.metadata.version(name) for name in ("nvidia-pytriton", "tritonclient")},
         "minutes": round((time.perf_counter() - started) / 60, 1),
         "model": "GoogLeNet 224², FP32, x86-cpu (edgekit compile's choice of backend), 10 classes",
         "backend": model.backend,
@@ -170,6 +176,8 @@ def render(results: dict[str, Any]) -> str:
         f"Run {results['date']} on {env.get('cpu', '?')} ({env.get('cores', env.get('threads', '?'))} cores); "
         f"Python {env.get('python', '?')}; "
         + ", ".join(f"{k} {v}" for k, v in env.get("libraries", {}).items())
+        + "; "
+        + ", ".join(f"{k} {v}" for k, v in results.get("triton", {}).items())
         + f"; {results['minutes']} min.",
         "",
         f"Model: {results['model']}, backend {results['backend']}. Images: {results['images']}. Server: "
