@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.backends.base import ModelFiles
+from edgekit.backends.base import Backend, ModelFiles
 from edgekit.backends.normalise_fold import float_pixels_onnx
 from edgekit.backends.registry import get_backend, reference_backend
 from edgekit.core.errors import EdgekitError
@@ -129,17 +129,17 @@ def _scaled(image: Any, size: int, keep_aspect: bool) -> np.ndarray:
     return canvas.numpy()
 
 
-def _agreements(
-    bundle: Path, onnx_file: Path, images: Path, manifest: Manifest, progress: Progress
-) -> dict[str, dict[str, Any]]:
+def _sample(images: Path) -> list[Path]:
+    """Up to MAX_IMAGES of the folder's images, a fixed-seed sample; an empty folder is refused before any work."""
     files = collect_images([images])
     if not files:
         raise EdgekitError(f"--images {images} holds no image files")
-    files = [files[i] for i in np.random.default_rng(0).permutation(len(files))[:MAX_IMAGES]]
-    reference = BundleModel.open(bundle)
-    backend = reference_backend()
-    runner = backend(ModelFiles.from_file(onnx_file, backend), 0)
-    size = manifest.input.height
+    return [files[i] for i in np.random.default_rng(0).permutation(len(files))[:MAX_IMAGES]]
+
+
+def _agreements(reference: BundleModel, exported: Backend, files: list[Path], progress: Progress) -> dict[str, Any]:
+    """Top-1 agreement of nvinfer's two scalings (emulated, through the exported file) with edgekit's pipeline."""
+    size = reference.manifest.input.height
     exact: list[int] = []
     modes: dict[str, list[int]] = {"stretch": [], "keep_aspect": []}
     for path in progress.bar(files, "nvinfer emulation", unit="image"):
@@ -149,9 +149,9 @@ def _agreements(
             continue
         exact.append(reference.probabilities(preprocess(image, reference.preprocessing)[None])[0].argmax())
         for mode, keep in (("stretch", False), ("keep_aspect", True)):
-            modes[mode].append(runner.run(_scaled(image, size, keep)[None]).argmax())
+            modes[mode].append(exported.run(_scaled(image, size, keep)[None]).argmax())
     if not exact:
-        raise EdgekitError(f"no image in --images {images} could be read")
+        raise EdgekitError("no image in --images could be read")
     result = {}
     for mode, predicted in modes.items():
         agreement = top1_agreement(np.array(exact), np.array(predicted))
@@ -160,17 +160,14 @@ def _agreements(
     return result
 
 
-def _check_pixels_model(bundle: Path, manifest: Manifest, onnx_file: Path) -> float:
-    """The exported file on float pixels equals the bundle on its own input, on real-looking crops: the largest
+def _check_pixels_model(reference: BundleModel, exported: Backend) -> float:
+    """The exported file on float pixels equals the bundle on its own input, on random crops: the largest
     difference of their outputs (refused beyond float noise)."""
-    reference = BundleModel.open(bundle)
-    backend = reference_backend()
-    runner = backend(ModelFiles.from_file(onnx_file, backend), 0)
-    spec = manifest.preprocessing
+    spec = reference.preprocessing
     pixels = np.random.default_rng(0).integers(0, 256, (2, spec.crop, spec.crop, 3), dtype=np.uint8)
     own = pixels if spec.normalise_in_model else float_input(pixels, spec)
     expected = reference.runner.run(own.astype(spec.input_dtype))
-    got = runner.run(pixels.transpose(0, 3, 1, 2).astype(np.float32))
+    got = exported.run(pixels.transpose(0, 3, 1, 2).astype(np.float32))
     difference = float(np.abs(expected - got).max())
     if difference > 1e-3 * max(1.0, float(np.abs(expected).max())):
         raise EdgekitError(f"the pixel-input model differs from the bundle's by {difference:.3g}: not exported")
@@ -188,16 +185,20 @@ def export_deepstream(
     """Write `out`: config_infer_<gie>.txt, model.onnx (pixels in), labels.txt and deepstream.json."""
     manifest = read_manifest(bundle, verify=True, trust=True)
     _check(manifest, settings)
+    files = _sample(images) if images is not None else None
+    reference = BundleModel(bundle, manifest, None, None)  # the manifest just read and verified
     output = manifest.section("output").get("name") or "output"
     record: dict[str, Any] = {"kind": "deepstream", "bundle": str(bundle.resolve()), "deepstream": settings.version}
     with staged_export(out, force, record) as folder:
         model = folder / MODEL_FILE
         model.write_bytes(read_verified(bundle, manifest, manifest.model_file))
         float_pixels_onnx(model, manifest.preprocessing)
-        record["max_output_difference"] = _check_pixels_model(bundle, manifest, model)
+        backend = reference_backend()
+        exported = backend(ModelFiles.from_file(model, backend), 0)
+        record["max_output_difference"] = _check_pixels_model(reference, exported)
         keep_aspect = False
-        if images is not None:
-            measured = _agreements(bundle, model, images, manifest, progress)
+        if files is not None:
+            measured = _agreements(reference, exported, files, progress)
             record["agreement_with_edgekit"] = measured
             keep_aspect = measured["keep_aspect"]["agreement"] > measured["stretch"]["agreement"]
         else:

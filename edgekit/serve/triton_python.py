@@ -31,9 +31,9 @@ import numpy as np
 
 from edgekit.core.errors import EdgekitError
 from edgekit.data.images import decode_image
-from edgekit.data.preprocess import preprocess
+from edgekit.data.preprocess import PreprocessSpec, preprocess
 from edgekit.runtime.bundle import read_manifest
-from edgekit.runtime.model import BundleModel, default_decode_workers, to_probabilities
+from edgekit.runtime.model import BundleModel, default_decode_workers
 
 IMAGE_INPUT = "IMAGE"
 PROBABILITIES_OUTPUT = "PROBABILITIES"
@@ -44,9 +44,8 @@ DEFAULT_MAX_IMAGE_BYTES = 32 * 1024 * 1024  # a 100-megapixel JPEG is ~30 MB
 class ImageDecoder:
     """Encoded image bytes → the bundle's input tensor, exactly as `edgekit predict` makes it."""
 
-    def __init__(self, bundle: Path, max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> None:
-        self.manifest = read_manifest(bundle, verify=True, trust=True)
-        self.spec = self.manifest.preprocessing
+    def __init__(self, spec: PreprocessSpec, max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> None:
+        self.spec = spec
         self.max_image_bytes = max_image_bytes
 
     def tensor(self, row: np.ndarray) -> np.ndarray:
@@ -58,17 +57,6 @@ class ImageDecoder:
             raise ValueError("the image is empty")
         image = decode_image(data, scale_to=self.spec.scale_to)
         return preprocess(image, self.spec)
-
-
-class BundleClassifier(ImageDecoder):
-    """Encoded images → class probabilities, through the bundle's own runtime."""
-
-    def __init__(self, bundle: Path, threads: int | None, max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> None:
-        super().__init__(bundle, max_image_bytes)
-        self.model = BundleModel.open(bundle, threads=threads)
-
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        return to_probabilities(self.model.runner.run(batch), self.model.output_kind).astype(np.float32)
 
 
 def _parameters(config: dict[str, Any]) -> dict[str, str]:
@@ -86,14 +74,12 @@ class TritonPythonModel:
         limit = int(parameters.get("edgekit_max_image_bytes") or DEFAULT_MAX_IMAGE_BYTES)
         threads = int(parameters["edgekit_threads"]) if parameters.get("edgekit_threads") else None
         try:
-            if self.role == "preprocess":
-                self.decoder = ImageDecoder(bundle, limit)
-                self.output = config["output"][0]["name"]
-            else:
-                self.decoder = self.classifier = BundleClassifier(bundle, threads, limit)
-                self.output = PROBABILITIES_OUTPUT
+            manifest = read_manifest(bundle, verify=True, trust=True)  # as edgekit.load reads it
+            self.model = None if self.role == "preprocess" else BundleModel(bundle, manifest, None, threads)
         except EdgekitError as exc:  # Triton reports this as the model's load failure, in these words
             raise RuntimeError(f"edgekit cannot serve {bundle}: {exc}") from None
+        self.decoder = ImageDecoder(manifest.preprocessing, limit)
+        self.output = PROBABILITIES_OUTPUT if self.model is not None else config["output"][0]["name"]
         self._pool = concurrent.futures.ThreadPoolExecutor(default_decode_workers(), "edgekit-decode")
 
     def finalize(self) -> None:
@@ -129,6 +115,6 @@ class TritonPythonModel:
             return f"{IMAGE_INPUT} is not a usable image: {exc}"
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        if self.role == "preprocess":
+        if self.model is None:  # the preprocessing step of an ensemble: the tensors are the output
             return batch
-        return self.classifier.probabilities(batch)
+        return self.model.probabilities(batch).astype(np.float32)

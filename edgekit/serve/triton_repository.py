@@ -26,7 +26,7 @@ import numpy as np
 from edgekit.backends.base import TritonModel
 from edgekit.backends.registry import get_backend
 from edgekit.core.errors import EdgekitError
-from edgekit.runtime.bundle import read_manifest, verify_files
+from edgekit.runtime.bundle import read_manifest
 from edgekit.runtime.manifest import Manifest
 from edgekit.runtime.signing import SIGNATURE
 from edgekit.serve.output import staged_export
@@ -100,12 +100,12 @@ def _images_input(config: Any) -> None:
     image.allow_ragged_batch = True  # each request's file has its own length; they are batched all the same
 
 
-def _python_model(name: str, role: str, settings: TritonSettings, instances: int) -> Any:
+def _python_model(name: str, role: str, settings: TritonSettings) -> Any:
     pb = _pb()
     config = pb.ModelConfig(name=name, backend="python")
     _batching(config, settings)
     _images_input(config)
-    config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_CPU, count=instances)
+    config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_CPU, count=settings.instances)
     config.parameters["edgekit_role"].string_value = role
     config.parameters["edgekit_max_image_bytes"].string_value = str(settings.max_image_bytes)
     if settings.threads is not None:
@@ -115,7 +115,7 @@ def _python_model(name: str, role: str, settings: TritonSettings, instances: int
 
 def edgekit_model_config(name: str, manifest: Manifest, settings: TritonSettings) -> Any:
     """The Python-backend model that serves the bundle through edgekit's runtime."""
-    config = _python_model(name, "model", settings, settings.instances)
+    config = _python_model(name, "model", settings)
     config.output.add(
         name=PROBABILITIES_OUTPUT, data_type=_pb().TYPE_FP32, dims=[len(manifest.classes)], label_filename=LABELS
     )
@@ -137,7 +137,7 @@ def _output_name(manifest: Manifest) -> str:
 
 
 def preprocess_config(name: str, manifest: Manifest, settings: TritonSettings) -> Any:
-    config = _python_model(name, "preprocess", settings, max(1, settings.instances))
+    config = _python_model(name, "preprocess", settings)
     config.output.add(
         name=manifest.input.name, data_type=_tensor_type(manifest.preprocessing.input_dtype), dims=_input_dims(manifest)
     )
@@ -208,21 +208,23 @@ def _write_edgekit_model(repo: Path, bundle: Path, manifest: Manifest, name: str
     _copy_bundle(bundle, manifest, folder)
 
 
+def _opened(bundle: Path, settings: TritonSettings) -> tuple[Manifest, str]:
+    """The bundle's manifest (its files verified, its signature trusted) and the entry model's name."""
+    manifest = read_manifest(bundle, verify=True, trust=True)
+    return manifest, _check_name(settings.name or bundle.resolve().name)
+
+
 def serving_repository(bundle: Path, repo: Path, settings: TritonSettings) -> str:
     """The repository `edgekit serve` runs: the bundle as edgekit's Python-backend model, named
     `settings.name` (default: the bundle folder's name). Returns the model's name."""
-    manifest = read_manifest(bundle, verify=True, trust=True)
-    verify_files(bundle, manifest)
-    name = _check_name(settings.name or bundle.resolve().name)
+    manifest, name = _opened(bundle, settings)
     _write_edgekit_model(repo, bundle, manifest, name, settings)
     return name
 
 
 def export_triton(bundle: Path, out: Path, settings: TritonSettings, force: bool = False) -> TritonExport:
     """Write the repository at `out` (staged: complete or not at all)."""
-    manifest = read_manifest(bundle, verify=True, trust=True)
-    verify_files(bundle, manifest)
-    name = _check_name(settings.name or bundle.resolve().name)
+    manifest, name = _opened(bundle, settings)
     if not 1 <= settings.max_batch_size <= 1024:
         raise EdgekitError("--max-batch-size must be within 1..1024")
     backend = get_backend(manifest.backend)
@@ -239,9 +241,7 @@ def export_triton(bundle: Path, out: Path, settings: TritonSettings, force: bool
     with staged_export(out, force, record) as repo:
         labels = manifest.classes
         edgekit_name = f"{name}_edgekit" if native is not None else name
-        _copy_bundle(
-            bundle, manifest, _write_model(repo, edgekit_model_config(edgekit_name, manifest, settings), labels)
-        )
+        _write_edgekit_model(repo, bundle, manifest, edgekit_name, settings)
         models[edgekit_name] = f"Python backend: images in, {PROBABILITIES_OUTPUT} out, through edgekit's runtime"
         if native is not None:
             batch_one = manifest.input.batch == 1
