@@ -368,3 +368,12 @@ def test_deepstream_export_without_images_says_it_did_not_measure(
     assert json.loads((tmp_path / "ds" / "deepstream.json").read_text())["agreement_with_edgekit"] is None
     bad = edgekit_cli("export", "deepstream", bundle, "--out", tmp_path / "ds2", "--deepstream", "5.0")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_deepstream_export_of_a_jetson_int8_bundle_runs_here(orin_int8: dict, tmp_path: Path, edgekit_cli: Any) -> None:
+    """A TensorRT bundle's Q/DQ file is checked on the reference runtime (no TensorRT here); nvinfer builds INT8."""
+    result = edgekit_cli("export", "deepstream", orin_int8["path"], "--out", tmp_path / "ds", "--json")
+    assert result.returncode == 0, result.stderr
+    (record,) = assert_json_schema(result.stdout, "export deepstream")
+    assert record["keys"]["network-mode"] == "1" and "int8" in record["keys"]["model-engine-file"]
+    assert record["max_output_difference"] < 1e-3

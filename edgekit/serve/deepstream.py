@@ -186,7 +186,10 @@ def export_deepstream(
     manifest = read_manifest(bundle, verify=True, trust=True)
     _check(manifest, settings)
     files = _sample(images) if images is not None else None
-    reference = BundleModel(bundle, manifest, None, None)  # the manifest just read and verified
+    # The manifest just read and verified. A TensorRT bundle's Q/DQ file runs on the reference runtime here, as
+    # its parity was checked at compile time: its engine is nvinfer's to build on the device.
+    portable = get_backend(manifest.backend).capabilities.portable_onnx
+    reference = BundleModel(bundle, manifest, reference_backend().name if portable else None, None)
     output = manifest.section("output").get("name") or "output"
     record: dict[str, Any] = {"kind": "deepstream", "bundle": str(bundle.resolve()), "deepstream": settings.version}
     with staged_export(out, force, record) as folder:
