@@ -114,7 +114,8 @@ def _compile(checkpoint: Path, out: Path, precision: str, calib: Path, threads: 
     guard = quantization.get("guard") or {}
     rungs = manifest.section("selection").get("rungs", [])  # every build the ladder tried, with its verdict
     shipped = {r["backend"]: r["verdict"] for r in rungs if r.get("verdict") in SHIPS and r.get("rung") == "default"}
-    return {"backend": manifest.backend, "guard_verdict": guard.get("verdict"), "path": out,
+    return {"backend": manifest.backend, "guard_verdict": guard.get("verdict"), "judged_on": guard.get("judged_on"),
+            "guard_images": guard.get("images"), "path": out,
             "method": quantization.get("method"), "keep_fp32": quantization.get("keep_fp32") or [],
             "shipped_defaults": shipped}  # fmt: skip
 
@@ -135,15 +136,21 @@ def _family(name: str, checkpoint: Path, folders: dict[str, Path], work: Path, t
     small = _compile(checkpoint, work / "int8-small", "int8", folders["calib"], threads, None, progress)
     shipping = _shipping(small)  # backend -> method: the builds compile could ship
     agreements: dict[str, dict[str, Any]] = {}
-    for backend, method in shipping.items():
+    for backend, method in list(shipping.items()):
+        # Another backend's default passed on the half of the images the ladder chooses on; compile would ship
+        # it, where it is the fastest, after judging it on all of them: its own guarded compile does that.
         built = small if backend == small["backend"] else _compile(
             checkpoint, work / f"int8-small-{backend}", "int8", folders["calib"], threads, None, progress,
-            backend=backend, method=method, min_agreement=0.0,
+            backend=backend, method=method,
         )  # fmt: skip
+        if "refused" in built:
+            row[f"edgekit INT8 {backend} not shipped"] = built["refused"]
+            del shipping[backend]
+            continue
         int8 = run_batched(BundleModel.open(built["path"], threads=threads).runner.run, test.batch.inputs, 32,
                            progress, f"INT8 {backend}").argmax(1)  # fmt: skip
-        verdict = small["guard_verdict"] if backend == small["backend"] else small["shipped_defaults"][backend]
-        agreements[backend] = {"backend": backend, "guard": verdict, "method": built["method"],
+        agreements[backend] = {"backend": backend, "guard": built["guard_verdict"], "method": built["method"],
+                               "judged_on": built["judged_on"], "guard_images": built["guard_images"],
                                "keep_fp32": built["keep_fp32"], **_agreement(fp32, int8)}  # fmt: skip
     row["edgekit_int8"] = small if "refused" in small else agreements[small["backend"]]
     export_onnx(loaded.module, work / "small.onnx", spec.crop, 13)
@@ -365,7 +372,9 @@ def _build(edge: dict[str, Any]) -> str:
     method = f", {edge['method']}" if edge.get("method") else ""
     others = [b for b in edge.get("shipping_backends", []) if b != edge.get("backend")]
     faster_than = f"; faster than {', '.join(others)}" if others else ""
-    return f"{edge.get('backend', '?')}{method}" + (f" ({', '.join(kept)})" if kept else "") + faster_than
+    judged = {"all": "all", "confirmation": "the half not used to choose it:"}.get(edge.get("judged_on") or "", "")
+    guard = f"; guard: {edge['guard']} on {judged} {edge.get('guard_images')} images" if edge.get("judged_on") else ""
+    return f"{edge.get('backend', '?')}{method}" + (f" ({', '.join(kept)})" if kept else "") + faster_than + guard
 
 
 def _ms(value: float | None) -> str:

@@ -21,6 +21,13 @@ The climb, cheapest first, stops at the first build that ships:
    difference inside the noise.
 If nothing ships, an EdgekitError lists what every rung achieved (and, when the best build is short only
 within the noise, how many images would tell): a build past a limit never ships.
+
+Choosing and judging use different images. The best of several noisy tries is optimistic (a build truly at
+98.2 % shows 99 % on 500 images one time in ten, and a ladder that tries four builds keeps the lucky one), so
+the climb sees only half of the guard's images and of `--val` (alternate images of the shuffled sets). The
+build it chooses is then judged on the other half, which took no part in choosing it, and that verdict is the
+one that ships or refuses. Where the chosen build is the first one the climb judged (nothing was chosen
+over anything), it is judged on all of the images instead.
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ from edgekit.core.errors import EdgekitError
 from edgekit.core.progress import QUIET, Progress
 from edgekit.measure.decide import VERDICTS, AgreementFloor, Budget, Verdict, fastest_first, worst
 from edgekit.measure.stats import Agreement, PairedDifference, mean_interval
+
+CLIMB, CONFIRM = 0, 1  # `Outcome.part`: the half of the images the climb chooses on, the half that judges its choice
 
 
 class GuardFailure(EdgekitError):
@@ -71,13 +80,30 @@ class Outcome:
     summaries."""
 
     rung: Rung
-    agrees: tuple[bool, ...] | None = None  # held-out images: top-1 equals FP32's (None: no held-out images)
+    # FP32's outputs and the build's on the guard's images (None: no guard images); `guard` summarises them.
+    judged: tuple[np.ndarray, np.ndarray] | None = dataclasses.field(default=None, compare=False, repr=False)
     guard: Agreement | None = None
     correct: tuple[bool, ...] | None = None  # labelled --val images: top-1 equals the label (budget)
     reference_correct: tuple[bool, ...] | None = None
     sensitivity_error: tuple[float, ...] = ()  # calibration images: relative logit error against FP32
     p50_ms: float | None = None
     error: str | None = None  # the build itself failed (the converter refused), in words
+
+    def part(self, half: int) -> Outcome:
+        """This build's figures on one half of the images (`CLIMB` or `CONFIRM`): alternate images of the
+        guard's and of `--val`, both shuffled sets, so each half is a random half."""
+
+        def of(values: tuple[bool, ...] | None) -> tuple[bool, ...] | None:
+            return None if values is None else values[half::2]
+
+        judged = None if self.judged is None else (self.judged[0][half::2], self.judged[1][half::2])
+        return dataclasses.replace(
+            self,
+            judged=judged,
+            guard=None if judged is None else Agreement.of(*judged),
+            correct=of(self.correct),
+            reference_correct=of(self.reference_correct),
+        )
 
     @property
     def budget(self) -> PairedDifference | None:
@@ -179,13 +205,16 @@ def climb(
 ) -> tuple[Outcome, dict[str, Any]]:
     """(the build that ships, the record of the climb for the manifest); EdgekitError when none passes.
 
-    `time_together` times the backends' default builds (those this host can time), once, in turns, before
-    they are ranked; later rungs are not timed (they are ranked within their backend by their verdicts)."""
-    tried: list[Outcome] = []
+    The climb decides on the `CLIMB` half of the images; its choice is judged on the `CONFIRM` half (or on
+    all of them where it was the first build judged: module docstring). `time_together` times the backends'
+    default builds (those this host can time), once, in turns, before they are ranked; later rungs are not
+    timed (they are ranked within their backend by their verdicts)."""
+    tried: list[Outcome] = []  # every build, on all of the images
 
     def run(rung: Rung) -> Outcome:
-        outcome = evaluate(rung)
-        tried.append(outcome)
+        """Build and measure `rung`; what the climb sees of it (its `CLIMB` half)."""
+        tried.append(evaluate(rung))
+        outcome = tried[-1].part(CLIMB)
         figures = outcome.error or (outcome.guard.describe() if outcome.guard else "no held-out images")
         if outcome.budget is not None:
             figures += f", top-1 drop {outcome.budget.drop_pts:.2f} pts"
@@ -195,8 +224,8 @@ def climb(
 
     defaults = [run(Rung(ladder.backend)) for ladder in ladders]
     if time_together is not None:
-        defaults = time_together(defaults)
-        tried[: len(defaults)] = defaults
+        tried[: len(defaults)] = time_together(tried[: len(defaults)])
+        defaults = [outcome.part(CLIMB) for outcome in tried[: len(defaults)]]
         timed = speeds_text(defaults)
         if timed:
             progress.note(f"  timed together, in turns: {timed}")
@@ -226,33 +255,61 @@ def climb(
             kept, sensitivity = _keep_groups(best_of[keeper], groups, run, evaluate, rules, progress)
             if kept is not None and _rank(kept, rules) > _rank(current, rules):
                 current = kept
-    verdict = rules.verdict(current)
+    chosen = next(i for i, o in enumerate(tried) if o.rung == current.rung)
     record: dict[str, Any] = {
         "rules": {
             "min_agreement": rules.min_agreement,
             "max_accuracy_drop_pts": rules.max_drop_pts,
             "test": "Wilson 95 % interval on held-out agreement; paired (discordant images) for comparisons",
+            "images": "the climb chooses on half of the images; its choice is judged on the other half",
         },
-        "rungs": [o.to_dict(rules) for o in tried],
-        "chosen": tried.index(current),
-        "verdict": verdict,
+        "rungs": [o.part(CLIMB).to_dict(rules) for o in tried],
+        "chosen": chosen,
     }
     if sensitivity is not None:
         record["sensitivity"] = sensitivity
     if not rules.judge(current).ships:
-        lines = "; ".join(f"{o.rung.describe()}: {_summary(o)}" for o in tried)
+        lines = "; ".join(f"{o.rung.describe()}: {_summary(o.part(CLIMB))}" for o in tried)
+        verdict = rules.verdict(current)
+        record["verdict"] = verdict
         noise = f" (the best is short only within the noise: {rules.noise_note(current)})" if verdict != "fail" else ""
         raise GuardFailure(
-            f"no build meets the accuracy rules ({_rules_text(rules)}): {lines}{noise}; lower --min-agreement or "
-            "raise --max-accuracy-drop if that loss is acceptable, give more or more typical calibration images, "
-            "or use --precision fp32 (or fp16 where the target has it)",
+            f"no build meets the accuracy rules ({_rules_text(rules)}): {lines}{noise}; {_REMEDIES}", record
+        )
+    # Judged on images that took no part in choosing it; all of them where nothing was chosen over anything.
+    judged_on = "all" if current.rung == tried[order[0]].rung else "confirmation"
+    final = tried[chosen] if judged_on == "all" else tried[chosen].part(CONFIRM)
+    verdict = rules.verdict(final)
+    record["verdict"] = verdict
+    record["final"] = {**final.to_dict(rules), "judged_on": judged_on}
+    if not rules.judge(final).ships:
+        where = (
+            f"all {_image_count(final)} images" if judged_on == "all"
+            else f"the {_image_count(final)} images held back to judge the ladder's choice (of {len(tried)} builds)"
+        )  # fmt: skip
+        raise GuardFailure(
+            f"{current.rung.describe()} met the accuracy rules ({_rules_text(rules)}) on the half of the images the "
+            f"ladder chooses on ({_summary(current)}), but not on {where}: {_summary(final)}, "
+            f"{verdict.replace('_', ' ')}; {_REMEDIES}",
             record,
         )
-    note = rules.noise_note(current)
+    note = rules.noise_note(final)
     if note:  # shipped, but not confirmed by these images: said plainly, with how many images would confirm it
         record["note"] = note
         progress.note(f"warning: {note}")
-    return current, record
+    return tried[chosen], record
+
+
+_REMEDIES = (
+    "lower --min-agreement or raise --max-accuracy-drop if that loss is acceptable, give more or more typical "
+    "calibration images, or use --precision fp32 (or fp16 where the target has it)"
+)
+
+
+def _image_count(outcome: Outcome) -> int:
+    if outcome.guard is not None:
+        return outcome.guard.n
+    return len(outcome.correct) if outcome.correct is not None else 0
 
 
 def _keep_groups(

@@ -20,7 +20,7 @@ from edgekit.core.progress import QUIET, Progress
 from edgekit.measure.evaluate import run_batched
 from edgekit.measure.host import host_problem
 from edgekit.measure.latency import blank_input, time_runs
-from edgekit.measure.stats import Agreement, top1_agreement
+from edgekit.measure.stats import Agreement
 from edgekit.optimize.ladder import Outcome, Rung
 from edgekit.runtime.model import Runner
 from edgekit.targets import Target
@@ -138,12 +138,9 @@ class CandidateBuilder:
         outputs = run_batched(runners[0].run, images.inputs, 8, self.progress, rung.backend)
         where, model_file, facts = builds[0]
         self.built[rung] = Candidate(where, model_file, facts, outputs, final=not folded)
-        agrees = guard = correct = reference_correct = None
+        correct = reference_correct = None
         judged = self._guard_outputs(runners)
-        if judged is not None:
-            reference, held = judged
-            agrees = top1_agreement(reference, held).matches
-            guard = Agreement.of(reference, held)
+        guard = None if judged is None else Agreement.of(*judged)
         if images.labels is not None:
             correct = tuple((outputs.argmax(1) == images.labels).tolist())
             reference_correct = tuple((images.reference.argmax(1) == images.labels).tolist())
@@ -152,7 +149,7 @@ class CandidateBuilder:
             sensitivity = _relative_error(
                 images.sensitivity_reference, run_batched(runners[0].run, images.sensitivity, 8)
             )
-        return Outcome(rung, agrees, guard, correct, reference_correct, sensitivity)
+        return Outcome(rung, judged, guard, correct, reference_correct, sensitivity)
 
     def _guard_outputs(self, runners: Sequence[Runner]) -> tuple[np.ndarray, np.ndarray] | None:
         """(FP32's outputs, the rung's) on the guard's images: the held-out images through its one build, or,

@@ -318,7 +318,7 @@ def _draft(
 def _quantization_record(
     config: CompileConfig, prepared: Prepared, checks: Checks, rung: Rung, selection: dict[str, Any], built: Built
 ) -> dict[str, Any]:
-    chosen = selection["rungs"][selection["chosen"]]
+    final = selection["final"]  # the chosen build judged on images that took no part in choosing it
     return {
         **built.facts,
         "keep_fp32": list(rung.keep_fp32),
@@ -326,9 +326,10 @@ def _quantization_record(
             "held_out_images": _guard_image_count(checks.images),
             "held_out_from": _held_out_note(prepared.calibration, checks.images),
             "min_agreement": config.min_agreement,
-            **chosen.get("guard", {}),
-            "verdict": chosen["verdict"],
-            **({"images_needed": chosen["images_needed"]} if chosen.get("images_needed") else {}),
+            **final.get("guard", {}),
+            "judged_on": final["judged_on"],
+            "verdict": final["verdict"],
+            **({"images_needed": final["images_needed"]} if final.get("images_needed") else {}),
             **({"note": selection["note"]} if selection.get("note") else {}),
         },
     }

@@ -89,6 +89,9 @@ def _interval(values: Any, form: str) -> str:
     return ""
 
 
+_JUDGED_ON = {"confirmation": " not used to choose this build"}  # the ladder judges its choice apart
+
+
 def guard_rows(manifest: Manifest) -> dict[str, str]:
     """The accuracy guard's figures for the shipped build, and every build compile tried (its ladder)."""
     rows = {}
@@ -97,8 +100,9 @@ def guard_rows(manifest: Manifest) -> dict[str, str]:
         if isinstance(guard.get("top1_agreement"), (int, float)):
             rows["accuracy guard"] = (
                 f"{guard.get('verdict', '?')}: top-1 agreement with FP32 {_number(guard['top1_agreement'], '.2%')}"
-                f"{_interval(guard.get('top1_agreement_ci95'), '.1%')} on {guard.get('images', '?')} held-out images "
-                f"(floor {_number(guard.get('min_agreement'), '.2%')}), top-5 overlap "
+                f"{_interval(guard.get('top1_agreement_ci95'), '.1%')} on {guard.get('images', '?')} held-out images"
+                f"{_JUDGED_ON.get(guard.get('judged_on'), '')} (floor {_number(guard.get('min_agreement'), '.2%')}), "
+                "top-5 overlap "
                 f"{_number(guard.get('top5_overlap'), '.1%')}, relative logit error "
                 f"{_number(guard.get('relative_logit_error'), '.3f')}"
             )
