@@ -46,7 +46,9 @@ chromium:
 
 test: $(STAMP) data sshd chromium lint
 	@# test_architecture.py ran in lint, all but its run-side test (which needs the device install): not again.
-	$(BIN)/python -m pytest -q --durations=15 -k "not test_architecture or run_side"
+	@# Two workers, a test file each at a time: a single run leaves a third of the machine idle (subprocesses
+	@# starting, servers waiting). Costly session fixtures are made once for both (tests/conftest.made_once).
+	$(BIN)/python -m pytest -q --durations=15 -n 2 --dist loadfile -k "not test_architecture or run_side"
 
 # No ImageNet weights can be downloaded here, so the demo fine-tunes from scratch on 1,500 real
 # Fashion-MNIST images at 96×96, which keeps it within 10 minutes on 2 cores. Its INT8 step uses

@@ -26,6 +26,7 @@ from edgekit.model import families
 from edgekit.model.checkpoint import load_checkpoint
 from edgekit.model.finetune import FinetuneConfig, run_finetune
 from edgekit.model.identify import identify
+from tests.conftest import TRAINING_THREADS
 
 # The families the issue names, each at every size whose layers differ (keys or shapes).
 INFERRED = (
@@ -116,6 +117,7 @@ def families_trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
         config = FinetuneConfig(
             data="fashion-mnist", out=path, arch=arch, per_class=8, val_per_class=4, class_subset=CLASSES,
             resize=crop + crop // 8, crop=crop, epochs=1, batch_size=8, augment=False, lr=0.02,
+            threads=TRAINING_THREADS,
         )  # fmt: skip
         run_finetune(config)
         out[arch] = path

@@ -288,9 +288,9 @@ def climb(
             else f"the {_image_count(final)} images held back to judge the ladder's choice (of {len(tried)} builds)"
         )  # fmt: skip
         raise GuardFailure(
-            f"{current.rung.describe()} met the accuracy rules ({_rules_text(rules)}) on the half of the images the "
-            f"ladder chooses on ({_summary(current)}), but not on {where}: {_summary(final)}, "
-            f"{verdict.replace('_', ' ')}; {_REMEDIES}",
+            f"no build meets the accuracy rules ({_rules_text(rules)}): {current.rung.describe()} met them on the "
+            f"half of the images the ladder chooses on ({_summary(current)}), but not on {where}: "
+            f"{_summary(final)}, {verdict.replace('_', ' ')}; {_REMEDIES}",
             record,
         )
     note = rules.noise_note(final)
