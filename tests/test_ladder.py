@@ -15,7 +15,7 @@ from edgekit.core.errors import EdgekitError
 from edgekit.core.progress import QUIET
 from edgekit.measure.decide import SPEED_MARGIN, AgreementFloor, fastest_first
 from edgekit.measure.latency import TimingProtocol, blank_input, time_in_turns
-from edgekit.measure.stats import Agreement, mean_interval
+from edgekit.measure.stats import Agreement, TopOneAgreement, mean_interval
 from edgekit.optimize.ladder import BackendLadder, GuardFailure, Outcome, Rules, Rung, climb
 
 N = 500
@@ -52,6 +52,7 @@ def test_the_fastest_build_that_passes_wins_and_every_default_is_measured() -> N
     assert record["rungs"][1]["guard"]["top1_agreement"] == pytest.approx(249 / 250)  # the half it climbed on
     # The first build judged is chosen over nothing: its verdict rests on all of the images.
     assert record["final"]["judged_on"] == "all" and record["final"]["guard"]["top1_agreement"] == pytest.approx(0.998)
+    assert record["final"]["images_needed"] == AgreementFloor(0.99).judge(TopOneAgreement(500, 499, ())).images_needed
 
 
 def test_a_near_tie_in_speed_keeps_the_target_files_order() -> None:
@@ -217,6 +218,10 @@ def test_the_ladders_choice_is_judged_on_images_that_took_no_part_in_choosing_it
     chosen, record = climb(ladders, _evaluator(table, []), RULES, ())
     assert chosen.rung == lucky and record["final"]["guard"]["images"] == 250
     assert record["final"]["guard"]["top1_agreement"] == pytest.approx(249 / 250) and record["verdict"] == "unconfirmed"
+    # "About N images would confirm it" counts what to hold out: the half it is judged on is half of those.
+    half_needs = AgreementFloor(0.99).judge(TopOneAgreement(250, 249, ())).images_needed
+    assert half_needs and record["final"]["images_needed"] == 2 * half_needs
+    assert f"about {2 * half_needs} held-out images would confirm it" in record["note"]
 
 
 def test_the_best_of_several_tries_ships_a_build_below_the_floor_no_more_often_than_one_try() -> None:

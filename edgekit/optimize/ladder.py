@@ -88,6 +88,7 @@ class Outcome:
     sensitivity_error: tuple[float, ...] = ()  # calibration images: relative logit error against FP32
     p50_ms: float | None = None
     error: str | None = None  # the build itself failed (the converter refused), in words
+    share: int = 1  # these figures are on 1/share of the images given (`part`): "images needed" scales by it
 
     def part(self, half: int) -> Outcome:
         """This build's figures on one half of the images (`CLIMB` or `CONFIRM`): alternate images of the
@@ -103,6 +104,7 @@ class Outcome:
             guard=None if judged is None else Agreement.of(*judged),
             correct=of(self.correct),
             reference_correct=of(self.reference_correct),
+            share=2 * self.share,
         )
 
     @property
@@ -140,7 +142,13 @@ class Rules:
 
     def judgements(self, outcome: Outcome) -> list[tuple[Verdict, str, str]]:
         """Each rule's verdict on `outcome` (`measure.decide`), the images it was judged on, and its figures in
-        words."""
+        words. "Images needed" counts the images to give: for a half, twice what that half would need."""
+        return [
+            (dataclasses.replace(v, images_needed=v.images_needed * outcome.share) if v.images_needed else v, n, f)
+            for v, n, f in self._judgements(outcome)
+        ]
+
+    def _judgements(self, outcome: Outcome) -> list[tuple[Verdict, str, str]]:
         judged = []
         guard, budget = outcome.guard, outcome.budget
         if self.min_agreement is not None and guard is not None:
